@@ -36,6 +36,8 @@ type Snapshot struct {
 	ErrorMessage string `json:"error,omitempty"`
 	// ServerName is the name the master announced with SERVER.
 	ServerName string `json:"serverName,omitempty"`
+	// Address is the replication address the probe dials (host:port).
+	Address string `json:"address,omitempty"`
 	// Streams holds each stream's position, sorted by name.
 	Streams []StreamPosition `json:"streams"`
 	// Heartbeat is the round-trip latency of INVALIDATE_CACHE heartbeats
