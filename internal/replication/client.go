@@ -1,0 +1,491 @@
+package replication
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ClientState is the client's connection state, reported to the handler.
+type ClientState int
+
+const (
+	// ClientConnecting: dialing the server.
+	ClientConnecting ClientState = iota
+	// ClientConnected: connected, NAME/PING/REPLICATE sent; catching up.
+	ClientConnected
+	// ClientCaughtUp: every requested stream has had its POSITION.
+	ClientCaughtUp
+	// ClientDisconnected: the connection is gone; the client will retry
+	// unless its context is done.
+	ClientDisconnected
+)
+
+func (s ClientState) String() string {
+	switch s {
+	case ClientConnecting:
+		return "connecting"
+	case ClientConnected:
+		return "connected"
+	case ClientCaughtUp:
+		return "caught-up"
+	case ClientDisconnected:
+		return "disconnected"
+	}
+	return "ClientState(" + strconv.Itoa(int(s)) + ")"
+}
+
+// ErrWrongRemote is wrapped by the disconnect error when the server announced
+// a different SERVER name than ClientConfig.ServerName.
+var ErrWrongRemote = errors.New("wrong remote: the server announced a different server name")
+
+// RemoteError is an ERROR the server sent. The client records it and reports
+// it with the disconnect that (usually) follows.
+type RemoteError struct {
+	Message string
+}
+
+func (e *RemoteError) Error() string { return "server sent ERROR " + e.Message }
+
+// StreamRequest is one stream the client replicates: from Token (rows after
+// it), or from now on with Now. Stream may be "ALL" with Now.
+type StreamRequest struct {
+	Stream string
+	Token  int64
+	Now    bool
+}
+
+// ClientHandler receives what the server sends. Its methods are called on
+// the connection's read loop, one at a time.
+type ClientHandler interface {
+	// HandleRows receives a whole batch of rows sharing one token (one row
+	// when not batched). rows are the RDATA JSON as received; they are the
+	// handler's to keep. An error disconnects; the client then resumes
+	// from the last token handled successfully.
+	HandleRows(ctx context.Context, stream string, token int64, rows []json.RawMessage) error
+	// HandlePosition reports a POSITION: the stream is at token.
+	HandlePosition(stream string, token int64)
+	// HandleConnectionState reports state changes. With ClientDisconnected
+	// err says why (it wraps ErrWrongRemote, *RemoteError, ErrPingTimeout,
+	// a net error, or the handler's own error).
+	HandleConnectionState(state ClientState, err error)
+}
+
+// SyncHandler is optionally implemented by a ClientHandler to receive SYNC.
+type SyncHandler interface {
+	HandleSync(data string)
+}
+
+// ClientConfig configures a Client. Zero values take the protocol defaults.
+type ClientConfig struct {
+	// Address is the server's host:port.
+	Address string
+	// ServerName is the name the server must announce; empty accepts any.
+	ServerName string
+	// Name is sent with NAME; empty sends no NAME.
+	Name string
+	// Streams to replicate. After a stream's first POSITION, reconnects
+	// resume it from its last numeric token.
+	Streams []StreamRequest
+	// Handler receives rows, positions and state changes (required).
+	Handler ClientHandler
+	// Dial replaces net.Dialer.DialContext (e.g. for TLS).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	MaxLineLength      int           // default 16384
+	MaxPendingCommands int           // default 10000; also bounds the commands kept while disconnected
+	PingInterval       time.Duration // default 5s
+	PingTimeout        time.Duration // default 25s
+	WriteTimeout       time.Duration // default 10s
+	Clock              Clock
+	Logger             logr.Logger
+	Registerer         prometheus.Registerer
+	// InitialBackoff is the first reconnect delay (default 100ms); it doubles
+	// up to MaxBackoff (default 1s), with jitter, and resets only once every
+	// stream has caught up.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+}
+
+// Client is the worker side: it keeps a connection to the server, replicates
+// streams and reconnects when the connection is lost.
+type Client struct {
+	cfg     ClientConfig
+	metrics *metrics
+	log     logr.Logger
+	connCfg connConfig
+	ids     atomic.Uint64
+
+	mu         sync.Mutex
+	positions  map[string]int64
+	allStreams map[string]bool // streams learnt from REPLICATE ALL NOW
+	outbox     []Command
+	cur        *conn // nil while disconnected
+	running    bool
+}
+
+// NewClient checks cfg and returns a client; Run connects it.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Address == "" {
+		return nil, errors.New("replication: ClientConfig.Address is required")
+	}
+	if cfg.Handler == nil {
+		return nil, errors.New("replication: ClientConfig.Handler is required")
+	}
+	for _, r := range cfg.Streams {
+		if err := checkWord("stream", r.Stream); err != nil || r.Stream == "" {
+			return nil, fmt.Errorf("replication: invalid stream name %q in ClientConfig.Streams", r.Stream)
+		}
+		if r.Stream == ReplicateAll && !r.Now {
+			return nil, errors.New("replication: stream ALL can only be replicated with Now")
+		}
+	}
+	if cfg.Name != "" {
+		if err := checkText("client name", cfg.Name); err != nil {
+			return nil, fmt.Errorf("replication: ClientConfig.Name: %w", err)
+		}
+	}
+	if cfg.MaxLineLength <= 0 {
+		cfg.MaxLineLength = DefaultMaxLineLength
+	}
+	if cfg.MaxPendingCommands <= 0 {
+		cfg.MaxPendingCommands = DefaultMaxPendingCommands
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = DefaultPingTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.InitialBackoff <= 0 {
+		cfg.InitialBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = time.Second
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.InitialBackoff)
+	cfg.Clock = clockOrReal(cfg.Clock)
+	if cfg.Dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+		cfg.Dial = d.DialContext
+	}
+	m, err := metricsFor(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:        cfg,
+		metrics:    m,
+		log:        cfg.Logger.WithName("replication-client"),
+		positions:  map[string]int64{},
+		allStreams: map[string]bool{},
+	}
+	c.connCfg = connConfig{
+		maxLineLength: cfg.MaxLineLength,
+		maxPending:    cfg.MaxPendingCommands,
+		writeTimeout:  cfg.WriteTimeout,
+		pingInterval:  cfg.PingInterval,
+		pingTimeout:   cfg.PingTimeout,
+		clock:         cfg.Clock,
+		logger:        c.log,
+		metrics:       m,
+		inboundOK:     SentByServer,
+	}
+	return c, nil
+}
+
+// Positions returns the last numeric token handled (or POSITIONed) per stream.
+func (c *Client) Positions() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int64, len(c.positions))
+	for k, v := range c.positions {
+		out[k] = v
+	}
+	return out
+}
+
+// errOutboxFull is returned by Send when too many commands wait for a connection.
+var errOutboxFull = errors.New("too many commands queued while disconnected")
+
+// Send sends a client command now, or after the next connect when the
+// client is disconnected.
+func (c *Client) Send(cmd Command) error {
+	if cmd == nil || !SentByClient(cmd.Name()) {
+		return fmt.Errorf("replication: a client cannot send %s", commandName(cmd))
+	}
+	// Check it formats and fits now, not after the reconnect.
+	if _, err := c.connCfgLine(cmd); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != nil {
+		if err := c.cur.sendControl(cmd); err == nil {
+			return nil
+		}
+	}
+	if len(c.outbox) >= c.cfg.MaxPendingCommands {
+		return fmt.Errorf("replication: send %s: %w (%d); the server has been unreachable for a while", cmd.Name(), errOutboxFull, len(c.outbox))
+	}
+	c.outbox = append(c.outbox, cmd)
+	return nil
+}
+
+func (c *Client) connCfgLine(cmd Command) ([]byte, error) {
+	tmp := conn{cfg: c.connCfg}
+	return tmp.encodeLine(cmd)
+}
+
+// Run connects and keeps reconnecting until ctx is done, then returns
+// ctx's error. It may be called only once at a time.
+func (c *Client) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.running {
+		c.mu.Unlock()
+		return errors.New("replication: Client.Run is already running")
+	}
+	c.running = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.running = false
+		c.mu.Unlock()
+	}()
+
+	backoff := c.cfg.InitialBackoff
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		caughtUp, err := c.runOnce(ctx)
+		c.cfg.Handler.HandleConnectionState(ClientDisconnected, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if caughtUp {
+			backoff = c.cfg.InitialBackoff
+		}
+		// Full jitter in the upper half, so that workers restarted
+		// together do not reconnect in step.
+		delay := backoff/2 + rand.N(backoff/2+1)
+		c.log.V(1).Info("replication connection lost; reconnecting", "delay", delay, "error", errString(err))
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// session is the client's state for one connection.
+type session struct {
+	c          *Client
+	conn       *conn
+	ctx        context.Context
+	waiting    map[string]bool // streams asked for without their POSITION yet
+	waitingAll bool            // REPLICATE ALL NOW sent, no POSITION yet
+	sentAll    bool            // REPLICATE ALL NOW sent on this connection
+	explicit   map[string]bool // streams asked for by name
+	batches    map[string][]json.RawMessage
+	caughtUp   atomic.Bool
+	remoteErr  *RemoteError
+	failure    error // why the session closed, when it chose to
+}
+
+func (c *Client) runOnce(ctx context.Context) (caughtUp bool, err error) {
+	c.cfg.Handler.HandleConnectionState(ClientConnecting, nil)
+	nc, err := c.cfg.Dial(ctx, "tcp", c.cfg.Address)
+	if err != nil {
+		return false, fmt.Errorf("dial replication server %s: %w", c.cfg.Address, err)
+	}
+	cn := newConn(c.connCfg, nc, c.ids.Add(1), c.cfg.Name)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &session{c: c, conn: cn, ctx: sctx, waiting: map[string]bool{}, explicit: map[string]bool{}, batches: map[string][]json.RawMessage{}}
+	cn.dispatch = s.dispatch
+	cn.onClosing = cancel
+	stop := context.AfterFunc(ctx, func() {
+		cn.closeWith(CloseShutdown, "", false, ctx.Err())
+	})
+	defer stop()
+
+	if err := c.startSession(s); err != nil {
+		cn.closeWith(CloseHandlerError, "", false, err)
+	}
+	c.metrics.addConn(cn)
+	c.cfg.Handler.HandleConnectionState(ClientConnected, nil)
+	if len(s.waiting) == 0 && !s.waitingAll {
+		s.markCaughtUp()
+	}
+	reason, cerr := cn.run()
+	c.metrics.removeConn(cn)
+	c.mu.Lock()
+	if c.cur == cn {
+		c.cur = nil
+	}
+	c.mu.Unlock()
+
+	switch {
+	case s.failure != nil:
+		err = s.failure
+	case reason == CloseShutdown && ctx.Err() != nil:
+		err = ctx.Err()
+	case s.remoteErr != nil:
+		err = fmt.Errorf("connection closed (%s) after the server reported an error: %w", reason, s.remoteErr)
+	case cerr != nil:
+		err = fmt.Errorf("replication connection closed (%s): %w", reason, cerr)
+	default:
+		err = fmt.Errorf("replication connection closed (%s)", reason)
+	}
+	return s.caughtUp.Load(), err
+}
+
+// startSession sends the opening commands (NAME, PING, one REPLICATE per
+// stream, then the commands queued while disconnected) and makes the
+// connection current, all under the client's lock so that Send cannot slip
+// a command in between.
+func (c *Client) startSession(s *session) error {
+	cn := s.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cfg.Name != "" {
+		if err := cn.sendControl(NameCommand{ClientName: c.cfg.Name}); err != nil {
+			return err
+		}
+	}
+	if err := cn.sendControl(PingCommand{Data: strconv.FormatInt(c.cfg.Clock.Now().UnixMilli(), 10)}); err != nil {
+		return err
+	}
+	for _, r := range c.replicateCommandsLocked(s) {
+		if err := cn.sendControl(r); err != nil {
+			return err
+		}
+	}
+	for len(c.outbox) > 0 {
+		if err := cn.sendControl(c.outbox[0]); err != nil {
+			return err
+		}
+		c.outbox = c.outbox[1:]
+	}
+	c.outbox = nil
+	c.cur = cn
+	return nil
+}
+
+// replicateCommandsLocked builds the REPLICATE commands of a new connection:
+// each stream resumes from its last numeric token once it has one.
+func (c *Client) replicateCommandsLocked(s *session) []ReplicateCommand {
+	var cmds []ReplicateCommand
+	add := func(stream string, token int64, now bool) {
+		if s.explicit[stream] {
+			return
+		}
+		s.explicit[stream] = true
+		s.waiting[stream] = true
+		cmds = append(cmds, ReplicateCommand{Stream: stream, Token: token, Now: now})
+	}
+	wantAll := false
+	for _, r := range c.cfg.Streams {
+		if r.Stream == ReplicateAll {
+			wantAll = true
+			continue
+		}
+		if pos, ok := c.positions[r.Stream]; ok {
+			add(r.Stream, pos, false)
+		} else {
+			add(r.Stream, r.Token, r.Now)
+		}
+	}
+	if wantAll {
+		if len(c.allStreams) == 0 {
+			s.waitingAll, s.sentAll = true, true
+			cmds = append(cmds, ReplicateCommand{Stream: ReplicateAll, Now: true})
+		} else {
+			for stream := range c.allStreams {
+				add(stream, c.positions[stream], false)
+			}
+		}
+	}
+	return cmds
+}
+
+func (s *session) markCaughtUp() {
+	if s.caughtUp.CompareAndSwap(false, true) {
+		s.c.cfg.Handler.HandleConnectionState(ClientCaughtUp, nil)
+	}
+}
+
+// fail records why the session closes and closes it.
+func (s *session) fail(reason, errText string, err error) error {
+	s.failure = err
+	return &dispatchError{reason: reason, errText: errText, err: err}
+}
+
+// dispatch handles one command from the server, on the read loop.
+func (s *session) dispatch(cmd Command) error {
+	c := s.c
+	switch cmd := cmd.(type) {
+	case ServerCommand:
+		if c.cfg.ServerName != "" && cmd.ServerName != c.cfg.ServerName {
+			return s.fail(CloseWrongRemote, "Wrong remote", fmt.Errorf("%w: expected %q, got %q", ErrWrongRemote, c.cfg.ServerName, cmd.ServerName))
+		}
+	case RdataCommand:
+		c.metrics.rdataReceived(cmd.Stream, 1)
+		if cmd.Batch {
+			s.batches[cmd.Stream] = append(s.batches[cmd.Stream], bytes.Clone(cmd.Row))
+			return nil
+		}
+		rows := append(s.batches[cmd.Stream], bytes.Clone(cmd.Row))
+		delete(s.batches, cmd.Stream)
+		if err := c.cfg.Handler.HandleRows(s.ctx, cmd.Stream, cmd.Token, rows); err != nil {
+			return s.fail(CloseHandlerError, "", fmt.Errorf("handling %s rows at token %d: %w", cmd.Stream, cmd.Token, err))
+		}
+		c.mu.Lock()
+		c.positions[cmd.Stream] = cmd.Token
+		c.mu.Unlock()
+	case PositionCommand:
+		c.mu.Lock()
+		c.positions[cmd.Stream] = cmd.Token
+		if !s.explicit[cmd.Stream] && s.sentAll {
+			c.allStreams[cmd.Stream] = true
+		}
+		c.mu.Unlock()
+		c.cfg.Handler.HandlePosition(cmd.Stream, cmd.Token)
+		if s.waiting[cmd.Stream] {
+			delete(s.waiting, cmd.Stream)
+		} else if s.waitingAll {
+			// The server sends the POSITIONs of ALL NOW together; the
+			// first one means the subscription is done.
+			s.waitingAll = false
+		}
+		if len(s.waiting) == 0 && !s.waitingAll {
+			s.markCaughtUp()
+		}
+	case ErrorCommand:
+		s.remoteErr = &RemoteError{Message: cmd.Message}
+		c.log.Info("replication server reported an error", "error", cmd.Message)
+	case SyncCommand:
+		if h, ok := c.cfg.Handler.(SyncHandler); ok {
+			h.HandleSync(cmd.Data)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,630 @@
+package replication
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-logr/logr"
+)
+
+// ConnState is where a connection is in its life.
+type ConnState int
+
+const (
+	// ConnEstablished: the connection is open and its writer keeps up.
+	ConnEstablished ConnState = iota
+	// ConnPaused: the socket has not accepted our writes for a while, so
+	// commands are queuing (Synapse's "paused").
+	ConnPaused
+	// ConnClosing: a close has begun; queued commands and a final ERROR
+	// are being flushed.
+	ConnClosing
+	// ConnClosed: the socket is closed.
+	ConnClosed
+)
+
+func (s ConnState) String() string {
+	switch s {
+	case ConnEstablished:
+		return "established"
+	case ConnPaused:
+		return "paused"
+	case ConnClosing:
+		return "closing"
+	case ConnClosed:
+		return "closed"
+	}
+	return "ConnState(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Close reasons, the reason_type label of the close_reason metric and the
+// reason given to ConnectionClosed.
+const (
+	CloseRemoteClosed   = "remote_closed"   // the peer closed the connection
+	CloseReadError      = "read_error"      // reading failed (reset, ...)
+	CloseWriteError     = "write_error"     // writing failed (reset, broken pipe)
+	CloseWriteTimeout   = "write_timeout"   // one flush took longer than the write timeout
+	CloseSlowConsumer   = "slow_consumer"   // too many commands pending: ERROR Failed to keep up
+	ClosePingTimeout    = "ping_timeout"    // nothing received for the ping timeout
+	CloseLineTooLong    = "line_too_long"   // the peer sent a line over the limit
+	CloseInvalidCommand = "invalid_command" // unknown command, or wrong direction
+	CloseParseError     = "parse_error"     // a command whose arguments do not parse
+	CloseWrongRemote    = "wrong_remote"    // the server announced another name
+	CloseSubscribeError = "subscribe_error" // REPLICATE failed (unknown stream, token too old, storage)
+	CloseHandlerError   = "handler_error"   // the local handler failed (client side)
+	CloseRemoteError    = "remote_error"    // the peer sent ERROR (client side)
+	CloseShutdown       = "shutdown"        // Server.Shutdown, or the client's context ended
+	CloseRequested      = "closed_by_owner" // ServerConn.CloseWithError
+)
+
+// Defaults of the protocol (PROTOCOL.md).
+const (
+	DefaultMaxLineLength      = 16384
+	DefaultMaxPendingCommands = 10000
+	DefaultPingInterval       = 5 * time.Second
+	DefaultPingTimeout        = 25 * time.Second
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultCatchUpPageRows    = 1000
+)
+
+// maxFlushBytes bounds one vectored write, so that pending counts drop (and
+// catch-up makes room) in steps rather than only after a huge write.
+const maxFlushBytes = 1 << 20
+
+// pausedAfter is how long one flush may block before the connection reports
+// itself paused.
+const pausedAfter = 500 * time.Millisecond
+
+// commandIndex numbers the commands for the per-connection counters, which
+// are arrays of atomics so the hot paths touch no map and take no lock.
+func commandIndex(name string) int {
+	for i, n := range AllCommands {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
+var (
+	idxRdata = commandIndex(CmdRdata)
+	idxPing  = commandIndex(CmdPing)
+)
+
+// outItem is a run of complete lines (each ending in "\n") of one command
+// name, queued for writing. b may be shared with other connections and is
+// never modified.
+type outItem struct {
+	b   []byte
+	n   int // commands in b
+	cmd int // commandIndex of the lines' command
+}
+
+type connConfig struct {
+	maxLineLength int
+	maxPending    int
+	writeTimeout  time.Duration
+	pingInterval  time.Duration
+	pingTimeout   time.Duration
+	clock         Clock
+	logger        logr.Logger
+	metrics       *metrics
+	// inboundOK says which commands this side may receive.
+	inboundOK func(name string) bool
+}
+
+// conn is the engine shared by both sides: one read loop, one write loop
+// draining a bounded queue with vectored writes, and the keep-alive loop.
+type conn struct {
+	cfg            connConfig
+	nc             net.Conn
+	id             uint64
+	connectedSince time.Time
+
+	// dispatch handles a received command (other than PING bookkeeping);
+	// an error closes the connection, see dispatchError.
+	dispatch func(Command) error
+	// onClosing, if set, is called once when a close begins (to cancel
+	// work done on the connection's behalf).
+	onClosing func()
+
+	mu           sync.Mutex
+	name         string
+	queue        []outItem
+	spare        []outItem
+	queuedCmds   int
+	queuedBytes  int
+	flightCmds   int
+	flightBytes  int
+	flightSince  time.Time // zero when no flush is in progress
+	roomCh       chan struct{}
+	closing      bool
+	closeReason  string
+	closeErr     error
+	closeStarted time.Time
+
+	wake      chan struct{} // cap 1: the writer has work or must close
+	closingCh chan struct{} // closed when a close begins
+	netClosed chan struct{} // closed once the socket is closed
+	closeNet  sync.Once
+
+	commandsIn   [16]atomic.Uint64
+	commandsOut  [16]atomic.Uint64
+	bytesIn      atomic.Uint64
+	bytesOut     atomic.Uint64
+	lastRecvNS   atomic.Int64
+	lastSentNS   atomic.Int64
+	receivedPing atomic.Bool
+}
+
+func newConn(cfg connConfig, nc net.Conn, id uint64, name string) *conn {
+	now := cfg.clock.Now()
+	c := &conn{
+		cfg:            cfg,
+		nc:             nc,
+		id:             id,
+		name:           name,
+		connectedSince: now,
+		wake:           make(chan struct{}, 1),
+		closingCh:      make(chan struct{}),
+		netClosed:      make(chan struct{}),
+	}
+	c.lastRecvNS.Store(now.UnixNano())
+	return c
+}
+
+// run runs the connection's loops and returns once all have ended, with the
+// reason the connection closed.
+func (c *conn) run() (reason string, err error) {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); c.readLoop() }()
+	go func() { defer wg.Done(); c.writeLoop() }()
+	go func() { defer wg.Done(); c.keepAliveLoop() }()
+	wg.Wait()
+	c.mu.Lock()
+	reason, err = c.closeReason, c.closeErr
+	c.queue, c.spare = nil, nil
+	c.mu.Unlock()
+	c.cfg.metrics.connClosed(reason)
+	return reason, err
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) shutNet() {
+	c.closeNet.Do(func() {
+		_ = c.nc.Close()
+		close(c.netClosed)
+	})
+}
+
+// errLineTooLong is returned when a command would not fit the line limit.
+var errLineTooLong = errors.New("line too long")
+
+// closeWith begins closing: with errText the peer gets "ERROR errText" after
+// what is already queued (or instead of it, when dropQueue: a slow consumer
+// must not wait for 10000 lines). Only the first close counts.
+func (c *conn) closeWith(reason, errText string, dropQueue bool, err error) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.closeReason = reason
+	c.closeErr = err
+	c.closeStarted = c.cfg.clock.Now()
+	if dropQueue {
+		c.queue = c.queue[:0]
+		c.queuedCmds, c.queuedBytes = 0, 0
+	}
+	if errText != "" {
+		line := append(append([]byte("ERROR "), sanitizeText(errText)...), '\n')
+		c.queue = append(c.queue, outItem{b: line, n: 1, cmd: commandIndex(CmdError)})
+		c.queuedCmds++
+		c.queuedBytes += len(line)
+	}
+	c.wakeRoomLocked()
+	c.mu.Unlock()
+	close(c.closingCh)
+	if c.onClosing != nil {
+		c.onClosing()
+	}
+	c.signal()
+	if err != nil && !errors.Is(err, io.EOF) {
+		c.cfg.logger.V(1).Info("closing replication connection", "conn", c.id, "reason", reason, "error", err.Error())
+	} else {
+		c.cfg.logger.V(1).Info("closing replication connection", "conn", c.id, "reason", reason)
+	}
+}
+
+// sanitizeText keeps an error text on one line, whatever it quotes.
+func sanitizeText(s string) []byte {
+	b := []byte(s)
+	for i, ch := range b {
+		if ch == '\n' || ch == '\r' || ch == 0 {
+			b[i] = ' '
+		}
+	}
+	return b
+}
+
+func (c *conn) wakeRoomLocked() {
+	if c.roomCh != nil {
+		close(c.roomCh)
+		c.roomCh = nil
+	}
+}
+
+// encodeLine formats cmd as one line with its newline, within the limit.
+func (c *conn) encodeLine(cmd Command) ([]byte, error) {
+	b, err := AppendCommand(make([]byte, 0, 64), cmd)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > c.cfg.maxLineLength {
+		return nil, fmt.Errorf("send %s: %w (%d bytes > %d); the peer would drop the connection", cmd.Name(), errLineTooLong, len(b), c.cfg.maxLineLength)
+	}
+	return append(b, '\n'), nil
+}
+
+// errConnClosed is returned for sends on a connection that is closing.
+var errConnClosed = errors.New("replication connection is closed")
+
+// sendControl queues a protocol command (SERVER, PING, POSITION, ERROR,
+// NAME, REPLICATE, ...) outside the slow-consumer limit: these are few and
+// the limit is for rows.
+func (c *conn) sendControl(cmd Command) error {
+	line, err := c.encodeLine(cmd)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return errConnClosed
+	}
+	c.pushLocked(outItem{b: line, n: 1, cmd: commandIndex(cmd.Name())})
+	return nil
+}
+
+// pushLocked appends an item to the queue; c.mu is held.
+func (c *conn) pushLocked(it outItem) {
+	c.queue = append(c.queue, it)
+	c.queuedCmds += it.n
+	c.queuedBytes += len(it.b)
+	if it.cmd >= 0 {
+		c.commandsOut[it.cmd].Add(uint64(it.n))
+	}
+	c.lastSentNS.Store(c.cfg.clock.Now().UnixNano())
+	c.signal()
+}
+
+// pendingLocked is what the slow-consumer limit counts: every command not
+// yet accepted by the socket.
+func (c *conn) pendingLocked() int { return c.queuedCmds + c.flightCmds }
+
+// pushLiveLocked queues live rows, or, when the peer is too far behind,
+// closes it as a slow consumer. It reports whether the rows were queued.
+func (c *conn) pushLiveLocked(it outItem) bool {
+	if c.closing {
+		return false
+	}
+	if c.pendingLocked()+it.n > c.cfg.maxPending {
+		c.mu.Unlock()
+		c.closeWith(CloseSlowConsumer, "Failed to keep up", true, fmt.Errorf("more than %d commands pending", c.cfg.maxPending))
+		c.mu.Lock()
+		return false
+	}
+	c.pushLocked(it)
+	return true
+}
+
+// pushWait queues rows once there is room, waiting for the writer to drain
+// the queue below half the limit (the other half is left for live rows, so
+// catch-up never makes a connection a slow consumer).
+func (c *conn) pushWait(ctx context.Context, it outItem) error {
+	for {
+		c.mu.Lock()
+		if c.closing {
+			c.mu.Unlock()
+			return errConnClosed
+		}
+		if p := c.pendingLocked(); p == 0 || p+it.n <= c.cfg.maxPending/2 {
+			c.pushLocked(it)
+			c.mu.Unlock()
+			return nil
+		}
+		if c.roomCh == nil {
+			c.roomCh = make(chan struct{})
+		}
+		room := c.roomCh
+		c.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.closingCh:
+			return errConnClosed
+		}
+	}
+}
+
+func (c *conn) writeLoop() {
+	defer c.shutNet()
+	var bufs net.Buffers
+	for {
+		c.mu.Lock()
+		// Take up to maxFlushBytes of the queue.
+		take, nbytes, cmds := 0, 0, 0
+		for take < len(c.queue) && (take == 0 || nbytes+len(c.queue[take].b) <= maxFlushBytes) {
+			nbytes += len(c.queue[take].b)
+			cmds += c.queue[take].n
+			take++
+		}
+		closing := c.closing
+		if take == 0 {
+			c.mu.Unlock()
+			if closing {
+				return
+			}
+			select {
+			case <-c.wake:
+			case <-c.netClosed:
+				return
+			}
+			continue
+		}
+		bufs = bufs[:0]
+		for _, it := range c.queue[:take] {
+			bufs = append(bufs, it.b)
+		}
+		rest := copy(c.queue, c.queue[take:])
+		clear(c.queue[rest:])
+		c.queue = c.queue[:rest]
+		c.queuedCmds -= cmds
+		c.queuedBytes -= nbytes
+		c.flightCmds, c.flightBytes = cmds, nbytes
+		c.flightSince = time.Now()
+		c.mu.Unlock()
+
+		if c.cfg.writeTimeout > 0 {
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
+		}
+		toWrite := bufs // WriteTo consumes its receiver
+		n, err := toWrite.WriteTo(c.nc)
+		c.bytesOut.Add(uint64(n))
+		clear(bufs[:cap(bufs)])
+
+		c.mu.Lock()
+		c.flightCmds, c.flightBytes = 0, 0
+		c.flightSince = time.Time{}
+		c.wakeRoomLocked()
+		c.mu.Unlock()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.closeWith(CloseWriteTimeout, "", false, fmt.Errorf("write did not finish within %s: %w", c.cfg.writeTimeout, err))
+			} else {
+				c.closeWith(CloseWriteError, "", false, fmt.Errorf("write: %w", err))
+			}
+			return
+		}
+	}
+}
+
+// readLoop reads lines, checks and parses them, and dispatches commands.
+func (c *conn) readLoop() {
+	size := max(64<<10, c.cfg.maxLineLength+2)
+	br := bufio.NewReaderSize(c.nc, size)
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			c.closeWith(CloseLineTooLong, "Line length exceeded", false, fmt.Errorf("received a line longer than %d bytes", c.cfg.maxLineLength))
+			return
+		}
+		if err != nil {
+			// A final line without a newline is incomplete: not a command.
+			c.closeWith(readCloseReason(err), "", false, err)
+			return
+		}
+		c.bytesIn.Add(uint64(len(line)))
+		line = line[:len(line)-1]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) > c.cfg.maxLineLength {
+			c.closeWith(CloseLineTooLong, "Line length exceeded", false, fmt.Errorf("received a line of %d bytes, over the limit of %d", len(line), c.cfg.maxLineLength))
+			return
+		}
+		if !c.handleLine(line) {
+			return
+		}
+	}
+}
+
+func readCloseReason(err error) string {
+	if errors.Is(err, io.EOF) {
+		return CloseRemoteClosed
+	}
+	return CloseReadError
+}
+
+// handleLine processes one received line; false means the connection is
+// closing.
+func (c *conn) handleLine(line []byte) bool {
+	if isBlank(line) {
+		return true
+	}
+	name, rest := splitName(line)
+	known := internName(name)
+	if !c.cfg.inboundOK(known) {
+		perr := &ProtocolError{Command: safeName(name), Invalid: true}
+		c.closeWith(CloseInvalidCommand, perr.Error(), false, perr)
+		return false
+	}
+	cmd, err := parseChecked(known, line, rest)
+	if err != nil {
+		c.closeWith(CloseParseError, err.Error(), false, err)
+		return false
+	}
+	c.lastRecvNS.Store(c.cfg.clock.Now().UnixNano())
+	if i := commandIndex(known); i >= 0 {
+		c.commandsIn[i].Add(1)
+	}
+	if known == CmdPing {
+		c.receivedPing.Store(true)
+		return true
+	}
+	if err := c.dispatch(cmd); err != nil {
+		var de *dispatchError
+		if errors.As(err, &de) {
+			c.closeWith(de.reason, de.errText, false, de.err)
+		} else {
+			c.closeWith(CloseHandlerError, err.Error(), false, err)
+		}
+		return false
+	}
+	return true
+}
+
+// parseChecked parses a line whose command is allowed, after the line-wide
+// checks that the protocol's hardening asks for.
+func parseChecked(name string, line, rest []byte) (Command, error) {
+	if bytes.IndexByte(line, 0) >= 0 {
+		return nil, &ProtocolError{Command: name, Msg: "line contains a NUL byte"}
+	}
+	if !utf8.Valid(line) {
+		return nil, &ProtocolError{Command: name, Msg: "line is not valid UTF-8"}
+	}
+	return parseArgs(name, rest, false)
+}
+
+// dispatchError lets a dispatch function choose how the connection closes.
+type dispatchError struct {
+	reason  string
+	errText string // sent as ERROR when not empty
+	err     error
+}
+
+func (e *dispatchError) Error() string { return e.err.Error() }
+func (e *dispatchError) Unwrap() error { return e.err }
+
+// keepAliveLoop sends PING when nothing was sent for a ping interval, closes
+// a peer silent for the ping timeout (once it has pinged us), and aborts a
+// close that has not finished within the ping timeout.
+func (c *conn) keepAliveLoop() {
+	t := c.cfg.clock.NewTicker(c.cfg.pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.netClosed:
+			return
+		case <-t.C():
+		}
+		now := c.cfg.clock.Now()
+		c.mu.Lock()
+		closing, started := c.closing, c.closeStarted
+		c.mu.Unlock()
+		if closing {
+			if now.Sub(started) > c.cfg.pingTimeout {
+				c.cfg.logger.Info("replication connection did not close in time, aborting", "conn", c.id)
+				c.shutNet()
+				return
+			}
+			continue
+		}
+		if now.Sub(time.Unix(0, c.lastSentNS.Load())) >= c.cfg.pingInterval {
+			_ = c.sendControl(PingCommand{Data: strconv.FormatInt(now.UnixMilli(), 10)})
+		}
+		if c.receivedPing.Load() {
+			if silent := now.Sub(time.Unix(0, c.lastRecvNS.Load())); silent > c.cfg.pingTimeout {
+				c.closeWith(ClosePingTimeout, "ping timeout", false, fmt.Errorf("%w: nothing received for %s", ErrPingTimeout, silent))
+			}
+		}
+	}
+}
+
+// ErrPingTimeout is wrapped by the error of a connection closed because the
+// peer sent nothing for the ping timeout.
+var ErrPingTimeout = errors.New("ping timeout")
+
+// connStats is a snapshot of a connection's counters.
+type connStats struct {
+	name            string
+	state           ConnState
+	pendingCommands int
+	pendingBytes    int
+	commandsIn      map[string]uint64
+	commandsOut     map[string]uint64
+	bytesIn         uint64
+	bytesOut        uint64
+	lastReceived    time.Time
+}
+
+func (c *conn) stats() connStats {
+	c.mu.Lock()
+	st := connStats{
+		name:            c.name,
+		pendingCommands: c.queuedCmds + c.flightCmds,
+		pendingBytes:    c.queuedBytes + c.flightBytes,
+	}
+	switch {
+	case c.closing:
+		st.state = ConnClosing
+	case !c.flightSince.IsZero() && time.Since(c.flightSince) > pausedAfter:
+		st.state = ConnPaused
+	default:
+		st.state = ConnEstablished
+	}
+	c.mu.Unlock()
+	select {
+	case <-c.netClosed:
+		st.state = ConnClosed
+	default:
+	}
+	st.commandsIn = countersMap(&c.commandsIn)
+	st.commandsOut = countersMap(&c.commandsOut)
+	st.bytesIn = c.bytesIn.Load()
+	st.bytesOut = c.bytesOut.Load()
+	st.lastReceived = time.Unix(0, c.lastRecvNS.Load())
+	return st
+}
+
+func countersMap(a *[16]atomic.Uint64) map[string]uint64 {
+	m := map[string]uint64{}
+	for i, name := range AllCommands {
+		if n := a[i].Load(); n > 0 {
+			m[name] = n
+		}
+	}
+	return m
+}
+
+func (c *conn) setName(name string) {
+	c.mu.Lock()
+	c.name = name
+	c.mu.Unlock()
+}
+
+func (c *conn) getName() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.name
+}

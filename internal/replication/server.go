@@ -1,0 +1,552 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ServerConfig configures a Server. Zero values take the protocol's defaults.
+type ServerConfig struct {
+	// ServerName is sent as "SERVER <name>"; clients check it.
+	ServerName string
+	// MaxLineLength is the longest line accepted or sent, without its
+	// newline (default 16384).
+	MaxLineLength int
+	// MaxPendingCommands is the slow-consumer limit: a connection with more
+	// commands than this not yet written to its socket when live rows
+	// arrive gets "ERROR Failed to keep up" and is closed (default 10000).
+	MaxPendingCommands int
+	// WriteTimeout is the deadline of one flush of a connection's queue; a
+	// socket that accepts nothing for this long is closed (default 10s).
+	WriteTimeout time.Duration
+	// PingInterval and PingTimeout are the keep-alive (defaults 5s, 25s).
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	// CatchUpPageRows is how many rows a subscription's catch-up reads from
+	// the Source at a time (default 1000).
+	CatchUpPageRows int
+	// Clock drives keep-alive; nil is the real clock.
+	Clock Clock
+	// Logger receives connection events; the zero Logger discards them.
+	Logger logr.Logger
+	// Registerer receives the Synapse-named metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// Handler receives what clients send that is not protocol control (NAME,
+// PING and REPLICATE are handled by the server itself).
+type Handler interface {
+	// HandleCommand handles USER_SYNC, FEDERATION_ACK, REMOVE_PUSHER,
+	// INVALIDATE_CACHE, USER_IP, SYNC and ERROR from a client. It runs on the
+	// connection's read loop, so a connection's commands are handled in
+	// order and a slow handler only slows that connection's reading. A
+	// returned error is sent to the client as "ERROR <text>"; the connection
+	// stays open (call ServerConn.CloseWithError to close it).
+	HandleCommand(conn *ServerConn, cmd Command) error
+	// ConnectionClosed is called once per connection after it has closed
+	// and left the connection table; reason is one of the Close* constants.
+	ConnectionClosed(conn *ServerConn, reason string)
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("replication server closed")
+
+// Server is the master side of the protocol: it accepts clients, subscribes
+// them to streams read from a Source, and fans published rows out to them.
+type Server struct {
+	cfg     ServerConfig
+	src     Source
+	h       Handler
+	metrics *metrics
+	connCfg connConfig
+	log     logr.Logger
+
+	nextID atomic.Uint64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*ServerConn]struct{}
+	closed    bool
+	connWG    sync.WaitGroup
+
+	// fanout maps each stream to the connections subscribed or subscribing
+	// to it. It is copied on write so that Publish reads it without a lock.
+	fanout atomic.Pointer[map[string][]*ServerConn]
+}
+
+func (cfg *ServerConfig) setDefaults() {
+	if cfg.MaxLineLength <= 0 {
+		cfg.MaxLineLength = DefaultMaxLineLength
+	}
+	if cfg.MaxPendingCommands <= 0 {
+		cfg.MaxPendingCommands = DefaultMaxPendingCommands
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = DefaultPingTimeout
+	}
+	if cfg.CatchUpPageRows <= 0 {
+		cfg.CatchUpPageRows = DefaultCatchUpPageRows
+	}
+	cfg.Clock = clockOrReal(cfg.Clock)
+}
+
+// NewServer returns a server publishing src's streams. h may be nil, in
+// which case client commands with effects are answered with an ERROR.
+func NewServer(cfg ServerConfig, src Source, h Handler) (*Server, error) {
+	if src == nil {
+		return nil, errors.New("replication: NewServer needs a Source")
+	}
+	if cfg.ServerName == "" {
+		return nil, errors.New("replication: ServerConfig.ServerName is required (clients check it)")
+	}
+	if err := checkText("server name", cfg.ServerName); err != nil {
+		return nil, fmt.Errorf("replication: ServerConfig.ServerName: %w", err)
+	}
+	cfg.setDefaults()
+	m, err := metricsFor(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		src:       src,
+		h:         h,
+		metrics:   m,
+		log:       cfg.Logger.WithName("replication-server"),
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*ServerConn]struct{}{},
+	}
+	s.connCfg = connConfig{
+		maxLineLength: cfg.MaxLineLength,
+		maxPending:    cfg.MaxPendingCommands,
+		writeTimeout:  cfg.WriteTimeout,
+		pingInterval:  cfg.PingInterval,
+		pingTimeout:   cfg.PingTimeout,
+		clock:         cfg.Clock,
+		logger:        s.log,
+		metrics:       m,
+		inboundOK:     SentByClient,
+	}
+	empty := map[string][]*ServerConn{}
+	s.fanout.Store(&empty)
+	m.addServer(s)
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown, then returns
+// ErrServerClosed. It may be called for several listeners.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: wait and retry,
+				// as net/http does, rather than stop serving.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Error(err, "accepting a replication connection; retrying", "delay", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("replication server: accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		if !s.startConn(nc) {
+			_ = nc.Close()
+		}
+	}
+}
+
+func (s *Server) startConn(nc net.Conn) bool {
+	sc := &ServerConn{s: s, remote: nc.RemoteAddr(), subs: map[string]*subscription{}}
+	sc.ctx, sc.cancel = context.WithCancel(context.Background())
+	sc.c = newConn(s.connCfg, nc, s.nextID.Add(1), "anon")
+	sc.c.dispatch = sc.dispatch
+	sc.c.onClosing = sc.cancel
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		sc.cancel()
+		return false
+	}
+	s.conns[sc] = struct{}{}
+	s.connWG.Add(1)
+	s.mu.Unlock()
+	s.metrics.addConn(sc.c)
+
+	go func() {
+		defer s.connWG.Done()
+		// SERVER first, then PING so the client knows it may time us out.
+		_ = sc.c.sendControl(ServerCommand{ServerName: s.cfg.ServerName})
+		_ = sc.c.sendControl(PingCommand{Data: strconv.FormatInt(s.cfg.Clock.Now().UnixMilli(), 10)})
+		reason, err := sc.c.run()
+		sc.cancel()
+		sc.subWG.Wait()
+		s.metrics.removeConn(sc.c)
+		s.removeConn(sc)
+		s.log.V(1).Info("replication connection closed", "conn", sc.ID(), "name", sc.Name(), "reason", reason, "error", errString(err))
+		if s.h != nil {
+			s.h.ConnectionClosed(sc, reason)
+		}
+	}()
+	return true
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (s *Server) removeConn(sc *ServerConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, sc)
+	old := *s.fanout.Load()
+	next := make(map[string][]*ServerConn, len(old))
+	for stream, list := range old {
+		if i := slices.Index(list, sc); i >= 0 {
+			list = slices.Delete(slices.Clone(list), i, i+1)
+		}
+		if len(list) > 0 {
+			next[stream] = list
+		}
+	}
+	s.fanout.Store(&next)
+}
+
+// addFanout makes Publish offer stream's updates to sc.
+func (s *Server) addFanout(stream string, sc *ServerConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.fanout.Load()
+	if slices.Contains(old[stream], sc) {
+		return
+	}
+	next := make(map[string][]*ServerConn, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[stream] = append(slices.Clone(old[stream]), sc)
+	s.fanout.Store(&next)
+}
+
+// Publish sends an update to every connection subscribed to its stream, and
+// queues it for connections still subscribing. Call it in token order per
+// stream, after the update is visible through the Source. The update's lines
+// are encoded once and their bytes shared by every connection; rows are put
+// on the wire as given (they must already be Python-style JSON, see Update).
+// Publish never blocks on a connection: one that is too far behind is closed
+// as a slow consumer.
+func (s *Server) Publish(u Update) {
+	item, lines := s.encodeUpdate(u)
+	if lines == 0 {
+		return
+	}
+	s.metrics.published(u.Stream, lines)
+	for _, sc := range (*s.fanout.Load())[u.Stream] {
+		sc.deliver(u.Stream, u.Token, item)
+	}
+}
+
+// encodeUpdate renders an update's RDATA lines, skipping (and logging) rows
+// that cannot go on the wire: empty, containing a newline, or longer than
+// the line limit. The last row sent carries the numeric token, so a batch
+// stays well-formed.
+func (s *Server) encodeUpdate(u Update) (outItem, int) {
+	b, n := appendUpdateLines(nil, u, s.cfg.MaxLineLength, s.log)
+	return outItem{b: b, n: n, cmd: idxRdata}, n
+}
+
+// ValidateUpdate checks that every row of u can be sent as one RDATA line
+// within maxLineLength (0 means the default). The master calls it before
+// storing rows, since the server skips rows that do not fit.
+func ValidateUpdate(u Update, maxLineLength int) error {
+	if maxLineLength <= 0 {
+		maxLineLength = DefaultMaxLineLength
+	}
+	if err := checkWord("stream", u.Stream); err != nil {
+		return err
+	}
+	prefix := rdataPrefixLen(u.Stream, u.Token, false)
+	for i, row := range u.Rows {
+		if err := checkRow(row); err != nil {
+			return fmt.Errorf("stream %s token %d row %d: %w", u.Stream, u.Token, i, err)
+		}
+		if l := prefix + len(row); l > maxLineLength {
+			return fmt.Errorf("stream %s token %d row %d: RDATA line would be %d bytes, over the limit of %d", u.Stream, u.Token, i, l, maxLineLength)
+		}
+	}
+	return nil
+}
+
+func rdataPrefixLen(stream string, token int64, batch bool) int {
+	var tmp [24]byte
+	n := len("RDATA ") + len(stream) + 2
+	if batch {
+		return n + len("batch")
+	}
+	return n + len(strconv.AppendInt(tmp[:0], token, 10))
+}
+
+var errRowEmpty = errors.New("row is empty")
+
+// checkRow is the cheap check a stored row gets before it is copied onto the
+// wire: it must not break the line.
+func checkRow(row []byte) error {
+	if len(row) == 0 {
+		return errRowEmpty
+	}
+	for _, c := range row {
+		if c == '\n' || c == '\r' {
+			return errors.New("row contains a newline")
+		}
+	}
+	return nil
+}
+
+// appendUpdateLines appends the RDATA lines of u to dst and returns them with
+// the number of lines.
+func appendUpdateLines(dst []byte, u Update, maxLine int, log logr.Logger) ([]byte, int) {
+	numeric := rdataPrefixLen(u.Stream, u.Token, false)
+	batch := rdataPrefixLen(u.Stream, u.Token, true)
+	// The last row that fits gets the numeric token.
+	last := -1
+	for i := len(u.Rows) - 1; i >= 0; i-- {
+		if checkRow(u.Rows[i]) == nil && numeric+len(u.Rows[i]) <= maxLine {
+			last = i
+			break
+		}
+	}
+	n := 0
+	for i, row := range u.Rows[:last+1] {
+		prefix := batch
+		if i == last {
+			prefix = numeric
+		}
+		if err := checkRow(row); err != nil || prefix+len(row) > maxLine {
+			log.Error(err, "skipping a row that cannot be sent as one RDATA line", "stream", u.Stream, "token", u.Token, "row", i, "bytes", len(row), "maxLineLength", maxLine)
+			continue
+		}
+		dst = appendRdataPrefix(dst, u.Stream, u.Token, i != last)
+		dst = append(append(dst, row...), '\n')
+		n++
+	}
+	if skipped := len(u.Rows) - 1 - last; skipped > 0 {
+		log.Error(errLineTooLong, "skipping rows that cannot be sent as RDATA lines", "stream", u.Stream, "token", u.Token, "rows", skipped)
+	}
+	return dst, n
+}
+
+// Connections returns a snapshot of every live connection, by ID.
+func (s *Server) Connections() []ConnectionInfo {
+	s.mu.Lock()
+	conns := make([]*ServerConn, 0, len(s.conns))
+	for sc := range s.conns {
+		conns = append(conns, sc)
+	}
+	s.mu.Unlock()
+	infos := make([]ConnectionInfo, 0, len(conns))
+	for _, sc := range conns {
+		infos = append(infos, sc.Info())
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].ID < infos[j].ID })
+	return infos
+}
+
+// Shutdown stops accepting, sends "ERROR server shutting down" to every
+// connection and closes them once their queues are flushed. It returns when
+// all connections have closed, or with ctx's error after closing the
+// remaining sockets abruptly.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*ServerConn, 0, len(s.conns))
+	for sc := range s.conns {
+		conns = append(conns, sc)
+	}
+	s.mu.Unlock()
+	s.metrics.removeServer(s)
+	for _, sc := range conns {
+		sc.c.closeWith(CloseShutdown, "server shutting down", false, errors.New("server shutting down"))
+	}
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, sc := range conns {
+			sc.c.shutNet()
+		}
+		<-done
+		return fmt.Errorf("replication server shutdown: connections did not flush in time: %w", ctx.Err())
+	}
+}
+
+// ConnectionInfo describes one connection, for the master's connection table.
+type ConnectionInfo struct {
+	ID              uint64
+	Name            string
+	RemoteAddr      string
+	State           ConnState
+	ConnectedSince  time.Time
+	Subscriptions   []SubscriptionInfo
+	PendingCommands int
+	PendingBytes    int
+	CommandsIn      map[string]uint64
+	CommandsOut     map[string]uint64
+	BytesIn         uint64
+	BytesOut        uint64
+	LastReceived    time.Time
+}
+
+// SubscriptionInfo is one stream a connection replicates.
+type SubscriptionInfo struct {
+	Stream string
+	// State is "connecting" while catching up, "subscribed" once live.
+	State string
+	// LastToken is the last numeric token sent on this stream (RDATA or
+	// POSITION); before any, the token the client asked to start after.
+	LastToken int64
+}
+
+// ServerConn is one client connection of a Server.
+type ServerConn struct {
+	s      *Server
+	c      *conn
+	remote net.Addr
+	ctx    context.Context
+	cancel context.CancelFunc
+	subWG  sync.WaitGroup
+
+	// subs is guarded by c.mu, so that a delivery sees a subscription's
+	// state and queues in one step.
+	subs map[string]*subscription
+}
+
+// ID is unique among the server's connections.
+func (sc *ServerConn) ID() uint64 { return sc.c.id }
+
+// Name is the name the client gave with NAME ("anon" before that).
+func (sc *ServerConn) Name() string { return sc.c.getName() }
+
+// RemoteAddr is the client's address.
+func (sc *ServerConn) RemoteAddr() net.Addr { return sc.remote }
+
+// Send queues a command for the client, e.g. an ERROR. It fails if the line
+// would be over the line limit or the connection is closing.
+func (sc *ServerConn) Send(cmd Command) error {
+	if cmd == nil || !SentByServer(cmd.Name()) {
+		return fmt.Errorf("replication: a server cannot send %s", commandName(cmd))
+	}
+	return sc.c.sendControl(cmd)
+}
+
+// CloseWithError sends "ERROR <text>" after what is queued and closes.
+func (sc *ServerConn) CloseWithError(text string) {
+	sc.c.closeWith(CloseRequested, text, false, errors.New(text))
+}
+
+// Info returns a snapshot of the connection.
+func (sc *ServerConn) Info() ConnectionInfo {
+	st := sc.c.stats()
+	info := ConnectionInfo{
+		ID:              sc.c.id,
+		Name:            st.name,
+		RemoteAddr:      sc.remote.String(),
+		State:           st.state,
+		ConnectedSince:  sc.c.connectedSince,
+		PendingCommands: st.pendingCommands,
+		PendingBytes:    st.pendingBytes,
+		CommandsIn:      st.commandsIn,
+		CommandsOut:     st.commandsOut,
+		BytesIn:         st.bytesIn,
+		BytesOut:        st.bytesOut,
+		LastReceived:    st.lastReceived,
+	}
+	sc.c.mu.Lock()
+	for _, sub := range sc.subs {
+		state := "connecting"
+		if sub.state == subLive {
+			state = "subscribed"
+		}
+		info.Subscriptions = append(info.Subscriptions, SubscriptionInfo{Stream: sub.stream, State: state, LastToken: sub.lastToken})
+	}
+	sc.c.mu.Unlock()
+	sort.Slice(info.Subscriptions, func(i, j int) bool { return info.Subscriptions[i].Stream < info.Subscriptions[j].Stream })
+	return info
+}
+
+// dispatch handles one command from the client, on the read loop.
+func (sc *ServerConn) dispatch(cmd Command) error {
+	switch cmd := cmd.(type) {
+	case NameCommand:
+		sc.c.setName(cmd.ClientName)
+		return nil
+	case ReplicateCommand:
+		sc.startReplicate(cmd)
+		return nil
+	case ErrorCommand:
+		sc.s.log.Info("replication client reported an error", "conn", sc.ID(), "name", sc.Name(), "error", cmd.Message)
+	}
+	sc.s.metrics.clientCommand(cmd.Name())
+	if sc.s.h == nil {
+		if cmd.Name() == CmdError || cmd.Name() == CmdSync {
+			return nil
+		}
+		return sc.Send(ErrorCommand{Message: "this server does not handle " + cmd.Name()})
+	}
+	if err := sc.s.h.HandleCommand(sc, cmd); err != nil {
+		if serr := sc.Send(ErrorCommand{Message: err.Error()}); serr != nil {
+			sc.s.log.Error(serr, "sending a handler error to a replication client", "conn", sc.ID(), "handlerError", err.Error())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// subState is where a subscription is in PROTOCOL.md's "Subscribing".
+type subState int
+
+const (
+	// subCatchingUp: far behind, reading pages from the Source. Live rows
+	// are not kept: the Source will return them.
+	subCatchingUp subState = iota
+	// subConnecting: near the head. Live rows are queued on the
+	// subscription (step 1) until POSITION has been sent.
+	subConnecting
+	// subLive: rows go out as they are published (step 5).
+	subLive
+)
+
+// pendingUpdate is a live update kept while a subscription is connecting.
+type pendingUpdate struct {
+	token int64
+	item  outItem
+}
+
+// subscription is one stream replicated by one connection. Its fields are
+// guarded by the connection's mutex.
+type subscription struct {
+	stream      string
+	state       subState
+	pending     []pendingUpdate
+	pendingCmds int
+	lastToken   int64
+	cancel      context.CancelFunc
+	done        chan struct{} // closed when its goroutine has finished
+}
+
+// startReplicate handles REPLICATE on the read loop. It installs the new
+// subscriptions at once, in the order received (so a later REPLICATE of a
+// stream replaces an earlier one), and catches them up on a goroutine, so
+// that a long catch-up never stops the connection reading (and answering
+// keep-alive).
+func (sc *ServerConn) startReplicate(cmd ReplicateCommand) {
+	streams := []string{cmd.Stream}
+	if cmd.Stream == ReplicateAll {
+		streams = sc.s.src.Streams()
+	}
+	type started struct {
+		sub  *subscription
+		prev *subscription
+		ctx  context.Context
+	}
+	subs := make([]started, 0, len(streams))
+	for _, stream := range streams {
+		ctx, cancel := context.WithCancel(sc.ctx)
+		sub := &subscription{stream: stream, lastToken: cmd.Token, cancel: cancel, done: make(chan struct{})}
+		sc.c.mu.Lock()
+		prev := sc.subs[stream]
+		sc.subs[stream] = sub
+		sc.c.mu.Unlock()
+		if prev != nil {
+			prev.cancel()
+		}
+		sc.s.addFanout(stream, sc)
+		subs = append(subs, started{sub, prev, ctx})
+	}
+	sc.subWG.Add(1)
+	go func() {
+		defer sc.subWG.Done()
+		var failed error
+		for _, st := range subs {
+			if failed == nil {
+				if st.prev != nil {
+					<-st.prev.done
+				}
+				failed = sc.subscribe(st.ctx, st.sub, cmd.Token, cmd.Now)
+			}
+			st.sub.cancel()
+			close(st.sub.done)
+		}
+		if failed != nil && sc.ctx.Err() == nil && !errors.Is(failed, errConnClosed) && !errors.Is(failed, context.Canceled) {
+			sc.s.log.Info("replication subscription failed", "conn", sc.ID(), "name", sc.Name(), "request", cmd.Stream, "error", failed.Error())
+			sc.c.closeWith(CloseSubscribeError, "failed to handle replicate: "+failed.Error(), false, failed)
+		}
+	}()
+}
+
+// subscribe runs PROTOCOL.md's subscription algorithm for one stream, with
+// one extension: a subscriber far behind is first caught up page by page
+// from the Source, with back-pressure, and only the last stretch near the
+// head uses the queue-while-connecting step. So any distance can be caught
+// up while publishing goes on, each row once, in order.
+func (sc *ServerConn) subscribe(ctx context.Context, sub *subscription, from int64, now bool) error {
+	src := sc.s.src
+	last := from
+	if !now {
+		// Chase the moving head without queuing live rows.
+		for {
+			head, err := src.CurrentToken(sub.stream)
+			if err != nil {
+				return err
+			}
+			if last >= head {
+				break
+			}
+			reached, err := sc.sendPage(ctx, sub, &last, head)
+			if err != nil {
+				return err
+			}
+			if reached {
+				break
+			}
+		}
+	}
+
+	// Step 1: from here live rows are queued on the subscription.
+	if !sc.setState(sub, subConnecting) {
+		return nil // replaced by a newer REPLICATE of the stream
+	}
+	// Step 2: the rows up to the current token.
+	head, err := src.CurrentToken(sub.stream)
+	if err != nil {
+		return err
+	}
+	if now {
+		last = head
+	}
+	for last < head {
+		reached, err := sc.sendPage(ctx, sub, &last, head)
+		if err != nil {
+			return err
+		}
+		if reached {
+			break
+		}
+	}
+
+	// Steps 3 to 5 in one critical section, so no live row slips between.
+	c := sc.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if sc.subs[sub.stream] != sub || c.closing {
+		return nil
+	}
+	line, err := c.encodeLine(PositionCommand{Stream: sub.stream, Token: head})
+	if err != nil {
+		return err
+	}
+	c.pushLocked(outItem{b: line, n: 1, cmd: commandIndex(CmdPosition)})
+	sub.lastToken = head
+	for _, p := range sub.pending {
+		// A batch is one update and counts by its final token.
+		if p.token > head {
+			c.pushLocked(p.item)
+			sub.lastToken = p.token
+		}
+	}
+	sub.pending, sub.pendingCmds = nil, 0
+	sub.state = subLive
+	return nil
+}
+
+// sendPage reads one page of rows after *last up to head and queues them,
+// waiting for room. It advances *last and reports whether head was reached.
+func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int64, head int64) (bool, error) {
+	limit := sc.s.cfg.CatchUpPageRows
+	updates, err := sc.s.src.ReadAfter(ctx, sub.stream, *last, head, limit)
+	if err != nil {
+		return false, fmt.Errorf("read stream %s after token %d: %w", sub.stream, *last, err)
+	}
+	if len(updates) == 0 {
+		// Tokens without rows up to head: nothing more to send.
+		*last = head
+		return true, nil
+	}
+	var buf []byte
+	lines, rows := 0, 0
+	for _, u := range updates {
+		var n int
+		buf, n = appendUpdateLines(buf, u, sc.s.cfg.MaxLineLength, sc.s.log)
+		lines += n
+		rows += len(u.Rows)
+	}
+	newLast := updates[len(updates)-1].Token
+	if newLast <= *last {
+		return false, fmt.Errorf("source returned stream %s token %d when asked for tokens after %d", sub.stream, newLast, *last)
+	}
+	if lines > 0 {
+		if err := sc.c.pushWait(ctx, outItem{b: buf, n: lines, cmd: idxRdata}); err != nil {
+			return false, err
+		}
+	}
+	*last = newLast
+	sc.c.mu.Lock()
+	sub.lastToken = newLast
+	sc.c.mu.Unlock()
+	return rows < limit || newLast >= head, nil
+}
+
+func (sc *ServerConn) setState(sub *subscription, st subState) bool {
+	sc.c.mu.Lock()
+	defer sc.c.mu.Unlock()
+	if sc.subs[sub.stream] != sub {
+		return false
+	}
+	sub.state = st
+	return true
+}
+
+// deliver offers one published update to this connection.
+func (sc *ServerConn) deliver(stream string, token int64, it outItem) {
+	c := sc.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sub := sc.subs[stream]
+	if sub == nil || c.closing {
+		return
+	}
+	switch sub.state {
+	case subLive:
+		if c.pushLiveLocked(it) {
+			sub.lastToken = token
+		}
+	case subConnecting:
+		if c.pendingLocked()+sub.pendingCmds+it.n > c.cfg.maxPending {
+			c.mu.Unlock()
+			c.closeWith(CloseSlowConsumer, "Failed to keep up", true, fmt.Errorf("more than %d commands pending while subscribing to %s", c.cfg.maxPending, stream))
+			c.mu.Lock()
+			return
+		}
+		sub.pending = append(sub.pending, pendingUpdate{token: token, item: it})
+		sub.pendingCmds += it.n
+	}
+}
