@@ -1,0 +1,521 @@
+// Package streamlog is the master's durable, append-only stream log on
+// Pebble. Each stream is a sequence of tokens starting at 1; each token holds
+// the rows of one write (a batch) in order and the time it was accepted.
+//
+// Appends are group-committed: one committer goroutine gathers whatever
+// appends are pending, assigns their tokens, writes them in one Pebble batch
+// with Sync and only then makes them visible and acknowledges them. A token is
+// therefore never visible (CurrentToken, ReadAfter) before it is durable, and
+// tokens become visible strictly in order.
+//
+// Log implements replication.Source.
+package streamlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/go-logr/logr"
+
+	"github.com/tcprepl/tcprepl/internal/replication"
+)
+
+// ErrClosed is returned by operations on a closed Log.
+var ErrClosed = errors.New("stream log is closed")
+
+// Retention bounds what a stream keeps. Zero fields mean no bound.
+type Retention struct {
+	// MaxRows keeps at most about this many rows: whole tokens are dropped
+	// oldest first until the rest fits. The newest token is always kept, so
+	// a batch larger than MaxRows survives until the next append.
+	MaxRows int64
+	// MaxAge drops tokens published longer ago than this. It may empty a
+	// quiet stream; its current token is still remembered.
+	MaxAge time.Duration
+}
+
+// Options configure Open.
+type Options struct {
+	// Dir is the Pebble directory. Ignored when Ephemeral or FS is set.
+	Dir string
+	// Ephemeral keeps the log in memory (vfs.NewMem): same code path,
+	// nothing survives Close.
+	Ephemeral bool
+	// FS overrides the filesystem (tests use one vfs.NewMem across reopens).
+	// Dir is then the path inside it.
+	FS vfs.FS
+
+	// Streams are the streams served, in the order Streams() reports them.
+	// Names must be non-empty and free of NUL bytes; the rows catalogue
+	// enforces the full naming rule.
+	Streams []string
+
+	// Retention per stream; streams not listed use DefaultRetention.
+	Retention        map[string]Retention
+	DefaultRetention Retention
+	// TrimInterval is how often the background trimmer applies retention.
+	// Zero means 10s; negative disables the trimmer (call ApplyRetention).
+	TrimInterval time.Duration
+
+	// Now is the clock for publish times and retention by age; nil means
+	// time.Now. Tests inject their own.
+	Now func() time.Time
+	// Logger receives the log's and Pebble's messages; the zero value
+	// discards them.
+	Logger logr.Logger
+
+	// MaxCommitBytes caps the row bytes gathered into one group commit, so
+	// a burst cannot build an unbounded batch. Zero means 32 MiB. A single
+	// append larger than this still commits, on its own.
+	MaxCommitBytes int
+	// MemTableSize is Pebble's memtable size; zero means 64 MiB.
+	MemTableSize uint64
+}
+
+// Log is the stream log. It is safe for concurrent use.
+type Log struct {
+	db      *pebble.DB
+	log     logr.Logger
+	now     func() time.Time
+	streams map[string]*streamState
+	order   []string
+
+	maxCommitBytes int
+
+	reqs chan *appendReq
+	// closeMu orders Append's send on reqs against Close closing it.
+	closeMu sync.RWMutex
+	closed  bool
+
+	committerDone chan struct{}
+
+	trimMu      sync.Mutex // serialises trims (trimmer and Trim)
+	trimStop    chan struct{}
+	trimDone    chan struct{}
+	trimEvery   time.Duration
+	retention   map[string]Retention
+	defaultKeep Retention
+}
+
+// streamState is the in-memory view of one stream. Fields read by any
+// goroutine are atomics; the committer owns the rest.
+type streamState struct {
+	name   string
+	prefix []byte // rowKeyPrefix(name)
+
+	current  atomic.Int64 // newest durable, visible token
+	cum      atomic.Int64 // rows appended through current
+	lastTime atomic.Int64 // publish time of current, unix ns
+	// retained is the retention state, swapped whole so that readers see
+	// oldest and trimmedCum from the same trim.
+	retained atomic.Pointer[meta]
+
+	// Committer-owned: tokens handed out in the round being built.
+	assigned   int64
+	pendingCum int64
+	pendingT   int64
+
+	rate rateMeter
+}
+
+// Open opens (creating if needed) the log and recovers each stream's current
+// token, retention state and row count from what is on disk.
+func Open(opts Options) (*Log, error) {
+	if len(opts.Streams) == 0 {
+		return nil, errors.New("open stream log: no streams configured; pass at least one stream name")
+	}
+	fs := opts.FS
+	dir := opts.Dir
+	switch {
+	case fs != nil:
+	case opts.Ephemeral:
+		fs = vfs.NewMem()
+		if dir == "" {
+			dir = "streamlog"
+		}
+	default:
+		if dir == "" {
+			return nil, errors.New("open stream log: no data directory; set a directory or use the ephemeral (in-memory) mode")
+		}
+		fs = vfs.Default
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	memTable := opts.MemTableSize
+	if memTable == 0 {
+		memTable = 64 << 20
+	}
+	l := &Log{
+		log:            opts.Logger,
+		now:            now,
+		streams:        make(map[string]*streamState, len(opts.Streams)),
+		maxCommitBytes: opts.MaxCommitBytes,
+		reqs:           make(chan *appendReq, 1024),
+		committerDone:  make(chan struct{}),
+		trimStop:       make(chan struct{}),
+		trimDone:       make(chan struct{}),
+		trimEvery:      opts.TrimInterval,
+		retention:      opts.Retention,
+		defaultKeep:    opts.DefaultRetention,
+	}
+	if l.maxCommitBytes <= 0 {
+		l.maxCommitBytes = 32 << 20
+	}
+	if l.trimEvery == 0 {
+		l.trimEvery = 10 * time.Second
+	}
+	for _, name := range opts.Streams {
+		if name == "" || slices.Contains([]byte(name), 0) {
+			return nil, fmt.Errorf("open stream log: invalid stream name %q; names must be non-empty and contain no NUL byte", name)
+		}
+		if _, dup := l.streams[name]; dup {
+			return nil, fmt.Errorf("open stream log: stream %q configured twice; list each stream once", name)
+		}
+		l.streams[name] = &streamState{name: name, prefix: rowKeyPrefix(name)}
+		l.order = append(l.order, name)
+	}
+
+	db, err := pebble.Open(dir, &pebble.Options{
+		FS:                          fs,
+		Logger:                      pebbleLogger{l.log.WithName("pebble")},
+		MemTableSize:                memTable,
+		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       4,
+		L0StopWritesThreshold:       24,
+		FormatMajorVersion:          pebble.FormatNewest,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open stream log in %q: %w (check the directory exists, is writable and is not used by another master)", dir, err)
+	}
+	l.db = db
+	for _, name := range l.order {
+		if err := l.recover(l.streams[name]); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("open stream log: recover stream %q: %w (the data directory may be damaged; restore it from a backup or start with an empty one)", name, err)
+		}
+	}
+	go l.commitLoop()
+	if l.trimEvery > 0 {
+		go l.trimLoop()
+	} else {
+		close(l.trimDone)
+	}
+	return l, nil
+}
+
+// recover loads a stream's state: the retention record, then the newest
+// token from the last key of the stream's range.
+func (l *Log) recover(st *streamState) error {
+	m := meta{oldest: 1}
+	v, closer, err := l.db.Get(metaKey(st.name))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("read retention record: %w", err)
+	default:
+		m, err = decodeMeta(v)
+		_ = closer.Close()
+		if err != nil {
+			return err
+		}
+	}
+	it, err := l.db.NewIter(&pebble.IterOptions{
+		LowerBound: st.prefix,
+		UpperBound: appendRowKey(nil, st.prefix, -1, ^uint32(0)), // token bytes all 0xFF
+	})
+	if err != nil {
+		return fmt.Errorf("open iterator: %w", err)
+	}
+	current, cum, last := m.oldest-1, m.trimmedCum, int64(0)
+	if it.Last() {
+		token, _, err := decodeRowKey(it.Key(), len(st.prefix))
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		h, err := l.getHeader(st, token)
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("token %d: %w", token, err)
+		}
+		if token < m.oldest {
+			_ = it.Close()
+			return fmt.Errorf("newest token %d is older than the oldest retained token %d", token, m.oldest)
+		}
+		current, cum, last = token, h.cum, h.time.UnixNano()
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("close iterator: %w", err)
+	}
+	st.current.Store(current)
+	st.retained.Store(&m)
+	st.cum.Store(cum)
+	st.lastTime.Store(last)
+	st.assigned, st.pendingCum, st.pendingT = current, cum, last
+	return nil
+}
+
+func (l *Log) getHeader(st *streamState, token int64) (header, error) {
+	var kb [64]byte
+	v, closer, err := l.db.Get(appendRowKey(kb[:0], st.prefix, token, 0))
+	if err != nil {
+		return header{}, fmt.Errorf("read header of token %d: %w", token, err)
+	}
+	defer closer.Close()
+	return decodeHeader(v)
+}
+
+func (l *Log) stream(name string) (*streamState, error) {
+	st, ok := l.streams[name]
+	if !ok {
+		return nil, fmt.Errorf("stream %q: %w", name, replication.ErrUnknownStream)
+	}
+	return st, nil
+}
+
+// appendReq is one Append waiting for the committer.
+type appendReq struct {
+	st    *streamState
+	rows  []json.RawMessage // wire form
+	bytes int
+	done  chan struct{}
+	// Set by the committer before done is signalled.
+	token int64
+	time  time.Time
+	err   error
+}
+
+var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan struct{}, 1)} }}
+
+// Append stores rows as one new token of stream and returns that update once
+// it is durable (fsynced) and visible to readers. Rows are stored in wire
+// form; the returned update's Rows are those bytes, ready for Publish.
+//
+// ctx is honoured only until the append is queued: after that the write may
+// already be in a commit, and returning early would let a caller retry a row
+// that is in fact stored.
+func (l *Log) Append(ctx context.Context, stream string, rows []json.RawMessage) (replication.Update, error) {
+	st, err := l.stream(stream)
+	if err != nil {
+		return replication.Update{}, fmt.Errorf("append: %w", err)
+	}
+	if len(rows) == 0 {
+		return replication.Update{}, fmt.Errorf("append to stream %q: no rows; send at least one row", stream)
+	}
+	size := 0
+	for _, r := range rows {
+		size += len(r)
+	}
+	// Re-encode in the appender's goroutine so that work runs in parallel;
+	// the committer only copies bytes.
+	buf := make([]byte, 0, size+size/8+len(rows))
+	wire := make([]json.RawMessage, len(rows))
+	for i, r := range rows {
+		start := len(buf)
+		buf, err = appendWireForm(buf, r)
+		if err != nil {
+			return replication.Update{}, fmt.Errorf("append to stream %q: row %d: %w", stream, i, err)
+		}
+		wire[i] = buf[start:len(buf):len(buf)]
+	}
+	if err := ctx.Err(); err != nil {
+		return replication.Update{}, fmt.Errorf("append to stream %q: %w", stream, err)
+	}
+
+	req := reqPool.Get().(*appendReq)
+	req.st, req.rows, req.bytes = st, wire, len(buf)
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		reqPool.Put(req)
+		return replication.Update{}, fmt.Errorf("append to stream %q: %w", stream, ErrClosed)
+	}
+	select {
+	case l.reqs <- req:
+	case <-ctx.Done():
+		l.closeMu.RUnlock()
+		reqPool.Put(req)
+		return replication.Update{}, fmt.Errorf("append to stream %q: %w", stream, ctx.Err())
+	}
+	l.closeMu.RUnlock()
+	<-req.done
+	u := replication.Update{Stream: stream, Token: req.token, Rows: wire, Time: req.time}
+	err = req.err
+	*req = appendReq{done: req.done}
+	reqPool.Put(req)
+	if err != nil {
+		return replication.Update{}, fmt.Errorf("append to stream %q: %w", stream, err)
+	}
+	return u, nil
+}
+
+// commitLoop is the committer: it takes one pending append (blocking), then
+// every other one already waiting, and commits them together. While it waits
+// on fsync, new appends queue up for the next round, so the number of syncs
+// per second stays bounded while rows per sync grow with load.
+func (l *Log) commitLoop() {
+	defer close(l.committerDone)
+	var round []*appendReq
+	var touched []*streamState
+	for {
+		req, ok := <-l.reqs
+		if !ok {
+			return
+		}
+		round = append(round[:0], req)
+		bytes := req.bytes
+	gather:
+		for bytes < l.maxCommitBytes {
+			select {
+			case req, ok := <-l.reqs:
+				if !ok {
+					break gather
+				}
+				round = append(round, req)
+				bytes += req.bytes
+			default:
+				break gather
+			}
+		}
+		touched = l.commitRound(round, touched[:0])
+		clear(round)
+	}
+}
+
+// commitRound writes one group commit and wakes its appenders.
+func (l *Log) commitRound(round []*appendReq, touched []*streamState) []*streamState {
+	now := l.now()
+	b := l.db.NewBatch()
+	var kb []byte
+	var hb [headerLen]byte
+	for _, req := range round {
+		st := req.st
+		if st.assigned == st.current.Load() {
+			touched = append(touched, st)
+		}
+		// Publish times never go backwards within a stream, so retention by
+		// age can binary-search them even if the wall clock steps back.
+		t := max(now.UnixNano(), st.pendingT)
+		st.pendingT = t
+		st.assigned++
+		st.pendingCum += int64(len(req.rows))
+		req.token = st.assigned
+		req.time = time.Unix(0, t)
+		kb = appendRowKey(kb[:0], st.prefix, req.token, 0)
+		_ = b.Set(kb, appendHeader(hb[:0], header{time: req.time, rows: len(req.rows), cum: st.pendingCum}), nil)
+		for i, r := range req.rows {
+			kb = appendRowKey(kb[:0], st.prefix, req.token, uint32(i+1))
+			_ = b.Set(kb, r, nil) // Batch.Set only fails on a committed batch
+		}
+	}
+	err := b.Commit(pebble.Sync)
+	_ = b.Close()
+	if err != nil {
+		err = fmt.Errorf("commit to disk: %w (the data volume may be full or failing)", err)
+		l.log.Error(err, "group commit failed", "appends", len(round))
+		// Nothing of the round is visible; hand its tokens out again.
+		for _, st := range touched {
+			st.assigned = st.current.Load()
+			st.pendingCum = st.cum.Load()
+			st.pendingT = st.lastTime.Load()
+		}
+	} else {
+		// Visible in order: the batch is applied, now move the tokens.
+		for _, st := range touched {
+			st.cum.Store(st.pendingCum)
+			st.lastTime.Store(st.pendingT)
+			st.current.Store(st.assigned)
+		}
+		for _, req := range round {
+			req.st.rate.add(now, len(req.rows))
+		}
+	}
+	for _, req := range round {
+		req.err = err
+		req.done <- struct{}{}
+	}
+	return touched
+}
+
+// Streams lists the configured streams in their configured order.
+func (l *Log) Streams() []string { return slices.Clone(l.order) }
+
+// CurrentToken returns the newest durable token of the stream (0 before the
+// first append).
+func (l *Log) CurrentToken(stream string) (int64, error) {
+	st, err := l.stream(stream)
+	if err != nil {
+		return 0, err
+	}
+	return st.current.Load(), nil
+}
+
+// acquire guards a read against Close closing Pebble underneath it: Close
+// takes closeMu exclusively, so it waits for reads in flight, and reads that
+// start later see closed. Pair with l.closeMu.RUnlock().
+func (l *Log) acquire() error {
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close stops the trimmer, commits every append already queued, flushes the
+// memtable (so the next Open replays no WAL) and closes Pebble. Appends after
+// Close fail with ErrClosed.
+func (l *Log) Close() error {
+	l.closeMu.Lock()
+	if l.closed {
+		l.closeMu.Unlock()
+		return ErrClosed
+	}
+	l.closed = true
+	close(l.reqs)
+	l.closeMu.Unlock()
+	close(l.trimStop)
+	<-l.trimDone
+	<-l.committerDone
+	// Wait for a Trim in flight; later ones see closed and stop.
+	l.trimMu.Lock()
+	defer l.trimMu.Unlock()
+	var errs []error
+	if err := l.db.Flush(); err != nil {
+		errs = append(errs, fmt.Errorf("flush stream log: %w", err))
+	}
+	if err := l.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close stream log: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// pebbleLogger routes Pebble's messages to logr.
+type pebbleLogger struct{ log logr.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.log.V(1).Info(fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.log.Error(fmt.Errorf(format, args...), "pebble error")
+}
+
+// Fatalf must not return (Pebble's contract); keep its default behaviour,
+// after logging through logr so the reason reaches the structured log.
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.log.Error(fmt.Errorf(format, args...), "pebble fatal error")
+	pebble.DefaultLogger.Fatalf(format, args...)
+}
+
+var _ replication.Source = (*Log)(nil)

@@ -1,0 +1,546 @@
+package streamlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tcprepl/tcprepl/internal/replication"
+)
+
+var testStreams = []string{"events", "caches", "federation", "a", "ab"}
+
+func openTest(t testing.TB, opts Options) *Log {
+	t.Helper()
+	if opts.Streams == nil {
+		opts.Streams = testStreams
+	}
+	if opts.Dir == "" && opts.FS == nil && !opts.Ephemeral {
+		opts.Dir = t.TempDir()
+	}
+	if opts.TrimInterval == 0 {
+		opts.TrimInterval = -1
+	}
+	l, err := Open(opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return l
+}
+
+func closeTest(t testing.TB, l *Log) {
+	t.Helper()
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func rowsOf(vals ...string) []json.RawMessage {
+	out := make([]json.RawMessage, len(vals))
+	for i, v := range vals {
+		out[i] = json.RawMessage(v)
+	}
+	return out
+}
+
+func mustAppend(t testing.TB, l *Log, stream string, rows ...string) replication.Update {
+	t.Helper()
+	u, err := l.Append(context.Background(), stream, rowsOf(rows...))
+	if err != nil {
+		t.Fatalf("Append(%s): %v", stream, err)
+	}
+	return u
+}
+
+func mustRead(t testing.TB, l *Log, stream string, after, upTo int64, limit int) []replication.Update {
+	t.Helper()
+	us, err := l.ReadAfter(context.Background(), stream, after, upTo, limit)
+	if err != nil {
+		t.Fatalf("ReadAfter(%s, %d, %d, %d): %v", stream, after, upTo, limit, err)
+	}
+	return us
+}
+
+// summary renders updates as "token:row|row token:row" for compact asserts.
+func summary(us []replication.Update) string {
+	s := ""
+	for i, u := range us {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%d:", u.Token)
+		for j, r := range u.Rows {
+			if j > 0 {
+				s += "|"
+			}
+			s += string(r)
+		}
+	}
+	return s
+}
+
+func TestAppendReadCurrent(t *testing.T) {
+	l := openTest(t, Options{})
+	defer closeTest(t, l)
+
+	if got, err := l.CurrentToken("events"); err != nil || got != 0 {
+		t.Fatalf("CurrentToken before appends = %d, %v; want 0, nil", got, err)
+	}
+	u1 := mustAppend(t, l, "events", `["ev",["$a","!r","m.room.message",null,null,null]]`)
+	u2 := mustAppend(t, l, "events", `[1]`, `[2]`, `[3]`)
+	u3 := mustAppend(t, l, "caches", `["f", ["k"], 5]`)
+	if u1.Token != 1 || u2.Token != 2 || u3.Token != 1 {
+		t.Fatalf("tokens = %d, %d, %d; want 1, 2, 1 (tokens are per stream)", u1.Token, u2.Token, u3.Token)
+	}
+	if u2.Stream != "events" || len(u2.Rows) != 3 || u2.Time.IsZero() {
+		t.Fatalf("update = %+v; want stream events, 3 rows, a publish time", u2)
+	}
+	if got, _ := l.CurrentToken("events"); got != 2 {
+		t.Fatalf("CurrentToken(events) = %d, want 2", got)
+	}
+	us := mustRead(t, l, "events", 0, 100, 100)
+	want := `1:["ev", ["$a", "!r", "m.room.message", null, null, null]] 2:[1]|[2]|[3]`
+	if got := summary(us); got != want {
+		t.Fatalf("ReadAfter = %s\nwant %s", got, want)
+	}
+	if !us[1].Time.Equal(u2.Time) || us[1].Stream != "events" {
+		t.Fatalf("read update %+v; want time %v and stream events", us[1], u2.Time)
+	}
+	if got := summary(mustRead(t, l, "caches", 0, 1, 10)); got != `1:["f", ["k"], 5]` {
+		t.Fatalf("ReadAfter(caches) = %s", got)
+	}
+	// Streams whose names are prefixes of each other stay apart.
+	mustAppend(t, l, "a", `["a"]`)
+	mustAppend(t, l, "ab", `["ab"]`)
+	if got := summary(mustRead(t, l, "a", 0, 10, 10)); got != `1:["a"]` {
+		t.Fatalf("ReadAfter(a) = %s", got)
+	}
+	if got := summary(mustRead(t, l, "ab", 0, 10, 10)); got != `1:["ab"]` {
+		t.Fatalf("ReadAfter(ab) = %s", got)
+	}
+}
+
+func TestAppendStoresWireForm(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	defer closeTest(t, l)
+	u := mustAppend(t, l, "caches", "[\"caf\u00e9\",\n {\"k\":[1,2]},  true ]")
+	want := `["caf\u00e9", {"k": [1, 2]}, true]`
+	if string(u.Rows[0]) != want {
+		t.Fatalf("returned row %s, want %s", u.Rows[0], want)
+	}
+	if got := summary(mustRead(t, l, "caches", 0, 1, 1)); got != "1:"+want {
+		t.Fatalf("stored row %s, want %s", got, want)
+	}
+}
+
+func TestAppendErrors(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	defer closeTest(t, l)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := map[string]struct {
+		ctx    context.Context
+		stream string
+		rows   []json.RawMessage
+		is     error
+		substr string
+	}{
+		"unknown stream":  {stream: "nope", rows: rowsOf(`[1]`), is: replication.ErrUnknownStream},
+		"no rows":         {stream: "events", rows: nil, substr: "no rows"},
+		"invalid JSON":    {stream: "events", rows: rowsOf(`[1]`, `[1,`), substr: "row 1: row is not valid JSON"},
+		"not an array":    {stream: "events", rows: rowsOf(`{"a":1}`), substr: "must be a JSON array"},
+		"empty row":       {stream: "events", rows: rowsOf(``), substr: "not valid JSON"},
+		"cancelled":       {ctx: cancelled, stream: "events", rows: rowsOf(`[1]`), is: context.Canceled},
+		"trailing values": {stream: "events", rows: rowsOf(`[1] [2]`), substr: "not valid JSON"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ctx := tc.ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			_, err := l.Append(ctx, tc.stream, tc.rows)
+			if err == nil {
+				t.Fatal("Append succeeded, want an error")
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Fatalf("error %v does not wrap %v", err, tc.is)
+			}
+			if tc.substr != "" && !strings.Contains(err.Error(), tc.substr) {
+				t.Fatalf("error %q does not mention %q", err, tc.substr)
+			}
+		})
+	}
+	// Nothing of the refused appends was stored or consumed a token.
+	if cur, _ := l.CurrentToken("events"); cur != 0 {
+		t.Fatalf("CurrentToken = %d after refused appends, want 0", cur)
+	}
+}
+
+func TestReadAfterPaging(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	defer closeTest(t, l)
+	// Tokens 1..5 with 1, 3, 1, 2, 4 rows.
+	mustAppend(t, l, "events", `[1]`)
+	mustAppend(t, l, "events", `[2]`, `[2]`, `[2]`)
+	mustAppend(t, l, "events", `[3]`)
+	mustAppend(t, l, "events", `[4]`, `[4]`)
+	mustAppend(t, l, "events", `[5]`, `[5]`, `[5]`, `[5]`)
+
+	tests := map[string]struct {
+		after, upTo int64
+		limit       int
+		want        string
+	}{
+		"everything":                    {0, 5, 100, "1:[1] 2:[2]|[2]|[2] 3:[3] 4:[4]|[4] 5:[5]|[5]|[5]|[5]"},
+		"limit 1 gives one update":      {0, 5, 1, "1:[1]"},
+		"limit never splits a batch":    {1, 5, 1, "2:[2]|[2]|[2]"},
+		"limit reached inside a batch":  {0, 5, 2, "1:[1] 2:[2]|[2]|[2]"},
+		"limit reached exactly":         {0, 5, 4, "1:[1] 2:[2]|[2]|[2]"},
+		"limit one past a boundary":     {0, 5, 5, "1:[1] 2:[2]|[2]|[2] 3:[3]"},
+		"upTo respected":                {0, 3, 100, "1:[1] 2:[2]|[2]|[2] 3:[3]"},
+		"upTo above current is clamped": {3, 99, 100, "4:[4]|[4] 5:[5]|[5]|[5]|[5]"},
+		"after in the middle":           {2, 4, 100, "3:[3] 4:[4]|[4]"},
+		"after equals upTo":             {3, 3, 100, ""},
+		"after above upTo":              {4, 2, 100, ""},
+		"after at current":              {5, 5, 100, ""},
+		"after beyond current":          {9, 20, 100, ""},
+		"negative after reads from 1":   {-7, 1, 100, "1:[1]"},
+		"single last token":             {4, 5, 1, "5:[5]|[5]|[5]|[5]"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := summary(mustRead(t, l, "events", tc.after, tc.upTo, tc.limit)); got != tc.want {
+				t.Fatalf("ReadAfter(%d, %d, %d) = %q\nwant %q", tc.after, tc.upTo, tc.limit, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReadAfterPagesCoverEverything(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	defer closeTest(t, l)
+	const tokens = 300
+	n := 0
+	for tok := 1; tok <= tokens; tok++ {
+		rows := make([]string, tok%7+1)
+		for i := range rows {
+			n++
+			rows[i] = fmt.Sprintf("[%d]", n)
+		}
+		mustAppend(t, l, "events", rows...)
+	}
+	for _, limit := range []int{1, 3, 10, 1000} {
+		after, seen := int64(0), 0
+		for {
+			us := mustRead(t, l, "events", after, tokens, limit)
+			if len(us) == 0 {
+				break
+			}
+			for _, u := range us {
+				if u.Token != after+1 {
+					t.Fatalf("limit %d: token %d after %d", limit, u.Token, after)
+				}
+				for _, r := range u.Rows {
+					seen++
+					if string(r) != fmt.Sprintf("[%d]", seen) {
+						t.Fatalf("limit %d: row %s, want [%d]", limit, r, seen)
+					}
+				}
+				after = u.Token
+			}
+		}
+		if seen != n || after != tokens {
+			t.Fatalf("limit %d: read %d rows through token %d, want %d through %d", limit, seen, after, n, tokens)
+		}
+	}
+}
+
+func TestReadAfterErrors(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	mustAppend(t, l, "events", `[1]`)
+	if _, err := l.ReadAfter(context.Background(), "nope", 0, 1, 1); !errors.Is(err, replication.ErrUnknownStream) {
+		t.Fatalf("unknown stream: %v, want ErrUnknownStream", err)
+	}
+	if _, err := l.CurrentToken("nope"); !errors.Is(err, replication.ErrUnknownStream) {
+		t.Fatalf("CurrentToken unknown stream: %v, want ErrUnknownStream", err)
+	}
+	if _, err := l.ReadAfter(context.Background(), "events", 0, 1, 0); err == nil || !strings.Contains(err.Error(), "at least 1 row") {
+		t.Fatalf("limit 0: %v, want a page size error", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.ReadAfter(ctx, "events", 0, 1, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v, want context.Canceled", err)
+	}
+	closeTest(t, l)
+	if _, err := l.ReadAfter(context.Background(), "events", 0, 1, 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v, want ErrClosed", err)
+	}
+	if _, err := l.Append(context.Background(), "events", rowsOf(`[1]`)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append after Close: %v, want ErrClosed", err)
+	}
+	if err := l.Close(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("second Close: %v, want ErrClosed", err)
+	}
+	if err := l.Trim("events", 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Trim after Close: %v, want ErrClosed", err)
+	}
+	if _, err := l.TokenTime("events", 0); err != nil {
+		t.Fatalf("TokenTime(0) after Close: %v; token 0 needs no read", err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	tests := map[string]Options{
+		"no streams":       {Dir: t.TempDir()},
+		"no directory":     {Streams: []string{"events"}},
+		"empty name":       {Ephemeral: true, Streams: []string{""}},
+		"NUL in name":      {Ephemeral: true, Streams: []string{"a\x00b"}},
+		"duplicate stream": {Ephemeral: true, Streams: []string{"events", "events"}},
+	}
+	for name, opts := range tests {
+		t.Run(name, func(t *testing.T) {
+			l, err := Open(opts)
+			if err == nil {
+				_ = l.Close()
+				t.Fatal("Open succeeded, want an error")
+			}
+		})
+	}
+	t.Run("directory is a file", func(t *testing.T) {
+		fs := vfs.NewMem()
+		f, err := fs.Create("file", vfs.WriteCategoryUnspecified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+		if l, err := Open(Options{FS: fs, Dir: "file", Streams: []string{"events"}}); err == nil {
+			_ = l.Close()
+			t.Fatal("Open on a file succeeded, want an error")
+		}
+	})
+}
+
+func TestDurableAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, Options{Dir: dir})
+	mustAppend(t, l, "events", `[1]`)
+	mustAppend(t, l, "events", `[2]`, `[3]`)
+	mustAppend(t, l, "caches", `["c"]`)
+	t0, err := l.TokenTime("events", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeTest(t, l)
+
+	l = openTest(t, Options{Dir: dir})
+	defer closeTest(t, l)
+	if cur, _ := l.CurrentToken("events"); cur != 2 {
+		t.Fatalf("CurrentToken(events) after reopen = %d, want 2", cur)
+	}
+	if cur, _ := l.CurrentToken("federation"); cur != 0 {
+		t.Fatalf("CurrentToken(federation) after reopen = %d, want 0", cur)
+	}
+	if got := summary(mustRead(t, l, "events", 0, 10, 10)); got != "1:[1] 2:[2]|[3]" {
+		t.Fatalf("after reopen: %s", got)
+	}
+	if t1, err := l.TokenTime("events", 2); err != nil || !t1.Equal(t0) {
+		t.Fatalf("TokenTime after reopen = %v, %v; want %v", t1, err, t0)
+	}
+	if u := mustAppend(t, l, "events", `[4]`); u.Token != 3 {
+		t.Fatalf("token after reopen = %d, want 3", u.Token)
+	}
+	st, err := l.Stats("events")
+	if err != nil || st.Rows != 4 || st.OldestToken != 1 || st.CurrentToken != 3 {
+		t.Fatalf("Stats after reopen = %+v, %v; want 4 rows, tokens 1..3", st, err)
+	}
+}
+
+func TestEphemeralSharesCodePathButNotData(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	mustAppend(t, l, "events", `[1]`)
+	closeTest(t, l)
+	l = openTest(t, Options{Ephemeral: true})
+	defer closeTest(t, l)
+	if cur, _ := l.CurrentToken("events"); cur != 0 {
+		t.Fatalf("a new ephemeral log starts at %d, want 0", cur)
+	}
+}
+
+func TestTokenTimeAndStats(t *testing.T) {
+	clock := newFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	l := openTest(t, Options{Ephemeral: true, Now: clock.Now})
+	defer closeTest(t, l)
+	mustAppend(t, l, "events", `[1]`)
+	clock.Advance(time.Second)
+	mustAppend(t, l, "events", `[2]`, `[3]`)
+	clock.Advance(time.Second)
+
+	if tt, err := l.TokenTime("events", 1); err != nil || !tt.Equal(clock.start) {
+		t.Fatalf("TokenTime(1) = %v, %v; want %v", tt, err, clock.start)
+	}
+	if tt, err := l.TokenTime("events", 2); err != nil || !tt.Equal(clock.start.Add(time.Second)) {
+		t.Fatalf("TokenTime(2) = %v, %v", tt, err)
+	}
+	if tt, err := l.TokenTime("events", 0); err != nil || !tt.IsZero() {
+		t.Fatalf("TokenTime(0) = %v, %v; want zero time", tt, err)
+	}
+	if _, err := l.TokenTime("events", 3); !errors.Is(err, ErrFutureToken) {
+		t.Fatalf("TokenTime(3) = %v, want ErrFutureToken", err)
+	}
+	if _, err := l.TokenTime("nope", 1); !errors.Is(err, replication.ErrUnknownStream) {
+		t.Fatalf("TokenTime(unknown) = %v, want ErrUnknownStream", err)
+	}
+	st, err := l.Stats("events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := StreamStats{Stream: "events", CurrentToken: 2, OldestToken: 1, Rows: 3, RowsPerSecond: 0.3, LastAppend: clock.start.Add(time.Second)}
+	if !st.LastAppend.Equal(want.LastAppend) {
+		t.Fatalf("LastAppend = %v, want %v", st.LastAppend, want.LastAppend)
+	}
+	st.LastAppend = want.LastAppend
+	if st != want {
+		t.Fatalf("Stats = %+v\nwant %+v", st, want)
+	}
+	if _, err := l.Stats("nope"); !errors.Is(err, replication.ErrUnknownStream) {
+		t.Fatalf("Stats(unknown) = %v", err)
+	}
+	all := l.AllStats()
+	if len(all) != len(testStreams) || all[0].Rows != 3 || all[1].Stream != "caches" || all[1].OldestToken != 1 || all[1].CurrentToken != 0 {
+		t.Fatalf("AllStats = %+v", all)
+	}
+	// The rate forgets seconds older than its window.
+	clock.Advance(time.Minute)
+	if st, _ := l.Stats("events"); st.RowsPerSecond != 0 {
+		t.Fatalf("rate a minute later = %v, want 0", st.RowsPerSecond)
+	}
+	if got := l.Streams(); fmt.Sprint(got) != fmt.Sprint(testStreams) {
+		t.Fatalf("Streams() = %v, want %v", got, testStreams)
+	}
+}
+
+func TestPublishTimesNeverGoBackwards(t *testing.T) {
+	clock := newFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	l := openTest(t, Options{Ephemeral: true, Now: clock.Now})
+	defer closeTest(t, l)
+	mustAppend(t, l, "events", `[1]`)
+	clock.Advance(-time.Hour) // the wall clock steps back
+	u := mustAppend(t, l, "events", `[2]`)
+	if !u.Time.Equal(clock.start) {
+		t.Fatalf("time after a clock step back = %v, want %v", u.Time, clock.start)
+	}
+}
+
+// TestConcurrentAppendsAndReads runs appenders on several streams with
+// readers following them; under -race it also checks the committer's
+// hand-off. Every stream must hold every row once, tokens dense and each
+// appender's rows in its own order.
+func TestConcurrentAppendsAndReads(t *testing.T) {
+	l := openTest(t, Options{})
+	defer closeTest(t, l)
+	const appenders, perAppender = 8, 100
+	streams := []string{"events", "caches"}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errc := make(chan error, appenders*2)
+	for a := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream := streams[a%len(streams)]
+			for i := range perAppender {
+				if _, err := l.Append(ctx, stream, rowsOf(fmt.Sprintf("[%d, %d]", a, i), fmt.Sprintf("[%d, %d]", a, i))); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	var rwg sync.WaitGroup
+	for _, stream := range streams {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			after := int64(0)
+			for {
+				cur, _ := l.CurrentToken(stream)
+				us, err := l.ReadAfter(ctx, stream, after, cur, 7)
+				if err != nil {
+					errc <- err
+					return
+				}
+				for _, u := range us {
+					if u.Token != after+1 {
+						errc <- fmt.Errorf("reader of %s: token %d after %d", stream, u.Token, after)
+						return
+					}
+					after = u.Token
+				}
+				select {
+				case <-done:
+					if after == cur && len(us) == 0 {
+						return
+					}
+				default:
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	rwg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	for _, stream := range streams {
+		us := mustRead(t, l, stream, 0, 1<<40, 1<<30)
+		next := map[int]int{}
+		for i, u := range us {
+			if u.Token != int64(i+1) || len(u.Rows) != 2 {
+				t.Fatalf("%s: update %d is token %d with %d rows", stream, i, u.Token, len(u.Rows))
+			}
+			var ai [2]int
+			if err := json.Unmarshal(u.Rows[0], &ai); err != nil {
+				t.Fatal(err)
+			}
+			if ai[1] != next[ai[0]] {
+				t.Fatalf("%s: appender %d row %d, want %d", stream, ai[0], ai[1], next[ai[0]])
+			}
+			next[ai[0]]++
+		}
+		if len(us) != appenders/len(streams)*perAppender {
+			t.Fatalf("%s holds %d tokens, want %d", stream, len(us), appenders/len(streams)*perAppender)
+		}
+	}
+}
+
+type fakeClock struct {
+	mu    sync.Mutex
+	start time.Time
+	now   time.Time
+}
+
+func newFakeClock(t time.Time) *fakeClock { return &fakeClock{start: t, now: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}

@@ -1,0 +1,239 @@
+package streamlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tcprepl/tcprepl/internal/replication"
+)
+
+// ErrFutureToken is wrapped by TokenTime for a token not yet appended.
+var ErrFutureToken = errors.New("token not yet appended")
+
+// pageChunk is the size of the byte buffers a page copies rows into: rows
+// of a page share a few large allocations instead of one each.
+const pageChunk = 256 << 10
+
+// ReadAfter returns the updates of the stream with after < token <= upTo, in
+// token order, at most until limit rows are collected (never splitting an
+// update, so a page always holds at least one). upTo above the current token
+// reads up to the current token. A negative after is read as 0. A range whose
+// start retention has removed gives a *replication.TokenTooOldError.
+//
+// The returned rows are copies the caller owns; they stay valid after later
+// reads and trims.
+func (l *Log) ReadAfter(ctx context.Context, stream string, after, upTo int64, limit int) ([]replication.Update, error) {
+	st, err := l.stream(stream)
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("read stream %q: limit %d: the page size must be at least 1 row", stream, limit)
+	}
+	after = max(after, 0)
+	// Everything through current is durable and visible (the committer
+	// applies the batch before moving current), so the iterator below sees
+	// every token in range unless retention removed it.
+	upTo = min(upTo, st.current.Load())
+	if after >= upTo {
+		return nil, nil
+	}
+	if oldest := st.retained.Load().oldest; after < oldest-1 {
+		return nil, &replication.TokenTooOldError{Stream: stream, Token: after, Oldest: oldest}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read stream %q: %w", stream, err)
+	}
+
+	if err := l.acquire(); err != nil {
+		return nil, fmt.Errorf("read stream %q: %w", stream, err)
+	}
+	defer l.closeMu.RUnlock()
+	lower := appendRowKey(nil, st.prefix, after+1, 0)
+	upper := appendRowKey(nil, st.prefix, upTo+1, 0)
+	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("read stream %q: open iterator: %w", stream, err)
+	}
+	updates, err := l.readPage(st, it, after, upTo, limit)
+	if cerr := it.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("read stream %q: close iterator: %w", stream, cerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return updates, nil
+}
+
+func (l *Log) readPage(st *streamState, it *pebble.Iterator, after, upTo int64, limit int) ([]replication.Update, error) {
+	// Size the page's slices from what is known; append grows them if the
+	// estimate is short, and earlier updates keep pointing at the old
+	// (immutable) arrays, which stays correct.
+	nTokens := min(upTo-after, int64(limit), 4096)
+	updates := make([]replication.Update, 0, nTokens)
+	rows := make([]json.RawMessage, 0, min(int64(limit)+64, 1<<16))
+	var buf []byte
+
+	expect := after + 1
+	cur := -1 // index in updates of the update being filled
+	var curStart, curWant int
+	finish := func() error {
+		if cur < 0 {
+			return nil
+		}
+		if got := len(rows) - curStart; got != curWant {
+			return fmt.Errorf("read stream %q: token %d holds %d rows, its header says %d (the log is damaged)", st.name, updates[cur].Token, got, curWant)
+		}
+		updates[cur].Rows = rows[curStart:len(rows):len(rows)]
+		return nil
+	}
+	prefixLen := len(st.prefix)
+	for valid := it.First(); valid; valid = it.Next() {
+		token, slot, err := decodeRowKey(it.Key(), prefixLen)
+		if err != nil {
+			return nil, fmt.Errorf("read stream %q: %w", st.name, err)
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("read stream %q: token %d: %w", st.name, token, err)
+		}
+		if slot == 0 {
+			if token != expect {
+				if token > expect && expect == after+1 {
+					// Retention removed the start of the range after the
+					// oldest check above.
+					return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: st.retained.Load().oldest}
+				}
+				return nil, fmt.Errorf("read stream %q: expected token %d, found %d (the log is damaged)", st.name, expect, token)
+			}
+			if err := finish(); err != nil {
+				return nil, err
+			}
+			if len(rows) >= limit {
+				break
+			}
+			h, err := decodeHeader(v)
+			if err != nil {
+				return nil, fmt.Errorf("read stream %q: token %d: %w", st.name, token, err)
+			}
+			updates = append(updates, replication.Update{Stream: st.name, Token: token, Time: h.time})
+			cur = len(updates) - 1
+			curStart, curWant = len(rows), h.rows
+			expect++
+			continue
+		}
+		if cur < 0 || token != updates[cur].Token {
+			return nil, fmt.Errorf("read stream %q: row of token %d without its header (the log is damaged)", st.name, token)
+		}
+		if len(v) > cap(buf)-len(buf) {
+			buf = make([]byte, 0, max(pageChunk, len(v)))
+		}
+		start := len(buf)
+		buf = append(buf, v...)
+		rows = append(rows, buf[start:len(buf):len(buf)])
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("read stream %q: %w", st.name, err)
+	}
+	if len(updates) == 0 {
+		// after < upTo <= current, yet nothing: retention removed it all.
+		return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: st.retained.Load().oldest}
+	}
+	if err := finish(); err != nil {
+		return nil, err
+	}
+	return updates, nil
+}
+
+// TokenTime returns when token of stream was published. Token 0 (nothing
+// published yet) gives the zero time. A token retention removed gives a
+// *replication.TokenTooOldError; one not yet appended wraps ErrFutureToken.
+func (l *Log) TokenTime(stream string, token int64) (time.Time, error) {
+	st, err := l.stream(stream)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("token time: %w", err)
+	}
+	cur := st.current.Load()
+	switch {
+	case token <= 0:
+		return time.Time{}, nil
+	case token > cur:
+		return time.Time{}, fmt.Errorf("stream %q token %d: %w (current token is %d)", stream, token, ErrFutureToken, cur)
+	case token == cur:
+		// The common question ("how old is the newest row") needs no read.
+		// lastTime is stored before current moves, so it is at least as
+		// new as cur's; a racing append only makes it newer, which is
+		// harmless for a lag estimate.
+		return time.Unix(0, st.lastTime.Load()), nil
+	}
+	if oldest := st.retained.Load().oldest; token < oldest {
+		return time.Time{}, &replication.TokenTooOldError{Stream: stream, Token: token, Oldest: oldest}
+	}
+	if err := l.acquire(); err != nil {
+		return time.Time{}, fmt.Errorf("stream %q: %w", stream, err)
+	}
+	h, err := l.getHeader(st, token)
+	l.closeMu.RUnlock()
+	if errors.Is(err, pebble.ErrNotFound) {
+		// Trimmed between the check and the read.
+		return time.Time{}, &replication.TokenTooOldError{Stream: stream, Token: token, Oldest: st.retained.Load().oldest}
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("stream %q: %w", stream, err)
+	}
+	return h.time, nil
+}
+
+// StreamStats is a stream's state for the API and metrics.
+type StreamStats struct {
+	Stream string
+	// CurrentToken is the newest token (0 before the first append).
+	CurrentToken int64
+	// OldestToken is the oldest token still held; CurrentToken+1 when the
+	// log holds none. A subscriber can continue from OldestToken-1 or later.
+	OldestToken int64
+	// Rows is the number of rows held.
+	Rows int64
+	// RowsPerSecond is the append rate averaged over the last 10 seconds.
+	RowsPerSecond float64
+	// LastAppend is the publish time of CurrentToken; zero if none.
+	LastAppend time.Time
+}
+
+// Stats returns a stream's current state.
+func (l *Log) Stats(stream string) (StreamStats, error) {
+	st, err := l.stream(stream)
+	if err != nil {
+		return StreamStats{}, fmt.Errorf("stats: %w", err)
+	}
+	return l.stats(st), nil
+}
+
+// AllStats returns every stream's state, in Streams() order.
+func (l *Log) AllStats() []StreamStats {
+	out := make([]StreamStats, 0, len(l.order))
+	for _, name := range l.order {
+		out = append(out, l.stats(l.streams[name]))
+	}
+	return out
+}
+
+func (l *Log) stats(st *streamState) StreamStats {
+	ret := st.retained.Load()
+	s := StreamStats{
+		Stream:        st.name,
+		CurrentToken:  st.current.Load(),
+		OldestToken:   ret.oldest,
+		Rows:          max(st.cum.Load()-ret.trimmedCum, 0),
+		RowsPerSecond: st.rate.perSecond(l.now()),
+	}
+	if t := st.lastTime.Load(); t != 0 {
+		s.LastAppend = time.Unix(0, t)
+	}
+	return s
+}

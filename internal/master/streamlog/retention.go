@@ -1,0 +1,155 @@
+package streamlog
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Trim drops the stream's tokens up to and including through (clamped to
+// the current token). The master calls it for FEDERATION_ACK. Trimming below
+// the oldest token held is a no-op. The new oldest token is written durably
+// in the same batch as the deletion.
+func (l *Log) Trim(stream string, through int64) error {
+	st, err := l.stream(stream)
+	if err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	l.trimMu.Lock()
+	defer l.trimMu.Unlock()
+	if err := l.closedErr(); err != nil {
+		return fmt.Errorf("trim stream %q: %w", stream, err)
+	}
+	return l.trimLocked(st, through)
+}
+
+// trimLocked deletes tokens [oldest, through] of st. Caller holds trimMu.
+func (l *Log) trimLocked(st *streamState, through int64) error {
+	through = min(through, st.current.Load())
+	ret := st.retained.Load()
+	if through < ret.oldest {
+		return nil
+	}
+	h, err := l.getHeader(st, through)
+	if err != nil {
+		return fmt.Errorf("trim stream %q through token %d: %w", st.name, through, err)
+	}
+	next := meta{oldest: through + 1, trimmedCum: h.cum}
+	b := l.db.NewBatch()
+	defer b.Close()
+	_ = b.DeleteRange(appendRowKey(nil, st.prefix, ret.oldest, 0), appendRowKey(nil, st.prefix, through+1, 0), nil)
+	_ = b.Set(metaKey(st.name), encodeMeta(next), nil)
+	// Synced so that a crash cannot bring back rows a subscriber was
+	// already told are gone (the oldest token only moves forward).
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("trim stream %q through token %d: %w (the data volume may be full or failing)", st.name, through, err)
+	}
+	st.retained.Store(&next)
+	l.log.V(1).Info("trimmed stream", "stream", st.name, "through", through, "oldest", next.oldest)
+	return nil
+}
+
+// ApplyRetention applies every stream's retention once. The background
+// trimmer calls it every TrimInterval; it is exported for callers that
+// disable the trimmer and for tests with an injected clock.
+func (l *Log) ApplyRetention() error {
+	l.trimMu.Lock()
+	defer l.trimMu.Unlock()
+	if err := l.closedErr(); err != nil {
+		return fmt.Errorf("apply retention: %w", err)
+	}
+	var errs []error
+	for _, name := range l.order {
+		keep, ok := l.retention[name]
+		if !ok {
+			keep = l.defaultKeep
+		}
+		if keep == (Retention{}) {
+			continue
+		}
+		st := l.streams[name]
+		through, err := l.retentionCut(st, keep)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("apply retention to stream %q: %w", name, err))
+			continue
+		}
+		if err := l.trimLocked(st, through); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// retentionCut returns the newest token retention removes (oldest-1 when it
+// removes none). Tokens are dense between oldest and current, and both
+// cumulative row counts and publish times grow with the token, so each bound
+// is a binary search over point reads of headers.
+func (l *Log) retentionCut(st *streamState, keep Retention) (int64, error) {
+	cur := st.current.Load()
+	ret := st.retained.Load()
+	cut := ret.oldest - 1
+	n := int(cur - ret.oldest + 1) // tokens held
+	if n <= 0 {
+		return cut, nil
+	}
+	var searchErr error
+	header := func(i int) header {
+		if searchErr != nil {
+			return header{}
+		}
+		h, err := l.getHeader(st, ret.oldest+int64(i))
+		if err != nil {
+			searchErr = err
+		}
+		return h
+	}
+	if keep.MaxRows > 0 {
+		if cum := st.cum.Load(); cum-ret.trimmedCum > keep.MaxRows {
+			// Smallest i with cum(i) >= cum - MaxRows: dropping through
+			// token oldest+i leaves at most MaxRows rows. The newest token
+			// is always kept.
+			i := sort.Search(n-1, func(i int) bool { return header(i).cum >= cum-keep.MaxRows })
+			cut = max(cut, ret.oldest+int64(i))
+			cut = min(cut, cur-1)
+		}
+	}
+	if keep.MaxAge > 0 {
+		limit := l.now().Add(-keep.MaxAge)
+		// First token not older than the limit; everything before it goes.
+		i := sort.Search(n, func(i int) bool { return !header(i).time.Before(limit) })
+		cut = max(cut, ret.oldest+int64(i)-1)
+	}
+	if searchErr != nil {
+		return 0, searchErr
+	}
+	return cut, nil
+}
+
+// trimLoop applies retention every trimEvery until Close.
+func (l *Log) trimLoop() {
+	defer close(l.trimDone)
+	t := time.NewTicker(l.trimEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.trimStop:
+			return
+		case <-t.C:
+			if err := l.ApplyRetention(); err != nil && !errors.Is(err, ErrClosed) {
+				l.log.Error(err, "applying retention failed; will retry", "interval", l.trimEvery)
+			}
+		}
+	}
+}
+
+func (l *Log) closedErr() error {
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return nil
+}
