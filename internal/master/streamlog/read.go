@@ -107,7 +107,7 @@ func (l *Log) readPage(st *streamState, it *pebble.Iterator, after, upTo int64, 
 				if token > expect && expect == after+1 {
 					// Retention removed the start of the range after the
 					// oldest check above.
-					return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: st.retained.Load().oldest}
+					return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: max(st.retained.Load().oldest, token)}
 				}
 				return nil, fmt.Errorf("read stream %q: expected token %d, found %d (the log is damaged)", st.name, expect, token)
 			}
@@ -142,7 +142,7 @@ func (l *Log) readPage(st *streamState, it *pebble.Iterator, after, upTo int64, 
 	}
 	if len(updates) == 0 {
 		// after < upTo <= current, yet nothing: retention removed it all.
-		return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: st.retained.Load().oldest}
+		return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: max(st.retained.Load().oldest, upTo+1)}
 	}
 	if err := finish(); err != nil {
 		return nil, err

@@ -42,12 +42,16 @@ func (l *Log) trimLocked(st *streamState, through int64) error {
 	defer b.Close()
 	_ = b.DeleteRange(appendRowKey(nil, st.prefix, ret.oldest, 0), appendRowKey(nil, st.prefix, through+1, 0), nil)
 	_ = b.Set(metaKey(st.name), encodeMeta(next), nil)
+	// Move oldest before the rows go, so that a reader who finds rows
+	// missing always finds an oldest that explains it. Until the commit,
+	// readers are refused rows that still exist, which is harmless.
+	st.retained.Store(&next)
 	// Synced so that a crash cannot bring back rows a subscriber was
 	// already told are gone (the oldest token only moves forward).
 	if err := b.Commit(pebble.Sync); err != nil {
+		st.retained.Store(ret)
 		return fmt.Errorf("trim stream %q through token %d: %w (the data volume may be full or failing)", st.name, through, err)
 	}
-	st.retained.Store(&next)
 	l.log.V(1).Info("trimmed stream", "stream", st.name, "through", through, "oldest", next.oldest)
 	return nil
 }
