@@ -297,7 +297,7 @@ func parseArgs(name string, rest []byte, copyBytes bool) (Command, error) {
 		}
 		return parseUserIP(name, string(f[0]), f[1])
 	}
-	return nil, &ProtocolError{Command: name, Invalid: true}
+	return nil, &ProtocolError{Command: safeName([]byte(name)), Invalid: true}
 }
 
 func parseUserIP(name, userID string, raw []byte) (Command, error) {

@@ -544,7 +544,7 @@ func (sc *ServerConn) dispatch(cmd Command) error {
 		return sc.Send(ErrorCommand{Message: "this server does not handle " + cmd.Name()})
 	}
 	if err := sc.s.h.HandleCommand(sc, cmd); err != nil {
-		if serr := sc.Send(ErrorCommand{Message: err.Error()}); serr != nil {
+		if serr := sc.Send(ErrorCommand{Message: string(sanitizeText(err.Error()))}); serr != nil {
 			sc.s.log.Error(serr, "sending a handler error to a replication client", "conn", sc.ID(), "handlerError", err.Error())
 		}
 	}

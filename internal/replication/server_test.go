@@ -1,9 +1,13 @@
 package replication
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestSessionExample(t *testing.T) {
@@ -50,5 +54,280 @@ func TestCatchUpFromToken(t *testing.T) {
 	want = append(want, "POSITION caches 5")
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestReplicateNowSendsOnlyFutureRows(t *testing.T) {
+	src := NewMemorySource("caches")
+	for i := 1; i <= 3; i++ {
+		src.Append("caches", cacheRow(i))
+	}
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches NOW")
+	r.expectLine("POSITION caches 3")
+	waitForLive(t, srv, "caches")
+	srv.Publish(src.Append("caches", cacheRow(4)))
+	r.expectLine(fmt.Sprintf("RDATA caches 4 %s", cacheRow(4)))
+}
+
+// waitForLive waits until the only connection is subscribed to stream.
+func waitForLive(t *testing.T, srv *Server, stream string) {
+	t.Helper()
+	waitFor(t, stream+" live", func() bool {
+		for _, c := range srv.Connections() {
+			for _, s := range c.Subscriptions {
+				if s.Stream == stream && s.State == "subscribed" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+}
+
+func TestReplicateAllNow(t *testing.T) {
+	src := NewMemorySource("events", "caches", "typing")
+	src.Append("events", row(`["ev", []]`))
+	src.Append("typing", row(`["!r:x", []]`))
+	src.Append("typing", row(`["!r:x", ["@a:x"]]`))
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE ALL NOW")
+	r.expectLine("POSITION events 1")
+	r.expectLine("POSITION caches 0")
+	r.expectLine("POSITION typing 2")
+	for _, s := range []string{"events", "caches", "typing"} {
+		waitForLive(t, srv, s)
+	}
+	srv.Publish(src.Append("caches", cacheRow(1)))
+	r.expectLine(fmt.Sprintf("RDATA caches 1 %s", cacheRow(1)))
+}
+
+func TestUnsubscribedStreamsAreNotSent(t *testing.T) {
+	src := NewMemorySource("events", "caches")
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches NOW")
+	r.expectLine("POSITION caches 0")
+	waitForLive(t, srv, "caches")
+	srv.Publish(src.Append("events", row(`["ev", ["x"]]`)))
+	srv.Publish(src.Append("caches", cacheRow(1)))
+	// The events row would have come first had it been sent.
+	r.expectLine(fmt.Sprintf("RDATA caches 1 %s", cacheRow(1)))
+}
+
+func TestBatchesOnTheWire(t *testing.T) {
+	src := NewMemorySource("caches")
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches 0")
+	r.expectLine("POSITION caches 0")
+	waitForLive(t, srv, "caches")
+	src.AdvanceToken("caches", 53)
+	srv.Publish(src.Append("caches",
+		row(`["get_user_by_id", ["@a:x"], 1490197670513]`),
+		row(`["get_user_by_id", ["@b:x"], 1490197670513]`),
+		row(`["get_user_by_id", ["@c:x"], 1490197670513]`)))
+	// PROTOCOL.md's batch example, byte for byte.
+	r.expectLine(`RDATA caches batch ["get_user_by_id", ["@a:x"], 1490197670513]`)
+	r.expectLine(`RDATA caches batch ["get_user_by_id", ["@b:x"], 1490197670513]`)
+	r.expectLine(`RDATA caches 54 ["get_user_by_id", ["@c:x"], 1490197670513]`)
+
+	// A batch read during catch-up has the same form.
+	r2 := dialRaw(t, addr)
+	r2.handshake("test.server")
+	r2.send("REPLICATE caches 53")
+	r2.expectLine(`RDATA caches batch ["get_user_by_id", ["@a:x"], 1490197670513]`)
+	r2.expectLine(`RDATA caches batch ["get_user_by_id", ["@b:x"], 1490197670513]`)
+	r2.expectLine(`RDATA caches 54 ["get_user_by_id", ["@c:x"], 1490197670513]`)
+	r2.expectLine("POSITION caches 54")
+}
+
+// hookSource calls hook before answering CurrentToken, so a test can publish
+// at the exact moments of the subscription algorithm.
+type hookSource struct {
+	*MemorySource
+	mu    sync.Mutex
+	calls int
+	hook  func(call int)
+}
+
+func (h *hookSource) CurrentToken(stream string) (int64, error) {
+	h.mu.Lock()
+	h.calls++
+	call := h.calls
+	hook := h.hook
+	h.mu.Unlock()
+	if hook != nil {
+		hook(call)
+	}
+	return h.MemorySource.CurrentToken(stream)
+}
+
+// TestRowsQueuedWhileConnecting covers steps 1 to 5 of PROTOCOL.md's
+// "Subscribing": a row published while the subscription is connecting, and
+// visible before the current token is read, goes out once (in the catch-up,
+// the queued copy dropped); one published after goes out after POSITION.
+func TestRowsQueuedWhileConnecting(t *testing.T) {
+	mem := NewMemorySource("caches")
+	mem.Append("caches", cacheRow(1))
+	src := &hookSource{MemorySource: mem}
+	var srv *Server
+	src.hook = func(call int) {
+		// Call 1 is phase one's head, call 2 is step 2's current token:
+		// the subscription is connecting, so Publish queues for it.
+		if call == 2 {
+			srv.Publish(mem.Append("caches", cacheRow(2)))
+		}
+	}
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches 0")
+	got := r.readUntil("POSITION")
+	want := []string{
+		fmt.Sprintf("RDATA caches 1 %s", cacheRow(1)),
+		fmt.Sprintf("RDATA caches 2 %s", cacheRow(2)),
+		"POSITION caches 2",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	src.mu.Lock()
+	src.hook = nil
+	src.mu.Unlock()
+	waitForLive(t, srv, "caches")
+	srv.Publish(mem.Append("caches", cacheRow(3)))
+	r.expectLine(fmt.Sprintf("RDATA caches 3 %s", cacheRow(3)))
+}
+
+// TestQueuedRowAfterPosition: a row published after the current token was
+// read is queued and sent after POSITION, not lost.
+func TestQueuedRowAfterPosition(t *testing.T) {
+	mem := NewMemorySource("caches")
+	src := &blockingSource{MemorySource: mem, reading: make(chan struct{}), release: make(chan struct{})}
+	for i := 1; i <= 3; i++ {
+		mem.Append("caches", cacheRow(i))
+	}
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches 0")
+	<-src.reading // phase one reads 1..3 (blocked)
+	close(src.release)
+	// Publish token 4 once rows 1..3 are queued: whether it lands before
+	// the subscription reads the current token or after, it must go out
+	// exactly once.
+	waitFor(t, "connecting", func() bool {
+		c := srv.Connections()
+		return len(c) == 1 && len(c[0].Subscriptions) == 1 && c[0].Subscriptions[0].LastToken == 3
+	})
+	srv.Publish(mem.Append("caches", cacheRow(4)))
+	got := r.readUntil("RDATA caches 4")
+	if len(got) < 4 {
+		t.Fatalf("got %q", got)
+	}
+	for i, l := range got[:3] {
+		if want := fmt.Sprintf("RDATA caches %d %s", i+1, cacheRow(i+1)); l != want {
+			t.Fatalf("line %d: %q, want %q", i, l, want)
+		}
+	}
+	// Token 4 arrives exactly once, either before POSITION 4 (read in
+	// step 2) or after POSITION 3 (queued), never twice.
+	tail := strings.Join(got[3:], "\n")
+	if n := strings.Count(tail, "RDATA caches 4"); n != 1 {
+		t.Fatalf("token 4 sent %d times: %q", n, got)
+	}
+}
+
+// blockingSource blocks the first ReadAfter until released.
+type blockingSource struct {
+	*MemorySource
+	once    sync.Once
+	reading chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingSource) ReadAfter(ctx context.Context, stream string, after, upTo int64, limit int) ([]Update, error) {
+	first := false
+	b.once.Do(func() { first = true })
+	if first {
+		close(b.reading)
+		<-b.release
+	}
+	return b.MemorySource.ReadAfter(ctx, stream, after, upTo, limit)
+}
+
+// TestCatchUpWhilePublishing: a subscriber far behind (many pages) catches
+// up while rows keep being published; it receives every row once, in order.
+func TestCatchUpWhilePublishing(t *testing.T) {
+	src := NewMemorySource("caches")
+	const history, live = 20000, 5000
+	for i := 1; i <= history; i++ {
+		src.Append("caches", cacheRow(i))
+	}
+	srv, addr := startServer(t, ServerConfig{CatchUpPageRows: 97, MaxPendingCommands: 2000}, src, &recordingHandler{})
+	h := newRecordingClientHandler()
+	runClient(t, ClientConfig{Address: addr, Handler: h, Streams: []StreamRequest{{Stream: "caches", Token: 0}}})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := history + 1; i <= history+live; i++ {
+			srv.Publish(src.Append("caches", cacheRow(i)))
+			if i%50 == 0 {
+				time.Sleep(time.Millisecond) // a steady rate, below what the client can take
+			}
+		}
+	}()
+	wg.Wait()
+	waitFor(t, "all rows", func() bool { return len(h.rowTokens("caches")) >= history+live })
+	got := h.rowTokens("caches")
+	for i, tok := range got {
+		if tok != int64(i+1) {
+			t.Fatalf("row %d has token %d: gap or duplicate", i, tok)
+		}
+	}
+	if len(got) != history+live {
+		t.Fatalf("got %d rows, want %d", len(got), history+live)
+	}
+}
+
+func TestUnknownStreamIsAnError(t *testing.T) {
+	h := &recordingHandler{}
+	_, addr := startServer(t, ServerConfig{}, NewMemorySource("caches"), h)
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE nosuch 0")
+	got := r.expectClosed()
+	if len(got) != 1 || !strings.HasPrefix(got[0], "ERROR failed to handle replicate: ") || !strings.Contains(got[0], "unknown stream") {
+		t.Fatalf("got %q", got)
+	}
+	waitFor(t, "close reason", func() bool { return slices.Contains(h.closeReasons(), CloseSubscribeError) })
+}
+
+func TestTokenTooOldIsAnError(t *testing.T) {
+	src := NewMemorySource("caches")
+	for i := 1; i <= 10; i++ {
+		src.Append("caches", cacheRow(i))
+	}
+	src.Trim("caches", 5)
+	_, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches 5") // still fine: rows 6.. are held
+	r.readUntil("POSITION caches 10")
+	r2 := dialRaw(t, addr)
+	r2.handshake("test.server")
+	r2.send("REPLICATE caches 2")
+	got := r2.expectClosed()
+	want := "ERROR failed to handle replicate: read stream caches after token 2: stream caches: token 2 is older than retention; the oldest token still held is 6"
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }

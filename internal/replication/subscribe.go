@@ -219,6 +219,12 @@ func (sc *ServerConn) deliver(stream string, token int64, it outItem) {
 	if sub == nil || c.closing {
 		return
 	}
+	if sub.state == subLive && token <= sub.lastToken {
+		// Publish runs after the update is visible in the Source, so the
+		// catch-up may already have read and sent it. (While connecting,
+		// step 4 drops those at or below the current token instead.)
+		return
+	}
 	switch sub.state {
 	case subLive:
 		if c.pushLiveLocked(it) {
