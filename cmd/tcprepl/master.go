@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"github.com/spf13/cobra"
+
+	"github.com/tcprepl/tcprepl/internal/master"
+)
+
+type masterFlags struct {
+	configFile       string
+	serverName       string
+	replication      string
+	http             string
+	dataDir          string
+	ephemeral        bool
+	federation       bool
+	customStreams    []string
+	publishTokenFile string
+	shutdownTimeout  time.Duration
+	verbosity        int
+}
+
+func newMasterCommand() *cobra.Command {
+	var f masterFlags
+	cmd := &cobra.Command{
+		Use:   "master",
+		Short: "Run the replication master: durable streams, the replication protocol server and the HTTP API",
+		Long: `Run the replication master.
+
+Rows published over HTTP (POST /v1/streams/{stream}/rows) are validated,
+stored durably in the stream log, then sent to every subscribed worker over
+the replication protocol. Settings come from --config (YAML) and flags; a
+flag given on the command line wins over the file. SIGTERM or SIGINT shuts
+down gracefully: stop accepting, send "ERROR server shutting down" to every
+connection, flush the log, exit 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config(cmd)
+			if err != nil {
+				return err
+			}
+			logger := newLogger(cmd.ErrOrStderr(), f.verbosity)
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return runMaster(ctx, cfg, logger, f.shutdownTimeout)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.configFile, "config", "", "YAML config file (see docs/api.md); flags given on the command line override it")
+	fl.StringVar(&f.serverName, "server-name", "", "server name announced with SERVER; workers check it (required)")
+	fl.StringVar(&f.replication, "replication-listen", master.DefaultReplicationListen, "address for the replication protocol")
+	fl.StringVar(&f.http, "http-listen", master.DefaultHTTPListen, "address for the HTTP API, /metrics and health checks")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the durable stream log; empty keeps the log in memory")
+	fl.BoolVar(&f.ephemeral, "ephemeral", false, "keep the log in memory: nothing survives a restart")
+	fl.BoolVar(&f.federation, "federation", false, "publish the federation stream (FEDERATION_ACK trims it)")
+	fl.StringSliceVar(&f.customStreams, "custom-stream", nil, "extra stream NAME or NAME:FIELDS (rows must have FIELDS fields); repeatable")
+	fl.StringVar(&f.publishTokenFile, "publish-token-file", "", "file holding the bearer token required to publish (default: $"+master.PublishTokenEnv+" if set, else no token)")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before connections are cut")
+	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
+	return cmd
+}
+
+// config merges the config file and the flags set on the command line.
+func (f *masterFlags) config(cmd *cobra.Command) (master.Config, error) {
+	var cfg master.Config
+	if f.configFile != "" {
+		var err error
+		if cfg, err = master.LoadConfigFile(f.configFile); err != nil {
+			return cfg, err
+		}
+	}
+	set := cmd.Flags().Changed
+	if set("server-name") {
+		cfg.ServerName = f.serverName
+	}
+	if set("replication-listen") || cfg.ReplicationListen == "" {
+		cfg.ReplicationListen = f.replication
+	}
+	if set("http-listen") || cfg.HTTPListen == "" {
+		cfg.HTTPListen = f.http
+	}
+	if set("data-dir") {
+		cfg.DataDir = f.dataDir
+	}
+	if set("ephemeral") {
+		cfg.Ephemeral = f.ephemeral
+		if f.ephemeral {
+			// --ephemeral on the command line overrides a dataDir in the file.
+			cfg.DataDir = ""
+		}
+	}
+	if set("federation") {
+		cfg.Federation = f.federation
+	}
+	if set("custom-stream") {
+		cfg.CustomStreams = nil
+		for _, s := range f.customStreams {
+			cs, err := master.ParseCustomStream(s)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.CustomStreams = append(cfg.CustomStreams, cs)
+		}
+	}
+	if set("publish-token-file") {
+		cfg.PublishTokenFile = f.publishTokenFile
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("invalid master configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// runMaster runs a master until ctx is done, then shuts it down gracefully.
+func runMaster(ctx context.Context, cfg master.Config, logger logr.Logger, shutdownTimeout time.Duration) error {
+	m, err := master.New(cfg, master.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	return m.Run(ctx, shutdownTimeout)
+}
+
+// newLogger writes structured JSON lines, one per event, as log collectors
+// in Kubernetes expect.
+func newLogger(w io.Writer, verbosity int) logr.Logger {
+	if w == nil {
+		w = os.Stderr
+	}
+	return funcr.NewJSON(func(obj string) { _, _ = fmt.Fprintln(w, obj) }, funcr.Options{
+		LogTimestamp:    true,
+		TimestampFormat: time.RFC3339Nano,
+		Verbosity:       verbosity,
+	})
+}

@@ -1,0 +1,296 @@
+package master
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/tcprepl/tcprepl/internal/master/rows"
+)
+
+// Defaults for the settings a user may leave out. The protocol values are
+// the 2020 Synapse ones so that a real Synapse worker sees what it expects.
+const (
+	DefaultReplicationListen  = ":9092"
+	DefaultHTTPListen         = ":9093"
+	DefaultMaxLineLength      = 16384
+	DefaultMaxPendingCommands = 10000
+	DefaultPingInterval       = 5 * time.Second
+	DefaultPingTimeout        = 25 * time.Second
+	// DefaultMaxRequestBytes bounds a publish request body. 8 MiB holds a
+	// batch of tens of thousands of typical rows while keeping one request
+	// from exhausting the pod's memory.
+	DefaultMaxRequestBytes = 8 << 20
+	// DefaultMaxUserIPs bounds the USER_IP table: one entry per
+	// (user, ip, device); the least recently seen entry is dropped beyond it.
+	DefaultMaxUserIPs = 100000
+	// PublishTokenEnv names the environment variable that may carry the
+	// publish bearer token when no token file is configured.
+	PublishTokenEnv = "TCPREPL_PUBLISH_TOKEN"
+)
+
+// Duration is a time.Duration written in YAML/JSON as a Go duration string
+// ("30s", "24h"). Plain integers are read as seconds, the least surprising
+// reading for a config file.
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads "90s"-style strings or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("invalid duration %q: use a Go duration such as \"30s\" or \"24h\": %w", s, err)
+		}
+		d.Duration = v
+		return nil
+	}
+	var secs float64
+	if err := json.Unmarshal(b, &secs); err != nil {
+		return fmt.Errorf("invalid duration %s: use a string such as \"30s\" or a number of seconds", string(b))
+	}
+	d.Duration = time.Duration(secs * float64(time.Second))
+	return nil
+}
+
+// Retention bounds how much of one stream the log keeps. Zero means no bound.
+type Retention struct {
+	// MaxRows keeps at most this many rows (whole tokens are dropped).
+	MaxRows int64 `json:"maxRows,omitempty"`
+	// MaxAge drops tokens published longer ago than this.
+	MaxAge Duration `json:"maxAge,omitempty"`
+}
+
+// Limits are the protocol and API limits.
+type Limits struct {
+	MaxLineLength      int      `json:"maxLineLength,omitempty"`
+	MaxPendingCommands int      `json:"maxPendingCommands,omitempty"`
+	PingInterval       Duration `json:"pingInterval,omitempty"`
+	PingTimeout        Duration `json:"pingTimeout,omitempty"`
+	WriteTimeout       Duration `json:"writeTimeout,omitempty"`
+	MaxRequestBytes    int64    `json:"maxRequestBytes,omitempty"`
+	MaxUserIPs         int      `json:"maxUserIPs,omitempty"`
+}
+
+// CustomStream declares a custom stream. In YAML it is either a bare name
+// or {name: my_stream, fields: 3}.
+type CustomStream struct {
+	Name string `json:"name"`
+	// Fields, when positive, is the number of fields every row must have;
+	// 0 accepts any JSON array.
+	Fields int `json:"fields,omitempty"`
+}
+
+// UnmarshalJSON accepts a bare name as well as the object form.
+func (c *CustomStream) UnmarshalJSON(b []byte) error {
+	var name string
+	if err := json.Unmarshal(b, &name); err == nil {
+		*c = CustomStream{Name: name}
+		return nil
+	}
+	type plain CustomStream
+	var p plain
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return fmt.Errorf("custom stream %s: give a name or {name, fields}: %w", string(b), err)
+	}
+	*c = CustomStream(p)
+	return nil
+}
+
+// ParseCustomStream reads the --custom-stream flag form: NAME or NAME:FIELDS.
+func ParseCustomStream(s string) (CustomStream, error) {
+	name, fields, ok := strings.Cut(s, ":")
+	if !ok {
+		return CustomStream{Name: s}, nil
+	}
+	n, err := strconv.Atoi(fields)
+	if err != nil || n < 0 {
+		return CustomStream{}, fmt.Errorf("custom stream %q: the part after ':' must be a field count (0 or more)", s)
+	}
+	return CustomStream{Name: name, Fields: n}, nil
+}
+
+// Config is everything the master process is configured with. It is read
+// from a YAML file (see LoadConfigFile); command-line flags override it.
+type Config struct {
+	// ServerName is announced with SERVER; workers check it.
+	ServerName        string `json:"serverName"`
+	ReplicationListen string `json:"replicationListen,omitempty"`
+	HTTPListen        string `json:"httpListen,omitempty"`
+	// DataDir holds the Pebble log. Empty means in memory (as Ephemeral).
+	DataDir   string `json:"dataDir,omitempty"`
+	Ephemeral bool   `json:"ephemeral,omitempty"`
+	// Federation publishes the federation stream (only when the master does
+	// not send federation traffic itself) and lets FEDERATION_ACK trim it.
+	Federation bool `json:"federation,omitempty"`
+	// CustomStreams are extra streams, each a name ([a-z][a-z0-9_]*) or
+	// {name, fields}: fields > 0 requires every row to have that many.
+	CustomStreams []CustomStream `json:"customStreams,omitempty"`
+	// Retention per stream name; "*" applies to streams not listed.
+	Retention map[string]Retention `json:"retention,omitempty"`
+	Limits    Limits               `json:"limits,omitempty"`
+	// PublishTokenFile holds the bearer token required on writes. When empty
+	// the environment variable TCPREPL_PUBLISH_TOKEN is used if set.
+	PublishTokenFile string `json:"publishTokenFile,omitempty"`
+}
+
+// LoadConfigFile reads a YAML config file. Unknown fields are an error so
+// that a typo does not silently fall back to a default.
+func LoadConfigFile(path string) (Config, error) {
+	var c Config
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config file: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return c, fmt.Errorf("parse config file %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// WithDefaults returns the config with every unset setting at its default.
+func (c Config) WithDefaults() Config {
+	if c.ReplicationListen == "" {
+		c.ReplicationListen = DefaultReplicationListen
+	}
+	if c.HTTPListen == "" {
+		c.HTTPListen = DefaultHTTPListen
+	}
+	if c.DataDir == "" {
+		c.Ephemeral = true
+	}
+	l := &c.Limits
+	if l.MaxLineLength == 0 {
+		l.MaxLineLength = DefaultMaxLineLength
+	}
+	if l.MaxPendingCommands == 0 {
+		l.MaxPendingCommands = DefaultMaxPendingCommands
+	}
+	if l.PingInterval.Duration == 0 {
+		l.PingInterval.Duration = DefaultPingInterval
+	}
+	if l.PingTimeout.Duration == 0 {
+		l.PingTimeout.Duration = DefaultPingTimeout
+	}
+	if l.MaxRequestBytes == 0 {
+		l.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if l.MaxUserIPs == 0 {
+		l.MaxUserIPs = DefaultMaxUserIPs
+	}
+	return c
+}
+
+// Validate reports every problem in the config at once, each naming the
+// setting and what to do about it.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if strings.TrimSpace(c.ServerName) == "" {
+		bad("serverName is required: set --server-name or serverName in the config file (workers check it against SERVER)")
+	} else if strings.ContainsAny(c.ServerName, " \t\r\n") {
+		bad("serverName %q must not contain whitespace: it is sent on one protocol line", c.ServerName)
+	}
+	if c.ReplicationListen == "" {
+		bad("replicationListen is empty: give a listen address such as %q", DefaultReplicationListen)
+	}
+	if c.HTTPListen == "" {
+		bad("httpListen is empty: give a listen address such as %q", DefaultHTTPListen)
+	}
+	seen := map[string]bool{}
+	for _, s := range c.CustomStreams {
+		switch err := rows.ValidateName(s.Name); {
+		case err != nil:
+			bad("customStreams: %w", err)
+		case seen[s.Name]:
+			bad("custom stream %q is declared twice; declare each stream once", s.Name)
+		case s.Fields < 0:
+			bad("custom stream %q: fields %d must be 0 (any array) or positive", s.Name, s.Fields)
+		}
+		seen[s.Name] = true
+	}
+	streams := c.Streams()
+	for name, r := range c.Retention {
+		if name != "*" && !slices.Contains(streams, name) {
+			bad("retention for %q: no such stream (standard, custom, or federation when enabled); use \"*\" for the default", name)
+		}
+		if r.MaxRows < 0 {
+			bad("retention for %q: maxRows %d must be 0 (unbounded) or positive", name, r.MaxRows)
+		}
+		if r.MaxAge.Duration < 0 {
+			bad("retention for %q: maxAge %s must be 0 (unbounded) or positive", name, r.MaxAge)
+		}
+	}
+	l := c.Limits
+	if l.MaxLineLength < 0 || (l.MaxLineLength > 0 && l.MaxLineLength < 1024) {
+		bad("limits.maxLineLength %d is too small: use at least 1024 (Synapse uses 16384)", l.MaxLineLength)
+	}
+	if l.MaxPendingCommands < 0 {
+		bad("limits.maxPendingCommands %d must be positive", l.MaxPendingCommands)
+	}
+	if l.PingInterval.Duration < 0 || l.PingTimeout.Duration < 0 || l.WriteTimeout.Duration < 0 {
+		bad("limits: pingInterval, pingTimeout and writeTimeout must not be negative")
+	}
+	if l.PingInterval.Duration > 0 && l.PingTimeout.Duration > 0 && l.PingTimeout.Duration <= l.PingInterval.Duration {
+		bad("limits.pingTimeout %s must be longer than pingInterval %s, or every idle peer times out", l.PingTimeout, l.PingInterval)
+	}
+	if l.MaxRequestBytes < 0 {
+		bad("limits.maxRequestBytes %d must be positive", l.MaxRequestBytes)
+	}
+	if l.MaxUserIPs < 0 {
+		bad("limits.maxUserIPs %d must be positive", l.MaxUserIPs)
+	}
+	if c.DataDir != "" && c.Ephemeral {
+		bad("dataDir %q and ephemeral are both set: choose one (ephemeral keeps the log in memory)", c.DataDir)
+	}
+	return errors.Join(errs...)
+}
+
+// Streams lists the streams this master publishes, in a stable order:
+// the standard ones (federation only when enabled) then the custom ones.
+func (c Config) Streams() []string {
+	out := rows.StandardStreams(c.Federation)
+	for _, s := range c.CustomStreams {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// RetentionFor returns the retention of one stream: its own entry, else "*".
+func (c Config) RetentionFor(stream string) Retention {
+	if r, ok := c.Retention[stream]; ok {
+		return r
+	}
+	return c.Retention["*"]
+}
+
+// PublishToken reads the publish bearer token: from PublishTokenFile when
+// set (surrounding whitespace trimmed, since files usually end in a
+// newline), else from TCPREPL_PUBLISH_TOKEN. Empty means writes are open.
+func (c Config) PublishToken() (string, error) {
+	if c.PublishTokenFile != "" {
+		b, err := os.ReadFile(c.PublishTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read publish token file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("publish token file %s is empty: put the token in it or remove publishTokenFile", c.PublishTokenFile)
+		}
+		return tok, nil
+	}
+	return strings.TrimSpace(os.Getenv(PublishTokenEnv)), nil
+}

@@ -1,0 +1,158 @@
+package master
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "master.yaml")
+	yml := `
+serverName: hs.example
+replicationListen: 127.0.0.1:19092
+dataDir: /var/lib/tcprepl
+federation: true
+customStreams: [my_stream, {name: counted, fields: 2}]
+retention:
+  "*": {maxRows: 1000000}
+  federation: {maxAge: 24h}
+  events: {maxRows: 10, maxAge: 3600}
+limits:
+  maxLineLength: 32768
+  pingInterval: 2s
+  pingTimeout: 10s
+publishTokenFile: /etc/tcprepl/token
+`
+	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.ServerName != "hs.example" || c.ReplicationListen != "127.0.0.1:19092" || c.HTTPListen != DefaultHTTPListen || c.Ephemeral {
+		t.Fatalf("%+v", c)
+	}
+	if got := c.RetentionFor("federation"); got.MaxAge.Duration != 24*time.Hour || got.MaxRows != 0 {
+		t.Fatalf("federation retention %+v", got)
+	}
+	if got := c.RetentionFor("events"); got.MaxAge.Duration != time.Hour || got.MaxRows != 10 {
+		t.Fatalf("events retention %+v", got)
+	}
+	if got := c.RetentionFor("caches"); got.MaxRows != 1000000 {
+		t.Fatalf("default retention %+v", got)
+	}
+	if c.Limits.PingInterval.Duration != 2*time.Second || c.Limits.MaxPendingCommands != DefaultMaxPendingCommands {
+		t.Fatalf("limits %+v", c.Limits)
+	}
+	streams := c.Streams()
+	if len(streams) != 18 || !slices.Contains(streams, "federation") || streams[16] != "my_stream" || c.CustomStreams[1] != (CustomStream{"counted", 2}) {
+		t.Fatalf("streams %v", streams)
+	}
+}
+
+func TestLoadConfigFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, yml, want string }{
+		{"typo", "serverName: a\nserverNmae: b\n", "unknown field"},
+		{"bad duration", "limits: {pingInterval: soon}\n", "invalid duration"},
+		{"not yaml", "serverName: [\n", "parse config file"},
+		{"bad custom stream", "customStreams: [{name: a, colour: red}]\n", "unknown field"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".yaml")
+			if err := os.WriteFile(path, []byte(tc.yml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfigFile(path)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := LoadConfigFile(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{ServerName: "hs"}
+	for _, tc := range []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"no server name", func(c *Config) { c.ServerName = "" }, "serverName is required"},
+		{"space in name", func(c *Config) { c.ServerName = "a b" }, "whitespace"},
+		{"bad custom stream", func(c *Config) { c.CustomStreams = []CustomStream{{Name: "Bad"}} }, "[a-z][a-z0-9_]*"},
+		{"custom shadows standard", func(c *Config) { c.CustomStreams = []CustomStream{{Name: "events"}} }, "standard stream"},
+		{"duplicate custom", func(c *Config) { c.CustomStreams = []CustomStream{{Name: "x"}, {Name: "x"}} }, "declared twice"},
+		{"negative fields", func(c *Config) { c.CustomStreams = []CustomStream{{Name: "x", Fields: -1}} }, "fields -1"},
+		{"retention of unknown stream", func(c *Config) { c.Retention = map[string]Retention{"nope": {}} }, `retention for "nope"`},
+		{"retention of disabled federation", func(c *Config) { c.Retention = map[string]Retention{"federation": {}} }, `retention for "federation"`},
+		{"negative rows", func(c *Config) { c.Retention = map[string]Retention{"*": {MaxRows: -1}} }, "maxRows"},
+		{"tiny line", func(c *Config) { c.Limits.MaxLineLength = 10 }, "maxLineLength"},
+		{"timeout under interval", func(c *Config) {
+			c.Limits.PingInterval = Duration{10 * time.Second}
+			c.Limits.PingTimeout = Duration{5 * time.Second}
+		}, "pingTimeout"},
+		{"dir and ephemeral", func(c *Config) { c.DataDir = "/d"; c.Ephemeral = true }, "choose one"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.change(&c)
+			err := c.WithDefaults().Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if err := ok.WithDefaults().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Every problem is reported at once.
+	err := Config{CustomStreams: []CustomStream{{Name: "X"}}}.WithDefaults().Validate()
+	if err == nil || !strings.Contains(err.Error(), "serverName") || !strings.Contains(err.Error(), `"X"`) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestPublishTokenFileEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tok")
+	if err := os.WriteFile(path, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (Config{PublishTokenFile: path}).PublishToken(); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := (Config{PublishTokenFile: path + ".missing"}).PublishToken(); err == nil {
+		t.Fatal("missing token file accepted")
+	}
+}
+
+func TestParseCustomStream(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want CustomStream
+		err  bool
+	}{
+		{"my_stream", CustomStream{Name: "my_stream"}, false},
+		{"my_stream:3", CustomStream{Name: "my_stream", Fields: 3}, false},
+		{"my_stream:x", CustomStream{}, true},
+		{"my_stream:-1", CustomStream{}, true},
+	} {
+		got, err := ParseCustomStream(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("%q: %+v %v", tc.in, got, err)
+		}
+	}
+}

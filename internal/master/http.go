@@ -1,0 +1,429 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tcprepl/tcprepl/internal/replication"
+)
+
+// Handler is the master's HTTP API (see docs/api.md).
+func (m *Master) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/streams/{stream}/rows", m.requireToken(m.handlePublish))
+	mux.HandleFunc("GET /v1/streams", m.handleStreams)
+	mux.HandleFunc("GET /v1/connections", m.handleConnections)
+	mux.HandleFunc("GET /v1/userips", m.handleUserIPs)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", m.handleReady)
+	return jsonErrors(mux)
+}
+
+// jsonErrors turns the plain-text 404 and 405 of ServeMux into the API's
+// JSON error shape, keeping the Allow header of a 405. (A catch-all "/"
+// pattern would do for 404 but would also hide every 405.)
+func jsonErrors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&methodErrorWriter{ResponseWriter: w, r: r}, r)
+	})
+}
+
+type methodErrorWriter struct {
+	http.ResponseWriter
+	r       *http.Request
+	swallow bool
+}
+
+func (w *methodErrorWriter) WriteHeader(code int) {
+	// Only ServeMux's own replies are plain text; the API's are JSON.
+	plain := strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain")
+	if (code == http.StatusMethodNotAllowed || code == http.StatusNotFound) && plain && !w.swallow {
+		w.swallow = true
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Del("X-Content-Type-Options")
+		w.ResponseWriter.WriteHeader(code)
+		msg := fmt.Sprintf("no such endpoint %s %s; see docs/api.md", w.r.Method, w.r.URL.Path)
+		if code == http.StatusMethodNotAllowed {
+			msg = fmt.Sprintf("method %s not allowed on %s; allowed: %s", w.r.Method, w.r.URL.Path, w.Header().Get("Allow"))
+		}
+		body, _ := json.Marshal(apiError{Error: msg})
+		_, _ = w.ResponseWriter.Write(append(body, '\n'))
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *methodErrorWriter) Write(b []byte) (int, error) {
+	if w.swallow {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush keeps streaming responses (metrics) working through the wrapper.
+func (w *methodErrorWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		body, _ = json.Marshal(apiError{Error: "encode response: " + err.Error()})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, apiError{Error: msg})
+}
+
+// requireToken enforces the publish bearer token when one is configured.
+func (m *Master) requireToken(next http.HandlerFunc) http.HandlerFunc {
+	if m.publishToken == "" {
+		return next
+	}
+	want := []byte(m.publishToken)
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tcprepl"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong publish token: send Authorization: Bearer <token>")
+			return
+		}
+		next(w, r)
+	}
+}
+
+// PublishRequest is the body of POST /v1/streams/{stream}/rows.
+type PublishRequest struct {
+	Rows []json.RawMessage `json:"rows"`
+}
+
+// PublishResponse is the reply once the rows are durable.
+type PublishResponse struct {
+	Token int64 `json:"token"`
+}
+
+func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
+	stream := r.PathValue("stream")
+	if _, ok := m.seq[stream]; !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown stream %q; GET /v1/streams lists the streams this master publishes", stream))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, m.cfg.Limits.MaxRequestBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes: split the rows into smaller batches", m.cfg.Limits.MaxRequestBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
+		return
+	}
+	var req PublishRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, `invalid JSON body: `+err.Error()+`; send {"rows": [[...], ...]}`)
+		return
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, `invalid JSON body: data after the object; send one {"rows": [...]}`)
+		return
+	}
+	if len(req.Rows) == 0 {
+		writeError(w, http.StatusBadRequest, `"rows" is missing or empty: send {"rows": [[...], ...]} with at least one row`)
+		return
+	}
+	token, err := m.Publish(r.Context(), stream, req.Rows)
+	if err != nil {
+		var rowErr *RowError
+		switch {
+		case errors.As(err, &rowErr):
+			writeError(w, http.StatusBadRequest, "invalid row, nothing stored: "+err.Error())
+		case errors.Is(err, ErrShuttingDown):
+			writeError(w, http.StatusServiceUnavailable, "master is shutting down; nothing stored, retry against the restarted master")
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			writeError(w, http.StatusServiceUnavailable, "publish did not complete: "+err.Error())
+		default:
+			m.logger.Error(err, "publish failed", "stream", stream, "rows", len(req.Rows))
+			writeError(w, http.StatusInternalServerError, "publish failed, nothing acknowledged: "+err.Error())
+		}
+		return
+	}
+	writeJSON(w, http.StatusOK, PublishResponse{Token: token})
+}
+
+// StreamStatus is one stream in GET /v1/streams. Name, Token and
+// RowsPerSecond use the probe's StreamPosition field names.
+type StreamStatus struct {
+	Name  string `json:"name"`
+	Token int64  `json:"token"`
+	// OldestToken is the oldest token held (Token+1 when none is): a
+	// subscriber can continue from OldestToken-1 or later.
+	OldestToken   int64   `json:"oldestToken"`
+	RowsPerSecond float64 `json:"rowsPerSecond"`
+	// Rows is the number of rows the log holds for the stream.
+	Rows int64 `json:"rows"`
+	// Error is set when the log could not report the stream.
+	Error string `json:"error,omitempty"`
+}
+
+// StreamStatuses reports every stream's position from the log.
+func (m *Master) StreamStatuses() []StreamStatus {
+	out := make([]StreamStatus, 0, len(m.streams))
+	for _, s := range m.streams {
+		st, err := m.store.Stats(s)
+		ss := StreamStatus{Name: s, Token: st.CurrentToken, OldestToken: st.OldestToken, RowsPerSecond: st.RowsPerSecond, Rows: st.Rows}
+		if err != nil {
+			ss.Error = err.Error()
+		}
+		out = append(out, ss)
+	}
+	return out
+}
+
+func (m *Master) handleStreams(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"serverName": m.cfg.ServerName, "streams": m.StreamStatuses()})
+}
+
+// Connection is one entry of GET /v1/connections. The first fields use the
+// names internal/probe decodes into probe.Connection.
+type Connection struct {
+	ID               uint64             `json:"id"`
+	Name             string             `json:"name"`
+	RemoteAddr       string             `json:"remoteAddr"`
+	State            string             `json:"state"`
+	ConnectedSince   time.Time          `json:"connectedSince"`
+	Streams          []ConnectionStream `json:"streams"`
+	MaxSecondsBehind float64            `json:"maxSecondsBehind"`
+	MaxTokensBehind  int64              `json:"maxTokensBehind"`
+	PendingCommands  int                `json:"pendingCommands"`
+	PendingBytes     int                `json:"pendingBytes"`
+	CommandsIn       map[string]uint64  `json:"commandsIn"`
+	CommandsOut      map[string]uint64  `json:"commandsOut"`
+	BytesIn          uint64             `json:"bytesIn"`
+	BytesOut         uint64             `json:"bytesOut"`
+	LastReceived     time.Time          `json:"lastReceived"`
+	UptimeSeconds    float64            `json:"uptimeSeconds"`
+}
+
+// ConnectionStream is one subscription of a connection.
+type ConnectionStream struct {
+	Name string `json:"name"`
+	// State is the subscription's state (catching up, live).
+	State string `json:"state"`
+	// Token is the last token sent to the connection on this stream.
+	Token         int64   `json:"token"`
+	TokensBehind  int64   `json:"tokensBehind"`
+	SecondsBehind float64 `json:"secondsBehind"`
+}
+
+// ConnectionTable builds the connection table: the protocol server's view
+// of each connection, with lag computed against the log's positions and
+// the publish time of the oldest token not yet sent.
+func (m *Master) ConnectionTable() []Connection {
+	now := m.now()
+	conns := m.srv.Connections()
+	current := map[string]int64{}
+	out := make([]Connection, 0, len(conns))
+	for _, c := range conns {
+		e := Connection{
+			ID: c.ID, Name: c.Name, RemoteAddr: c.RemoteAddr, State: c.State,
+			ConnectedSince: c.ConnectedSince, Streams: make([]ConnectionStream, 0, len(c.Subscriptions)),
+			PendingCommands: c.PendingCmds, PendingBytes: c.PendingBytes,
+			CommandsIn: c.CommandsIn, CommandsOut: c.CommandsOut,
+			BytesIn: c.BytesIn, BytesOut: c.BytesOut, LastReceived: c.LastReceived,
+			UptimeSeconds: now.Sub(c.ConnectedSince).Seconds(),
+		}
+		for _, sub := range c.Subscriptions {
+			cur, ok := current[sub.Stream]
+			if !ok {
+				cur, _ = m.store.CurrentToken(sub.Stream)
+				current[sub.Stream] = cur
+			}
+			cs := ConnectionStream{Name: sub.Stream, State: sub.State, Token: sub.LastToken}
+			if cur > sub.LastToken {
+				cs.TokensBehind = cur - sub.LastToken
+				cs.SecondsBehind = m.secondsBehind(now, sub.Stream, sub.LastToken)
+			}
+			e.MaxSecondsBehind = max(e.MaxSecondsBehind, cs.SecondsBehind)
+			e.MaxTokensBehind = max(e.MaxTokensBehind, cs.TokensBehind)
+			e.Streams = append(e.Streams, cs)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// secondsBehind is how long ago the first token after last was published:
+// the age of the oldest row the connection has not been sent.
+func (m *Master) secondsBehind(now time.Time, stream string, last int64) float64 {
+	t, err := m.store.TokenTime(stream, last+1)
+	if _, tooOld := errors.AsType[*replication.TokenTooOldError](err); tooOld {
+		// Retention dropped it: the oldest token held is the best bound.
+		st, serr := m.store.Stats(stream)
+		if serr != nil {
+			return 0
+		}
+		t, err = m.store.TokenTime(stream, st.OldestToken)
+	}
+	if err != nil {
+		return 0
+	}
+	return max(0, now.Sub(t).Seconds())
+}
+
+// connectionSorts are the ?sort= values of /v1/connections, after NATS's
+// /connz: identity and age ascending, load and lag descending (worst first).
+var connectionSorts = map[string]func(a, b *Connection) bool{
+	"id":            func(a, b *Connection) bool { return a.ID < b.ID },
+	"name":          func(a, b *Connection) bool { return a.Name < b.Name },
+	"start":         func(a, b *Connection) bool { return a.ConnectedSince.Before(b.ConnectedSince) },
+	"uptime":        func(a, b *Connection) bool { return a.UptimeSeconds > b.UptimeSeconds },
+	"last":          func(a, b *Connection) bool { return a.LastReceived.After(b.LastReceived) },
+	"pending":       func(a, b *Connection) bool { return a.PendingBytes > b.PendingBytes },
+	"bytes_in":      func(a, b *Connection) bool { return a.BytesIn > b.BytesIn },
+	"bytes_out":     func(a, b *Connection) bool { return a.BytesOut > b.BytesOut },
+	"cmds_in":       func(a, b *Connection) bool { return sum(a.CommandsIn) > sum(b.CommandsIn) },
+	"cmds_out":      func(a, b *Connection) bool { return sum(a.CommandsOut) > sum(b.CommandsOut) },
+	"lag":           func(a, b *Connection) bool { return a.MaxSecondsBehind > b.MaxSecondsBehind },
+	"tokens_behind": func(a, b *Connection) bool { return a.MaxTokensBehind > b.MaxTokensBehind },
+}
+
+func sum(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func sortNames() string {
+	names := make([]string, 0, len(connectionSorts))
+	for n := range connectionSorts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// DefaultConnectionsLimit is the page size of /v1/connections, as NATS's.
+const DefaultConnectionsLimit = 1024
+
+// ConnectionsResponse is the body of GET /v1/connections.
+type ConnectionsResponse struct {
+	Now time.Time `json:"now"`
+	// Total is the number of connections before offset and limit.
+	Total       int          `json:"total"`
+	Offset      int          `json:"offset"`
+	Limit       int          `json:"limit"`
+	Sort        string       `json:"sort"`
+	Connections []Connection `json:"connections"`
+}
+
+func (m *Master) handleConnections(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	sortBy := q.Get("sort")
+	if sortBy == "" {
+		sortBy = "id"
+	}
+	less, ok := connectionSorts[sortBy]
+	if !ok {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown sort %q; use one of: %s", sortBy, sortNames()))
+		return
+	}
+	limit, err := queryInt(q.Get("limit"), DefaultConnectionsLimit)
+	if err != nil || limit < 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q must be a non-negative integer", q.Get("limit")))
+		return
+	}
+	offset, err := queryInt(q.Get("offset"), 0)
+	if err != nil || offset < 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("offset %q must be a non-negative integer", q.Get("offset")))
+		return
+	}
+	conns := m.ConnectionTable()
+	sort.SliceStable(conns, func(i, j int) bool {
+		if less(&conns[i], &conns[j]) {
+			return true
+		}
+		if less(&conns[j], &conns[i]) {
+			return false
+		}
+		return conns[i].ID < conns[j].ID
+	})
+	resp := ConnectionsResponse{Now: m.now(), Total: len(conns), Offset: offset, Limit: limit, Sort: sortBy}
+	if offset < len(conns) {
+		conns = conns[offset:]
+	} else {
+		conns = nil
+	}
+	if len(conns) > limit {
+		conns = conns[:limit]
+	}
+	resp.Connections = conns
+	if resp.Connections == nil {
+		resp.Connections = []Connection{}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func queryInt(s string, def int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	return strconv.Atoi(s)
+}
+
+// UserIPsResponse is the body of GET /v1/userips.
+type UserIPsResponse struct {
+	UserIPs []UserIP `json:"userIPs"`
+}
+
+func (m *Master) handleUserIPs(w http.ResponseWriter, r *http.Request) {
+	limit, err := queryInt(r.URL.Query().Get("limit"), 1000)
+	if err != nil || limit < 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q must be a non-negative integer", r.URL.Query().Get("limit")))
+		return
+	}
+	ips := m.effects.ips.list(r.URL.Query().Get("user"))
+	if len(ips) > limit {
+		ips = ips[:limit]
+	}
+	writeJSON(w, http.StatusOK, UserIPsResponse{UserIPs: ips})
+}
+
+func (m *Master) handleReady(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case m.closing.Load():
+		writeError(w, http.StatusServiceUnavailable, "shutting down")
+	case !m.serving.Load():
+		writeError(w, http.StatusServiceUnavailable, "not serving yet")
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
