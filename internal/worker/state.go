@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 )
 
@@ -35,10 +36,13 @@ type stateFile struct {
 }
 
 // State is the worker's durable record of the last token delivered per
-// stream. It holds an exclusive lock on its directory while open.
+// stream. It holds an exclusive lock on its directory while open. It is safe
+// for concurrent use (Status reads it while the handler saves).
 type State struct {
-	dir       string
-	lock      *os.File
+	dir  string
+	lock *os.File
+
+	mu        sync.Mutex
 	positions map[string]int64
 }
 
@@ -99,11 +103,15 @@ func (s *State) load() error {
 
 // Positions returns a copy of the saved positions.
 func (s *State) Positions() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return maps.Clone(s.positions)
 }
 
 // Position returns the saved token of a stream.
 func (s *State) Position(stream string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	t, ok := s.positions[stream]
 	return t, ok
 }
@@ -113,6 +121,8 @@ func (s *State) Position(stream string) (int64, bool) {
 // any point leaves either the old or the new positions, never a torn file.
 // A token at or below the saved one is ignored: positions never go back.
 func (s *State) Save(stream string, token int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if old, ok := s.positions[stream]; ok && token <= old {
 		return nil
 	}

@@ -1,0 +1,423 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcprepl/tcprepl/internal/replication"
+)
+
+// AllStreams asks for every stream the master publishes (REPLICATE ALL NOW).
+const AllStreams = replication.ReplicateAll
+
+// Named connection errors, as Status reports them.
+var (
+	// ErrMasterUnreachable: the master could not be dialed or the
+	// connection was lost; the worker keeps retrying.
+	ErrMasterUnreachable = errors.New("master unreachable")
+	// ErrWrongServerName: the master announced another SERVER name; the
+	// worker keeps retrying, but --server-name (or the master) needs fixing.
+	ErrWrongServerName = errors.New("wrong server name")
+	// ErrMasterRefused: the master sent ERROR (e.g. a token older than its
+	// retention, an unknown stream).
+	ErrMasterRefused = errors.New("master refused")
+)
+
+// Config configures a Worker.
+type Config struct {
+	// Address is the master's replication address, host:port (required).
+	Address string
+	// ServerName is the name the master must announce (required).
+	ServerName string
+	// Name is sent with NAME, so the master's connection table shows it;
+	// the host name when empty.
+	Name string
+	// Streams to replicate, or just AllStreams (required).
+	Streams []string
+	// StateDir keeps the positions; it must survive restarts (required).
+	StateDir string
+	// Sink is where rows go: "stdout", "file:PATH" or "http:URL" (required).
+	Sink string
+	// From is the token to start after for streams that have no saved
+	// position; nil starts them from now (only future rows).
+	From *int64
+
+	Logger logr.Logger
+	// Registerer receives the worker's metrics and the replication
+	// client's; none are registered when nil.
+	Registerer prometheus.Registerer
+	// Stdout is the stdout sink's writer (os.Stdout when nil).
+	Stdout io.Writer
+	// HTTPSink tunes the HTTP sink (client, retry backoff).
+	HTTPSink HTTPSinkConfig
+	// Dial, InitialBackoff and MaxBackoff tune the replication client.
+	Dial                       func(ctx context.Context, network, addr string) (net.Conn, error)
+	InitialBackoff, MaxBackoff time.Duration
+}
+
+// Worker replicates streams into a sink. Rows are handed to the sink one
+// batch at a time, in order; a batch's token becomes the stream's durable
+// position only after the sink accepted it.
+type Worker struct {
+	cfg     Config
+	log     logr.Logger
+	state   *State
+	sink    Sink
+	client  *replication.Client
+	metrics *metrics
+
+	mu        sync.Mutex
+	connState replication.ClientState
+	connErr   error
+	sinkErr   error
+	saveErr   error
+	// delivered is the last token the sink accepted per stream. It can be
+	// ahead of the saved position when saving failed; it keeps a batch
+	// the master sends again from reaching the sink twice.
+	delivered map[string]int64
+}
+
+// Status is what the worker reports about itself.
+type Status struct {
+	// State is the connection state: connecting, connected, caught-up or
+	// disconnected.
+	State string
+	// Ready is true once every stream has caught up and the sink takes rows.
+	Ready bool
+	// Positions holds the durable position of each stream.
+	Positions map[string]int64
+	// ConnectionError is why the last connection ended (nil once caught
+	// up again); it wraps one of the Err* connection errors.
+	ConnectionError error
+	// SinkError is the sink failure being retried, nil when healthy.
+	SinkError error
+	// StateError is a failure to save positions, nil when healthy.
+	StateError error
+}
+
+// New checks cfg, opens the state dir and the sink, and reconciles the saved
+// positions with what the sink already holds. Run starts replicating.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Address == "" {
+		return nil, errors.New("worker: no master address; pass --master HOST:PORT or set TCPREPL_MASTER_ADDRESS")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Address); err != nil {
+		return nil, fmt.Errorf("worker: master address %q: %w; give it as host:port", cfg.Address, err)
+	}
+	if cfg.ServerName == "" {
+		return nil, errors.New("worker: no server name; pass --server-name or set TCPREPL_SERVER_NAME")
+	}
+	if len(cfg.Streams) == 0 {
+		return nil, errors.New("worker: no streams; pass --streams a,b or --streams ALL")
+	}
+	all := slices.Contains(cfg.Streams, AllStreams)
+	if all && len(cfg.Streams) > 1 {
+		return nil, errors.New("worker: --streams ALL cannot be combined with named streams")
+	}
+	if all && cfg.From != nil {
+		return nil, errors.New("worker: --from needs named --streams: the protocol replicates ALL only from NOW")
+	}
+	if cfg.From != nil && *cfg.From < 0 {
+		return nil, fmt.Errorf("worker: --from %d: tokens are not negative", *cfg.From)
+	}
+	if cfg.Name == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "tcprepl-worker"
+		}
+		cfg.Name = host
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
+	}
+	kind, arg, err := ParseSinkSpec(cfg.Sink)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w := &Worker{
+		cfg:       cfg,
+		log:       cfg.Logger.WithName("worker"),
+		delivered: map[string]int64{},
+		connState: replication.ClientConnecting,
+	}
+	w.metrics = newMetrics()
+	if w.state, err = OpenState(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			w.close()
+		}
+	}()
+	hs := cfg.HTTPSink
+	userOnError := hs.OnError
+	hs.OnError = func(err error) {
+		w.metrics.sinkErrors.Inc()
+		if userOnError != nil {
+			userOnError(err)
+		}
+	}
+	if hs.Logger.GetSink() == nil {
+		hs.Logger = w.log.WithName("http-sink")
+	}
+	switch kind {
+	case "stdout":
+		w.sink = NewWriterSink("stdout", cfg.Stdout)
+	case "file":
+		fs, err := OpenFileSink(arg)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		w.sink = fs
+	case "http":
+		w.sink = NewHTTPSink(arg, hs)
+	}
+	if err := w.reconcile(); err != nil {
+		return nil, err
+	}
+	requests := w.streamRequests()
+	w.client, err = replication.NewClient(replication.ClientConfig{
+		Address:        cfg.Address,
+		ServerName:     cfg.ServerName,
+		Name:           cfg.Name,
+		Streams:        requests,
+		Handler:        (*handler)(w),
+		Dial:           cfg.Dial,
+		Logger:         w.log,
+		Registerer:     cfg.Registerer,
+		InitialBackoff: cfg.InitialBackoff,
+		MaxBackoff:     cfg.MaxBackoff,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	// Registered last, so a New that failed leaves the registry as it was.
+	if err := w.metrics.register(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	for stream, tok := range w.state.Positions() {
+		w.metrics.position.WithLabelValues(stream).Set(float64(tok))
+	}
+	ok = true
+	return w, nil
+}
+
+// reconcile brings the saved positions up to what the sink holds. Batches
+// reach the sink one at a time and each is saved right after, so only the
+// sink's last batch can be ahead of the state (a crash between the two).
+func (w *Worker) reconcile() error {
+	r, ok := w.sink.(recoverer)
+	if !ok {
+		return nil
+	}
+	last, err := r.Recover()
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if last == nil {
+		return nil
+	}
+	if saved, ok := w.state.Position(last.Stream); ok && saved >= last.Token {
+		return nil
+	}
+	w.log.Info("the sink holds a batch the saved positions lack (the worker stopped between the two); resuming after it",
+		"stream", last.Stream, "token", last.Token)
+	if err := w.state.Save(last.Stream, last.Token); err != nil {
+		return err
+	}
+	return nil
+}
+
+// streamRequests builds the REPLICATE requests: a stream with a saved
+// position resumes after it; one without starts after --from, or now.
+func (w *Worker) streamRequests() []replication.StreamRequest {
+	saved := w.state.Positions()
+	var reqs []replication.StreamRequest
+	add := func(stream string) {
+		switch tok, ok := saved[stream]; {
+		case ok:
+			reqs = append(reqs, replication.StreamRequest{Stream: stream, Token: tok})
+		case w.cfg.From != nil:
+			reqs = append(reqs, replication.StreamRequest{Stream: stream, Token: *w.cfg.From})
+		default:
+			reqs = append(reqs, replication.StreamRequest{Stream: stream, Now: true})
+		}
+	}
+	if w.cfg.Streams[0] != AllStreams {
+		for _, s := range w.cfg.Streams {
+			add(s)
+		}
+		return reqs
+	}
+	if len(saved) == 0 {
+		return []replication.StreamRequest{{Stream: AllStreams, Now: true}}
+	}
+	// ALL was subscribed before: resume each stream then learnt from its
+	// saved position. The protocol offers ALL only from NOW, which would
+	// skip what was published while the worker was down.
+	for _, s := range slices.Sorted(maps.Keys(saved)) {
+		add(s)
+	}
+	w.log.Info("resuming the streams ALL gave on first start from their saved positions; a stream the master added since is not replicated",
+		"streams", len(saved))
+	return reqs
+}
+
+// Run replicates until ctx ends, then closes the sink and the state dir and
+// returns nil. Connection and sink failures do not end it: it retries, and
+// Status and the logs say what is wrong.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.close()
+	w.log.Info("worker starting", "master", w.cfg.Address, "serverName", w.cfg.ServerName, "name", w.cfg.Name,
+		"streams", w.cfg.Streams, "sink", w.sink.String(), "positions", w.state.Positions())
+	err := w.client.Run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("worker: %w", err)
+}
+
+func (w *Worker) close() {
+	if w.sink != nil {
+		if err := w.sink.Close(); err != nil {
+			w.log.Error(err, "closing the sink", "sink", w.sink.String())
+		}
+	}
+	if w.state != nil {
+		if err := w.state.Close(); err != nil {
+			w.log.Error(err, "closing the state dir")
+		}
+	}
+}
+
+// Status returns the worker's current state.
+func (w *Worker) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := Status{
+		State:           w.connState.String(),
+		Positions:       w.state.Positions(),
+		ConnectionError: w.connErr,
+		SinkError:       w.sinkErr,
+		StateError:      w.saveErr,
+	}
+	if es, ok := w.sink.(interface{ Err() error }); ok && st.SinkError == nil {
+		st.SinkError = es.Err()
+	}
+	st.Ready = w.connState == replication.ClientCaughtUp && st.SinkError == nil && st.StateError == nil
+	return st
+}
+
+// handler receives the replication client's callbacks; a distinct type so
+// they are not part of Worker's API. The client calls them one at a time.
+type handler Worker
+
+func (h *handler) HandleRows(ctx context.Context, stream string, token int64, rows []json.RawMessage) error {
+	w := (*Worker)(h)
+	w.metrics.rowsReceived.WithLabelValues(stream).Add(float64(len(rows)))
+	w.mu.Lock()
+	delivered, seen := w.delivered[stream]
+	w.mu.Unlock()
+	if saved, ok := w.state.Position(stream); ok && (!seen || saved > delivered) {
+		delivered, seen = saved, true
+	}
+	if seen && token <= delivered {
+		// Sent again after a reconnect: the sink has it already.
+		w.metrics.duplicates.Inc()
+		w.log.V(1).Info("skipping a batch the sink already has", "stream", stream, "token", token)
+		return w.save(stream, token)
+	}
+	if err := w.sink.Deliver(ctx, Batch{Stream: stream, Token: token, Rows: rows}); err != nil {
+		w.metrics.sinkErrors.Inc()
+		w.mu.Lock()
+		w.sinkErr = err
+		w.mu.Unlock()
+		w.log.Error(err, "the sink did not take a batch; reconnecting to get it again", "stream", stream, "token", token, "sink", w.sink.String())
+		return err
+	}
+	w.mu.Lock()
+	w.sinkErr = nil
+	w.delivered[stream] = token
+	w.mu.Unlock()
+	w.metrics.batches.WithLabelValues(stream).Inc()
+	return w.save(stream, token)
+}
+
+// save makes token the stream's durable position.
+func (w *Worker) save(stream string, token int64) error {
+	err := w.state.Save(stream, token)
+	w.mu.Lock()
+	w.saveErr = err
+	w.mu.Unlock()
+	if err != nil {
+		w.metrics.stateErrors.Inc()
+		w.log.Error(err, "saving the position failed", "stream", stream, "token", token)
+		return err
+	}
+	if tok, ok := w.state.Position(stream); ok {
+		w.metrics.position.WithLabelValues(stream).Set(float64(tok))
+	}
+	return nil
+}
+
+// HandlePosition saves the POSITION token: every row up to it has been
+// handled (rows come before the POSITION that covers them), so a restart
+// can resume from it instead of from NOW, and lose nothing published while
+// the worker was down.
+func (h *handler) HandlePosition(stream string, token int64) {
+	w := (*Worker)(h)
+	_ = w.save(stream, token) // logged and reported by Status; the next batch retries
+}
+
+func (h *handler) HandleConnectionState(state replication.ClientState, err error) {
+	w := (*Worker)(h)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	prevErr := w.connErr
+	w.connState = state
+	switch state {
+	case replication.ClientCaughtUp:
+		w.connErr = nil
+		w.metrics.caughtUp.Set(1)
+		w.log.Info("caught up with the master", "positions", w.state.Positions())
+	case replication.ClientDisconnected:
+		w.metrics.caughtUp.Set(0)
+		if err == nil || errors.Is(err, context.Canceled) {
+			return
+		}
+		w.connErr = classify(w.cfg, err)
+		if prevErr == nil || prevErr.Error() != w.connErr.Error() {
+			w.log.Error(w.connErr, "replication connection lost; reconnecting")
+		}
+	}
+}
+
+func classify(cfg Config, err error) error {
+	var remote *replication.RemoteError
+	switch {
+	case errors.Is(err, replication.ErrWrongRemote):
+		return fmt.Errorf("%w: %s is not the master called %q: %w; check --server-name", ErrWrongServerName, cfg.Address, cfg.ServerName, err)
+	case errors.Is(err, ErrSinkUnavailable), errors.Is(err, ErrSinkRejected), errors.Is(err, ErrSinkFile), errors.Is(err, ErrStateCorrupt):
+		return err // our own side failed; Status has it as SinkError/StateError
+	case errors.As(err, &remote) && strings.Contains(remote.Message, "shutting down"):
+		return fmt.Errorf("%w: %s: %w", ErrMasterUnreachable, cfg.Address, err)
+	case errors.As(err, &remote):
+		return fmt.Errorf("%w: %s: %w", ErrMasterRefused, cfg.Address, err)
+	default:
+		return fmt.Errorf("%w: %s: %w", ErrMasterUnreachable, cfg.Address, err)
+	}
+}
