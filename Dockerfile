@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# One image for every role: `tcprepl operator|master|worker|probe`.
+#
+#   docker build -t ghcr.io/tcprepl/tcprepl:dev --build-arg VERSION=dev .
+#
+# The binary is static (CGO_ENABLED=0: Pebble and the rest are pure Go), so
+# the runtime image is distroless with no shell or libc, running as the
+# nonroot user (65532) that the chart and the operator's pods also set.
+
+ARG GO_VERSION=1.26.8
+
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
+WORKDIR /src
+# Modules first, so that source edits do not invalidate the download layer.
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
+ARG VERSION=dev
+ARG COMMIT=unknown
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    go build -trimpath \
+      -ldflags "-s -w -X github.com/tcprepl/tcprepl/internal/version.Version=${VERSION} -X github.com/tcprepl/tcprepl/internal/version.Commit=${COMMIT}" \
+      -o /out/tcprepl ./cmd/tcprepl
+
+FROM gcr.io/distroless/static-debian12:nonroot
+LABEL org.opencontainers.image.source="https://github.com/tcprepl/tcprepl" \
+      org.opencontainers.image.description="tcprepl: operator, master, worker and probe for Synapse-protocol replication" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /out/tcprepl /tcprepl
+USER 65532:65532
+# Replication, master HTTP API, operator metrics, operator health.
+EXPOSE 9092 8080 8081
+ENTRYPOINT ["/tcprepl"]
