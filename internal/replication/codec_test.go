@@ -153,10 +153,10 @@ func TestParseTolerance(t *testing.T) {
 		line string
 		want Command
 	}{
-		{"PING", PingCommand{}},                 // no space at all: empty arguments
-		{"PING 5\r", PingCommand{Data: "5"}},    // trailing CR
-		{"PING 5\r\n", PingCommand{Data: "5"}},  // CRLF
-		{"NAME", NameCommand{}},                 // empty name
+		{"PING", PingCommand{}},                // no space at all: empty arguments
+		{"PING 5\r", PingCommand{Data: "5"}},   // trailing CR
+		{"PING 5\r\n", PingCommand{Data: "5"}}, // CRLF
+		{"NAME", NameCommand{}},                // empty name
 		{"ERROR a  b ", ErrorCommand{Message: "a  b "}},
 		{"REPLICATE events now", ReplicateCommand{Stream: "events", Now: true}},
 		{"REPLICATE all NOW", ReplicateCommand{Stream: "all", Now: true}},

@@ -513,7 +513,9 @@ func parseChecked(name string, line, rest []byte) (Command, error) {
 	if !utf8.Valid(line) {
 		return nil, &ProtocolError{Command: name, Msg: "line is not valid UTF-8"}
 	}
-	return parseArgs(name, rest, false)
+	// Only RDATA rows may alias the read buffer: the client copies them
+	// into its batch itself. Everything else may be kept by a handler.
+	return parseArgs(name, rest, name != CmdRdata)
 }
 
 // dispatchError lets a dispatch function choose how the connection closes.

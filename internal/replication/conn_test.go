@@ -82,7 +82,7 @@ func TestConfigurableLineLimit(t *testing.T) {
 	_, addr := startServer(t, ServerConfig{MaxLineLength: 20}, NewMemorySource("caches"), &recordingHandler{})
 	r := dialRaw(t, addr)
 	r.handshake("test.server")
-	r.send("PING 123456789012345") // 20 bytes: fine
+	r.send("PING 123456789012345")  // 20 bytes: fine
 	r.send("PING 1234567890123456") // 21 bytes
 	got := r.expectClosed()
 	if len(got) != 1 || got[0] != "ERROR Line length exceeded" {
