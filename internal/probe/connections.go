@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -17,38 +18,27 @@ const maxConnectionsBody = 16 << 20
 // connectionsPath is the master's connection table endpoint.
 const connectionsPath = "/v1/connections"
 
-// fetchConnections reads the master's connection table and leaves out probe
-// connections (named ProbeName): they observe, they do not replicate, and
-// counting them would make every master look like it has a worker.
-// Every failure wraps ErrHTTPUnreachable.
+// fetchConnections reads the master's connection table, page by page when
+// the master pages it, and leaves out probe connections (named ProbeName):
+// they observe, they do not replicate, and counting them would make every
+// master look like it has a worker. Every failure wraps ErrHTTPUnreachable.
 func fetchConnections(ctx context.Context, client *http.Client, baseURL string) ([]Connection, error) {
-	url := strings.TrimRight(baseURL, "/") + connectionsPath
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: bad HTTP URL %q (want e.g. http://master:8080): %w", ErrHTTPUnreachable, baseURL, err)
+	var all []Connection
+	// maxPages bounds the loop should a master report a total it never
+	// reaches (connections closing between pages).
+	const maxPages = 64
+	for page := 0; page < maxPages; page++ {
+		conns, total, err := fetchConnectionsPage(ctx, client, baseURL, len(all))
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, conns...)
+		if len(conns) == 0 || len(all) >= total {
+			break
+		}
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: GET %s: %w", ErrHTTPUnreachable, url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxConnectionsBody+1))
-	if err != nil {
-		return nil, fmt.Errorf("%w: GET %s: reading body: %w", ErrHTTPUnreachable, url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: GET %s returned %s; check that --http points at a tcprepl master's HTTP API", ErrHTTPUnreachable, url, resp.Status)
-	}
-	if len(body) > maxConnectionsBody {
-		return nil, fmt.Errorf("%w: GET %s: body larger than %d bytes", ErrHTTPUnreachable, url, maxConnectionsBody)
-	}
-	conns, err := decodeConnections(body)
-	if err != nil {
-		return nil, fmt.Errorf("%w: GET %s: %w; check that --http points at a tcprepl master's HTTP API", ErrHTTPUnreachable, url, err)
-	}
-	out := conns[:0]
-	for _, c := range conns {
+	out := all[:0]
+	for _, c := range all {
 		if c.Name == ProbeName {
 			continue
 		}
@@ -57,26 +47,63 @@ func fetchConnections(ctx context.Context, client *http.Client, baseURL string) 
 	return out, nil
 }
 
-// decodeConnections accepts the table either as a bare JSON array or wrapped
-// as {"connections": [...]}, so the probe does not break if the master adds
-// envelope fields (totals, paging) later.
-func decodeConnections(body []byte) ([]Connection, error) {
+// fetchConnectionsPage reads one page from offset; total is how many
+// connections the master has in all (the page's length when it says not).
+func fetchConnectionsPage(ctx context.Context, client *http.Client, baseURL string, offset int) ([]Connection, int, error) {
+	u := strings.TrimRight(baseURL, "/") + connectionsPath
+	if offset > 0 {
+		u += "?offset=" + strconv.Itoa(offset)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: bad HTTP URL %q (want e.g. http://master:8080): %w", ErrHTTPUnreachable, baseURL, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: GET %s: %w", ErrHTTPUnreachable, u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxConnectionsBody+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: GET %s: reading body: %w", ErrHTTPUnreachable, u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, fmt.Errorf("%w: GET %s returned %s; check that the HTTP URL points at a tcprepl master's HTTP API", ErrHTTPUnreachable, u, resp.Status)
+	}
+	if len(body) > maxConnectionsBody {
+		return nil, 0, fmt.Errorf("%w: GET %s: body larger than %d bytes", ErrHTTPUnreachable, u, maxConnectionsBody)
+	}
+	conns, total, err := decodeConnections(body)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: GET %s: %w; check that the HTTP URL points at a tcprepl master's HTTP API", ErrHTTPUnreachable, u, err)
+	}
+	return conns, total, nil
+}
+
+// decodeConnections accepts the table as tcprepl's master sends it,
+// {"total": N, "connections": [...]}, or as a bare JSON array.
+func decodeConnections(body []byte) (conns []Connection, total int, err error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) > 0 && trimmed[0] == '[' {
-		var conns []Connection
 		if err := json.Unmarshal(trimmed, &conns); err != nil {
-			return nil, fmt.Errorf("decode connection table: %w", err)
+			return nil, 0, fmt.Errorf("decode connection table: %w", err)
 		}
-		return conns, nil
+		return conns, len(conns), nil
 	}
 	var env struct {
+		Total       *int          `json:"total"`
 		Connections *[]Connection `json:"connections"`
 	}
 	if err := json.Unmarshal(trimmed, &env); err != nil {
-		return nil, fmt.Errorf("decode connection table: %w", err)
+		return nil, 0, fmt.Errorf("decode connection table: %w", err)
 	}
 	if env.Connections == nil {
-		return nil, fmt.Errorf("decode connection table: no \"connections\" field")
+		return nil, 0, fmt.Errorf("decode connection table: no \"connections\" field")
 	}
-	return *env.Connections, nil
+	total = len(*env.Connections)
+	if env.Total != nil {
+		total = *env.Total
+	}
+	return *env.Connections, total, nil
 }

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -110,5 +111,37 @@ func TestFetchConnectionsBodyLimit(t *testing.T) {
 	_, err := fetchConnections(context.Background(), srv.Client(), srv.URL)
 	if !errors.Is(err, ErrHTTPUnreachable) || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("err = %v, want a body-too-large ErrHTTPUnreachable", err)
+	}
+}
+
+// TestFetchConnectionsPages follows the master's paging (offset, total).
+func TestFetchConnectionsPages(t *testing.T) {
+	all := []string{"w0", "tcprepl-probe", "w2", "w3", "w4"}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		off := 0
+		if o := r.URL.Query().Get("offset"); o != "" {
+			if _, err := fmt.Sscan(o, &off); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
+		end := min(off+2, len(all))
+		var items []string
+		for i := off; i < end; i++ {
+			items = append(items, fmt.Sprintf(`{"id": %d, "name": %q}`, i, all[i]))
+		}
+		fmt.Fprintf(w, `{"total": %d, "offset": %d, "limit": 2, "connections": [%s]}`, len(all), off, strings.Join(items, ","))
+	}))
+	defer srv.Close()
+	conns, err := fetchConnections(context.Background(), srv.Client(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range conns {
+		names = append(names, c.Name)
+	}
+	if got := strings.Join(names, ","); got != "w0,w2,w3,w4" {
+		t.Fatalf("names = %s, want every page, probe left out", got)
 	}
 }
