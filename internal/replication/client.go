@@ -267,7 +267,7 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 
-	backoff := c.cfg.InitialBackoff
+	b := newBackoff(c.cfg.InitialBackoff, c.cfg.MaxBackoff)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -277,12 +277,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if caughtUp {
-			backoff = c.cfg.InitialBackoff
-		}
-		// Full jitter in the upper half, so that workers restarted
-		// together do not reconnect in step.
-		delay := backoff/2 + rand.N(backoff/2+1)
+		delay := b.next(caughtUp)
 		c.log.V(1).Info("replication connection lost; reconnecting", "delay", delay, "error", errString(err))
 		t := time.NewTimer(delay)
 		select {
@@ -291,8 +286,33 @@ func (c *Client) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
+}
+
+// backoff is the reconnect delay: it doubles from initial up to max, with
+// jitter, and starts again from initial only after a connection on which
+// every stream caught up (as Synapse did), so a server that accepts and
+// then drops connections is not hammered.
+type backoff struct {
+	initial, max, cur time.Duration
+	jitter            func(n time.Duration) time.Duration // uniform in [0, n]
+}
+
+func newBackoff(initial, maxDelay time.Duration) *backoff {
+	return &backoff{initial: initial, max: maxDelay, cur: initial, jitter: func(n time.Duration) time.Duration { return rand.N(n + 1) }}
+}
+
+// next returns the delay before the next attempt, after a connection that
+// did or did not catch up.
+func (b *backoff) next(caughtUp bool) time.Duration {
+	if caughtUp {
+		b.cur = b.initial
+	}
+	// Jitter in the upper half, so that workers restarted together do not
+	// reconnect in step.
+	d := b.cur/2 + b.jitter(b.cur/2)
+	b.cur = min(2*b.cur, b.max)
+	return d
 }
 
 // session is the client's state for one connection.

@@ -1,8 +1,15 @@
 package replication
 
 import (
+	"context"
+	"errors"
+	"net"
 	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestClientReplicatesAndCatchesUp(t *testing.T) {
@@ -22,5 +29,304 @@ func TestClientReplicatesAndCatchesUp(t *testing.T) {
 	want := []int64{5, 6, 7, 8, 9, 10, 11, 11}
 	if got := h.rowTokens("caches"); !slices.Equal(got, want) {
 		t.Fatalf("row tokens %v, want %v", got, want)
+	}
+}
+
+// TestClientOpeningSequence: NAME, PING, one REPLICATE per stream, then the
+// commands queued while disconnected, in that order.
+func TestClientOpeningSequence(t *testing.T) {
+	clock := NewManualClock(clockStart)
+	fs := newFakeServer(t)
+	h := newRecordingClientHandler()
+	c, err := NewClient(ClientConfig{
+		Address: fs.addr(), ServerName: "test.server", Name: "synapse.app.synchrotron", Handler: h, Clock: clock,
+		Streams: []StreamRequest{{Stream: "caches", Token: 5}, {Stream: "events", Now: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(UserSyncCommand{UserID: "@a:x", Active: true, LastSyncMS: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(PositionCommand{Stream: "caches", Token: 1}); err == nil {
+		t.Fatal("a client sent POSITION")
+	}
+	if err := c.Send(PingCommand{Data: strings.Repeat("x", DefaultMaxLineLength)}); err == nil {
+		t.Fatal("an over-long command was accepted")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	peer := fs.accept()
+	peer.send("SERVER test.server", "PING 1")
+	ms := strconv.FormatInt(clockStart.UnixMilli(), 10)
+	for _, want := range []string{"NAME synapse.app.synchrotron", "PING " + ms, "REPLICATE caches 5", "REPLICATE events NOW", "USER_SYNC @a:x start 7"} {
+		if got := peer.readLine(); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	peer.send("POSITION caches 9")
+	waitFor(t, "position", func() bool { return c.Positions()["caches"] == 9 })
+	if h.caughtUpCount() != 0 {
+		t.Fatal("caught up before every stream had its POSITION")
+	}
+	peer.send("POSITION events 3")
+	waitFor(t, "caught up", func() bool { return h.caughtUpCount() == 1 })
+	// Connected: Send goes straight out.
+	if err := c.Send(FederationAckCommand{Token: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if got := peer.readLine(); got != "FEDERATION_ACK 4" {
+		t.Fatalf("got %q", got)
+	}
+	if err := c.Run(ctx); err == nil {
+		t.Fatal("a second Run was allowed")
+	}
+}
+
+func TestClientWrongRemote(t *testing.T) {
+	fs := newFakeServer(t)
+	h := newRecordingClientHandler()
+	runClient(t, ClientConfig{Address: fs.addr(), ServerName: "right", Handler: h, InitialBackoff: time.Hour})
+	peer := fs.accept()
+	peer.send("SERVER wrong")
+	got := peer.expectClosed()
+	if len(got) == 0 || got[len(got)-1] != "ERROR Wrong remote" {
+		t.Fatalf("got %q", got)
+	}
+	waitFor(t, "disconnect", func() bool { return len(h.errors()) == 1 })
+	if !errors.Is(h.errors()[0], ErrWrongRemote) {
+		t.Fatalf("error %v does not wrap ErrWrongRemote", h.errors()[0])
+	}
+}
+
+// TestClientRejectsBadServerLines: the client side of the hardening rules.
+func TestClientRejectsBadServerLines(t *testing.T) {
+	cases := []struct{ name, line, want string }{
+		{"wrong direction", "NAME x", "ERROR invalid command: NAME"},
+		{"unknown", "HELLO", "ERROR invalid command: HELLO"},
+		{"bad row", "RDATA caches 1 [", "ERROR failed to parse line for RDATA: row: invalid JSON at byte 1: unexpected end of input, expected a value"},
+		{"too long", "RDATA caches 1 [\"" + strings.Repeat("x", DefaultMaxLineLength) + "\"]", "ERROR Line length exceeded"},
+		{"no arguments", "POSITION", "ERROR failed to parse line for POSITION: expected <stream_name> <token>"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFakeServer(t)
+			h := newRecordingClientHandler()
+			runClient(t, ClientConfig{Address: fs.addr(), Handler: h, InitialBackoff: time.Hour})
+			peer := fs.accept()
+			peer.send("SERVER s", tc.line)
+			got := peer.expectClosed()
+			if len(got) == 0 || got[len(got)-1] != tc.want {
+				t.Fatalf("got %q, want last %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestClientRemoteError: an ERROR from the server is reported with the
+// disconnect that follows it.
+func TestClientRemoteError(t *testing.T) {
+	fs := newFakeServer(t)
+	h := newRecordingClientHandler()
+	runClient(t, ClientConfig{Address: fs.addr(), Handler: h, InitialBackoff: time.Hour})
+	peer := fs.accept()
+	peer.send("SERVER s", "ERROR server stopping")
+	peer.nc.Close()
+	waitFor(t, "disconnect", func() bool { return len(h.errors()) == 1 })
+	var re *RemoteError
+	if !errors.As(h.errors()[0], &re) || re.Message != "server stopping" {
+		t.Fatalf("error %v is not the server's ERROR", h.errors()[0])
+	}
+}
+
+// TestClientBatches: batch rows are collected and handed over with the
+// numeric token; a batch cut by a disconnect is dropped and asked for again.
+func TestClientBatches(t *testing.T) {
+	fs := newFakeServer(t)
+	h := newRecordingClientHandler()
+	c := runClient(t, ClientConfig{Address: fs.addr(), Handler: h, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond,
+		Streams: []StreamRequest{{Stream: "caches", Token: 0}}})
+	peer := fs.accept()
+	peer.readUntil("REPLICATE caches 0")
+	peer.send("SERVER s", "POSITION caches 0",
+		`RDATA caches batch ["a"]`, `RDATA typing 3 ["!r", []]`, `RDATA caches batch ["b"]`, `RDATA caches 7 ["c"]`,
+		`RDATA caches batch ["d"]`)
+	waitFor(t, "batch", func() bool { return len(h.rowTokens("caches")) == 3 })
+	h.mu.Lock()
+	got := h.batches["caches"]
+	h.mu.Unlock()
+	if len(got) != 1 || string(got[0][0]) != `["a"]` || string(got[0][1]) != `["b"]` || string(got[0][2]) != `["c"]` {
+		t.Fatalf("batches %q", got)
+	}
+	if p := c.Positions(); p["caches"] != 7 || p["typing"] != 3 {
+		t.Fatalf("positions %v", p)
+	}
+	peer.nc.Close() // mid-batch
+	peer2 := fs.accept()
+	if l := peer2.readUntil("REPLICATE caches"); l[len(l)-1] != "REPLICATE caches 7" {
+		t.Fatalf("resumed with %q", l[len(l)-1])
+	}
+	peer2.send("SERVER s", `RDATA caches batch ["d"]`, `RDATA caches 8 ["e"]`, "POSITION caches 8")
+	waitFor(t, "second batch", func() bool { return len(h.rowTokens("caches")) == 5 })
+	h.mu.Lock()
+	got = h.batches["caches"]
+	h.mu.Unlock()
+	if len(got) != 2 || len(got[1]) != 2 || string(got[1][0]) != `["d"]` {
+		t.Fatalf("batches %q", got)
+	}
+}
+
+// TestClientResumesWithoutLossOrDuplicate: connections are cut (by the
+// server, and by a failing handler) while rows are published; the handler
+// sees every row exactly once, in order.
+func TestClientResumesWithoutLossOrDuplicate(t *testing.T) {
+	src := NewMemorySource("caches", "events")
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	h := newRecordingClientHandler()
+	h.failAt["caches"] = 700
+	runClient(t, ClientConfig{Address: addr, Handler: h, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+		Streams: []StreamRequest{{Stream: "caches", Token: 0}, {Stream: "events", Token: 0}}})
+	const total = 3000
+	for i := 1; i <= total; i++ {
+		if i%3 == 0 {
+			srv.Publish(src.Append("caches", cacheRow(i), cacheRow(-i)))
+		} else {
+			srv.Publish(src.Append("caches", cacheRow(i)))
+		}
+		if i%2 == 0 {
+			srv.Publish(src.Append("events", row(`["ev", []]`)))
+		}
+		if i%500 == 0 {
+			srv.mu.Lock()
+			for sc := range srv.conns {
+				sc.CloseWithError("test cut")
+			}
+			srv.mu.Unlock()
+		}
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	wantRows := total + total/3
+	waitFor(t, "all rows", func() bool { return len(h.rowTokens("caches")) >= wantRows && len(h.rowTokens("events")) >= total/2 })
+	var want []int64
+	for i := 1; i <= total; i++ {
+		want = append(want, int64(i))
+		if i%3 == 0 {
+			want = append(want, int64(i))
+		}
+	}
+	if got := h.rowTokens("caches"); !slices.Equal(got, want) {
+		t.Fatalf("caches rows: %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+	}
+	if got := h.rowTokens("events"); len(got) != total/2 || got[len(got)-1] != total/2 {
+		t.Fatalf("events rows: %d, last %d", len(got), got[len(got)-1])
+	}
+	if len(h.errors()) < 2 {
+		t.Fatalf("expected disconnects, got %v", h.errors())
+	}
+}
+
+func firstDiff(a, b []int64) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestClientReplicateAllResumesPerStream: REPLICATE ALL NOW learns the
+// streams from their POSITIONs; after a reconnect each resumes by name.
+func TestClientReplicateAllResumesPerStream(t *testing.T) {
+	src := NewMemorySource("events", "caches")
+	src.Append("events", row(`["ev", []]`))
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	h := newRecordingClientHandler()
+	c := runClient(t, ClientConfig{Address: addr, Handler: h, InitialBackoff: time.Millisecond, Streams: []StreamRequest{{Stream: "ALL", Now: true}}})
+	waitFor(t, "caught up", func() bool { return h.caughtUpCount() == 1 })
+	waitFor(t, "both positions", func() bool { return len(c.Positions()) == 2 })
+	waitForLive(t, srv, "caches")
+	waitForLive(t, srv, "events")
+	srv.Publish(src.Append("caches", cacheRow(1)))
+	waitFor(t, "row", func() bool { return len(h.rowTokens("caches")) == 1 })
+	srv.conns1(t).CloseWithError("cut")
+	// While disconnected, more rows: they must arrive after the resume.
+	srv.Publish(src.Append("caches", cacheRow(2)))
+	srv.Publish(src.Append("events", row(`["ev", [2]]`)))
+	waitFor(t, "resumed", func() bool { return len(h.rowTokens("caches")) == 2 && len(h.rowTokens("events")) == 1 })
+	waitFor(t, "caught up again", func() bool { return h.caughtUpCount() == 2 })
+	subs := srv.Connections()[0].Subscriptions
+	if len(subs) != 2 || subs[0].Stream != "caches" || subs[1].Stream != "events" {
+		t.Fatalf("subscriptions after resume %+v", subs)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := newBackoff(100*time.Millisecond, time.Second)
+	b.jitter = func(n time.Duration) time.Duration { return n } // the top of the range
+	var got []time.Duration
+	for i := 0; i < 6; i++ {
+		got = append(got, b.next(false))
+	}
+	want := []time.Duration{100, 200, 400, 800, 1000, 1000}
+	for i := range want {
+		want[i] *= time.Millisecond
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("delays %v, want %v", got, want)
+	}
+	if d := b.next(true); d != 100*time.Millisecond {
+		t.Fatalf("after catching up: %v, want the initial delay", d)
+	}
+	b.jitter = func(time.Duration) time.Duration { return 0 } // the bottom
+	if d := b.next(false); d != 100*time.Millisecond {
+		t.Fatalf("bottom of the jitter range: %v, want half of 200ms", d)
+	}
+	real := newBackoff(100*time.Millisecond, time.Second)
+	for i := 0; i < 100; i++ {
+		if d := real.next(true); d < 50*time.Millisecond || d > 100*time.Millisecond {
+			t.Fatalf("jittered delay %v outside [50ms, 100ms]", d)
+		}
+	}
+}
+
+func TestNewClientChecksConfig(t *testing.T) {
+	h := newRecordingClientHandler()
+	for _, cfg := range []ClientConfig{
+		{Handler: h},
+		{Address: "x:1"},
+		{Address: "x:1", Handler: h, Streams: []StreamRequest{{Stream: "ALL", Token: 3}}},
+		{Address: "x:1", Handler: h, Streams: []StreamRequest{{Stream: "a b"}}},
+		{Address: "x:1", Handler: h, Streams: []StreamRequest{{Stream: ""}}},
+		{Address: "x:1", Handler: h, Name: "a\nb"},
+	} {
+		if _, err := NewClient(cfg); err == nil {
+			t.Errorf("NewClient(%+v) accepted", cfg)
+		}
+	}
+	for _, s := range []ClientState{ClientConnecting, ClientConnected, ClientCaughtUp, ClientDisconnected, 9} {
+		if s.String() == "" {
+			t.Errorf("no name for state %d", s)
+		}
+	}
+}
+
+func TestClientDialFailureRetries(t *testing.T) {
+	h := newRecordingClientHandler()
+	var dials atomic.Int32
+	runClient(t, ClientConfig{Address: "127.0.0.1:1", Handler: h, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return nil, errors.New("no route")
+		}})
+	waitFor(t, "retries", func() bool { return dials.Load() >= 3 })
+	if err := h.errors()[0]; !strings.Contains(err.Error(), "dial replication server 127.0.0.1:1: no route") {
+		t.Fatalf("error %v", err)
 	}
 }

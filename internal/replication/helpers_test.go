@@ -203,6 +203,7 @@ type recordingClientHandler struct {
 	states    []ClientState
 	errs      []error
 	failAt    map[string]int64 // HandleRows fails once at this token
+	syncs     []string
 	caughtUp  int
 }
 
@@ -242,6 +243,18 @@ func (h *recordingClientHandler) HandleConnectionState(state ClientState, err er
 	}
 }
 
+func (h *recordingClientHandler) HandleSync(data string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.syncs = append(h.syncs, data)
+}
+
+func (h *recordingClientHandler) syncCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.syncs)
+}
+
 func (h *recordingClientHandler) rowTokens(stream string) []int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -277,4 +290,49 @@ func runClient(t *testing.T, cfg ClientConfig) *Client {
 		}
 	})
 	return c
+}
+
+// fakeServer is a hand-driven server for client tests.
+type fakeServer struct {
+	t  *testing.T
+	ln net.Listener
+}
+
+func newFakeServer(t *testing.T) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return &fakeServer{t: t, ln: ln}
+}
+
+func (f *fakeServer) addr() string { return f.ln.Addr().String() }
+
+// accept waits for the client's next connection.
+func (f *fakeServer) accept() *rawClient {
+	f.t.Helper()
+	type res struct {
+		nc  net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		nc, err := f.ln.Accept()
+		ch <- res{nc, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			f.t.Fatalf("accept: %v", r.err)
+		}
+		f.t.Cleanup(func() { r.nc.Close() })
+		return &rawClient{t: f.t, nc: r.nc, br: bufio.NewReaderSize(r.nc, 1<<20)}
+	case <-time.After(10 * time.Second):
+		f.ln.Close()
+		<-ch
+		f.t.Fatal("no connection from the client")
+		return nil
+	}
 }
