@@ -2,7 +2,9 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -329,4 +331,123 @@ func TestTokenTooOldIsAnError(t *testing.T) {
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
+}
+
+// TestConnectionInfo: the connection table has what the master shows.
+func TestConnectionInfo(t *testing.T) {
+	src := NewMemorySource("caches", "events")
+	for i := 1; i <= 4; i++ {
+		src.Append("caches", cacheRow(i))
+	}
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	before := time.Now()
+	r.send("NAME worker-7", "PING 5", "REPLICATE caches 1", "REPLICATE events NOW")
+	r.readUntil("POSITION caches 4")
+	waitForLive(t, srv, "caches")
+	waitForLive(t, srv, "events")
+	srv.Publish(src.Append("caches", cacheRow(5)))
+	r.readUntil("RDATA caches 5")
+	infos := srv.Connections()
+	if len(infos) != 1 {
+		t.Fatalf("%d connections", len(infos))
+	}
+	info := infos[0]
+	if info.Name != "worker-7" || info.ID == 0 || info.RemoteAddr != r.nc.LocalAddr().String() {
+		t.Errorf("identity %+v", info)
+	}
+	if info.ConnectedSince.After(before) || info.LastReceived.Before(info.ConnectedSince) {
+		t.Errorf("times: connected %v, last received %v", info.ConnectedSince, info.LastReceived)
+	}
+	wantSubs := []SubscriptionInfo{{Stream: "caches", State: "subscribed", LastToken: 5}, {Stream: "events", State: "subscribed", LastToken: 0}}
+	if !slices.Equal(info.Subscriptions, wantSubs) {
+		t.Errorf("subscriptions %+v, want %+v", info.Subscriptions, wantSubs)
+	}
+	if info.CommandsOut[CmdRdata] != 4 || info.CommandsOut[CmdPosition] != 2 || info.CommandsOut[CmdServer] != 1 {
+		t.Errorf("outbound %v", info.CommandsOut)
+	}
+	if info.CommandsIn[CmdReplicate] != 2 || info.CommandsIn[CmdName] != 1 || info.CommandsIn[CmdPing] != 1 {
+		t.Errorf("inbound %v", info.CommandsIn)
+	}
+	if info.BytesIn == 0 || info.BytesOut == 0 || info.PendingCommands != 0 || info.PendingBytes != 0 {
+		t.Errorf("bytes in %d out %d pending %d/%d", info.BytesIn, info.BytesOut, info.PendingCommands, info.PendingBytes)
+	}
+	sc := srv.conns1(t)
+	if sc.Name() != "worker-7" || sc.RemoteAddr().String() != info.RemoteAddr || sc.ID() != info.ID {
+		t.Errorf("ServerConn accessors disagree with Info")
+	}
+	for _, s := range []ConnState{ConnEstablished, ConnPaused, ConnClosing, ConnClosed, 7} {
+		if s.String() == "" {
+			t.Errorf("no name for %d", s)
+		}
+	}
+}
+
+// TestResubscribeReplacesSubscription: a second REPLICATE of a stream
+// starts it again from the new token.
+func TestResubscribeReplacesSubscription(t *testing.T) {
+	src := NewMemorySource("caches")
+	for i := 1; i <= 3; i++ {
+		src.Append("caches", cacheRow(i))
+	}
+	srv, addr := startServer(t, ServerConfig{}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches NOW")
+	r.expectLine("POSITION caches 3")
+	r.send("REPLICATE caches 1")
+	r.expectLine(fmt.Sprintf("RDATA caches 2 %s", cacheRow(2)))
+	r.expectLine(fmt.Sprintf("RDATA caches 3 %s", cacheRow(3)))
+	r.expectLine("POSITION caches 3")
+	waitForLive(t, srv, "caches")
+	srv.Publish(src.Append("caches", cacheRow(4)))
+	r.expectLine(fmt.Sprintf("RDATA caches 4 %s", cacheRow(4)))
+	if subs := srv.Connections()[0].Subscriptions; len(subs) != 1 {
+		t.Fatalf("subscriptions %+v", subs)
+	}
+}
+
+func TestNewServerChecksConfig(t *testing.T) {
+	if _, err := NewServer(ServerConfig{}, NewMemorySource(), nil); err == nil {
+		t.Error("accepted an empty server name")
+	}
+	if _, err := NewServer(ServerConfig{ServerName: "a\nb"}, NewMemorySource(), nil); err == nil {
+		t.Error("accepted a server name with a newline")
+	}
+	if _, err := NewServer(ServerConfig{ServerName: "s"}, nil, nil); err == nil {
+		t.Error("accepted a nil source")
+	}
+}
+
+func TestShutdownDeadline(t *testing.T) {
+	src := NewMemorySource("caches")
+	srv, err := NewServer(ServerConfig{ServerName: "s", WriteTimeout: time.Hour, MaxPendingCommands: 1 << 20}, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	r := dialRaw(t, ln.Addr().String())
+	r.handshake("s")
+	r.send("REPLICATE caches NOW")
+	r.expectLine("POSITION caches 0")
+	waitForLive(t, srv, "caches")
+	big := row(`["` + strings.Repeat("x", 16000) + `"]`)
+	waitFor(t, "writer blocked", func() bool {
+		for i := 0; i < 50; i++ {
+			srv.Publish(src.Append("caches", big))
+		}
+		return srv.Connections()[0].PendingCommands > 100
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a stuck peer: %v", err)
+	}
+	<-served
 }
