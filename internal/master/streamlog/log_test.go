@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tcprepl/tcprepl/internal/replication"
@@ -543,4 +544,29 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
+}
+
+// TestCommitFailureIsSticky: once a commit fails, nothing of it becomes
+// visible, and every later append is refused until a restart.
+func TestCommitFailureIsSticky(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	defer closeTest(t, l)
+	mustAppend(t, l, "events", `[1]`)
+	diskErr := errors.New("injected: no space left on device")
+	l.commit = func(*pebble.Batch) error { return diskErr }
+	_, err := l.Append(context.Background(), "events", rowsOf(`[2]`))
+	if !errors.Is(err, ErrFailed) || !errors.Is(err, diskErr) || !strings.Contains(err.Error(), "restart the master") {
+		t.Fatalf("Append on a failing disk: %v; want ErrFailed wrapping the disk error, saying what to do", err)
+	}
+	for _, stream := range []string{"events", "caches"} {
+		if _, err := l.Append(context.Background(), stream, rowsOf(`[3]`)); !errors.Is(err, ErrFailed) {
+			t.Fatalf("Append to %s after a failure: %v, want ErrFailed", stream, err)
+		}
+	}
+	if cur, _ := l.CurrentToken("events"); cur != 1 {
+		t.Fatalf("CurrentToken after a failed commit = %d, want 1", cur)
+	}
+	if got := summary(mustRead(t, l, "events", 0, 5, 5)); got != "1:[1]" {
+		t.Fatalf("reads after a failed commit: %s", got)
+	}
 }

@@ -1,0 +1,128 @@
+package streamlog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// benchRow is a typical caches row (about 80 bytes), already in wire form.
+func benchRow(i int) json.RawMessage {
+	return json.RawMessage(fmt.Sprintf(`["get_user_by_id", ["@user%08d:example.com"], %d]`, i, 1490197670513+i))
+}
+
+func benchBatch(n, seed int) []json.RawMessage {
+	rows := make([]json.RawMessage, n)
+	for i := range rows {
+		rows[i] = benchRow(seed + i)
+	}
+	return rows
+}
+
+// BenchmarkAppend measures durable appends: each op is one Append of a
+// batch, acknowledged only after fsync. Appenders run concurrently and share
+// group commits. The dir is on the test temp dir's filesystem.
+func BenchmarkAppend(b *testing.B) {
+	for _, appenders := range []int{1, 16, 64} {
+		for _, batch := range []int{1, 100} {
+			b.Run(fmt.Sprintf("appenders=%d/batch=%d", appenders, batch), func(b *testing.B) {
+				l := openTest(b, Options{Dir: b.TempDir(), Streams: []string{"caches"}})
+				defer closeTest(b, l)
+				rows := benchBatch(batch, 0)
+				size := 0
+				for _, r := range rows {
+					size += len(r)
+				}
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				ctx := context.Background()
+				b.ResetTimer()
+				start := time.Now()
+				for range appenders {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for next.Add(1) <= int64(b.N) {
+							if _, err := l.Append(ctx, "caches", rows); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				elapsed := time.Since(start)
+				b.StopTimer()
+				b.ReportMetric(float64(b.N*batch)/elapsed.Seconds(), "rows/s")
+				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "appends/s")
+			})
+		}
+	}
+}
+
+// BenchmarkReadAfter measures catch-up: one reader pages through 1,000,000
+// rows (batches of 100) in pages of 10,000 rows. Each op reads them all.
+func BenchmarkReadAfter(b *testing.B) {
+	const total, batch, page = 1_000_000, 100, 10_000
+	l := openTest(b, Options{Dir: b.TempDir(), Streams: []string{"caches"}})
+	defer closeTest(b, l)
+	loadRows(b, l, "caches", total, batch)
+	// Reads below come from sstables, the steady state of a worker far
+	// behind, not from the memtable.
+	if err := l.db.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	cur, _ := l.CurrentToken("caches")
+	var bytes int64
+	for _, u := range mustRead(b, l, "caches", 0, 1, 1) {
+		bytes = int64(len(u.Rows[0])) * total
+	}
+	ctx := context.Background()
+	b.SetBytes(bytes)
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		after, rows := int64(0), 0
+		for after < cur {
+			us, err := l.ReadAfter(ctx, "caches", after, cur, page)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range us {
+				rows += len(us[i].Rows)
+			}
+			after = us[len(us)-1].Token
+		}
+		if rows != total {
+			b.Fatalf("read %d rows, want %d", rows, total)
+		}
+	}
+	b.ReportMetric(float64(b.N*total)/time.Since(start).Seconds(), "rows/s")
+}
+
+// loadRows appends total rows in batches from several goroutines.
+func loadRows(b *testing.B, l *Log, stream string, total, batch int) {
+	b.Helper()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	rows := benchBatch(batch, 0)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(int64(batch)) <= int64(total) {
+				if _, err := l.Append(context.Background(), stream, rows); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
