@@ -23,7 +23,7 @@ const (
 	tokenLen  = 8
 	slotLen   = 4
 	headerLen = 8 + 4 + 8 // publish time (unix ns), rows in the token, cumulative rows through it
-	metaLen   = 8 + 8     // oldest token held, cumulative rows before it
+	metaLen   = 8 + 8 + 8 // oldest token held, cumulative rows before it, publish time of the token before it
 )
 
 // rowKeyPrefix is 'r' stream 0x00.
@@ -91,12 +91,17 @@ func decodeHeader(v []byte) (header, error) {
 type meta struct {
 	oldest     int64 // oldest token still held (current+1 when none is)
 	trimmedCum int64 // rows appended before oldest, i.e. cum of token oldest-1
+	// trimmedTime is the publish time (unix ns) of token oldest-1, so a
+	// stream that retention emptied still knows when its current token was
+	// published after a restart.
+	trimmedTime int64
 }
 
 func encodeMeta(m meta) []byte {
 	v := make([]byte, 0, metaLen)
 	v = binary.BigEndian.AppendUint64(v, uint64(m.oldest))
-	return binary.BigEndian.AppendUint64(v, uint64(m.trimmedCum))
+	v = binary.BigEndian.AppendUint64(v, uint64(m.trimmedCum))
+	return binary.BigEndian.AppendUint64(v, uint64(m.trimmedTime))
 }
 
 func decodeMeta(v []byte) (meta, error) {
@@ -104,7 +109,8 @@ func decodeMeta(v []byte) (meta, error) {
 		return meta{}, fmt.Errorf("malformed retention record: want %d bytes, got %d", metaLen, len(v))
 	}
 	return meta{
-		oldest:     int64(binary.BigEndian.Uint64(v)),
-		trimmedCum: int64(binary.BigEndian.Uint64(v[8:])),
+		oldest:      int64(binary.BigEndian.Uint64(v)),
+		trimmedCum:  int64(binary.BigEndian.Uint64(v[8:])),
+		trimmedTime: int64(binary.BigEndian.Uint64(v[16:])),
 	}, nil
 }

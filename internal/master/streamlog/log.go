@@ -260,7 +260,7 @@ func (l *Log) recover(st *streamState) error {
 	if err != nil {
 		return fmt.Errorf("open iterator: %w", err)
 	}
-	current, cum, last := m.oldest-1, m.trimmedCum, int64(0)
+	current, cum, last := m.oldest-1, m.trimmedCum, m.trimmedTime
 	if it.Last() {
 		token, _, err := decodeRowKey(it.Key(), len(st.prefix))
 		if err != nil {

@@ -151,7 +151,8 @@ func (l *Log) readPage(st *streamState, it *pebble.Iterator, after, upTo int64, 
 }
 
 // TokenTime returns when token of stream was published. Token 0 (nothing
-// published yet) gives the zero time. A token retention removed gives a
+// published yet) gives the zero time. The current token's time is always
+// known; an older token that retention removed gives a
 // *replication.TokenTooOldError; one not yet appended wraps ErrFutureToken.
 func (l *Log) TokenTime(stream string, token int64) (time.Time, error) {
 	st, err := l.stream(stream)
@@ -165,10 +166,11 @@ func (l *Log) TokenTime(stream string, token int64) (time.Time, error) {
 	case token > cur:
 		return time.Time{}, fmt.Errorf("stream %q token %d: %w (current token is %d)", stream, token, ErrFutureToken, cur)
 	case token == cur:
-		// The common question ("how old is the newest row") needs no read.
-		// lastTime is stored before current moves, so it is at least as
-		// new as cur's; a racing append only makes it newer, which is
-		// harmless for a lag estimate.
+		// The common question ("how old is the newest row") needs no read,
+		// and is answered even when retention removed the token. lastTime
+		// is stored before current moves, so it is at least as new as
+		// cur's; a racing append only makes it newer, which is harmless
+		// for a lag estimate.
 		return time.Unix(0, st.lastTime.Load()), nil
 	}
 	if oldest := st.retained.Load().oldest; token < oldest {

@@ -37,7 +37,7 @@ func (l *Log) trimLocked(st *streamState, through int64) error {
 	if err != nil {
 		return fmt.Errorf("trim stream %q through token %d: %w", st.name, through, err)
 	}
-	next := meta{oldest: through + 1, trimmedCum: h.cum}
+	next := meta{oldest: through + 1, trimmedCum: h.cum, trimmedTime: h.time.UnixNano()}
 	b := l.db.NewBatch()
 	defer b.Close()
 	_ = b.DeleteRange(appendRowKey(nil, st.prefix, ret.oldest, 0), appendRowKey(nil, st.prefix, through+1, 0), nil)

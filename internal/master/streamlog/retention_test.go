@@ -110,6 +110,16 @@ func TestRetentionByAge(t *testing.T) {
 	l = openTest(t, opts)
 	defer closeTest(t, l)
 	wantStats(t, l, "events", 3, 4, 0)
+	// The current token's publish time is still known (for "seconds
+	// behind"); older ones are gone.
+	if tt, err := l.TokenTime("events", 3); err != nil || !tt.Equal(clock.start.Add(90*time.Second)) {
+		t.Fatalf("TokenTime(current) of an emptied, reopened stream = %v, %v; want %v", tt, err, clock.start.Add(90*time.Second))
+	}
+	if st, _ := l.Stats("events"); !st.LastAppend.Equal(clock.start.Add(90 * time.Second)) {
+		t.Fatalf("LastAppend of an emptied, reopened stream = %v", st.LastAppend)
+	}
+	_, err = l.TokenTime("events", 2)
+	wantTooOld(t, err, 2, 4)
 	_, err = l.ReadAfter(context.Background(), "events", 1, 3, 10)
 	wantTooOld(t, err, 1, 4)
 	if u := mustAppend(t, l, "events", `[4]`); u.Token != 4 {
