@@ -30,8 +30,10 @@ FROM gcr.io/distroless/static-debian12:nonroot
 LABEL org.opencontainers.image.source="https://github.com/tcprepl/tcprepl" \
       org.opencontainers.image.description="tcprepl: operator, master, worker and probe for Synapse-protocol replication" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /out/tcprepl /tcprepl
+# On PATH, because the pods the operator creates (and the chart) run the
+# command "tcprepl" rather than an absolute path.
+COPY --from=build /out/tcprepl /usr/local/bin/tcprepl
 USER 65532:65532
 # Replication, master HTTP API, operator metrics, operator health.
 EXPOSE 9092 8080 8081
-ENTRYPOINT ["/tcprepl"]
+ENTRYPOINT ["/usr/local/bin/tcprepl"]

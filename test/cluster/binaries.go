@@ -25,7 +25,8 @@ type Binaries struct {
 	Kubectl           string
 }
 
-// BinariesFromEnv finds the control-plane binaries the way the Makefile lays
+// BinariesFromEnv finds the control-plane binaries (and kubectl, if built)
+// the way the Makefile lays
 // them out: KUBEBUILDER_ASSETS (etcd, kube-apiserver, kubectl),
 // TCPREPL_KUBE_CONTROLLER_MANAGER and TCPREPL_KUBECTL first, then
 // <repo>/bin/k8s/<KubeVersion>, then <repo>/bin. repoRoot may be empty, in
@@ -46,7 +47,7 @@ func BinariesFromEnv(repoRoot string) (Binaries, error) {
 
 	var b Binaries
 	var errs []error
-	find := func(dst *string, envVar, name string) {
+	find := func(dst *string, envVar, name string, required bool) {
 		if v := os.Getenv(envVar); envVar != "" && v != "" {
 			if isExecutable(v) {
 				*dst = v
@@ -60,12 +61,16 @@ func BinariesFromEnv(repoRoot string) (Binaries, error) {
 				return
 			}
 		}
-		errs = append(errs, fmt.Errorf("%w: %s (looked in $%s and %v; run `make tools`)", ErrBinaryNotFound, name, envVar, dirs))
+		if required {
+			errs = append(errs, fmt.Errorf("%w: %s (looked in $%s and %v; run `make tools`)", ErrBinaryNotFound, name, envVar, dirs))
+		}
 	}
-	find(&b.Etcd, "", "etcd")
-	find(&b.APIServer, "", "kube-apiserver")
-	find(&b.ControllerManager, "TCPREPL_KUBE_CONTROLLER_MANAGER", "kube-controller-manager")
-	find(&b.Kubectl, "TCPREPL_KUBECTL", "kubectl")
+	find(&b.Etcd, "", "etcd", true)
+	find(&b.APIServer, "", "kube-apiserver", true)
+	find(&b.ControllerManager, "TCPREPL_KUBE_CONTROLLER_MANAGER", "kube-controller-manager", true)
+	// kubectl is not part of the cluster; callers that need it check
+	// Kubectl themselves.
+	find(&b.Kubectl, "TCPREPL_KUBECTL", "kubectl", false)
 	return b, errors.Join(errs...)
 }
 

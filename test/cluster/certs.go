@@ -132,7 +132,10 @@ func generatePKI(dir string) (*pki, error) {
 	if p.adminCertPEM, p.adminKeyPEM, err = issue("tcprepl-test-admin", []string{"system:masters"}, false); err != nil {
 		return nil, err
 	}
-	if p.kcmCertPEM, p.kcmKeyPEM, err = issue("system:kube-controller-manager", nil, false); err != nil {
+	// The controllers run with the controller manager's own identity
+	// (--use-service-account-credentials=false), whose built-in role does
+	// not cover them; system:masters does, and this is a test cluster.
+	if p.kcmCertPEM, p.kcmKeyPEM, err = issue("system:kube-controller-manager", []string{"system:masters"}, false); err != nil {
 		return nil, err
 	}
 	// The test kubelet is an admin: it acts as scheduler and proxy too, which

@@ -46,11 +46,13 @@ const (
 
 // DefaultControllers are the kube-controller-manager controllers a cluster
 // runs: the workload controllers, garbage collection, namespaces, service
-// accounts and their root CA ConfigMap, and PVC protection (so that PVCs of
-// deleted StatefulSets can go away).
+// accounts and their root CA ConfigMap, PVC protection (so that PVCs of
+// deleted StatefulSets can go away) and ClusterRole aggregation.
 var DefaultControllers = []string{
-	"deployment", "replicaset", "statefulset", "garbage-collector",
-	"namespace", "serviceaccount", "root-ca-cert-publisher", "pvc-protection",
+	"deployment-controller", "replicaset-controller", "statefulset-controller",
+	"garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
+	"root-ca-certificate-publisher-controller", "persistentvolumeclaim-protection-controller",
+	"clusterrole-aggregation-controller",
 }
 
 // Options configure Start.
@@ -154,6 +156,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.start("kube-apiserver", opts.Binaries.APIServer,
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		// The "kubernetes" Service's endpoints would be a loopback address,
+		// which the API server refuses in Endpoints.
+		"--endpoint-reconciler-type=none",
 		"--secure-port="+strconv.Itoa(apiPort),
 		"--cert-dir="+filepath.Join(dir, "apiserver-certs"),
 		"--tls-cert-file="+keys.servingCert, "--tls-private-key-file="+keys.servingKey,

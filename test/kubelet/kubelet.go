@@ -89,6 +89,11 @@ type Options struct {
 	// 5m, far too slow for tests).
 	RestartBackoff    time.Duration
 	MaxRestartBackoff time.Duration
+	// UnresolvedGrace is how long a container waits for the cluster-DNS
+	// names in its spec to resolve (the Service to exist, a headless
+	// Service to have a ready pod) before it starts with those names left
+	// as they are; default 20s.
+	UnresolvedGrace time.Duration
 	// MaxGracePeriod caps terminationGracePeriodSeconds; default 10s.
 	MaxGracePeriod time.Duration
 	// Logf receives the kubelet's own log lines; default log.Printf.
@@ -110,8 +115,12 @@ type Kubelet struct {
 
 	mu      sync.Mutex
 	workers map[string]*podWorker // "ns/name"
-	queue   chan string
+	queue   []string
+	wake    chan struct{}
 	pending map[string]bool
+	// bg tracks goroutines that finish pod deletions, so Run returns only
+	// after the last of them.
+	bg sync.WaitGroup
 }
 
 // New validates opts and claims an address range, which Run releases when
@@ -131,6 +140,9 @@ func New(opts Options) (*Kubelet, error) {
 	}
 	if opts.MaxRestartBackoff <= 0 {
 		opts.MaxRestartBackoff = 5 * time.Second
+	}
+	if opts.UnresolvedGrace <= 0 {
+		opts.UnresolvedGrace = 20 * time.Second
 	}
 	if opts.MaxGracePeriod <= 0 {
 		opts.MaxGracePeriod = 10 * time.Second
@@ -184,7 +196,7 @@ func New(opts Options) (*Kubelet, error) {
 		removeDir: removeDir,
 		logf:      opts.Logf,
 		workers:   map[string]*podWorker{},
-		queue:     make(chan string, 1024),
+		wake:      make(chan struct{}, 1),
 		pending:   map[string]bool{},
 	}, nil
 }
@@ -231,6 +243,15 @@ func (k *Kubelet) ContainerPID(ns, pod, container string) (int, bool) {
 func (k *Kubelet) ServiceAddress(ns, name string) (string, error) {
 	addr, _, err := k.proxy.resolve(ns, []string{name, ns}, true)
 	return addr, err
+}
+
+// ServiceIP returns the loopback address the kubelet proxies a ClusterIP
+// Service on, whether or not the Service exists yet: addresses are sticky
+// per namespace and name, and the proxy starts listening when the Service
+// appears. Use it to point a process outside the cluster at a Service
+// before it is created.
+func (k *Kubelet) ServiceIP(ns, name string) (string, error) {
+	return k.ips.serviceIP(ns + "/" + name)
 }
 
 // PodIP returns the address the kubelet gave (or will give) a pod; it is
@@ -312,24 +333,40 @@ func (k *Kubelet) Run(ctx context.Context) error {
 			return nil
 		case <-heartbeat.C:
 			k.heartbeat(ctx)
-		case key := <-k.queue:
-			k.mu.Lock()
-			delete(k.pending, key)
-			k.mu.Unlock()
-			k.syncPod(ctx, key)
+		case <-k.wake:
+			for _, key := range k.dequeue() {
+				k.syncPod(ctx, key)
+			}
 		}
 	}
 }
 
+// enqueue schedules a pod key for syncPod. Keys are deduplicated and the
+// queue is unbounded, so informer handlers never block.
 func (k *Kubelet) enqueue(key string) {
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	if k.pending[key] {
-		k.mu.Unlock()
 		return
 	}
 	k.pending[key] = true
-	k.mu.Unlock()
-	go func() { k.queue <- key }()
+	k.queue = append(k.queue, key)
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dequeue takes every queued key.
+func (k *Kubelet) dequeue() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	keys := k.queue
+	k.queue = nil
+	for _, key := range keys {
+		delete(k.pending, key)
+	}
+	return keys
 }
 
 // shutdown stops every pod's processes and the Service proxy.
@@ -346,6 +383,7 @@ func (k *Kubelet) shutdown() {
 	for _, w := range ws {
 		<-w.done
 	}
+	k.bg.Wait()
 	k.proxy.close()
 }
 
@@ -439,7 +477,9 @@ func (k *Kubelet) retire(key string, w *podWorker, grace time.Duration, deleted 
 		return
 	}
 	w.stop(grace)
+	k.bg.Add(1)
 	go func() {
+		defer k.bg.Done()
 		<-w.done
 		if err := os.RemoveAll(w.dir); err != nil {
 			k.logf("testkubelet: remove pod dir %s: %v", w.dir, err)

@@ -224,9 +224,14 @@ func (w *podWorker) backoff(c *container, attempt, code int) bool {
 // false when the pod is stopping.
 func (w *podWorker) runOnce(c *container) (code int, ok bool) {
 	var p *proc.Process
+	firstTry := time.Now()
 	for attempt := 0; ; attempt++ {
 		var err error
-		p, err = w.startProcess(c)
+		// Names that stay unresolvable (a Service that is never created)
+		// are eventually passed through unchanged, so the process runs and
+		// reports its own resolution errors as it would in a cluster.
+		lenient := time.Since(firstTry) > w.k.opts.UnresolvedGrace
+		p, err = w.startProcess(c, lenient)
 		if err == nil {
 			break
 		}
@@ -301,7 +306,7 @@ func (w *podWorker) runOnce(c *container) (code int, ok bool) {
 
 func containerID(p *proc.Process) string { return "testkubelet://" + strconv.Itoa(p.Pid()) }
 
-func (w *podWorker) startProcess(c *container) (*proc.Process, error) {
+func (w *podWorker) startProcess(c *container, lenient bool) (*proc.Process, error) {
 	w.mu.Lock()
 	pod := w.pod.DeepCopy()
 	w.mu.Unlock()
@@ -325,6 +330,7 @@ func (w *podWorker) startProcess(c *container) (*proc.Process, error) {
 		return nil, err
 	}
 	rw := newRewriter(w.ip, pod.Namespace, mounts, w.k.proxy.resolve)
+	rw.lenient = lenient
 	for i := 1; i < len(argv); i++ {
 		if argv[i], err = rw.rewrite(argv[i]); err != nil {
 			return nil, fmt.Errorf("container %q arg %d: %w", c.spec.Name, i, err)

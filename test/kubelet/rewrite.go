@@ -45,6 +45,10 @@ type rewriter struct {
 	namespace string
 	mounts    []mount // longest containerPath first
 	resolve   hostResolver
+	// lenient leaves names that do not resolve as they are (the process
+	// then fails to resolve them itself, as it would in a cluster where the
+	// Service does not exist).
+	lenient bool
 }
 
 func newRewriter(podIP, namespace string, mounts []mount, resolve hostResolver) *rewriter {
@@ -139,10 +143,16 @@ func (r *rewriter) host(tok string, hasPort, urlHost bool) (string, error) {
 		return tok, nil
 	}
 	if fqdn && (len(parts) < 2 || len(parts) > 3) {
+		if r.lenient {
+			return tok, nil
+		}
 		return "", fmt.Errorf("%w: %q is not <service>.<namespace>.svc[.cluster.local] or <pod>.<service>.<namespace>.svc[.cluster.local]", errUnresolved, tok)
 	}
 	addr, ok, err := r.resolve(r.namespace, parts, fqdn)
 	if err != nil {
+		if r.lenient && errors.Is(err, errUnresolved) {
+			return tok, nil
+		}
 		return "", err
 	}
 	if !ok {

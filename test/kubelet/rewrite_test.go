@@ -96,6 +96,21 @@ func TestRewriteUnresolved(t *testing.T) {
 	}
 }
 
+func TestRewriteLenient(t *testing.T) {
+	rw := newRewriter("127.9.0.3", "prod", nil, fakeResolve)
+	rw.lenient = true
+	for _, in := range []string{"http:http://indexer.default.svc:8080/rows", "a.b.c.d.svc.cluster.local"} {
+		got, err := rw.rewrite(in)
+		if err != nil || got != in {
+			t.Errorf("lenient rewrite(%q) = %q, %v; want it unchanged", in, got, err)
+		}
+	}
+	got, err := rw.rewrite("master.prod.svc:1")
+	if err != nil || got != "127.9.255.2:1" {
+		t.Errorf("lenient rewrite of a resolvable name = %q, %v", got, err)
+	}
+}
+
 func TestExpandVars(t *testing.T) {
 	vars := map[string]string{"A": "x", "POD": "p-0"}
 	lookup := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }

@@ -152,18 +152,13 @@ func (p *serviceProxy) ensure(svc *corev1.Service) (string, error) {
 }
 
 // sync reconciles the listeners of one Service after an informer event:
-// Services that were proxied get their port set updated, deleted ones are
-// closed. Services nobody resolved yet stay unproxied until first use.
+// every selector-based ClusterIP Service is proxied as soon as it exists
+// (so an address handed out by ServiceIP starts answering then), and
+// deleted ones are closed.
 func (p *serviceProxy) sync(ns, name string) {
 	key := ns + "/" + name
-	p.mu.Lock()
-	_, proxied := p.listeners[key]
-	p.mu.Unlock()
-	if !proxied {
-		return
-	}
 	svc, err := p.services.Services(ns).Get(name)
-	if err != nil || isHeadless(svc) {
+	if err != nil || isHeadless(svc) || len(svc.Spec.Selector) == 0 {
 		p.mu.Lock()
 		for _, l := range p.listeners[key] {
 			_ = l.Close()
