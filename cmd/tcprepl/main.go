@@ -21,6 +21,8 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newMasterCommand())
+	root.AddCommand(newProbeCommand())
+	root.AddCommand(newWorkerCommand())
 	return root
 }
 

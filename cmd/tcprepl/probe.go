@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/tcprepl/tcprepl/internal/probe"
+)
+
+// Environment variables the operator injects into worker pods; the probe CLI
+// reads the same ones, so running it inside a worker pod needs no flags.
+const (
+	envMasterAddress = "TCPREPL_MASTER_ADDRESS"
+	envServerName    = "TCPREPL_SERVER_NAME"
+	envWorkerName    = "TCPREPL_WORKER_NAME"
+)
+
+type probeFlags struct {
+	master     string
+	serverName string
+	httpURL    string
+	output     string
+	watch      bool
+	interval   time.Duration
+	wait       time.Duration
+	verbosity  int
+}
+
+func newProbeCommand() *cobra.Command {
+	var f probeFlags
+	cmd := &cobra.Command{
+		Use:   "probe",
+		Short: "Show a master's stream positions, heartbeat latency and worker lag",
+		Long: `Connect to a master as a replication client (NAME tcprepl-probe), subscribe
+to every stream, time an INVALIDATE_CACHE heartbeat relayed back on the caches
+stream, and read the master's connection table (--http) for every worker's
+lag. Prints a table (-o table) or JSON (-o json) once, or again every
+--interval with --watch.
+
+Exits 1 when the master is unreachable, announces another server name, breaks
+the protocol, or its HTTP API cannot be read; the message names which.`,
+		Example: `  tcprepl probe --master master:9092 --server-name matrix.example.org --http http://master:8080
+  tcprepl probe --master 127.0.0.1:9092 --server-name localhost -o json
+  tcprepl probe --master master:9092 --server-name matrix.example.org --watch`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config(cmd, os.Getenv)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			if f.watch {
+				return watchProbe(ctx, cmd.OutOrStdout(), cfg, f.output, f.interval)
+			}
+			return probeOnce(ctx, cmd.OutOrStdout(), cfg, f.output, f.wait)
+		},
+	}
+	f.addFlags(cmd.Flags())
+	return cmd
+}
+
+func (f *probeFlags) addFlags(fl *pflag.FlagSet) {
+	fl.StringVar(&f.master, "master", "", "the master's replication address HOST:PORT (default $"+envMasterAddress+")")
+	fl.StringVar(&f.serverName, "server-name", "", "the name the master must announce with SERVER (default $"+envServerName+")")
+	fl.StringVar(&f.httpURL, "http", "", "the master's HTTP API, e.g. http://master:8080, for the worker connections; omit for a master without one (Synapse)")
+	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	fl.BoolVarP(&f.watch, "watch", "w", false, "keep probing and print again every --interval until interrupted")
+	fl.DurationVar(&f.interval, "interval", 2*time.Second, "with --watch: how often to print (also the heartbeat interval)")
+	fl.DurationVar(&f.wait, "wait", 5*time.Second, "without --watch: how long to wait for a first heartbeat and the connection table")
+	fl.IntVarP(&f.verbosity, "verbosity", "v", -1, "log verbosity on stderr (-1: no logs; 0: info; higher: more detail)")
+}
+
+// config builds the probe config from the flags, falling back to the
+// environment for the master's address and name.
+func (f *probeFlags) config(cmd *cobra.Command, getenv func(string) string) (probe.Config, error) {
+	if f.output != "table" && f.output != "json" {
+		return probe.Config{}, fmt.Errorf("--output %q: use table or json", f.output)
+	}
+	if f.interval <= 0 || f.wait <= 0 {
+		return probe.Config{}, errors.New("--interval and --wait must be positive durations, e.g. 2s")
+	}
+	addr := flagOrEnv(f.master, envMasterAddress, getenv)
+	name := flagOrEnv(f.serverName, envServerName, getenv)
+	if addr == "" {
+		return probe.Config{}, errors.New("no master address: pass --master HOST:PORT or set " + envMasterAddress)
+	}
+	if name == "" {
+		return probe.Config{}, errors.New("no server name: pass --server-name NAME or set " + envServerName)
+	}
+	logger := logr.Discard()
+	if f.verbosity >= 0 {
+		logger = newLogger(cmd.ErrOrStderr(), f.verbosity)
+	}
+	return probe.Config{
+		Address:           addr,
+		ServerName:        name,
+		HTTPURL:           f.httpURL,
+		HeartbeatInterval: f.interval,
+		Logger:            logger,
+	}, nil
+}
+
+func flagOrEnv(flag, env string, getenv func(string) string) string {
+	if flag != "" {
+		return flag
+	}
+	return getenv(env)
+}
+
+func render(w io.Writer, s probe.Snapshot, output string) error {
+	if output == "json" {
+		return probe.WriteJSON(w, s)
+	}
+	return probe.WriteTable(w, s, time.Now())
+}
+
+// probeOnce prints one snapshot; its error (the snapshot's) makes the exit
+// status non-zero, after the snapshot is printed so the user sees what the
+// probe did see.
+func probeOnce(ctx context.Context, out io.Writer, cfg probe.Config, output string, wait time.Duration) error {
+	snap, err := probe.Once(ctx, cfg, wait)
+	if snap.MeasuredAt.IsZero() {
+		return err // the config was refused before probing
+	}
+	if rerr := render(out, snap, output); rerr != nil {
+		return rerr
+	}
+	return err
+}
+
+// watchProbe keeps one probe running and prints its snapshot every interval.
+// Connection problems are shown, not fatal: it runs until interrupted.
+func watchProbe(ctx context.Context, out io.Writer, cfg probe.Config, output string, interval time.Duration) error {
+	p, err := probe.New(cfg)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return <-done
+		case err := <-done:
+			return err
+		case <-t.C:
+		}
+		if output == "table" {
+			// Clear the screen, like watch(1), so the table stays in place.
+			fmt.Fprint(out, "\x1b[H\x1b[2J")
+		}
+		if err := render(out, p.Snapshot(), output); err != nil {
+			return err
+		}
+	}
+}
