@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -43,7 +44,7 @@ func BenchmarkAppend(b *testing.B) {
 				var wg sync.WaitGroup
 				ctx := context.Background()
 				b.ResetTimer()
-				start := time.Now()
+				start, cpu0 := time.Now(), cpuTime(b)
 				for range appenders {
 					wg.Add(1)
 					go func() {
@@ -60,6 +61,7 @@ func BenchmarkAppend(b *testing.B) {
 				elapsed := time.Since(start)
 				b.StopTimer()
 				b.ReportMetric(float64(b.N*batch)/elapsed.Seconds(), "rows/s")
+				b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N*batch), "cpu-ns/row")
 				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "appends/s")
 			})
 		}
@@ -86,7 +88,7 @@ func BenchmarkReadAfter(b *testing.B) {
 	ctx := context.Background()
 	b.SetBytes(bytes)
 	b.ReportAllocs()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(b)
 	for b.Loop() {
 		after, rows := int64(0), 0
 		for after < cur {
@@ -104,6 +106,18 @@ func BenchmarkReadAfter(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*total)/time.Since(start).Seconds(), "rows/s")
+	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N*total), "cpu-ns/row")
+}
+
+// cpuTime is the process's user+system CPU time. On a shared, loaded
+// machine wall-clock rates swing with the neighbours; CPU per row (all
+// goroutines: committer, Pebble's flushes and WAL writer, the GC) does not.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // loadRows appends total rows in batches from several goroutines.
