@@ -1,0 +1,394 @@
+/*
+Copyright 2026 The tcprepl Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ReplicationMasterSpec is the desired state of a master: one pod running
+// `tcprepl master`, its storage, its Services and who may reach it.
+// +kubebuilder:validation:XValidation:rule="self.replicationPort != self.httpPort",message="replicationPort and httpPort must differ"
+// +kubebuilder:validation:XValidation:rule="!has(self.retention.streams) || self.retention.streams.all(r, (r.name in ['events', 'backfill', 'presence', 'typing', 'receipts', 'push_rules', 'pushers', 'caches', 'public_rooms', 'device_lists', 'to_device', 'tag_account_data', 'account_data', 'groups', 'user_signature']) || (r.name == 'federation' && self.streams.federation) || (has(self.streams.custom) && self.streams.custom.exists(c, c.name == r.name)))",message="retention.streams names a stream the master does not publish: use a standard stream, federation with streams.federation, or a declared custom stream"
+type ReplicationMasterSpec struct {
+	// ServerName is the name the master announces with `SERVER` and that
+	// every worker checks (a mismatch is "Wrong remote"). It cannot change
+	// after creation: every connected worker would refuse the master.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[^\s]+$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="serverName is immutable: workers check it on every connection"
+	ServerName string `json:"serverName"`
+
+	// Image is the container image that runs `tcprepl master`. Empty means
+	// the operator's own image: one image serves every role.
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the master container.
+	// +optional
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// ReplicationPort is the TCP port of the replication protocol.
+	// +optional
+	// +kubebuilder:default=9092
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	ReplicationPort int32 `json:"replicationPort,omitempty"`
+
+	// HTTPPort is the port of the publish API, /metrics, /healthz and /readyz.
+	// +optional
+	// +kubebuilder:default=9093
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	HTTPPort int32 `json:"httpPort,omitempty"`
+
+	// Streams selects the optional standard streams and declares custom ones.
+	// +optional
+	// +kubebuilder:default={}
+	Streams StreamsSpec `json:"streams,omitempty"`
+
+	// Storage is where the master keeps its stream log. It cannot change
+	// after creation: a StatefulSet's volume claim templates are immutable.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage is immutable: a StatefulSet's volume claims cannot change; create a new master to move the log"
+	Storage StorageSpec `json:"storage"`
+
+	// Retention bounds how much of each stream's log the master keeps. A
+	// worker asking for a token older than retention is refused with an ERROR
+	// that names the oldest token still held.
+	// +optional
+	// +kubebuilder:default={}
+	Retention RetentionSpec `json:"retention,omitempty"`
+
+	// KeepAlive tunes the protocol's PING keep-alive and timeout.
+	// +optional
+	// +kubebuilder:default={}
+	KeepAlive KeepAliveSpec `json:"keepAlive,omitempty"`
+
+	// Limits bound what one connection may cost the master.
+	// +optional
+	// +kubebuilder:default={}
+	Limits LimitsSpec `json:"limits,omitempty"`
+
+	// Resources of the master container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// PodTemplate holds overrides for the master pod.
+	// +optional
+	PodTemplate *PodTemplateOverrides `json:"podTemplate,omitempty"`
+
+	// NetworkPolicy restricts who may reach the master. On by default.
+	// +optional
+	// +kubebuilder:default={}
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+}
+
+// StreamsSpec selects the streams the master publishes. The 16 standard
+// streams of the protocol are always published, except federation, which is
+// off unless enabled (Synapse published it only when the master did not send
+// federation itself).
+type StreamsSpec struct {
+	// Federation publishes the federation stream.
+	// +optional
+	// +kubebuilder:default=false
+	Federation bool `json:"federation,omitempty"`
+
+	// Custom declares streams beyond the standard ones. Their rows are JSON
+	// arrays, of a fixed length when Fields is set.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	Custom []CustomStream `json:"custom,omitempty"`
+}
+
+// CustomStream is one user-declared stream.
+// +kubebuilder:validation:XValidation:rule="!(self.name in ['events', 'backfill', 'presence', 'typing', 'receipts', 'push_rules', 'pushers', 'caches', 'public_rooms', 'device_lists', 'to_device', 'federation', 'tag_account_data', 'account_data', 'groups', 'user_signature'])",message="a custom stream must not reuse the name of a standard stream"
+type CustomStream struct {
+	// Name of the stream as it appears on the wire (`RDATA <name> ...`).
+	// +kubebuilder:validation:Pattern=`^[a-z][a-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// Fields, when set, is the number of fields every row of the stream
+	// must have; the master refuses other rows. Unset accepts any JSON
+	// array.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	Fields *int32 `json:"fields,omitempty"`
+}
+
+// StorageSpec says where the stream log lives.
+// +kubebuilder:validation:XValidation:rule="self.ephemeral || has(self.size)",message="storage.size is required unless storage.ephemeral is true"
+// +kubebuilder:validation:XValidation:rule="!self.ephemeral || !has(self.storageClassName)",message="storage.storageClassName has no effect when storage.ephemeral is true"
+type StorageSpec struct {
+	// Ephemeral keeps the log in an emptyDir: tokens and rows are lost when
+	// the pod is deleted. For tests and demos.
+	// +optional
+	// +kubebuilder:default=false
+	Ephemeral bool `json:"ephemeral,omitempty"`
+
+	// Size of the PersistentVolumeClaim that holds the log. Required unless
+	// ephemeral. Growing it later needs a storage class that allows
+	// expansion; the operator does not resize existing claims.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// StorageClassName of the claim; empty means the cluster default.
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+}
+
+// RetentionSpec bounds each stream's log by row count and by age; whichever
+// limit is hit first removes the oldest tokens. Unset means no limit.
+type RetentionSpec struct {
+	// MaxRows is the most rows kept per stream.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MaxRows *int64 `json:"maxRows,omitempty"`
+
+	// MaxAge is the longest a row is kept, as a Go duration ("168h").
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+
+	// Streams overrides MaxRows and MaxAge for individual streams.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=80
+	Streams []StreamRetention `json:"streams,omitempty"`
+}
+
+// StreamRetention is the retention of one named stream.
+type StreamRetention struct {
+	// Name of the stream: a standard stream or a custom one declared in
+	// spec.streams.custom.
+	// +kubebuilder:validation:Pattern=`^[a-z][a-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// MaxRows is the most rows kept for this stream.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MaxRows *int64 `json:"maxRows,omitempty"`
+
+	// MaxAge is the longest a row of this stream is kept ("24h").
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+}
+
+// KeepAliveSpec tunes PING and the ping timeout (PROTOCOL.md, "Keep-alive").
+// +kubebuilder:validation:XValidation:rule="duration(self.pingTimeout) > duration(self.pingInterval)",message="keepAlive.pingTimeout must be longer than keepAlive.pingInterval"
+type KeepAliveSpec struct {
+	// PingInterval: a side that has sent nothing for this long sends PING.
+	// +optional
+	// +kubebuilder:default="5s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	PingInterval metav1.Duration `json:"pingInterval,omitempty"`
+
+	// PingTimeout: a connection that has received nothing for this long (once
+	// the peer has sent a PING) is closed with `ERROR ping timeout`.
+	// +optional
+	// +kubebuilder:default="25s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	PingTimeout metav1.Duration `json:"pingTimeout,omitempty"`
+}
+
+// LimitsSpec bounds per-connection costs.
+type LimitsSpec struct {
+	// MaxPendingCommands is how many commands may queue for a connection
+	// whose socket is full before it is closed with `ERROR Failed to keep
+	// up`; the worker reconnects and resumes from its last token.
+	// +optional
+	// +kubebuilder:default=10000
+	// +kubebuilder:validation:Minimum=100
+	MaxPendingCommands int32 `json:"maxPendingCommands,omitempty"`
+
+	// MaxLineLength is the longest protocol line accepted or sent, in bytes.
+	// Synapse's limit was 16384; a peer that is Synapse needs exactly that.
+	// +optional
+	// +kubebuilder:default=16384
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=16777216
+	MaxLineLength int32 `json:"maxLineLength,omitempty"`
+}
+
+// NetworkPolicySpec describes the NetworkPolicy the operator keeps for the
+// master. The replication port is open to the pods of the ReplicationWorkers
+// that reference this master and to the operator; the HTTP port to the
+// operator and the peers listed in HTTPFrom.
+type NetworkPolicySpec struct {
+	// Enabled creates the NetworkPolicy. Turning it off deletes it.
+	// +optional
+	// +kubebuilder:default=true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// HTTPFrom are the peers allowed to reach the HTTP port besides the
+	// operator: producers that publish rows, Prometheus.
+	// +optional
+	// +listType=atomic
+	HTTPFrom []networkingv1.NetworkPolicyPeer `json:"httpFrom,omitempty"`
+
+	// ReplicationFrom are extra peers allowed on the replication port, for
+	// workers the operator does not manage (for example a Synapse process).
+	// +optional
+	// +listType=atomic
+	ReplicationFrom []networkingv1.NetworkPolicyPeer `json:"replicationFrom,omitempty"`
+}
+
+// IsEnabled reports whether the NetworkPolicy should exist; nil means the
+// default, on.
+func (n NetworkPolicySpec) IsEnabled() bool { return n.Enabled == nil || *n.Enabled }
+
+// ReplicationMasterStatus is what the operator observed of the master.
+type ReplicationMasterStatus struct {
+	// Conditions: Ready, Available, Progressing, Degraded.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// ObservedGeneration is the generation of the spec that was last
+	// reconciled successfully.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Endpoint is the in-cluster host:port of the replication protocol.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// HTTPEndpoint is the in-cluster base URL of the publish API.
+	// +optional
+	HTTPEndpoint string `json:"httpEndpoint,omitempty"`
+
+	// PublishTokenSecret names the Secret (key "token") holding the bearer
+	// token producers need to publish rows; mount it in producer pods.
+	// +optional
+	PublishTokenSecret string `json:"publishTokenSecret,omitempty"`
+
+	// StreamCount is how many streams the master publishes, as seen by the
+	// probe.
+	// +optional
+	StreamCount int32 `json:"streamCount,omitempty"`
+
+	// Streams holds each stream's position and rate, sorted by name.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Streams []StreamStatus `json:"streams,omitempty"`
+
+	// ConnectedWorkers is how many client connections the master holds,
+	// the operator's probe excluded.
+	// +optional
+	ConnectedWorkers int32 `json:"connectedWorkers,omitempty"`
+
+	// Heartbeat is the round-trip latency of heartbeats the probe sends
+	// through the master.
+	// +optional
+	Heartbeat *HeartbeatStatus `json:"heartbeat,omitempty"`
+
+	// LastProbeTime is when the probe took the snapshot this status shows.
+	// +optional
+	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+}
+
+// StreamStatus is one stream's position.
+type StreamStatus struct {
+	// Name of the stream.
+	Name string `json:"name"`
+	// Token is the stream's current position.
+	Token int64 `json:"token"`
+	// RowsPerSecond is the recent publish rate, as a decimal string.
+	// +optional
+	RowsPerSecond string `json:"rowsPerSecond,omitempty"`
+}
+
+// HeartbeatStatus summarises heartbeat round trips over the probe's window.
+// Durations are Go duration strings rounded to 10µs.
+type HeartbeatStatus struct {
+	// Last is the latest round trip.
+	// +optional
+	Last string `json:"last,omitempty"`
+	// P50 is the median round trip.
+	// +optional
+	P50 string `json:"p50,omitempty"`
+	// P99 is the 99th percentile round trip.
+	// +optional
+	P99 string `json:"p99,omitempty"`
+	// Max is the slowest round trip in the window.
+	// +optional
+	Max string `json:"max,omitempty"`
+	// Stale is true when a heartbeat has been outstanding too long: the
+	// master is not relaying, or is badly overloaded.
+	// +optional
+	Stale bool `json:"stale,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=rmaster,categories=tcprepl
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Streams",type=integer,JSONPath=`.status.streamCount`
+// +kubebuilder:printcolumn:name="Workers",type=integer,JSONPath=`.status.connectedWorkers`
+// +kubebuilder:printcolumn:name="Heartbeat",type=string,JSONPath=`.status.heartbeat.last`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// ReplicationMaster runs one tcprepl master: the process that owns the
+// streams and that workers replicate from.
+type ReplicationMaster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired master.
+	Spec ReplicationMasterSpec `json:"spec"`
+	// Status is what the operator observed.
+	// +optional
+	Status ReplicationMasterStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// ReplicationMasterList is a list of ReplicationMaster.
+type ReplicationMasterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the masters.
+	Items []ReplicationMaster `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ReplicationMaster{}, &ReplicationMasterList{})
+}
