@@ -1,0 +1,94 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+)
+
+// applyOutcome says what applyOwned did, for logs and tests.
+type applyOutcome string
+
+const (
+	outcomeCreated   applyOutcome = "created"
+	outcomeUpdated   applyOutcome = "updated"
+	outcomeUnchanged applyOutcome = "unchanged"
+)
+
+// applyOwned makes the object named like desired match desired, owned by
+// owner. It writes only when the desired state differs from what the
+// operator last wrote (recorded as a hash annotation), so a steady topology
+// costs no API writes. mutate copies the operator-owned fields of desired
+// into the live object, leaving fields the API server defaults or other
+// controllers own (a Service's clusterIP, a StatefulSet's immutable parts)
+// alone. An object of that name not controlled by owner is an error, never
+// adopted: it may belong to someone else.
+func applyOwned[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, owner client.Object, desired T, mutate func(live, desired T)) (applyOutcome, error) {
+	hash, err := specHash(desired)
+	if err != nil {
+		return "", err
+	}
+	kind := kindOf(scheme, desired)
+	live, ok := desired.DeepCopyObject().(T)
+	if !ok {
+		return "", fmt.Errorf("copy %s: unexpected type", kind)
+	}
+	err = c.Get(ctx, client.ObjectKeyFromObject(desired), live)
+	switch {
+	case apierrors.IsNotFound(err):
+		setAnnotation(desired, AnnotationSpecHash, hash)
+		if err := controllerutil.SetControllerReference(owner, desired, scheme); err != nil {
+			return "", fmt.Errorf("set owner of %s %s: %w", kind, desired.GetName(), err)
+		}
+		if err := c.Create(ctx, desired); err != nil {
+			return "", fmt.Errorf("create %s %s/%s: %w", kind, desired.GetNamespace(), desired.GetName(), err)
+		}
+		return outcomeCreated, nil
+	case err != nil:
+		return "", fmt.Errorf("get %s %s/%s: %w", kind, desired.GetNamespace(), desired.GetName(), err)
+	}
+	if !metav1.IsControlledBy(live, owner) {
+		return "", fmt.Errorf("%s %s/%s exists and is not controlled by %s %s: delete or rename it so the operator can create its own", kind, live.GetNamespace(), live.GetName(), kindOf(scheme, owner), owner.GetName())
+	}
+	if live.GetAnnotations()[AnnotationSpecHash] == hash {
+		return outcomeUnchanged, nil
+	}
+	mutate(live, desired)
+	labels := live.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, desired.GetLabels())
+	live.SetLabels(labels)
+	setAnnotation(live, AnnotationSpecHash, hash)
+	if err := c.Update(ctx, live); err != nil {
+		return "", fmt.Errorf("update %s %s/%s: %w", kind, live.GetNamespace(), live.GetName(), err)
+	}
+	return outcomeUpdated, nil
+}
+
+// kindOf names an object's kind for messages; typed objects read through a
+// client carry no TypeMeta, so the scheme is asked.
+func kindOf(scheme *runtime.Scheme, o runtime.Object) string {
+	gvk, err := apiutil.GVKForObject(o, scheme)
+	if err != nil {
+		return fmt.Sprintf("%T", o)
+	}
+	return gvk.Kind
+}
+
+func setAnnotation(o client.Object, key, value string) {
+	a := o.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[key] = value
+	o.SetAnnotations(a)
+}

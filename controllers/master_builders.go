@@ -1,0 +1,409 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"sort"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+)
+
+// BuildOptions are the operator-wide settings the builders need.
+type BuildOptions struct {
+	// DefaultImage runs masters and workers whose spec names no image.
+	DefaultImage string
+	// OperatorNamespace is where the operator's pods run; NetworkPolicies
+	// admit the operator from there. Empty admits operator pods from any
+	// namespace (they are still matched by OperatorPodLabels).
+	OperatorNamespace string
+	// OperatorPodLabels select the operator's pods in NetworkPolicies.
+	OperatorPodLabels map[string]string
+}
+
+// masterConfig mirrors the YAML the master reads with --config
+// (internal/master.Config). It is a copy rather than an import because the
+// operator must not link the master's storage engine; a unit test parses
+// what this renders with the master's own strict loader.
+type masterConfig struct {
+	ServerName    string                     `json:"serverName"`
+	DataDir       string                     `json:"dataDir"`
+	Federation    bool                       `json:"federation,omitempty"`
+	CustomStreams []masterCustomStream       `json:"customStreams,omitempty"`
+	Retention     map[string]masterRetention `json:"retention,omitempty"`
+	Limits        masterLimits               `json:"limits"`
+}
+
+type masterCustomStream struct {
+	Name   string `json:"name"`
+	Fields int32  `json:"fields,omitempty"`
+}
+
+type masterRetention struct {
+	MaxRows int64  `json:"maxRows,omitempty"`
+	MaxAge  string `json:"maxAge,omitempty"`
+}
+
+type masterLimits struct {
+	MaxLineLength      int32  `json:"maxLineLength,omitempty"`
+	MaxPendingCommands int32  `json:"maxPendingCommands,omitempty"`
+	PingInterval       string `json:"pingInterval,omitempty"`
+	PingTimeout        string `json:"pingTimeout,omitempty"`
+}
+
+// RenderMasterConfig returns the master's YAML configuration file. Listen
+// addresses are not in it: they need the pod IP, which only the container's
+// arguments can expand.
+func RenderMasterConfig(m *replv1.ReplicationMaster) (string, error) {
+	c := masterConfig{
+		ServerName: m.Spec.ServerName,
+		DataDir:    MasterDataDir,
+		Federation: m.Spec.Streams.Federation,
+		Limits: masterLimits{
+			MaxLineLength:      m.Spec.Limits.MaxLineLength,
+			MaxPendingCommands: m.Spec.Limits.MaxPendingCommands,
+		},
+	}
+	if d := m.Spec.KeepAlive.PingInterval.Duration; d > 0 {
+		c.Limits.PingInterval = d.String()
+	}
+	if d := m.Spec.KeepAlive.PingTimeout.Duration; d > 0 {
+		c.Limits.PingTimeout = d.String()
+	}
+	for _, s := range m.Spec.Streams.Custom {
+		c.CustomStreams = append(c.CustomStreams, masterCustomStream{Name: s.Name, Fields: ptr.Deref(s.Fields, 0)})
+	}
+	r := m.Spec.Retention
+	if def, ok := retentionOf(r.MaxRows, r.MaxAge); ok {
+		c.Retention = map[string]masterRetention{"*": def}
+	}
+	for _, s := range r.Streams {
+		if sr, ok := retentionOf(s.MaxRows, s.MaxAge); ok {
+			if c.Retention == nil {
+				c.Retention = map[string]masterRetention{}
+			}
+			c.Retention[s.Name] = sr
+		}
+	}
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("render master config for %s/%s: %w", m.Namespace, m.Name, err)
+	}
+	return string(out), nil
+}
+
+func retentionOf(rows *int64, age *metav1.Duration) (masterRetention, bool) {
+	var r masterRetention
+	if rows != nil {
+		r.MaxRows = *rows
+	}
+	if age != nil && age.Duration > 0 {
+		r.MaxAge = age.Duration.String()
+	}
+	return r, r.MaxRows > 0 || r.MaxAge != ""
+}
+
+// BuildMasterConfigMap returns the ConfigMap holding the master's config.
+func BuildMasterConfigMap(m *replv1.ReplicationMaster) (*corev1.ConfigMap, error) {
+	cfg, err := RenderMasterConfig(m)
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: masterConfigMapName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		Data:       map[string]string{MasterConfigFile: cfg},
+	}, nil
+}
+
+// BuildMasterTokenSecret returns the Secret holding the publish token. The
+// token is generated once by the caller and then kept: rotating it would
+// lock out every producer.
+func BuildMasterTokenSecret(m *replv1.ReplicationMaster, token string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: masterTokenSecretName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{PublishTokenKey: []byte(token)},
+	}
+}
+
+// ConfigHash digests everything that the running master reads only at
+// start, so that a change to any of it rolls the pod.
+func ConfigHash(config, token string) string {
+	h := sha256.New()
+	h.Write([]byte(config))
+	h.Write([]byte{0})
+	h.Write([]byte(token))
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func masterImage(m *replv1.ReplicationMaster, o BuildOptions) string {
+	if m.Spec.Image != "" {
+		return m.Spec.Image
+	}
+	return o.DefaultImage
+}
+
+// restrictedPodSecurity is the Pod Security "restricted" profile: the
+// binary needs no privileges and writes only to its volumes.
+func restrictedPodSecurity() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr.To(true),
+		RunAsUser:      ptr.To[int64](65532),
+		RunAsGroup:     ptr.To[int64](65532),
+		FSGroup:        ptr.To[int64](65532),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+func restrictedContainerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Privileged:               ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+}
+
+// applyPodOverrides merges the user's overrides into a pod template. The
+// operator's labels and annotations are applied after, so they win.
+func applyPodOverrides(t *corev1.PodTemplateSpec, o *replv1.PodTemplateOverrides, labels, annotations map[string]string) {
+	t.Labels = map[string]string{}
+	t.Annotations = map[string]string{}
+	if o != nil {
+		maps.Copy(t.Labels, o.Labels)
+		maps.Copy(t.Annotations, o.Annotations)
+		t.Spec.NodeSelector = o.NodeSelector
+		t.Spec.Tolerations = o.Tolerations
+		t.Spec.Affinity = o.Affinity
+		t.Spec.PriorityClassName = o.PriorityClassName
+		t.Spec.ServiceAccountName = o.ServiceAccountName
+		t.Spec.ImagePullSecrets = o.ImagePullSecrets
+	}
+	maps.Copy(t.Labels, labels)
+	maps.Copy(t.Annotations, annotations)
+	if len(t.Annotations) == 0 {
+		t.Annotations = nil
+	}
+}
+
+// BuildMasterStatefulSet returns the StatefulSet of one master pod.
+// configHash comes from ConfigHash over the rendered config and the token.
+func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configHash string) *appsv1.StatefulSet {
+	podIP := "$(" + EnvPodIP + ")"
+	container := corev1.Container{
+		Name:            masterContainer,
+		Image:           masterImage(m, o),
+		ImagePullPolicy: m.Spec.ImagePullPolicy,
+		Command:         []string{BinaryName},
+		Args: []string{
+			"master",
+			"--config=" + MasterConfigDir + "/" + MasterConfigFile,
+			"--server-name=" + m.Spec.ServerName,
+			// Listening on the pod IP rather than every interface keeps two
+			// masters that share a network namespace (a test cluster of
+			// local processes) from colliding on the same port.
+			fmt.Sprintf("--replication-listen=%s:%d", podIP, m.Spec.ReplicationPort),
+			fmt.Sprintf("--http-listen=%s:%d", podIP, m.Spec.HTTPPort),
+			"--data-dir=" + MasterDataDir,
+		},
+		Env: []corev1.EnvVar{
+			{Name: EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}},
+			{Name: EnvPublishToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: masterTokenSecretName(m)},
+				Key:                  PublishTokenKey,
+			}}},
+		},
+		Ports: []corev1.ContainerPort{
+			{Name: portNameReplication, ContainerPort: m.Spec.ReplicationPort, Protocol: corev1.ProtocolTCP},
+			{Name: portNameHTTP, ContainerPort: m.Spec.HTTPPort, Protocol: corev1.ProtocolTCP},
+		},
+		Resources: m.Spec.Resources,
+		// Opening a large log can take a while; the startup probe holds the
+		// liveness probe off until the process answers once.
+		StartupProbe:   httpProbe("/healthz", 2, 60),
+		LivenessProbe:  httpProbe("/healthz", 10, 3),
+		ReadinessProbe: httpProbe("/readyz", 5, 2),
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: "config", MountPath: MasterConfigDir, ReadOnly: true},
+			{Name: "data", MountPath: MasterDataDir},
+			{Name: "tmp", MountPath: "/tmp"},
+		},
+		SecurityContext:          restrictedContainerSecurity(),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	volumes := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: masterConfigMapName(m)},
+		}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	var claims []corev1.PersistentVolumeClaim
+	if m.Spec.Storage.Ephemeral {
+		volumes = append(volumes, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	} else {
+		pvc := corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: masterLabels(m)},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				StorageClassName: m.Spec.Storage.StorageClassName,
+			},
+		}
+		if m.Spec.Storage.Size != nil {
+			pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: *m.Spec.Storage.Size}
+		}
+		claims = append(claims, pvc)
+	}
+
+	tmpl := corev1.PodTemplateSpec{
+		Spec: corev1.PodSpec{
+			Containers:                    []corev1.Container{container},
+			Volumes:                       volumes,
+			SecurityContext:               restrictedPodSecurity(),
+			AutomountServiceAccountToken:  ptr.To(false),
+			EnableServiceLinks:            ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+		},
+	}
+	applyPodOverrides(&tmpl, m.Spec.PodTemplate, masterLabels(m), map[string]string{AnnotationConfigHash: configHash})
+
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: masterStatefulSetName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		Spec: appsv1.StatefulSetSpec{
+			// One master per resource: the protocol has exactly one writer.
+			Replicas:             ptr.To[int32](1),
+			Selector:             &metav1.LabelSelector{MatchLabels: masterSelectorLabels(m)},
+			ServiceName:          masterHeadlessServiceName(m),
+			Template:             tmpl,
+			VolumeClaimTemplates: claims,
+			PodManagementPolicy:  appsv1.OrderedReadyPodManagement,
+			UpdateStrategy:       appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+				// The log outlives the resource: deleting a master by
+				// mistake must not delete its data.
+				WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+			},
+		},
+	}
+}
+
+func httpProbe(path string, period, failures int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intstr.FromString(portNameHTTP), Scheme: corev1.URISchemeHTTP,
+		}},
+		PeriodSeconds:    period,
+		TimeoutSeconds:   2,
+		FailureThreshold: failures,
+		SuccessThreshold: 1,
+	}
+}
+
+func masterServicePorts(m *replv1.ReplicationMaster) []corev1.ServicePort {
+	return []corev1.ServicePort{
+		{Name: portNameReplication, Port: m.Spec.ReplicationPort, TargetPort: intstr.FromString(portNameReplication), Protocol: corev1.ProtocolTCP},
+		{Name: portNameHTTP, Port: m.Spec.HTTPPort, TargetPort: intstr.FromString(portNameHTTP), Protocol: corev1.ProtocolTCP},
+	}
+}
+
+// BuildMasterService returns the Service workers and producers use.
+func BuildMasterService(m *replv1.ReplicationMaster) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: masterServiceName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: masterSelectorLabels(m),
+			Ports:    masterServicePorts(m),
+		},
+	}
+}
+
+// BuildMasterHeadlessService returns the StatefulSet's governing Service,
+// which gives the pod a stable DNS name even before it is ready.
+func BuildMasterHeadlessService(m *replv1.ReplicationMaster) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: masterHeadlessServiceName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		Spec: corev1.ServiceSpec{
+			Type:                     corev1.ServiceTypeClusterIP,
+			ClusterIP:                corev1.ClusterIPNone,
+			Selector:                 masterSelectorLabels(m),
+			Ports:                    masterServicePorts(m),
+			PublishNotReadyAddresses: true,
+		},
+	}
+}
+
+// operatorPeer selects the operator's pods, which probe every master.
+func operatorPeer(o BuildOptions) networkingv1.NetworkPolicyPeer {
+	peer := networkingv1.NetworkPolicyPeer{
+		PodSelector:       &metav1.LabelSelector{MatchLabels: maps.Clone(o.OperatorPodLabels)},
+		NamespaceSelector: &metav1.LabelSelector{},
+	}
+	if o.OperatorNamespace != "" {
+		peer.NamespaceSelector.MatchLabels = map[string]string{"kubernetes.io/metadata.name": o.OperatorNamespace}
+	}
+	return peer
+}
+
+// BuildMasterNetworkPolicy admits the replication port from this master's
+// worker pods, the operator and spec.networkPolicy.replicationFrom, and the
+// HTTP port from the operator and spec.networkPolicy.httpFrom. Everything
+// else is denied.
+func BuildMasterNetworkPolicy(m *replv1.ReplicationMaster, o BuildOptions) *networkingv1.NetworkPolicy {
+	tcp := corev1.ProtocolTCP
+	workers := networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{
+		LabelName: AppName, LabelComponent: ComponentWorker, LabelMaster: m.Name,
+	}}}
+	replFrom := append([]networkingv1.NetworkPolicyPeer{workers, operatorPeer(o)}, m.Spec.NetworkPolicy.ReplicationFrom...)
+	httpFrom := append([]networkingv1.NetworkPolicyPeer{operatorPeer(o)}, m.Spec.NetworkPolicy.HTTPFrom...)
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: masterNetworkPolicyName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: masterSelectorLabels(m)},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{
+				{
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(m.Spec.ReplicationPort))}},
+					From:  replFrom,
+				},
+				{
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(m.Spec.HTTPPort))}},
+					From:  httpFrom,
+				},
+			},
+		},
+	}
+}
+
+// specHash digests an object's desired state. Objects are built
+// deterministically (encoding/json sorts map keys), so equal specs give
+// equal hashes.
+func specHash(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("hash desired object: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:16], nil
+}
+
+// sortedKeys is used where deterministic order matters for display.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

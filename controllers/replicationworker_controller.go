@@ -1,0 +1,194 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+)
+
+// workerMasterIndex indexes ReplicationWorkers by spec.masterRef.name, so a
+// master's change reaches its workers without listing every worker.
+const workerMasterIndex = "spec.masterRef.name"
+
+// ReplicationWorkerReconciler turns a ReplicationWorker into a Deployment
+// of worker pods and reports each pod's connection and lag.
+type ReplicationWorkerReconciler struct {
+	client.Client
+	Scheme  *runtime.Scheme
+	Options BuildOptions
+	// Observer gives the master probe's snapshot, which holds the master's
+	// connection table.
+	Observer MasterObserver
+	// ProbeEvents, when set, announces masters whose snapshot changed; the
+	// master's workers are reconciled.
+	ProbeEvents <-chan event.GenericEvent
+	// StatusInterval spaces out measurement-only status writes.
+	StatusInterval time.Duration
+	// Now is the clock (tests inject one); time.Now when nil.
+	Now func() time.Time
+	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
+	MaxConcurrentReconciles int
+
+	limiter *statusLimiter
+}
+
+// +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationworkers,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationworkers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationworkers/finalizers,verbs=update
+// +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationmasters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+
+// Reconcile fetches the worker and its master, applies the Deployment, and
+// writes status last.
+func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	var w replv1.ReplicationWorker
+	if err := r.Get(ctx, req.NamespacedName, &w); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.limiter.forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("get ReplicationWorker %s: %w", req.NamespacedName, err)
+	}
+	if !w.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+
+	masterKey := types.NamespacedName{Namespace: w.Namespace, Name: w.Spec.MasterRef.Name}
+	var m replv1.ReplicationMaster
+	if err := r.Get(ctx, masterKey, &m); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("get ReplicationMaster %s for worker %s: %w", masterKey, req.NamespacedName, err)
+		}
+		// Not an error: nothing a retry fixes. The master watch brings
+		// the worker back when the master appears.
+		log.V(1).Info("master not found", "master", masterKey.String())
+		status := WorkerStatus(&w, nil, nil, nil, emptySnapshot, false, nil)
+		return r.writeStatus(ctx, &w, status, true)
+	}
+
+	deploy, pods, err := r.reconcilePhases(ctx, &w, &m)
+	if err != nil {
+		log.Error(err, "reconcile failed")
+	}
+	snap, haveSnap := r.Observer.Snapshot(masterKey)
+	status := WorkerStatus(&w, &m, deploy, pods, snap, haveSnap, err)
+	result, statusErr := r.writeStatus(ctx, &w, status, err != nil)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return result, statusErr
+}
+
+func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (*appsv1.Deployment, []corev1.Pod, error) {
+	d := BuildWorkerDeployment(w, m, r.Options)
+	if err := applyLogged(ctx, r.Client, r.Scheme, w, d, mutateDeployment); err != nil {
+		return nil, nil, err
+	}
+	var live appsv1.Deployment
+	if err := r.Get(ctx, client.ObjectKeyFromObject(d), &live); err != nil {
+		return nil, nil, fmt.Errorf("read back Deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(w.Namespace), client.MatchingLabels(workerSelectorLabels(w))); err != nil {
+		return &live, nil, fmt.Errorf("list pods of ReplicationWorker %s/%s: %w", w.Namespace, w.Name, err)
+	}
+	return &live, pods.Items, nil
+}
+
+// mutateDeployment leaves the immutable selector alone.
+func mutateDeployment(live, want *appsv1.Deployment) {
+	live.Spec.Replicas = want.Spec.Replicas
+	live.Spec.Template = want.Spec.Template
+}
+
+// writeStatus is the worker's version of the master's: significant changes
+// at once, measurements at most once per StatusInterval.
+func (r *ReplicationWorkerReconciler) writeStatus(ctx context.Context, w *replv1.ReplicationWorker, status replv1.ReplicationWorkerStatus, urgent bool) (ctrl.Result, error) {
+	key := client.ObjectKeyFromObject(w)
+	old := w.Status
+	cmp := status
+	cmp.LastProbeTime = old.LastProbeTime
+	if equality.Semantic.DeepEqual(old, cmp) {
+		return ctrl.Result{}, nil
+	}
+	if !urgent && !workerStatusSignificant(old, status) {
+		if ok, wait := r.limiter.allow(key); !ok {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+	}
+	orig := w.DeepCopy()
+	w.Status = status
+	if err := r.Status().Patch(ctx, w, client.MergeFrom(orig)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("write status of ReplicationWorker %s: %w", key, err)
+	}
+	r.limiter.wrote(key)
+	return ctrl.Result{}, nil
+}
+
+// SetupWithManager registers the controller and the masterRef index.
+func (r *ReplicationWorkerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.StatusInterval <= 0 {
+		r.StatusInterval = DefaultStatusInterval
+	}
+	r.limiter = newStatusLimiter(r.StatusInterval, r.Now)
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &replv1.ReplicationWorker{}, workerMasterIndex, func(o client.Object) []string {
+		w, ok := o.(*replv1.ReplicationWorker)
+		if !ok {
+			return nil
+		}
+		return []string{w.Spec.MasterRef.Name}
+	}); err != nil {
+		return fmt.Errorf("index ReplicationWorkers by %s: %w", workerMasterIndex, err)
+	}
+	toWorkers := handler.EnqueueRequestsFromMapFunc(r.masterToWorkers)
+	b := ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Named("replicationworker").
+		For(&replv1.ReplicationWorker{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.Deployment{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToOwner(ComponentWorker))).
+		// A master's creation, deletion, or spec change (server name,
+		// port) changes its workers' pods and status.
+		Watches(&replv1.ReplicationMaster{}, toWorkers, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	if r.ProbeEvents != nil {
+		b = b.WatchesRawSource(source.Channel(r.ProbeEvents, toWorkers))
+	}
+	return b.Complete(r)
+}
+
+func (r *ReplicationWorkerReconciler) masterToWorkers(ctx context.Context, o client.Object) []reconcile.Request {
+	var list replv1.ReplicationWorkerList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{workerMasterIndex: o.GetName()}); err != nil {
+		logf.FromContext(ctx).Error(err, "list workers of master; their status catches up on their next event", "master", o.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, w := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&w)})
+	}
+	return reqs
+}

@@ -1,0 +1,342 @@
+package controllers
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/internal/probe"
+)
+
+var t0 = time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)
+
+func readySTS() *appsv1.StatefulSet {
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Generation: 1},
+		Status:     appsv1.StatefulSetStatus{ObservedGeneration: 1, Replicas: 1, ReadyReplicas: 1, UpdatedReplicas: 1, CurrentRevision: "r1", UpdateRevision: "r1"},
+	}
+}
+
+func reachable() probe.Snapshot {
+	return probe.Snapshot{
+		MeasuredAt: t0, Reachable: true, ServerName: "matrix.example.org",
+		Streams:              []probe.StreamPosition{{Name: "caches", Token: 7, RowsPerSecond: 0.2}, {Name: "events", Token: 42, RowsPerSecond: 12.345}},
+		Heartbeat:            probe.HeartbeatStats{Last: 1234567 * time.Nanosecond, P50: time.Millisecond, P99: 2 * time.Millisecond, Max: 3 * time.Millisecond, Samples: 4},
+		ConnectionsAvailable: true,
+		Connections:          []probe.Connection{{Name: "w1-a", RemoteAddr: "10.0.0.1:5555"}},
+	}
+}
+
+func cond(conds []metav1.Condition, t string) metav1.Condition {
+	c := meta.FindStatusCondition(conds, t)
+	if c == nil {
+		return metav1.Condition{Type: t, Status: "missing"}
+	}
+	return *c
+}
+
+func TestMasterStatus(t *testing.T) {
+	type want struct{ status, reason string }
+	tests := map[string]struct {
+		obs       masterObservation
+		snap      probe.Snapshot
+		haveSnap  bool
+		err       error
+		ready     want
+		available want
+		degraded  want
+		progress  want
+	}{
+		"ready": {
+			obs: masterObservation{statefulSet: readySTS()}, snap: reachable(), haveSnap: true,
+			ready: want{"True", replv1.ReasonMasterReady}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"False", replv1.ReasonAsExpected}, progress: want{"False", replv1.ReasonRolloutComplete},
+		},
+		"no StatefulSet yet": {
+			ready: want{"False", replv1.ReasonPodNotReady}, available: want{"False", replv1.ReasonPodNotReady},
+			degraded: want{"False", replv1.ReasonAsExpected}, progress: want{"True", replv1.ReasonRollingOut},
+		},
+		"pod ready, probe not reported": {
+			obs:   masterObservation{statefulSet: readySTS()},
+			ready: want{"False", replv1.ReasonProbePending}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"False", replv1.ReasonAsExpected}, progress: want{"False", replv1.ReasonRolloutComplete},
+		},
+		"wrong server name": {
+			obs: masterObservation{statefulSet: readySTS()}, haveSnap: true,
+			snap:  probe.Snapshot{MeasuredAt: t0, Error: fmt.Errorf("%w: got other", probe.ErrWrongServerName), ErrorMessage: "wrong server name: got other"},
+			ready: want{"False", replv1.ReasonWrongServerName}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"True", replv1.ReasonWrongServerName}, progress: want{"False", replv1.ReasonRolloutComplete},
+		},
+		"unreachable": {
+			obs: masterObservation{statefulSet: readySTS()}, haveSnap: true,
+			snap:  probe.Snapshot{MeasuredAt: t0, Error: fmt.Errorf("%w: refused", probe.ErrUnreachable), ErrorMessage: "master unreachable: refused"},
+			ready: want{"False", replv1.ReasonMasterUnreachable}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"True", replv1.ReasonMasterUnreachable}, progress: want{"False", replv1.ReasonRolloutComplete},
+		},
+		"connection table unreadable is degraded, not unready": {
+			obs: masterObservation{statefulSet: readySTS()}, haveSnap: true,
+			snap: func() probe.Snapshot {
+				s := reachable()
+				s.ConnectionsAvailable, s.Connections = false, nil
+				s.Error = fmt.Errorf("%w: 500", probe.ErrHTTPUnreachable)
+				s.ErrorMessage = s.Error.Error()
+				return s
+			}(),
+			ready: want{"True", replv1.ReasonMasterReady}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"True", replv1.ReasonHTTPUnreachable}, progress: want{"False", replv1.ReasonRolloutComplete},
+		},
+		"stale heartbeat": {
+			obs: masterObservation{statefulSet: readySTS()}, haveSnap: true,
+			snap:  func() probe.Snapshot { s := reachable(); s.Heartbeat.Stale = true; return s }(),
+			ready: want{"True", replv1.ReasonMasterReady}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"True", replv1.ReasonHeartbeatStale}, progress: want{"False", replv1.ReasonRolloutComplete},
+		},
+		"rolling": {
+			obs: masterObservation{statefulSet: func() *appsv1.StatefulSet {
+				s := readySTS()
+				s.Status.UpdateRevision = "r2"
+				return s
+			}()}, snap: reachable(), haveSnap: true,
+			ready: want{"True", replv1.ReasonMasterReady}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"False", replv1.ReasonAsExpected}, progress: want{"True", replv1.ReasonRollingOut},
+		},
+		"reconcile failed": {
+			obs: masterObservation{statefulSet: readySTS()}, snap: reachable(), haveSnap: true, err: fmt.Errorf("update StatefulSet: boom"),
+			ready: want{"True", replv1.ReasonMasterReady}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"True", replv1.ReasonReconcileFailed}, progress: want{"False", replv1.ReasonRolloutComplete},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			m := newMaster(func(m *replv1.ReplicationMaster) { m.Generation = 3 })
+			st := MasterStatus(m, tc.obs, tc.snap, tc.haveSnap, tc.err)
+			for typ, w := range map[string]want{replv1.ConditionReady: tc.ready, replv1.ConditionAvailable: tc.available, replv1.ConditionDegraded: tc.degraded, replv1.ConditionProgressing: tc.progress} {
+				c := cond(st.Conditions, typ)
+				if string(c.Status) != w.status || c.Reason != w.reason {
+					t.Errorf("%s = %s/%s (%s), want %s/%s", typ, c.Status, c.Reason, c.Message, w.status, w.reason)
+				}
+				if c.ObservedGeneration != 3 {
+					t.Errorf("%s observedGeneration = %d", typ, c.ObservedGeneration)
+				}
+			}
+			wantGen := int64(3)
+			if tc.err != nil {
+				wantGen = 0
+			}
+			if st.ObservedGeneration != wantGen {
+				t.Errorf("observedGeneration = %d, want %d", st.ObservedGeneration, wantGen)
+			}
+			if st.Endpoint != "m1.ns.svc:9092" || st.HTTPEndpoint != "http://m1.ns.svc:9093" {
+				t.Errorf("endpoints = %s %s", st.Endpoint, st.HTTPEndpoint)
+			}
+		})
+	}
+}
+
+func TestMasterStatusMeasurements(t *testing.T) {
+	st := MasterStatus(newMaster(), masterObservation{statefulSet: readySTS(), tokenSecret: "m1-publish-token"}, reachable(), true, nil)
+	if st.StreamCount != 2 || st.Streams[1].Name != "events" || st.Streams[1].Token != 42 || st.Streams[1].RowsPerSecond != "12.3" {
+		t.Errorf("streams = %d %+v", st.StreamCount, st.Streams)
+	}
+	if st.ConnectedWorkers != 1 {
+		t.Errorf("connected workers = %d", st.ConnectedWorkers)
+	}
+	if st.Heartbeat == nil || st.Heartbeat.Last != "1.23ms" || st.Heartbeat.P99 != "2ms" {
+		t.Errorf("heartbeat = %+v", st.Heartbeat)
+	}
+	if st.PublishTokenSecret != "m1-publish-token" || st.LastProbeTime == nil || !st.LastProbeTime.Time.Equal(t0) {
+		t.Errorf("secret %q probe time %v", st.PublishTokenSecret, st.LastProbeTime)
+	}
+}
+
+func TestMasterConditionTransitionTimeKeptWhenUnchanged(t *testing.T) {
+	m := newMaster()
+	first := MasterStatus(m, masterObservation{statefulSet: readySTS()}, reachable(), true, nil)
+	m.Status = first
+	before := cond(first.Conditions, replv1.ConditionReady).LastTransitionTime
+	time.Sleep(1100 * time.Millisecond)
+	second := MasterStatus(m, masterObservation{statefulSet: readySTS()}, reachable(), true, nil)
+	if after := cond(second.Conditions, replv1.ConditionReady).LastTransitionTime; !after.Equal(&before) {
+		t.Errorf("transition time moved from %v to %v without a transition", before, after)
+	}
+	if masterStatusSignificant(first, second) {
+		t.Error("identical statuses called significant")
+	}
+}
+
+func workerPod(name, ip string, ready bool) corev1.Pod {
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	return corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"},
+		Status:     corev1.PodStatus{PodIP: ip, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
+	}
+}
+
+func readyDeploy(ready int32) *appsv1.Deployment {
+	return &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: ready}}
+}
+
+func conn(name, addr string, since time.Time, secondsBehind float64, tokensBehind int64) probe.Connection {
+	return probe.Connection{Name: name, RemoteAddr: addr, Since: since, MaxSecondsBehind: secondsBehind,
+		Streams: []probe.ConnectionStream{
+			{Name: "events", Token: 40, TokensBehind: tokensBehind, SecondsBehind: secondsBehind},
+			{Name: "caches", Token: 7},
+		}}
+}
+
+func TestWorkerStatus(t *testing.T) {
+	type want struct{ status, reason string }
+	snapWith := func(conns ...probe.Connection) probe.Snapshot {
+		s := reachable()
+		s.Connections = conns
+		return s
+	}
+	tests := map[string]struct {
+		master    *replv1.ReplicationMaster
+		deploy    *appsv1.Deployment
+		pods      []corev1.Pod
+		snap      probe.Snapshot
+		haveSnap  bool
+		ready     want
+		connected want
+		lagging   want
+		counts    string // ready connected maxLag
+	}{
+		"master not found": {
+			ready: want{"False", replv1.ReasonMasterNotFound}, connected: want{"False", replv1.ReasonMasterNotFound}, lagging: want{"Unknown", replv1.ReasonMasterNotFound},
+			counts: "0/2 0/2 ",
+		},
+		"all connected by name": {
+			master: newMaster(), deploy: readyDeploy(2),
+			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
+			snap:     snapWith(conn("w1-a", "10.9.9.9:1", t0, 0.5, 3), conn("w1-b", "10.9.9.9:2", t0, 0.25, 1)),
+			haveSnap: true,
+			ready:    want{"True", replv1.ReasonAllReplicasReady}, connected: want{"True", replv1.ReasonAllConnected}, lagging: want{"False", replv1.ReasonLagWithinThreshold},
+			counts: "2/2 2/2 500ms",
+		},
+		"matched by pod IP when the name differs": {
+			master: newMaster(), deploy: readyDeploy(2),
+			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
+			snap:     snapWith(conn("synapse.app.generic_worker", "10.0.0.1:40000", t0, 0, 0), conn("other", "10.0.0.2:40001", t0, 0, 0)),
+			haveSnap: true,
+			ready:    want{"True", replv1.ReasonAllReplicasReady}, connected: want{"True", replv1.ReasonAllConnected}, lagging: want{"False", replv1.ReasonLagWithinThreshold},
+			counts: "2/2 2/2 0s",
+		},
+		"one ready pod not connected": {
+			master: newMaster(), deploy: readyDeploy(2),
+			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
+			snap:     snapWith(conn("w1-a", "10.0.0.1:1", t0, 0, 0)),
+			haveSnap: true,
+			ready:    want{"True", replv1.ReasonAllReplicasReady}, connected: want{"False", replv1.ReasonNotConnected}, lagging: want{"False", replv1.ReasonLagWithinThreshold},
+			counts: "2/2 1/2 0s",
+		},
+		"lagging": {
+			master: newMaster(), deploy: readyDeploy(1),
+			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "", false)},
+			snap:     snapWith(conn("w1-a", "10.0.0.1:1", t0, 45.25, 900)),
+			haveSnap: true,
+			ready:    want{"False", replv1.ReasonReplicasNotReady}, connected: want{"True", replv1.ReasonAllConnected}, lagging: want{"True", replv1.ReasonLagAboveThreshold},
+			counts: "1/2 1/2 45.25s",
+		},
+		"no connection table": {
+			master: newMaster(), deploy: readyDeploy(2),
+			pods:  []corev1.Pod{workerPod("w1-a", "10.0.0.1", true)},
+			ready: want{"True", replv1.ReasonAllReplicasReady}, connected: want{"Unknown", replv1.ReasonConnectionsUnknown}, lagging: want{"Unknown", replv1.ReasonConnectionsUnknown},
+			counts: "2/2 0/2 ",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			w := newWorker()
+			st := WorkerStatus(w, tc.master, tc.deploy, tc.pods, tc.snap, tc.haveSnap, nil)
+			for typ, wnt := range map[string]want{replv1.ConditionReady: tc.ready, replv1.ConditionConnected: tc.connected, replv1.ConditionLagging: tc.lagging} {
+				c := cond(st.Conditions, typ)
+				if string(c.Status) != wnt.status || c.Reason != wnt.reason {
+					t.Errorf("%s = %s/%s (%s), want %s/%s", typ, c.Status, c.Reason, c.Message, wnt.status, wnt.reason)
+				}
+			}
+			if got := st.Ready + " " + st.Connected + " " + st.MaxLag; got != tc.counts {
+				t.Errorf("ready/connected/maxLag = %q, want %q", got, tc.counts)
+			}
+		})
+	}
+}
+
+func TestWorkerStatusPerPod(t *testing.T) {
+	older, newer := t0.Add(-time.Minute), t0
+	snap := reachable()
+	snap.Connections = []probe.Connection{
+		conn("w1-a", "10.0.0.1:1", older, 9, 90),
+		conn("w1-a", "10.0.0.1:2", newer, 1.5, 15), // a reconnect: the newest counts
+	}
+	st := WorkerStatus(newWorker(), newMaster(), readyDeploy(1), []corev1.Pod{workerPod("w1-b", "10.0.0.2", false), workerPod("w1-a", "10.0.0.1", true)}, snap, true, nil)
+	if len(st.Pods) != 2 || st.Pods[0].Name != "w1-a" || st.Pods[1].Name != "w1-b" {
+		t.Fatalf("pods = %+v", st.Pods)
+	}
+	a := st.Pods[0]
+	if !a.Connected || a.PodIP != "10.0.0.1" || a.ConnectedSince == nil || !a.ConnectedSince.Time.Equal(newer) {
+		t.Errorf("pod a = %+v", a)
+	}
+	if len(a.Streams) != 2 || a.Streams[0].Name != "caches" || a.Streams[1].Name != "events" || a.Streams[1].SecondsBehind != "1.500" || a.Streams[1].TokensBehind != 15 || a.Streams[1].Token != 40 {
+		t.Errorf("pod a streams = %+v", a.Streams)
+	}
+	if st.Pods[1].Connected {
+		t.Errorf("pod b connected: %+v", st.Pods[1])
+	}
+	if st.MaxTokensBehind != 15 || st.MaxLag != "1.5s" {
+		t.Errorf("worst = %d %s", st.MaxTokensBehind, st.MaxLag)
+	}
+}
+
+func TestWorkerStatusSignificance(t *testing.T) {
+	pods := []corev1.Pod{workerPod("w1-a", "10.0.0.1", true)}
+	s1 := reachable()
+	s1.Connections = []probe.Connection{conn("w1-a", "10.0.0.1:1", t0, 0.1, 1)}
+	s2 := reachable()
+	s2.MeasuredAt = t0.Add(3 * time.Second)
+	s2.Connections = []probe.Connection{conn("w1-a", "10.0.0.1:1", t0, 0.3, 4)}
+	w := newWorker()
+	a := WorkerStatus(w, newMaster(), readyDeploy(2), pods, s1, true, nil)
+	w.Status = a
+	b := WorkerStatus(w, newMaster(), readyDeploy(2), pods, s2, true, nil)
+	if workerStatusSignificant(a, b) {
+		t.Error("a lag change alone was called significant")
+	}
+	s3 := reachable()
+	c := WorkerStatus(w, newMaster(), readyDeploy(2), pods, s3, true, nil)
+	if !workerStatusSignificant(a, c) {
+		t.Error("a pod disconnecting was not called significant")
+	}
+}
+
+func TestStatusLimiter(t *testing.T) {
+	now := t0
+	l := newStatusLimiter(10*time.Second, func() time.Time { return now })
+	k := types.NamespacedName{Namespace: "ns", Name: "x"}
+	if ok, _ := l.allow(k); !ok {
+		t.Fatal("first write refused")
+	}
+	l.wrote(k)
+	now = now.Add(4 * time.Second)
+	if ok, wait := l.allow(k); ok || wait != 6*time.Second {
+		t.Errorf("allow after 4s = %v, wait %v", ok, wait)
+	}
+	now = now.Add(6 * time.Second)
+	if ok, _ := l.allow(k); !ok {
+		t.Error("write refused after the interval")
+	}
+	l.forget(k)
+	if len(l.last) != 0 {
+		t.Error("forget kept the entry")
+	}
+}
