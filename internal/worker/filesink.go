@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -76,7 +77,7 @@ func (s *FileSink) repair() error {
 // such line lies in the range; end is then start (or 0 when start is 0).
 func (s *FileSink) findLastBatchEnd(start, size int64) (end int64, last *Position, found bool, err error) {
 	data := make([]byte, size-start)
-	if _, err := s.f.ReadAt(data, start); err != nil && err != io.EOF {
+	if _, err := s.f.ReadAt(data, start); err != nil && !errors.Is(err, io.EOF) {
 		return 0, nil, false, fmt.Errorf("%w: read %s: %w", ErrSinkFile, s.path, err)
 	}
 	base := start

@@ -149,7 +149,7 @@ func (s *State) write(positions map[string]int64) error {
 	defer func() {
 		if !ok {
 			tmp.Close()
-			os.Remove(tmpName)
+			_ = os.Remove(tmpName) // best effort: a stray temp file is harmless
 		}
 	}()
 	if _, err := tmp.Write(data); err != nil {

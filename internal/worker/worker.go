@@ -342,6 +342,11 @@ func (h *handler) HandleRows(ctx context.Context, stream string, token int64, ro
 		return w.save(stream, token)
 	}
 	if err := w.sink.Deliver(ctx, Batch{Stream: stream, Token: token, Rows: rows}); err != nil {
+		if ctx.Err() != nil {
+			// Shutting down (or the connection closing) mid-delivery:
+			// not a sink failure; the batch is delivered after resuming.
+			return err
+		}
 		w.metrics.sinkErrors.Inc()
 		w.mu.Lock()
 		w.sinkErr = err
