@@ -128,8 +128,8 @@ type Client struct {
 	ids     atomic.Uint64
 
 	mu         sync.Mutex
-	positions  map[string]int64
-	allStreams map[string]bool // streams learnt from REPLICATE ALL NOW
+	positions  map[string]*atomic.Int64 // entries added under mu, values atomic
+	allStreams map[string]bool          // streams learnt from REPLICATE ALL NOW
 	outbox     []Command
 	cur        *conn // nil while disconnected
 	running    bool
@@ -191,7 +191,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg:        cfg,
 		metrics:    m,
 		log:        cfg.Logger.WithName("replication-client"),
-		positions:  map[string]int64{},
+		positions:  map[string]*atomic.Int64{},
 		allStreams: map[string]bool{},
 	}
 	c.connCfg = connConfig{
@@ -214,7 +214,7 @@ func (c *Client) Positions() map[string]int64 {
 	defer c.mu.Unlock()
 	out := make(map[string]int64, len(c.positions))
 	for k, v := range c.positions {
-		out[k] = v
+		out[k] = v.Load()
 	}
 	return out
 }
@@ -325,9 +325,12 @@ type session struct {
 	sentAll    bool            // REPLICATE ALL NOW sent on this connection
 	explicit   map[string]bool // streams asked for by name
 	batches    map[string][]json.RawMessage
-	caughtUp   atomic.Bool
-	remoteErr  *RemoteError
-	failure    error // why the session closed, when it chose to
+	positions  map[string]*atomic.Int64 // this session's cache of Client.positions
+	// rdataCounters caches the inbound_rdata_count counter per stream.
+	rdataCounters map[string]prometheus.Counter
+	caughtUp      atomic.Bool
+	remoteErr     *RemoteError
+	failure       error // why the session closed, when it chose to
 }
 
 func (c *Client) runOnce(ctx context.Context) (caughtUp bool, err error) {
@@ -339,8 +342,10 @@ func (c *Client) runOnce(ctx context.Context) (caughtUp bool, err error) {
 	cn := newConn(c.connCfg, nc, c.ids.Add(1), c.cfg.Name)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &session{c: c, conn: cn, ctx: sctx, waiting: map[string]bool{}, explicit: map[string]bool{}, batches: map[string][]json.RawMessage{}}
+	s := &session{c: c, conn: cn, ctx: sctx, waiting: map[string]bool{}, explicit: map[string]bool{}, batches: map[string][]json.RawMessage{},
+		positions: map[string]*atomic.Int64{}, rdataCounters: map[string]prometheus.Counter{}}
 	cn.dispatch = s.dispatch
+	cn.rdata = s.handleRdata
 	cn.onClosing = cancel
 	stop := context.AfterFunc(ctx, func() {
 		cn.closeWith(CloseShutdown, "", false, ctx.Err())
@@ -429,7 +434,7 @@ func (c *Client) replicateCommandsLocked(s *session) []ReplicateCommand {
 			continue
 		}
 		if pos, ok := c.positions[r.Stream]; ok {
-			add(r.Stream, pos, false)
+			add(r.Stream, pos.Load(), false)
 		} else {
 			add(r.Stream, r.Token, r.Now)
 		}
@@ -440,7 +445,7 @@ func (c *Client) replicateCommandsLocked(s *session) []ReplicateCommand {
 			cmds = append(cmds, ReplicateCommand{Stream: ReplicateAll, Now: true})
 		} else {
 			for stream := range c.allStreams {
-				add(stream, c.positions[stream], false)
+				add(stream, c.positions[stream].Load(), false)
 			}
 		}
 	}
@@ -459,6 +464,52 @@ func (s *session) fail(reason, errText string, err error) error {
 	return &dispatchError{reason: reason, errText: errText, err: err}
 }
 
+// position returns the client's position cell for a stream, creating it.
+func (s *session) position(stream string) *atomic.Int64 {
+	if p, ok := s.positions[stream]; ok {
+		return p
+	}
+	c := s.c
+	c.mu.Lock()
+	p, ok := c.positions[stream]
+	if !ok {
+		p = new(atomic.Int64)
+		c.positions[stream] = p
+	}
+	c.mu.Unlock()
+	s.positions[stream] = p
+	return p
+}
+
+// handleRdata handles one RDATA line, on the read loop. cmd.Row aliases the
+// read buffer: it is copied here, once, into memory the handler may keep.
+func (s *session) handleRdata(cmd *RdataCommand) error {
+	c := s.c
+	if c.metrics != nil {
+		ctr, ok := s.rdataCounters[cmd.Stream]
+		if !ok {
+			ctr = c.metrics.inboundRdata.WithLabelValues(cmd.Stream)
+			s.rdataCounters[cmd.Stream] = ctr
+		}
+		ctr.Inc()
+	}
+	row := json.RawMessage(bytes.Clone(cmd.Row))
+	if cmd.Batch {
+		s.batches[cmd.Stream] = append(s.batches[cmd.Stream], row)
+		return nil
+	}
+	rows := []json.RawMessage{row}
+	if batch, ok := s.batches[cmd.Stream]; ok {
+		rows = append(batch, row)
+		delete(s.batches, cmd.Stream)
+	}
+	if err := c.cfg.Handler.HandleRows(s.ctx, cmd.Stream, cmd.Token, rows); err != nil {
+		return s.fail(CloseHandlerError, "", fmt.Errorf("handling %s rows at token %d: %w", cmd.Stream, cmd.Token, err))
+	}
+	s.position(cmd.Stream).Store(cmd.Token)
+	return nil
+}
+
 // dispatch handles one command from the server, on the read loop.
 func (s *session) dispatch(cmd Command) error {
 	c := s.c
@@ -467,27 +518,13 @@ func (s *session) dispatch(cmd Command) error {
 		if c.cfg.ServerName != "" && cmd.ServerName != c.cfg.ServerName {
 			return s.fail(CloseWrongRemote, "Wrong remote", fmt.Errorf("%w: expected %q, got %q", ErrWrongRemote, c.cfg.ServerName, cmd.ServerName))
 		}
-	case RdataCommand:
-		c.metrics.rdataReceived(cmd.Stream, 1)
-		if cmd.Batch {
-			s.batches[cmd.Stream] = append(s.batches[cmd.Stream], bytes.Clone(cmd.Row))
-			return nil
-		}
-		rows := append(s.batches[cmd.Stream], bytes.Clone(cmd.Row))
-		delete(s.batches, cmd.Stream)
-		if err := c.cfg.Handler.HandleRows(s.ctx, cmd.Stream, cmd.Token, rows); err != nil {
-			return s.fail(CloseHandlerError, "", fmt.Errorf("handling %s rows at token %d: %w", cmd.Stream, cmd.Token, err))
-		}
-		c.mu.Lock()
-		c.positions[cmd.Stream] = cmd.Token
-		c.mu.Unlock()
 	case PositionCommand:
-		c.mu.Lock()
-		c.positions[cmd.Stream] = cmd.Token
+		s.position(cmd.Stream).Store(cmd.Token)
 		if !s.explicit[cmd.Stream] && s.sentAll {
+			c.mu.Lock()
 			c.allStreams[cmd.Stream] = true
+			c.mu.Unlock()
 		}
-		c.mu.Unlock()
 		c.cfg.Handler.HandlePosition(cmd.Stream, cmd.Token)
 		if s.waiting[cmd.Stream] {
 			delete(s.waiting, cmd.Stream)

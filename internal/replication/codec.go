@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -78,7 +79,8 @@ func parseLine(line []byte, copyBytes bool) (Command, error) {
 	if !utf8.Valid(line) {
 		return nil, &ProtocolError{Command: safeName(name), Msg: "line is not valid UTF-8"}
 	}
-	return parseArgs(internName(name), rest, copyBytes)
+	known, _ := internName(name)
+	return parseArgs(known, rest, copyBytes)
 }
 
 // splitName splits a line at its first space. A line without a space is a
@@ -101,14 +103,15 @@ func safeName(name []byte) string {
 }
 
 // internName returns the constant for a known command name, so parsing a
-// line does not allocate for its name.
-func internName(name []byte) string {
-	for _, n := range AllCommands {
+// line does not allocate for its name, and its index in AllCommands (-1 for
+// an unknown name).
+func internName(name []byte) (string, int) {
+	for i, n := range AllCommands {
 		if string(name) == n {
-			return n
+			return n, i
 		}
 	}
-	return string(name)
+	return string(name), -1
 }
 
 // standardStreams are the streams of PROTOCOL.md; their names are interned
@@ -145,23 +148,35 @@ func splitArgs(rest []byte, n int, fields [][]byte) ([][]byte, bool) {
 }
 
 // parseInt parses a decimal integer as the 2020 code's int() accepted it in
-// practice: an optional sign and ASCII digits.
+// practice: an optional sign and ASCII digits. It does not allocate: it runs
+// for every RDATA line.
 func parseInt(b []byte) (int64, error) {
 	digits := b
+	neg := false
 	if len(digits) > 0 && (digits[0] == '+' || digits[0] == '-') {
+		neg = digits[0] == '-'
 		digits = digits[1:]
 	}
 	if len(digits) == 0 {
 		return 0, fmt.Errorf("%q is not an integer", b)
 	}
+	// Accumulate negatively so that the most negative int64 parses too.
+	var n int64
 	for _, c := range digits {
 		if c < '0' || c > '9' {
 			return 0, fmt.Errorf("%q is not an integer", b)
 		}
+		d := int64(c - '0')
+		if n < (math.MinInt64+d)/10 {
+			return 0, fmt.Errorf("%q is out of range for a 64-bit integer", b)
+		}
+		n = n*10 - d
 	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is out of range for a 64-bit integer", b)
+	if !neg {
+		if n == math.MinInt64 {
+			return 0, fmt.Errorf("%q is out of range for a 64-bit integer", b)
+		}
+		n = -n
 	}
 	return n, nil
 }
@@ -191,28 +206,10 @@ func parseArgs(name string, rest []byte, copyBytes bool) (Command, error) {
 		return NameCommand{ClientName: string(rest)}, nil
 
 	case CmdRdata:
-		f, ok := splitArgs(rest, 3, buf[:0])
-		if !ok {
-			return nil, bad("expected <stream_name> <token> <row_json>")
+		cmd, err := parseRdata(rest, copyBytes)
+		if err != nil {
+			return nil, err
 		}
-		cmd := RdataCommand{Stream: internStream(f[0])}
-		if string(f[1]) == "batch" {
-			cmd.Batch = true
-		} else {
-			t, err := parseInt(f[1])
-			if err != nil {
-				return nil, bad("token: %v", err)
-			}
-			cmd.Token = t
-		}
-		if !validJSON(f[2]) {
-			_, err := AppendPythonJSON(nil, f[2]) // for a precise message
-			if err == nil {
-				err = errors.New("invalid JSON")
-			}
-			return nil, &ProtocolError{Command: name, Msg: "row: " + err.Error(), Err: err}
-		}
-		cmd.Row = cloneIf(f[2], copyBytes)
 		return cmd, nil
 
 	case CmdPosition:
@@ -298,6 +295,35 @@ func parseArgs(name string, rest []byte, copyBytes bool) (Command, error) {
 		return parseUserIP(name, string(f[0]), f[1])
 	}
 	return nil, &ProtocolError{Command: safeName([]byte(name)), Invalid: true}
+}
+
+// parseRdata parses RDATA's arguments. It returns the command by value so
+// that the connection's hot path does not box it into an interface.
+func parseRdata(rest []byte, copyBytes bool) (RdataCommand, error) {
+	var buf [3][]byte
+	f, ok := splitArgs(rest, 3, buf[:0])
+	if !ok {
+		return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "expected <stream_name> <token> <row_json>"}
+	}
+	cmd := RdataCommand{Stream: internStream(f[0])}
+	if string(f[1]) == "batch" {
+		cmd.Batch = true
+	} else {
+		t, err := parseInt(f[1])
+		if err != nil {
+			return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "token: " + err.Error()}
+		}
+		cmd.Token = t
+	}
+	if !validJSON(f[2]) {
+		_, err := AppendPythonJSON(nil, f[2]) // for a precise message
+		if err == nil {
+			err = errors.New("invalid JSON")
+		}
+		return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "row: " + err.Error(), Err: err}
+	}
+	cmd.Row = cloneIf(f[2], copyBytes)
+	return cmd, nil
 }
 
 func parseUserIP(name, userID string, raw []byte) (Command, error) {

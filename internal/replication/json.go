@@ -1,9 +1,11 @@
 package replication
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -531,15 +533,22 @@ func (v *jsonValidator) literal(word string) bool {
 }
 
 func (v *jsonValidator) str() bool {
-	v.pos++ // opening quote
 	in := v.in
-	for i := v.pos; i < len(in); {
-		c := in[i]
-		if stringBodyByte[c] {
+	i := v.pos + 1 // after the opening quote
+	for i < len(in) {
+		// Skip ordinary bytes eight at a time: strings are most of a row.
+		if i+8 <= len(in) {
+			m := stringSpecialMask(binary.LittleEndian.Uint64(in[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
+		} else if stringBodyByte[in[i]] {
 			i++
 			continue
 		}
-		switch {
+		switch c := in[i]; {
 		case c == '"':
 			v.pos = i + 1
 			return true
@@ -563,4 +572,22 @@ func (v *jsonValidator) str() bool {
 		}
 	}
 	return false
+}
+
+const (
+	swarOnes = 0x0101010101010101
+	swarHigh = 0x8080808080808080
+)
+
+// stringSpecialMask flags, in the high bit of each byte of x, the bytes that
+// end a run of ordinary string content: '"', '\\' and controls below 0x20.
+// Borrows can flag bytes above a true match, but the lowest flagged byte is
+// always exact, which is all the scan uses.
+func stringSpecialMask(x uint64) uint64 {
+	ctl := (x - swarOnes*0x20) &^ x
+	q := x ^ (swarOnes * '"')
+	q = (q - swarOnes) &^ q
+	bs := x ^ (swarOnes * '\\')
+	bs = (bs - swarOnes) &^ bs
+	return (ctl | q | bs) & swarHigh
 }

@@ -1,8 +1,11 @@
 package replication
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/bits"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -131,4 +134,36 @@ func FuzzAppendPythonJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		checkPythonJSON(t, in)
 	})
+}
+
+// TestStringSpecialMask checks the eight-bytes-at-a-time scan against a
+// byte-by-byte one: the first flagged byte must be the first special byte.
+func TestStringSpecialMask(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	interesting := []byte{0, 0x1f, 0x20, '"', '\\', 0x7f, 0x80, 0xff, 'a', 0x21, 0x5b, 0x5d}
+	for n := 0; n < 200000; n++ {
+		var b [8]byte
+		for i := range b {
+			if rng.IntN(2) == 0 {
+				b[i] = interesting[rng.IntN(len(interesting))]
+			} else {
+				b[i] = byte(rng.IntN(256))
+			}
+		}
+		want := 8
+		for i, c := range b {
+			if c < 0x20 || c == '"' || c == '\\' {
+				want = i
+				break
+			}
+		}
+		m := stringSpecialMask(binary.LittleEndian.Uint64(b[:]))
+		got := 8
+		if m != 0 {
+			got = bits.TrailingZeros64(m) >> 3
+		}
+		if got != want {
+			t.Fatalf("bytes % x: first special at %d, mask says %d", b, want, got)
+		}
+	}
 }
