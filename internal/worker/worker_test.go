@@ -168,9 +168,13 @@ func TestWorkerFileSinkFromZeroAndResume(t *testing.T) {
 	web := httptest.NewServer(w.HTTPHandler(reg))
 	defer web.Close()
 	waitFor(t, 10*time.Second, "ready", func() bool { return w.Status().Ready })
+	// The gauge is set just after the position is saved: poll for it.
+	posLine := `tcprepl_worker_position{stream="events"} ` + strconv.FormatInt(tok, 10)
+	waitFor(t, 10*time.Second, "the position gauge", func() bool {
+		return strings.Contains(get(t, web.URL+"/metrics", http.StatusOK), posLine)
+	})
 	body := get(t, web.URL+"/metrics", http.StatusOK)
 	for _, want := range []string{
-		`tcprepl_worker_position{stream="events"} ` + strconv.FormatInt(tok, 10),
 		`tcprepl_worker_rows_received_total{stream="events"} ` + strconv.Itoa(next),
 		`tcprepl_worker_caught_up 1`,
 		`synapse_replication_tcp_protocol_inbound_rdata_count`,
