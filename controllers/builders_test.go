@@ -35,8 +35,8 @@ func newMaster(mut ...func(*replv1.ReplicationMaster)) *replv1.ReplicationMaster
 			HTTPPort:        9093,
 			Storage:         replv1.StorageSpec{Size: ptr.To(resource.MustParse("1Gi"))},
 			KeepAlive: replv1.KeepAliveSpec{
-				PingInterval: metav1.Duration{Duration: 5 * time.Second},
-				PingTimeout:  metav1.Duration{Duration: 25 * time.Second},
+				PingInterval: &metav1.Duration{Duration: 5 * time.Second},
+				PingTimeout:  &metav1.Duration{Duration: 25 * time.Second},
 			},
 			Limits: replv1.LimitsSpec{MaxPendingCommands: 10000, MaxLineLength: 16384},
 		},
@@ -344,7 +344,7 @@ func TestBuildWorkerDeployment(t *testing.T) {
 		"reference worker with defaults": {
 			worker:      func(w *replv1.ReplicationWorker) {},
 			wantCommand: []string{"tcprepl"},
-			wantArgs:    []string{"worker", "--streams=ALL", "--sink=stdout", "--state-dir=" + WorkerStateDir},
+			wantArgs:    []string{"worker", "--streams=ALL", "--sink=stdout", "--state-dir=" + WorkerStateDir, "--metrics-listen=$(POD_IP):8080"},
 			wantImage:   testOpts.DefaultImage,
 		},
 		"reference worker with streams, sink and extra args": {
@@ -354,7 +354,7 @@ func TestBuildWorkerDeployment(t *testing.T) {
 				w.Spec.Args = []string{"--from=0"}
 			},
 			wantCommand: []string{"tcprepl"},
-			wantArgs:    []string{"worker", "--streams=events,caches", "--sink=file:/data/rows.jsonl", "--state-dir=" + WorkerStateDir, "--from=0"},
+			wantArgs:    []string{"worker", "--streams=events,caches", "--sink=file:/data/rows.jsonl", "--state-dir=" + WorkerStateDir, "--metrics-listen=$(POD_IP):8080", "--from=0"},
 			wantImage:   testOpts.DefaultImage,
 		},
 		"custom program": {

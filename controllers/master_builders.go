@@ -74,11 +74,11 @@ func RenderMasterConfig(m *replv1.ReplicationMaster) (string, error) {
 			MaxPendingCommands: m.Spec.Limits.MaxPendingCommands,
 		},
 	}
-	if d := m.Spec.KeepAlive.PingInterval.Duration; d > 0 {
-		c.Limits.PingInterval = d.String()
+	if d := m.Spec.KeepAlive.PingInterval; d != nil && d.Duration > 0 {
+		c.Limits.PingInterval = d.Duration.String()
 	}
-	if d := m.Spec.KeepAlive.PingTimeout.Duration; d > 0 {
-		c.Limits.PingTimeout = d.String()
+	if d := m.Spec.KeepAlive.PingTimeout; d != nil && d.Duration > 0 {
+		c.Limits.PingTimeout = d.Duration.String()
 	}
 	for _, s := range m.Spec.Streams.Custom {
 		c.CustomStreams = append(c.CustomStreams, masterCustomStream{Name: s.Name, Fields: ptr.Deref(s.Fields, 0)})
@@ -299,9 +299,13 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 }
 
 func httpProbe(path string, period, failures int32) *corev1.Probe {
+	return httpProbeOn(path, portNameHTTP, period, failures)
+}
+
+func httpProbeOn(path, port string, period, failures int32) *corev1.Probe {
 	return &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: path, Port: intstr.FromString(portNameHTTP), Scheme: corev1.URISchemeHTTP,
+			Path: path, Port: intstr.FromString(port), Scheme: corev1.URISchemeHTTP,
 		}},
 		PeriodSeconds:    period,
 		TimeoutSeconds:   2,

@@ -54,6 +54,7 @@ const (
 	workerContainer     = "worker"
 	portNameReplication = "replication"
 	portNameHTTP        = "http"
+	portNameMetrics     = "metrics"
 )
 
 // Environment variables injected into pods.

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"maps"
 	"strings"
 
@@ -11,6 +12,10 @@ import (
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 )
+
+// WorkerMetricsPort is where the reference worker serves /metrics,
+// /healthz and /readyz.
+const WorkerMetricsPort = 8080
 
 // DefaultSink is the reference worker's sink when the spec names none.
 const DefaultSink = "stdout"
@@ -76,7 +81,13 @@ func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMas
 			"--streams=" + strings.Join(streams, ","),
 			"--sink=" + sink,
 			"--state-dir=" + WorkerStateDir,
+			// On the pod IP, like the master, so that pods sharing a
+			// network namespace in a test cluster do not collide.
+			fmt.Sprintf("--metrics-listen=$(%s):%d", EnvPodIP, WorkerMetricsPort),
 		}, w.Spec.Args...)
+		container.Ports = []corev1.ContainerPort{{Name: portNameMetrics, ContainerPort: WorkerMetricsPort, Protocol: corev1.ProtocolTCP}}
+		container.LivenessProbe = httpProbeOn("/healthz", portNameMetrics, 10, 3)
+		container.ReadinessProbe = httpProbeOn("/readyz", portNameMetrics, 5, 2)
 	}
 
 	tmpl := corev1.PodTemplateSpec{

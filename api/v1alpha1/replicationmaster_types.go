@@ -26,7 +26,7 @@ import (
 // ReplicationMasterSpec is the desired state of a master: one pod running
 // `tcprepl master`, its storage, its Services and who may reach it.
 // +kubebuilder:validation:XValidation:rule="self.replicationPort != self.httpPort",message="replicationPort and httpPort must differ"
-// +kubebuilder:validation:XValidation:rule="!has(self.retention.streams) || self.retention.streams.all(r, (r.name in ['events', 'backfill', 'presence', 'typing', 'receipts', 'push_rules', 'pushers', 'caches', 'public_rooms', 'device_lists', 'to_device', 'tag_account_data', 'account_data', 'groups', 'user_signature']) || (r.name == 'federation' && self.streams.federation) || (has(self.streams.custom) && self.streams.custom.exists(c, c.name == r.name)))",message="retention.streams names a stream the master does not publish: use a standard stream, federation with streams.federation, or a declared custom stream"
+// +kubebuilder:validation:XValidation:rule="!has(self.retention.streams) || self.retention.streams.all(r, (r.name in ['events', 'backfill', 'presence', 'typing', 'receipts', 'push_rules', 'pushers', 'caches', 'public_rooms', 'device_lists', 'to_device', 'tag_account_data', 'account_data', 'groups', 'user_signature']) || (r.name == 'federation' && has(self.streams.federation) && self.streams.federation) || (has(self.streams.custom) && self.streams.custom.exists(c, c.name == r.name)))",message="retention.streams names a stream the master does not publish: use a standard stream, federation with streams.federation, or a declared custom stream"
 type ReplicationMasterSpec struct {
 	// ServerName is the name the master announces with `SERVER` and that
 	// every worker checks (a mismatch is "Wrong remote"). It cannot change
@@ -204,7 +204,7 @@ type StreamRetention struct {
 }
 
 // KeepAliveSpec tunes PING and the ping timeout (PROTOCOL.md, "Keep-alive").
-// +kubebuilder:validation:XValidation:rule="duration(self.pingTimeout) > duration(self.pingInterval)",message="keepAlive.pingTimeout must be longer than keepAlive.pingInterval"
+// +kubebuilder:validation:XValidation:rule="!has(self.pingTimeout) || !has(self.pingInterval) || duration(self.pingTimeout) > duration(self.pingInterval)",message="keepAlive.pingTimeout must be longer than keepAlive.pingInterval"
 type KeepAliveSpec struct {
 	// PingInterval: a side that has sent nothing for this long sends PING.
 	// +optional
@@ -212,7 +212,7 @@ type KeepAliveSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=32
-	PingInterval metav1.Duration `json:"pingInterval,omitempty"`
+	PingInterval *metav1.Duration `json:"pingInterval,omitempty"`
 
 	// PingTimeout: a connection that has received nothing for this long (once
 	// the peer has sent a PING) is closed with `ERROR ping timeout`.
@@ -221,7 +221,7 @@ type KeepAliveSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=32
-	PingTimeout metav1.Duration `json:"pingTimeout,omitempty"`
+	PingTimeout *metav1.Duration `json:"pingTimeout,omitempty"`
 }
 
 // LimitsSpec bounds per-connection costs.

@@ -1,0 +1,219 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+)
+
+// minimalMaster is the smallest master a user can write.
+func minimalMaster(ns, name string) *replv1.ReplicationMaster {
+	return &replv1.ReplicationMaster{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: replv1.ReplicationMasterSpec{
+			ServerName: "matrix.example.org",
+			Storage:    replv1.StorageSpec{Size: ptr.To(resource.MustParse("1Gi"))},
+		},
+	}
+}
+
+func minimalWorker(ns, name, master string) *replv1.ReplicationWorker {
+	return &replv1.ReplicationWorker{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       replv1.ReplicationWorkerSpec{MasterRef: replv1.MasterReference{Name: master}},
+	}
+}
+
+func TestAPIServerAppliesDefaults(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	m := minimalMaster(ns, "m")
+	if err := k8s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	s := m.Spec
+	if s.ReplicationPort != 9092 || s.HTTPPort != 9093 {
+		t.Errorf("ports = %d/%d", s.ReplicationPort, s.HTTPPort)
+	}
+	if s.KeepAlive.PingInterval == nil || s.KeepAlive.PingTimeout == nil || s.KeepAlive.PingInterval.Duration != 5*time.Second || s.KeepAlive.PingTimeout.Duration != 25*time.Second {
+		t.Errorf("keep-alive = %+v", s.KeepAlive)
+	}
+	if s.Limits.MaxPendingCommands != 10000 || s.Limits.MaxLineLength != 16384 {
+		t.Errorf("limits = %+v", s.Limits)
+	}
+	if !s.NetworkPolicy.IsEnabled() || s.NetworkPolicy.Enabled == nil {
+		t.Errorf("network policy default = %v", s.NetworkPolicy.Enabled)
+	}
+	w := minimalWorker(ns, "w", "m")
+	if err := k8s.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if ptr.Deref(w.Spec.Replicas, -1) != 1 || len(w.Spec.Streams) != 1 || w.Spec.Streams[0] != "ALL" || w.Spec.MaxLagSeconds != 30 {
+		t.Errorf("worker defaults = %+v", w.Spec)
+	}
+}
+
+func TestAPIServerRefusesInvalidResources(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	masters := map[string]struct {
+		mutate func(*replv1.ReplicationMaster)
+		want   string
+	}{
+		"custom stream shadows a standard stream": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.Streams.Custom = []replv1.CustomStream{{Name: "events"}}
+			},
+			want: "must not reuse the name of a standard stream",
+		},
+		"custom stream name with capitals": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.Streams.Custom = []replv1.CustomStream{{Name: "Audit"}} },
+			want:   "spec.streams.custom[0].name",
+		},
+		"storage size missing": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.Storage = replv1.StorageSpec{} },
+			want:   "storage.size is required unless storage.ephemeral is true",
+		},
+		"storage class with ephemeral": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.Storage = replv1.StorageSpec{Ephemeral: true, StorageClassName: ptr.To("fast")}
+			},
+			want: "storageClassName has no effect",
+		},
+		"same port twice": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.ReplicationPort, m.Spec.HTTPPort = 9000, 9000 },
+			want:   "replicationPort and httpPort must differ",
+		},
+		"ping timeout not above interval": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.KeepAlive = replv1.KeepAliveSpec{PingInterval: &metav1.Duration{Duration: 10 * time.Second}, PingTimeout: &metav1.Duration{Duration: 10 * time.Second}}
+			},
+			want: "pingTimeout must be longer than keepAlive.pingInterval",
+		},
+		"retention for an undeclared stream": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.Retention.Streams = []replv1.StreamRetention{{Name: "nosuch", MaxRows: ptr.To[int64](5)}}
+			},
+			want: "retention.streams names a stream the master does not publish",
+		},
+		"retention for federation without federation": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.Retention.Streams = []replv1.StreamRetention{{Name: "federation", MaxRows: ptr.To[int64](5)}}
+			},
+			want: "retention.streams names a stream the master does not publish",
+		},
+		"server name with a space": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.ServerName = "a b" },
+			want:   "spec.serverName",
+		},
+		"line limit below 1024": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.Limits.MaxLineLength = 100 },
+			want:   "spec.limits.maxLineLength",
+		},
+	}
+	for name, tc := range masters {
+		t.Run("master/"+name, func(t *testing.T) {
+			m := minimalMaster(ns, "bad")
+			tc.mutate(m)
+			expectInvalid(t, k8s.Create(ctx, m), tc.want)
+		})
+	}
+
+	workers := map[string]struct {
+		mutate func(*replv1.ReplicationWorker)
+		want   string
+	}{
+		"ALL with named streams": {
+			mutate: func(w *replv1.ReplicationWorker) { w.Spec.Streams = []string{"ALL", "events"} },
+			want:   "ALL cannot be combined with named streams",
+		},
+		"sink with a custom command": {
+			mutate: func(w *replv1.ReplicationWorker) { w.Spec.Command = []string{"/bin/x"}; w.Spec.Sink = "stdout" },
+			want:   "cannot be combined with a custom command",
+		},
+		"unknown sink": {
+			mutate: func(w *replv1.ReplicationWorker) { w.Spec.Sink = "kafka:topic" },
+			want:   "spec.sink",
+		},
+		"negative replicas": {
+			mutate: func(w *replv1.ReplicationWorker) { w.Spec.Replicas = ptr.To[int32](-1) },
+			want:   "spec.replicas",
+		},
+		"bad stream name": {
+			mutate: func(w *replv1.ReplicationWorker) { w.Spec.Streams = []string{"Events"} },
+			want:   "spec.streams[0]",
+		},
+		"missing master name": {
+			mutate: func(w *replv1.ReplicationWorker) { w.Spec.MasterRef.Name = "" },
+			want:   "spec.masterRef.name",
+		},
+	}
+	for name, tc := range workers {
+		t.Run("worker/"+name, func(t *testing.T) {
+			w := minimalWorker(ns, "bad", "m")
+			tc.mutate(w)
+			expectInvalid(t, k8s.Create(ctx, w), tc.want)
+		})
+	}
+}
+
+func TestAPIServerRefusesImmutableChanges(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	m := minimalMaster(ns, "m")
+	if err := k8s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		mutate func(*replv1.ReplicationMaster)
+		want   string
+	}{
+		"server name":  {func(m *replv1.ReplicationMaster) { m.Spec.ServerName = "other.example.org" }, "serverName is immutable"},
+		"storage size": {func(m *replv1.ReplicationMaster) { m.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi")) }, "storage is immutable"},
+		"ephemeral":    {func(m *replv1.ReplicationMaster) { m.Spec.Storage = replv1.StorageSpec{Ephemeral: true} }, "storage is immutable"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var live replv1.ReplicationMaster
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(m), &live); err != nil {
+				t.Fatal(err)
+			}
+			tc.mutate(&live)
+			expectInvalid(t, k8s.Update(ctx, &live), tc.want)
+		})
+	}
+	// A mutable field still changes.
+	var live replv1.ReplicationMaster
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(m), &live); err != nil {
+		t.Fatal(err)
+	}
+	live.Spec.Retention.MaxRows = ptr.To[int64](100)
+	if err := k8s.Update(ctx, &live); err != nil {
+		t.Errorf("a mutable change was refused: %v", err)
+	}
+}
+
+func expectInvalid(t *testing.T, err error, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("the API server accepted it; want an error containing %q", want)
+	}
+	if !apierrors.IsInvalid(err) {
+		t.Fatalf("error is not Invalid: %v", err)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not contain %q", err.Error(), want)
+	}
+}
