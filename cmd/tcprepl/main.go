@@ -21,6 +21,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newMasterCommand())
+	root.AddCommand(newBenchCommand())
 	root.AddCommand(newOperatorCommand())
 	root.AddCommand(newProbeCommand())
 	root.AddCommand(newWorkerCommand())

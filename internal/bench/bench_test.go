@@ -1,0 +1,60 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunSmall runs every phase against an in-process master with small
+// sizes and checks the figures are consistent with what was asked.
+func TestRunSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a master")
+	}
+	res, err := Run(context.Background(), Config{
+		Duration: 300 * time.Millisecond, Subscribers: 2, Publishers: 2, BatchRows: 10,
+		CatchUpRows: 2000, LatencyRate: 2000, IdleConns: 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.CatchUp) != 2 || res.CatchUp[0].RowsEach != 2000 || res.CatchUp[1].Subscribers != 10 || res.CatchUp[1].RowsEach != 2000 {
+		t.Fatalf("catch-up %+v", res.CatchUp)
+	}
+	if len(res.Throughput) != 2 || res.Throughput[0].Publisher != "in-process" || res.Throughput[1].Publisher != "http" {
+		t.Fatalf("throughput %+v", res.Throughput)
+	}
+	for _, tp := range res.Throughput {
+		if tp.Rows == 0 || tp.Rows%10 != 0 || tp.PublishRowsPerSec <= 0 || tp.DeliveredRowsPerSec <= 0 {
+			t.Fatalf("throughput %+v", tp)
+		}
+	}
+	if l := res.Latency; l == nil || l.Samples == 0 || l.P50 <= 0 || l.P99 < l.P50 || l.Max < l.P99 {
+		t.Fatalf("latency %+v", res.Latency)
+	}
+	if res.PeakRSSBytes <= 0 || res.BytesPerIdleConn <= 0 {
+		t.Fatalf("memory: peak %d, idle %f", res.PeakRSSBytes, res.BytesPerIdleConn)
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"external without addresses", Config{Mode: External}, "--master"},
+		{"unknown mode", Config{Mode: "elsewhere"}, "unknown mode"},
+		{"external master down", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1", IdleConns: 1}, "idle connection phase"},
+		{"spawn of a missing binary", Config{Mode: Spawn, Binary: "/nonexistent/tcprepl"}, "start /nonexistent/tcprepl master"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Run(context.Background(), tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,39 @@
+package master
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/go-logr/logr"
+)
+
+// BenchmarkPublish measures the master's publish path (validate, encode,
+// append to an in-memory Pebble log, hand to the server) for batches of
+// 100 caches rows of about 100 bytes, with no subscribers.
+func BenchmarkPublish(b *testing.B) {
+	m, err := New(Config{ServerName: "bench", Ephemeral: true}, Options{Logger: logr.Discard()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = m.Shutdown(b.Context()) }()
+	rows := make([]json.RawMessage, 100)
+	size := 0
+	for i := range rows {
+		rows[i] = json.RawMessage(fmt.Sprintf(`["bench_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", [%d], 1700000000000000000]`, i))
+		size += len(rows[i])
+	}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	// Many publishers at once, so group commit has something to group.
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := m.Publish(b.Context(), "caches", rows); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*len(rows))/b.Elapsed().Seconds(), "rows/s")
+}
