@@ -464,3 +464,5 @@ func env(c corev1.Container, name string) *corev1.EnvVar {
 	}
 	return nil
 }
+
+func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
