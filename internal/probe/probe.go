@@ -85,6 +85,8 @@ type Probe struct {
 	httpErr      error
 	conns        []Connection
 	started      time.Time
+	// lastNewStream is when a stream was first seen (see allSettle).
+	lastNewStream time.Time
 	// runCtx is Run's context: a disconnect after it ended is the probe
 	// stopping, not a fact about the master.
 	runCtx context.Context
@@ -301,17 +303,31 @@ func (p *Probe) Snapshot() Snapshot {
 	return s
 }
 
-// complete reports whether a first picture is in: caught up, a heartbeat
-// back, and the connection table read (if there is one to read). failed
-// reports a connection attempt that ended before the probe ever caught up.
-func (p *Probe) complete() (complete, failed bool) {
+// allSettle is how long no new stream may appear before Once trusts that it
+// has every stream. The master sends the POSITIONs of REPLICATE ALL NOW back
+// to back, but the protocol does not say how many there are, and the client
+// reports caught up at the first.
+const allSettle = 100 * time.Millisecond
+
+// complete reports whether a first picture is in: caught up, every stream's
+// POSITION (none new for allSettle; wait says how long until then), a
+// heartbeat back, and the connection table read (if there is one to read).
+// failed reports a connection attempt that ended before the probe ever
+// caught up.
+func (p *Probe) complete() (complete, failed bool, wait time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.everCaughtUp {
-		return false, p.attempted && p.connErr != nil
+		return false, p.attempted && p.connErr != nil, 0
 	}
 	http := p.cfg.HTTPURL == "" || p.httpFetched
-	return p.state == replication.ClientCaughtUp && !p.hb.lastSeen.IsZero() && http, false
+	if p.state != replication.ClientCaughtUp || p.hb.lastSeen.IsZero() || !http {
+		return false, false, 0
+	}
+	if d := allSettle - time.Since(p.lastNewStream); d > 0 {
+		return false, false, d
+	}
+	return true, false, 0
 }
 
 // Once runs a probe until it has a first complete picture of the master (or
@@ -328,22 +344,29 @@ func Once(ctx context.Context, cfg Config, wait time.Duration) (Snapshot, error)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
+	settle := time.NewTimer(time.Hour)
+	defer settle.Stop()
+wait:
 	for {
-		complete, failed := p.complete()
+		complete, failed, after := p.complete()
 		if complete || failed {
 			break
 		}
+		if after > 0 {
+			settle.Reset(after)
+		}
 		select {
 		case <-p.changed:
-			continue
+		case <-settle.C:
 		case <-ctx.Done():
+			break wait
 		case err := <-done:
 			// Run only ends early when it cannot run at all.
 			if err != nil {
 				return p.Snapshot(), err
 			}
+			return p.Snapshot(), p.Snapshot().Error
 		}
-		break
 	}
 	snap := p.Snapshot()
 	cancel()
@@ -418,6 +441,9 @@ func (h *handler) HandlePosition(stream string, token int64) {
 	p := (*Probe)(h)
 	now := time.Now()
 	p.mu.Lock()
+	if _, known := p.positions[stream]; !known {
+		p.lastNewStream = now
+	}
 	p.positions[stream] = token
 	p.rateFor(stream, now)
 	p.mu.Unlock()

@@ -107,9 +107,11 @@ func TestProbePositionsHeartbeatAndConnections(t *testing.T) {
 	cfg.HTTPClient = web.Client()
 	p := runProbe(t, cfg)
 
-	waitFor(t, 10*time.Second, "reachable, a heartbeat back and the worker listed", func() bool {
+	waitFor(t, 10*time.Second, "reachable, a heartbeat back, positions and the worker listed", func() bool {
 		s := p.Snapshot()
-		return s.Reachable && s.Heartbeat.Samples > 0 && len(s.Connections) == 1
+		// A connection is "anon" until its NAME has been read: wait for it.
+		return s.Reachable && s.Heartbeat.Samples > 0 && len(s.Connections) == 1 && s.Connections[0].Name == "worker-0" &&
+			position(s, "events") == 3
 	})
 	s := p.Snapshot()
 	if s.Error != nil || s.ServerName != testServerName || !s.ConnectionsAvailable || s.Address != m.Addr() {
@@ -452,5 +454,22 @@ func TestNewValidates(t *testing.T) {
 	s := p.Snapshot()
 	if s.Reachable || !errors.Is(s.Error, ErrUnreachable) || !strings.Contains(s.ErrorMessage, "not connected yet") {
 		t.Fatalf("snapshot before Run = %+v", s)
+	}
+}
+
+// TestOnceSeesEveryStream: the client reports caught up at the first
+// POSITION of REPLICATE ALL NOW; Once must still return every stream.
+func TestOnceSeesEveryStream(t *testing.T) {
+	streams := []string{"events", "backfill", "presence", "typing", "receipts", "push_rules", "pushers",
+		"public_rooms", "device_lists", "to_device", "tag_account_data", "account_data", "groups", "user_signature"}
+	m := probetest.Start(t, testServerName, streams...)
+	for range 3 {
+		s, err := Once(context.Background(), fastConfig(t, m.Addr()), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Streams) != len(streams)+1 {
+			t.Fatalf("Once saw %d streams (%s), want %d", len(s.Streams), streamNames(s), len(streams)+1)
+		}
 	}
 }

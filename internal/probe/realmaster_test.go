@@ -80,7 +80,7 @@ func TestProbeAgainstRealMaster(t *testing.T) {
 	p := runProbe(t, cfg)
 	waitFor(t, 20*time.Second, "heartbeats and the worker in the table", func() bool {
 		s := p.Snapshot()
-		return s.Reachable && s.Heartbeat.Samples >= 3 && len(s.Connections) == 1
+		return s.Reachable && s.Heartbeat.Samples >= 3 && len(s.Connections) == 1 && s.Connections[0].Name == "worker-0"
 	})
 	tok, err := m.Publish(ctx, "typing", []json.RawMessage{json.RawMessage(`["!room:x", []]`)})
 	if err != nil {
