@@ -447,6 +447,39 @@ func TestDurableAcrossRestart(t *testing.T) {
 	}
 }
 
+// TestShutdownRecordsSyncingUsersOffline: users syncing when the master
+// stops are offline in the log after it, so a restarted master does not
+// leave them online forever if their worker never comes back.
+func TestShutdownRecordsSyncingUsersOffline(t *testing.T) {
+	dir := t.TempDir()
+	lm := startMaster(t, Config{DataDir: dir})
+	w := startWorker(t, lm.replAddr, "w", replication.StreamRequest{Stream: "caches", Now: true})
+	waitFor(t, "caught up", w.caughtUp)
+	for _, u := range []string{"@a:x", "@b:x"} {
+		if err := w.client.Send(replication.UserSyncCommand{UserID: u, Active: true, LastSyncMS: 5}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.barrier(t, "synced")
+	lm.stop(t)
+	w.stop()
+
+	lm2 := startMaster(t, Config{DataDir: dir})
+	r := startWorker(t, lm2.replAddr, "reader", replication.StreamRequest{Stream: "presence"})
+	waitFor(t, "presence rows", func() bool { return len(r.rowsOf("presence")) == 4 })
+	var states []string
+	for _, row := range r.rowsOf("presence") {
+		var v []any
+		if err := json.Unmarshal([]byte(row), &v); err != nil {
+			t.Fatal(err)
+		}
+		states = append(states, fmt.Sprint(v[0], " ", v[1]))
+	}
+	if got := strings.Join(states, "|"); got != "@a:x online|@b:x online|@a:x offline|@b:x offline" {
+		t.Fatalf("presence %s", got)
+	}
+}
+
 // countingWorker checks, as rows arrive, that a custom stream's rows carry
 // consecutive sequence numbers: every row once, in order.
 type countingWorker struct {
