@@ -1,0 +1,253 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/internal/probe"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// tcpreplBinary builds cmd/tcprepl once per test run.
+func tcpreplBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tcprepl-envtest-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "tcprepl")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/tcprepl")
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build ./cmd/tcprepl: %w\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startProcess runs the binary until the test ends, then stops it with
+// SIGTERM (the graceful path) and waits.
+func startProcess(t *testing.T, bin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	// No publish token: the test publishes without one.
+	cmd.Env = append(os.Environ(), "TCPREPL_PUBLISH_TOKEN=")
+	logPath := filepath.Join(t.TempDir(), "out.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", args[0], err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("%s output:\n%s", args[0], b)
+		}
+	})
+}
+
+func publish(t *testing.T, httpURL, stream string, rows ...any) int64 {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"rows": rows})
+	resp, err := http.Post(httpURL+"/v1/streams/"+stream+"/rows", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Token int64 `json:"token"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("publish: HTTP %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("publish reply: %v", err)
+	}
+	return out.Token
+}
+
+// TestStatusFromRealMasterAndProbe runs a real `tcprepl master` and
+// `tcprepl worker` as local processes, the operator with its real probes
+// pointed at the master through the override annotations, and checks that
+// positions, heartbeat and per-pod lag reach the resources' status.
+func TestStatusFromRealMasterAndProbe(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	bin := tcpreplBinary(t)
+	replPort, httpPort := freePort(t), freePort(t)
+	replAddr := fmt.Sprintf("127.0.0.1:%d", replPort)
+	httpURL := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	startProcess(t, bin, "master", "--server-name=real.example.org", "--replication-listen="+replAddr, "--http-listen="+fmt.Sprintf("127.0.0.1:%d", httpPort), "--ephemeral")
+	eventually(t, 30*time.Second, "master ready", func() error {
+		resp, err := http.Get(httpURL + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %d", resp.StatusCode)
+		}
+		return nil
+	})
+
+	ns := newNamespace(t)
+	startOperator(t, ns, OperatorOptions{
+		NewProber: func(tg ProbeTarget) (Prober, error) {
+			return probe.New(probe.Config{Address: tg.Address, ServerName: tg.ServerName, HTTPURL: tg.HTTPURL, HeartbeatInterval: 300 * time.Millisecond})
+		},
+		StatusInterval: time.Second,
+	})
+
+	m := minimalMaster(ns, "real")
+	m.Spec.ServerName = "real.example.org"
+	m.Annotations = map[string]string{AnnotationProbeAddress: replAddr, AnnotationProbeHTTPURL: httpURL}
+	if err := k8s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	// Stand in for the StatefulSet controller: the pod is ready.
+	var sts appsv1.StatefulSet
+	eventually(t, waitFor, "StatefulSet", func() error { return get(ctx, ns, "real", &sts) })
+	sts.Status = appsv1.StatefulSetStatus{ObservedGeneration: sts.Generation, Replicas: 1, ReadyReplicas: 1, UpdatedReplicas: 1, CurrentRevision: "r1", UpdateRevision: "r1"}
+	if err := k8s.Status().Update(ctx, &sts); err != nil {
+		t.Fatal(err)
+	}
+
+	var last int64
+	for i := range 3 {
+		last = publish(t, httpURL, "push_rules", []any{fmt.Sprintf("@u%d:example.org", i)}, []any{"@batch:example.org"})
+	}
+	mkey := client.ObjectKeyFromObject(m)
+	eventually(t, 30*time.Second, "master status from the probe", func() error {
+		var live replv1.ReplicationMaster
+		if err := k8s.Get(ctx, mkey, &live); err != nil {
+			return err
+		}
+		st := live.Status
+		if err := conditionIs(st.Conditions, replv1.ConditionReady, "True", replv1.ReasonMasterReady); err != nil {
+			return err
+		}
+		var tok int64 = -1
+		for _, s := range st.Streams {
+			if s.Name == "push_rules" {
+				tok = s.Token
+			}
+		}
+		if tok != last || st.StreamCount < 15 || st.Heartbeat == nil || st.Heartbeat.Last == "" || st.LastProbeTime == nil {
+			return fmt.Errorf("push_rules token %d (want %d), %d streams, heartbeat %+v", tok, last, st.StreamCount, st.Heartbeat)
+		}
+		return nil
+	})
+
+	// A real worker process, named like the pod the operator would run.
+	w := minimalWorker(ns, "rw", "real")
+	w.Spec.Replicas = ptr.To[int32](1)
+	if err := k8s.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	var d appsv1.Deployment
+	eventually(t, waitFor, "worker Deployment", func() error { return get(ctx, ns, "rw", &d) })
+	podName := "rw-6d5f-x1"
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: ns, Labels: d.Spec.Template.Labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "x"}}},
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	// An IP no local connection comes from: the match is by name.
+	pod.Status.PodIP = "192.0.2.10"
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	startProcess(t, bin, "worker", "--master="+replAddr, "--server-name=real.example.org", "--streams=ALL",
+		"--state-dir="+state, "--sink=file:"+filepath.Join(state, "rows.jsonl"), "--name="+podName)
+
+	last = publish(t, httpURL, "push_rules", []any{"@after:example.org"})
+	wkey := client.ObjectKeyFromObject(w)
+	eventually(t, 30*time.Second, "worker status from the connection table", func() error {
+		var live replv1.ReplicationWorker
+		if err := k8s.Get(ctx, wkey, &live); err != nil {
+			return err
+		}
+		st := live.Status
+		if err := conditionIs(st.Conditions, replv1.ConditionConnected, "True", replv1.ReasonAllConnected); err != nil {
+			return err
+		}
+		if len(st.Pods) != 1 || !st.Pods[0].Connected {
+			return fmt.Errorf("pods = %+v", st.Pods)
+		}
+		for _, s := range st.Pods[0].Streams {
+			if s.Name == "push_rules" {
+				if s.Token != last || s.TokensBehind != 0 || s.SecondsBehind == "" {
+					return fmt.Errorf("push_rules = %+v, want token %d caught up", s, last)
+				}
+				if st.MaxLag == "" {
+					return fmt.Errorf("no maxLag")
+				}
+				return conditionIs(st.Conditions, replv1.ConditionLagging, "False", replv1.ReasonLagWithinThreshold)
+			}
+		}
+		return fmt.Errorf("no push_rules stream in %+v", st.Pods[0].Streams)
+	})
+
+	var live replv1.ReplicationMaster
+	if err := k8s.Get(ctx, mkey, &live); err != nil {
+		t.Fatal(err)
+	}
+	if live.Status.ConnectedWorkers != 1 {
+		t.Errorf("connected workers = %d, want 1 (the probe is not counted)", live.Status.ConnectedWorkers)
+	}
+}
