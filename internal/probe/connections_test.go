@@ -71,7 +71,7 @@ func TestFetchConnectionsErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed := "http://" + ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 
 	tests := []struct {
 		name    string
@@ -130,7 +130,7 @@ func TestFetchConnectionsPages(t *testing.T) {
 		for i := off; i < end; i++ {
 			items = append(items, fmt.Sprintf(`{"id": %d, "name": %q}`, i, all[i]))
 		}
-		fmt.Fprintf(w, `{"total": %d, "offset": %d, "limit": 2, "connections": [%s]}`, len(all), off, strings.Join(items, ","))
+		_, _ = fmt.Fprintf(w, `{"total": %d, "offset": %d, "limit": 2, "connections": [%s]}`, len(all), off, strings.Join(items, ","))
 	}))
 	defer srv.Close()
 	conns, err := fetchConnections(context.Background(), srv.Client(), srv.URL)

@@ -214,7 +214,7 @@ func TestProbeUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 	s, err := Once(context.Background(), fastConfig(t, addr), 10*time.Second)
 	if !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("err = %v, want ErrUnreachable", err)
@@ -233,7 +233,7 @@ func TestProbeOnceTimesOut(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	wg.Go(func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -258,7 +258,7 @@ func fakeServer(t *testing.T, lines ...string) string {
 	}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		wg.Wait()
 	})
 	wg.Go(func() {
@@ -320,7 +320,7 @@ func TestProbeWithoutHTTPAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 		url := "http://" + ln.Addr().String()
-		ln.Close()
+		_ = ln.Close()
 		cfg := fastConfig(t, m.Addr())
 		cfg.HTTPURL = url
 		s, err := Once(context.Background(), cfg, 10*time.Second)

@@ -29,7 +29,8 @@ func WriteJSON(w io.Writer, s Snapshot) error {
 // line per worker connection. now is used for relative times ("5m ago").
 func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	p := func(format string, args ...any) { fmt.Fprintf(tw, format, args...) }
+	// tabwriter buffers until Flush, which reports any write error.
+	p := func(format string, args ...any) { _, _ = fmt.Fprintf(tw, format, args...) }
 
 	p("Master\n")
 	if s.Address != "" {

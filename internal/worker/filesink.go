@@ -143,7 +143,7 @@ func (s *FileSink) Deliver(_ context.Context, b Batch) error {
 
 func (s *FileSink) undo(err error) error {
 	if terr := s.f.Truncate(s.size); terr != nil {
-		return fmt.Errorf("%w (and cutting the partial batch failed: %v; the worker repairs the file on its next start)", err, terr)
+		return fmt.Errorf("%w (and cutting the partial batch failed: %w; the worker repairs the file on its next start)", err, terr)
 	}
 	return err
 }

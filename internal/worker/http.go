@@ -20,12 +20,12 @@ func (w *Worker) HTTPHandler(g prometheus.Gatherer) http.Handler {
 			http.Error(rw, fmt.Sprintf("cannot save positions: %v", st.StateError), http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(rw, "ok")
+		_, _ = fmt.Fprintln(rw, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
 		st := w.Status()
 		if st.Ready {
-			fmt.Fprintln(rw, "ok")
+			_, _ = fmt.Fprintln(rw, "ok")
 			return
 		}
 		reason := "not caught up with the master yet (" + st.State + ")"

@@ -63,7 +63,7 @@ func NewHTTPSink(url string, cfg HTTPSinkConfig) *HTTPSink {
 
 // Deliver posts the batch, retrying until it is accepted or ctx ends.
 func (s *HTTPSink) Deliver(ctx context.Context, b Batch) error {
-	body, err := json.Marshal(HTTPBody{Stream: b.Stream, Token: b.Token, Rows: b.Rows})
+	body, err := json.Marshal(HTTPBody(b))
 	if err != nil {
 		return fmt.Errorf("encode batch %s/%d: %w", b.Stream, b.Token, err)
 	}

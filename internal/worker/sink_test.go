@@ -170,7 +170,7 @@ func TestFileSinkRepairsTail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer s.Close()
+			defer closeT(t, s)
 			last, _ := s.Recover()
 			if fmt.Sprint(last) != fmt.Sprint(tt.wantLast) {
 				t.Fatalf("last = %v, want %v", last, tt.wantLast)
@@ -193,7 +193,7 @@ func TestFileSinkOnlyPartialBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeT(t, s)
 	if last, _ := s.Recover(); last != nil {
 		t.Fatalf("last = %v, want none", last)
 	}
@@ -222,7 +222,7 @@ func TestFileSinkLargeFile(t *testing.T) {
 	if err := s.Deliver(ctx, Batch{Stream: "a", Token: 2, Rows: rs}); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
+	closeT(t, s)
 	st, _ := os.Stat(path)
 	// Append 19 of a 20-row batch: the file must go back to token 2.
 	var buf bytes.Buffer
@@ -238,7 +238,7 @@ func TestFileSinkLargeFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeT(t, s)
 	last, _ := s.Recover()
 	if last == nil || *last != (Position{"a", 2}) {
 		t.Fatalf("last = %v, want a/2", last)
@@ -327,7 +327,7 @@ func TestHTTPSinkRetriesUntilAccepted(t *testing.T) {
 	var errs []error
 	s := NewHTTPSink(srv.URL, HTTPSinkConfig{InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
 		OnError: func(err error) { errs = append(errs, err) }})
-	defer s.Close()
+	defer closeT(t, s)
 	if err := s.Deliver(context.Background(), Batch{Stream: "caches", Token: 9, Rows: rows(`[1]`, `[2]`)}); err != nil {
 		t.Fatal(err)
 	}
@@ -367,5 +367,13 @@ func TestHTTPSinkDownUntilCancelled(t *testing.T) {
 	err := <-done
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrSinkUnavailable) {
 		t.Fatalf("Deliver after cancel = %v, want context.Canceled wrapping the last attempt", err)
+	}
+}
+
+// closeT closes c and fails the test if that fails.
+func closeT(t *testing.T, c io.Closer) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("close: %v", err)
 	}
 }

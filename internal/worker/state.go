@@ -69,7 +69,7 @@ func OpenState(dir string) (*State, error) {
 	}
 	s := &State{dir: dir, lock: lock, positions: map[string]int64{}}
 	if err := s.load(); err != nil {
-		s.Close()
+		_ = s.Close() // the load error is the one to report
 		return nil, err
 	}
 	return s, nil

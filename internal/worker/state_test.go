@@ -32,7 +32,7 @@ func TestStateSaveLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s2.Close()
+	defer closeT(t, s2)
 	got := s2.Positions()
 	if len(got) != 2 || got["events"] != 9 || got["caches"] != 2 {
 		t.Fatalf("reloaded positions = %v", got)
@@ -56,12 +56,12 @@ func TestStateLocked(t *testing.T) {
 	if !errors.Is(err, ErrStateDirInUse) {
 		t.Fatalf("second open: err = %v, want ErrStateDirInUse", err)
 	}
-	s.Close()
+	closeT(t, s)
 	s3, err := OpenState(dir)
 	if err != nil {
 		t.Fatalf("open after close: %v", err)
 	}
-	s3.Close()
+	closeT(t, s3)
 }
 
 func TestStateCorrupt(t *testing.T) {
@@ -84,7 +84,7 @@ func TestStateCorrupt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.Close()
+			closeT(t, s)
 		})
 	}
 }
@@ -108,7 +108,7 @@ func TestStateErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer s.Close()
+		defer closeT(t, s)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)
 		}

@@ -364,7 +364,7 @@ func TestWorkerUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 	cfg := baseConfig(t, addr)
 	cfg.Streams = []string{"events"}
 	cfg.Sink = "stdout"

@@ -328,7 +328,7 @@ func (p *Proxy) Close() {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
-	p.ln.Close()
+	_ = p.ln.Close()
 	p.Sever()
 	p.wg.Wait()
 }
