@@ -38,6 +38,12 @@ func (s *syntheticSource) ReadAfter(ctx context.Context, stream string, after, u
 	return out, nil
 }
 
+// nextToken makes the next token visible and returns its update, without a
+// row (the benchmark sets its own).
+func (s *syntheticSource) nextToken() Update {
+	return Update{Stream: s.stream, Token: s.current.Add(1)}
+}
+
 // append makes the next token visible and returns its update.
 func (s *syntheticSource) append() Update {
 	t := s.current.Add(1)

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -82,7 +83,7 @@ type Server struct {
 
 	// fanout maps each stream to the connections subscribed or subscribing
 	// to it. It is copied on write so that Publish reads it without a lock.
-	fanout atomic.Pointer[map[string][]*ServerConn]
+	fanout atomic.Pointer[map[string][]*streamSlot]
 }
 
 func (cfg *ServerConfig) setDefaults() {
@@ -144,7 +145,7 @@ func NewServer(cfg ServerConfig, src Source, h Handler) (*Server, error) {
 		metrics:       m,
 		inboundOK:     SentByClient,
 	}
-	empty := map[string][]*ServerConn{}
+	empty := map[string][]*streamSlot{}
 	s.fanout.Store(&empty)
 	m.addServer(s)
 	return s, nil
@@ -196,7 +197,7 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 func (s *Server) startConn(nc net.Conn) bool {
-	sc := &ServerConn{s: s, remote: nc.RemoteAddr(), subs: map[string]*subscription{}}
+	sc := &ServerConn{s: s, remote: nc.RemoteAddr(), slots: map[string]*streamSlot{}}
 	sc.ctx, sc.cancel = context.WithCancel(context.Background())
 	sc.c = newConn(s.connCfg, nc, s.nextID.Add(1), "anon")
 	sc.c.dispatch = sc.dispatch
@@ -243,31 +244,29 @@ func (s *Server) removeConn(sc *ServerConn) {
 	defer s.mu.Unlock()
 	delete(s.conns, sc)
 	old := *s.fanout.Load()
-	next := make(map[string][]*ServerConn, len(old))
+	next := make(map[string][]*streamSlot, len(old))
 	for stream, list := range old {
-		if i := slices.Index(list, sc); i >= 0 {
-			list = slices.Delete(slices.Clone(list), i, i+1)
-		}
-		if len(list) > 0 {
-			next[stream] = list
+		kept := slices.DeleteFunc(slices.Clone(list), func(slot *streamSlot) bool { return slot.sc == sc })
+		if len(kept) > 0 {
+			next[stream] = kept
 		}
 	}
 	s.fanout.Store(&next)
 }
 
-// addFanout makes Publish offer stream's updates to sc.
-func (s *Server) addFanout(stream string, sc *ServerConn) {
+// addFanout makes Publish offer stream's updates to slot.
+func (s *Server) addFanout(stream string, slot *streamSlot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := *s.fanout.Load()
-	if slices.Contains(old[stream], sc) {
+	if slices.Contains(old[stream], slot) {
 		return
 	}
-	next := make(map[string][]*ServerConn, len(old)+1)
+	next := make(map[string][]*streamSlot, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
-	next[stream] = append(slices.Clone(old[stream]), sc)
+	next[stream] = append(slices.Clone(old[stream]), slot)
 	s.fanout.Store(&next)
 }
 
@@ -284,8 +283,8 @@ func (s *Server) Publish(u Update) {
 		return
 	}
 	s.metrics.published(u.Stream, lines)
-	for _, sc := range (*s.fanout.Load())[u.Stream] {
-		sc.deliver(u.Stream, u.Token, item)
+	for _, slot := range (*s.fanout.Load())[u.Stream] {
+		slot.deliver(u.Token, item)
 	}
 }
 
@@ -329,7 +328,10 @@ func rdataPrefixLen(stream string, token int64, batch bool) int {
 	return n + len(strconv.AppendInt(tmp[:0], token, 10))
 }
 
-var errRowEmpty = errors.New("row is empty")
+var (
+	errRowEmpty   = errors.New("row is empty")
+	errRowNewline = errors.New("row contains a newline or carriage return")
+)
 
 // checkRow is the cheap check a stored row gets before it is copied onto the
 // wire: it must not break the line.
@@ -337,10 +339,8 @@ func checkRow(row []byte) error {
 	if len(row) == 0 {
 		return errRowEmpty
 	}
-	for _, c := range row {
-		if c == '\n' || c == '\r' {
-			return errors.New("row contains a newline")
-		}
+	if bytes.IndexByte(row, '\n') >= 0 || bytes.IndexByte(row, '\r') >= 0 {
+		return errRowNewline
 	}
 	return nil
 }
@@ -466,9 +466,9 @@ type ServerConn struct {
 	cancel context.CancelFunc
 	subWG  sync.WaitGroup
 
-	// subs is guarded by c.mu, so that a delivery sees a subscription's
-	// state and queues in one step.
-	subs map[string]*subscription
+	// slots holds the subscription of each stream, guarded by c.mu, so
+	// that a delivery sees a subscription's state and queues in one step.
+	slots map[string]*streamSlot
 }
 
 // ID is unique among the server's connections.
@@ -512,7 +512,8 @@ func (sc *ServerConn) Info() ConnectionInfo {
 		LastReceived:    st.lastReceived,
 	}
 	sc.c.mu.Lock()
-	for _, sub := range sc.subs {
+	for _, slot := range sc.slots {
+		sub := slot.sub
 		state := "connecting"
 		if sub.state == subLive {
 			state = "subscribed"

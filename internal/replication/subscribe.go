@@ -58,13 +58,18 @@ func (sc *ServerConn) startReplicate(cmd ReplicateCommand) {
 		ctx, cancel := context.WithCancel(sc.ctx)
 		sub := &subscription{stream: stream, lastToken: cmd.Token, cancel: cancel, done: make(chan struct{})}
 		sc.c.mu.Lock()
-		prev := sc.subs[stream]
-		sc.subs[stream] = sub
+		slot := sc.slots[stream]
+		if slot == nil {
+			slot = &streamSlot{sc: sc}
+			sc.slots[stream] = slot
+		}
+		prev := slot.sub
+		slot.sub = sub
 		sc.c.mu.Unlock()
 		if prev != nil {
 			prev.cancel()
 		}
-		sc.s.addFanout(stream, sc)
+		sc.s.addFanout(stream, slot)
 		subs = append(subs, started{sub, prev, ctx})
 	}
 	sc.subWG.Add(1)
@@ -142,7 +147,7 @@ func (sc *ServerConn) subscribe(ctx context.Context, sub *subscription, from int
 	c := sc.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if sc.subs[sub.stream] != sub || c.closing {
+	if sc.current(sub) != sub || c.closing {
 		return nil
 	}
 	line, err := c.encodeLine(PositionCommand{Stream: sub.stream, Token: head})
@@ -203,19 +208,36 @@ func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int
 func (sc *ServerConn) setState(sub *subscription, st subState) bool {
 	sc.c.mu.Lock()
 	defer sc.c.mu.Unlock()
-	if sc.subs[sub.stream] != sub {
+	if sc.current(sub) != sub {
 		return false
 	}
 	sub.state = st
 	return true
 }
 
-// deliver offers one published update to this connection.
-func (sc *ServerConn) deliver(stream string, token int64, it outItem) {
-	c := sc.c
+// current returns the subscription now installed for sub's stream; c.mu is
+// held.
+func (sc *ServerConn) current(sub *subscription) *subscription {
+	if slot := sc.slots[sub.stream]; slot != nil {
+		return slot.sub
+	}
+	return nil
+}
+
+// streamSlot is one connection's place in a stream's fan-out list. Publish
+// goes straight from the list to the subscription, with no map lookup per
+// connection.
+type streamSlot struct {
+	sc  *ServerConn
+	sub *subscription // guarded by sc.c.mu; replaced by a new REPLICATE
+}
+
+// deliver offers one published update to the slot's connection.
+func (slot *streamSlot) deliver(token int64, it outItem) {
+	c := slot.sc.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	sub := sc.subs[stream]
+	sub := slot.sub
 	if sub == nil || c.closing {
 		return
 	}
@@ -233,7 +255,7 @@ func (sc *ServerConn) deliver(stream string, token int64, it outItem) {
 	case subConnecting:
 		if c.pendingLocked()+sub.pendingCmds+it.n > c.cfg.maxPending {
 			c.mu.Unlock()
-			c.closeWith(CloseSlowConsumer, "Failed to keep up", true, fmt.Errorf("more than %d commands pending while subscribing to %s", c.cfg.maxPending, stream))
+			c.closeWith(CloseSlowConsumer, "Failed to keep up", true, fmt.Errorf("more than %d commands pending while subscribing to %s", c.cfg.maxPending, sub.stream))
 			c.mu.Lock()
 			return
 		}
