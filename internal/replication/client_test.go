@@ -330,3 +330,39 @@ func TestClientDialFailureRetries(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestClientOutboxIsBounded(t *testing.T) {
+	c, err := NewClient(ClientConfig{Address: "127.0.0.1:1", Handler: newRecordingClientHandler(), MaxPendingCommands: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := c.Send(FederationAckCommand{Token: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Send(FederationAckCommand{Token: 9}); !errors.Is(err, errOutboxFull) {
+		t.Fatalf("fourth Send: %v", err)
+	}
+}
+
+// TestClientHandlerErrorResumesFromLastGoodToken: a failing HandleRows
+// disconnects, and the reconnect asks for the rows after the last token
+// handled successfully.
+func TestClientHandlerErrorResumesFromLastGoodToken(t *testing.T) {
+	fs := newFakeServer(t)
+	h := newRecordingClientHandler()
+	h.failAt["caches"] = 3
+	runClient(t, ClientConfig{Address: fs.addr(), Handler: h, InitialBackoff: time.Millisecond, Streams: []StreamRequest{{Stream: "caches", Token: 0}}})
+	peer := fs.accept()
+	peer.send("SERVER s", `RDATA caches 1 ["a"]`, `RDATA caches 2 ["b"]`, `RDATA caches 3 ["c"]`, `RDATA caches 4 ["d"]`)
+	peer.expectClosed()
+	peer2 := fs.accept()
+	if l := peer2.readUntil("REPLICATE"); l[len(l)-1] != "REPLICATE caches 2" {
+		t.Fatalf("resumed with %q", l[len(l)-1])
+	}
+	waitFor(t, "error reported", func() bool { return len(h.errors()) == 1 })
+	if err := h.errors()[0]; !strings.Contains(err.Error(), "injected failure at caches 3") {
+		t.Fatalf("error %v", err)
+	}
+}

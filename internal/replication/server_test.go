@@ -451,3 +451,70 @@ func TestShutdownDeadline(t *testing.T) {
 	}
 	<-served
 }
+
+// TestCatchUpNeverTripsSlowConsumer: catch-up waits for queue room, so even
+// a catch-up far larger than the slow-consumer limit completes without a
+// disconnect.
+func TestCatchUpNeverTripsSlowConsumer(t *testing.T) {
+	src := NewMemorySource("caches")
+	for i := 1; i <= 5000; i++ {
+		src.Append("caches", cacheRow(i))
+	}
+	_, addr := startServer(t, ServerConfig{MaxPendingCommands: 100, CatchUpPageRows: 30}, src, &recordingHandler{})
+	h := newRecordingClientHandler()
+	runClient(t, ClientConfig{Address: addr, Handler: h, InitialBackoff: time.Hour, Streams: []StreamRequest{{Stream: "caches", Token: 0}}})
+	waitFor(t, "caught up", func() bool { return h.caughtUpCount() == 1 })
+	if got := h.rowTokens("caches"); len(got) != 5000 || got[4999] != 5000 {
+		t.Fatalf("got %d rows", len(got))
+	}
+	if errs := h.errors(); len(errs) != 0 {
+		t.Fatalf("disconnected: %v", errs)
+	}
+}
+
+// failingSource fails every read.
+type failingSource struct{ *MemorySource }
+
+func (failingSource) ReadAfter(context.Context, string, int64, int64, int) ([]Update, error) {
+	return nil, errors.New("disk on fire")
+}
+
+func TestSourceErrorClosesWithError(t *testing.T) {
+	mem := NewMemorySource("caches")
+	mem.Append("caches", cacheRow(1))
+	h := &recordingHandler{}
+	_, addr := startServer(t, ServerConfig{}, failingSource{mem}, h)
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches 0")
+	got := r.expectClosed()
+	if want := "ERROR failed to handle replicate: read stream caches after token 0: disk on fire"; len(got) != 1 || got[0] != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	waitFor(t, "reason", func() bool { return slices.Contains(h.closeReasons(), CloseSubscribeError) })
+}
+
+// TestSlowConsumerWhileConnecting: rows queued for a subscription that is
+// connecting count against the slow-consumer limit.
+func TestSlowConsumerWhileConnecting(t *testing.T) {
+	mem := NewMemorySource("caches")
+	src := &hookSource{MemorySource: mem}
+	var srv *Server
+	src.hook = func(call int) {
+		if call == 2 { // connecting: these are queued on the subscription
+			for i := 0; i < 11; i++ {
+				srv.Publish(mem.Append("caches", cacheRow(i)))
+			}
+		}
+	}
+	h := &recordingHandler{}
+	srv, addr := startServer(t, ServerConfig{MaxPendingCommands: 10}, src, h)
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches 0")
+	got := r.expectClosed()
+	if len(got) == 0 || got[len(got)-1] != "ERROR Failed to keep up" {
+		t.Fatalf("got %q", got)
+	}
+	waitFor(t, "reason", func() bool { return slices.Contains(h.closeReasons(), CloseSlowConsumer) })
+}
