@@ -160,7 +160,9 @@ func watchProbe(ctx context.Context, out io.Writer, cfg probe.Config, output str
 		}
 		if output == "table" {
 			// Clear the screen, like watch(1), so the table stays in place.
-			fmt.Fprint(out, "\x1b[H\x1b[2J")
+			if _, err := fmt.Fprint(out, "\x1b[H\x1b[2J"); err != nil {
+				return fmt.Errorf("write to stdout: %w", err)
+			}
 		}
 		if err := render(out, p.Snapshot(), output); err != nil {
 			return err

@@ -115,7 +115,7 @@ func TestProbeCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		addr := ln.Addr().String()
-		ln.Close()
+		_ = ln.Close()
 		_, errOut, code := runCLI(t, bin, "probe", "--master", addr, "--server-name", "cli.example.org")
 		if code == 0 || !strings.Contains(errOut, "master unreachable") || !strings.Contains(errOut, "connection refused") {
 			t.Fatalf("exit %d, stderr %q", code, errOut)

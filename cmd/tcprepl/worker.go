@@ -130,7 +130,7 @@ func runWorker(ctx context.Context, cfg worker.Config, reg *prometheus.Registry,
 	w, err := worker.New(cfg)
 	if err != nil {
 		if ln != nil {
-			ln.Close()
+			_ = ln.Close() // the worker's error is the one to report
 		}
 		return err
 	}
