@@ -293,9 +293,10 @@ func (c *conn) encodeLine(cmd Command) ([]byte, error) {
 // errConnClosed is returned for sends on a connection that is closing.
 var errConnClosed = errors.New("replication connection is closed")
 
-// sendControl queues a protocol command (SERVER, PING, POSITION, ERROR,
-// NAME, REPLICATE, ...) outside the slow-consumer limit: these are few and
-// the limit is for rows.
+// sendControl queues one command (SERVER, PING, ERROR, NAME, REPLICATE, a
+// handler's reply, ...). It counts against the slow-consumer limit like live
+// rows do, so a peer that provokes replies without reading them cannot grow
+// the queue without bound.
 func (c *conn) sendControl(cmd Command) error {
 	line, err := c.encodeLine(cmd)
 	if err != nil {
@@ -303,10 +304,9 @@ func (c *conn) sendControl(cmd Command) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing {
+	if !c.pushLiveLocked(outItem{b: line, n: 1, cmd: commandIndex(cmd.Name())}) {
 		return errConnClosed
 	}
-	c.pushLocked(outItem{b: line, n: 1, cmd: commandIndex(cmd.Name())})
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -282,4 +283,32 @@ func TestCoalesce(t *testing.T) {
 	if string(items[0].b) != "a\n" {
 		t.Fatal("item changed")
 	}
+}
+
+// TestRepliesCountAgainstTheLimit: a client that provokes ERROR replies
+// without reading them is closed as a slow consumer instead of growing the
+// server's queue without bound.
+func TestRepliesCountAgainstTheLimit(t *testing.T) {
+	h := &recordingHandler{err: errors.New(strings.Repeat("no ", 4000))}
+	_, addr := startServer(t, ServerConfig{MaxPendingCommands: 50, WriteTimeout: time.Minute}, NewMemorySource("caches"), h)
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	go func() {
+		for i := 0; i < 5000; i++ {
+			if _, err := r.nc.Write([]byte("FEDERATION_ACK 1\n")); err != nil {
+				return // closed by the server, as wanted
+			}
+		}
+	}()
+	// Read nothing until the server has decided.
+	waitFor(t, "closing", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.cmds) > 60
+	})
+	got := r.expectClosed()
+	if len(got) == 0 || got[len(got)-1] != "ERROR Failed to keep up" {
+		t.Fatalf("last line %q", got[max(0, len(got)-1):])
+	}
+	waitFor(t, "reason", func() bool { return slices.Contains(h.closeReasons(), CloseSlowConsumer) })
 }
