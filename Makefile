@@ -108,3 +108,16 @@ bench: ## Run the Go benchmarks.
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-16s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Demo and end-to-end (section owned by the shipping work: test/e2e, hack/demo)
+
+# Every binary the local cluster needs, built from the Go module proxy.
+E2E_TOOLS := $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBECTL) $(ETCD) $(HELM)
+
+.PHONY: test-e2e
+test-e2e: $(E2E_TOOLS) build ## End-to-end on a local cluster of real parts: chart, operator, master, workers, faults.
+	TCPREPL_E2E_REQUIRED=1 TCPREPL_BINARY=$(TCPREPL) $(GO) test -count=1 -timeout 20m -v ./test/cluster/ ./test/kubelet/ ./test/e2e/
+
+.PHONY: demo
+demo: $(E2E_TOOLS) build ## Local cluster + chart + operator + sample topology; publishes rows, prints kubectl get and tcprepl probe.
+	TCPREPL_BINARY=$(TCPREPL) hack/demo.sh $(DEMO_ARGS)

@@ -1,0 +1,436 @@
+// Package e2e tests tcprepl the way a user meets it, on real Kubernetes
+// parts: kube-apiserver, etcd and kube-controller-manager built from the Go
+// module proxy, the project's test kubelet running pods as local processes,
+// and the real helm and kubectl. It is skipped under -short and when the
+// binaries are missing (unless TCPREPL_E2E_REQUIRED is set); `make test-e2e`
+// builds them first.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tcprepl/tcprepl/test/cluster"
+	"github.com/tcprepl/tcprepl/test/harness"
+)
+
+const (
+	operatorNS = "tcprepl-system"
+	release    = "tcprepl"
+	ns         = "e2e"
+	stream     = "audit_log" // the sample master's custom stream
+)
+
+func setup(t *testing.T) (*harness.Env, context.Context) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping: end-to-end (not in -short)")
+	}
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools, err := harness.FindTools(root)
+	cluster.SkipOrFail(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	t.Cleanup(cancel)
+	env, err := harness.Start(ctx, harness.Options{RepoRoot: root, Tools: tools, Logf: t.Logf, KeepDir: os.Getenv("TCPREPL_KEEP_CLUSTER") != ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpState(t, env)
+		}
+		if err := env.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return env, ctx
+}
+
+// dumpState logs what a failed run needs to be understood.
+func dumpState(t *testing.T, env *harness.Env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, args := range [][]string{
+		{"get", "rmaster,rworker,statefulsets,deployments,pods,services", "-A", "-o", "wide"},
+		{"get", "rmaster,rworker", "-A", "-o", "yaml"},
+		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
+	} {
+		out, err := env.Kubectl(ctx, args...)
+		t.Logf("kubectl %s:\n%s%v", strings.Join(args, " "), out, errOrEmpty(err))
+	}
+	t.Logf("operator log (tail):\n%s", env.OperatorLogTail(60))
+	logs, _ := filepath.Glob(filepath.Join(env.Kubelet.Dir(), "pods", "*", "*.log"))
+	for _, p := range logs {
+		lines, err := cluster.TailFile(p, 30)
+		if err == nil {
+			t.Logf("--- %s:\n%s", p, strings.Join(lines, "\n"))
+		}
+	}
+	t.Logf("control plane:%s", env.Cluster.LogTails(15))
+}
+
+func errOrEmpty(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// eventually polls f every 250ms until it returns nil, failing the test
+// with f's last error after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < timeout {
+		if err = f(); err == nil {
+			d := time.Since(start)
+			t.Logf("%s: after %s", what, d.Round(time.Millisecond))
+			return d
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+	return 0
+}
+
+// The status shapes the test reads (api/v1alpha1), decoded from kubectl's
+// JSON so that the test sees exactly what a user sees.
+type condition struct {
+	Type, Status, Reason, Message string
+}
+
+type masterStatus struct {
+	Conditions       []condition `json:"conditions"`
+	Endpoint         string      `json:"endpoint"`
+	ConnectedWorkers int32       `json:"connectedWorkers"`
+	Streams          []struct {
+		Name  string `json:"name"`
+		Token int64  `json:"token"`
+	} `json:"streams"`
+	Heartbeat *struct {
+		Last string `json:"last"`
+	} `json:"heartbeat"`
+	LastProbeTime *metav1.Time `json:"lastProbeTime"`
+}
+
+type workerStatus struct {
+	Conditions      []condition `json:"conditions"`
+	Ready           string      `json:"ready"`
+	Connected       string      `json:"connected"`
+	MaxLag          string      `json:"maxLag"`
+	MaxTokensBehind int64       `json:"maxTokensBehind"`
+	Pods            []struct {
+		Name      string `json:"name"`
+		Connected bool   `json:"connected"`
+		Streams   []struct {
+			Name         string `json:"name"`
+			Token        int64  `json:"token"`
+			TokensBehind int64  `json:"tokensBehind"`
+		} `json:"streams"`
+	} `json:"pods"`
+}
+
+func getStatus(ctx context.Context, env *harness.Env, kind, name string, into any) error {
+	out, err := env.Kubectl(ctx, "get", kind, name, "--namespace", ns, "-o", "jsonpath={.status}")
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(out) == "" {
+		return fmt.Errorf("%s %s has no status yet", kind, name)
+	}
+	return json.Unmarshal([]byte(out), into)
+}
+
+func condTrue(conds []condition, typ string) error {
+	for _, c := range conds {
+		if c.Type == typ {
+			if c.Status == "True" {
+				return nil
+			}
+			return fmt.Errorf("%s=%s (%s: %s)", typ, c.Status, c.Reason, c.Message)
+		}
+	}
+	return fmt.Errorf("no %s condition", typ)
+}
+
+func masterToken(st masterStatus, stream string) int64 {
+	for _, s := range st.Streams {
+		if s.Name == stream {
+			return s.Token
+		}
+	}
+	return -1
+}
+
+// workerCaughtUp checks that every pod of the worker is connected and at
+// token on stream.
+func workerCaughtUp(st workerStatus, pods int, stream string, token int64) error {
+	if len(st.Pods) != pods {
+		return fmt.Errorf("%d pods in status, want %d", len(st.Pods), pods)
+	}
+	for _, p := range st.Pods {
+		if !p.Connected {
+			return fmt.Errorf("pod %s not connected", p.Name)
+		}
+		found := false
+		for _, s := range p.Streams {
+			if s.Name == stream {
+				found = true
+				if s.Token != token || s.TokensBehind != 0 {
+					return fmt.Errorf("pod %s at %s token %d (%d behind), want %d", p.Name, stream, s.Token, s.TokensBehind, token)
+				}
+			}
+		}
+		if !found {
+			return fmt.Errorf("pod %s: no %s stream in status", p.Name, stream)
+		}
+	}
+	return nil
+}
+
+// sinkTokens reads the tokens of stream that a worker pod's stdout sink
+// wrote (its container log), with each token's row count.
+func sinkTokens(env *harness.Env, pod, container, stream string) (map[int64]int, error) {
+	f, err := os.Open(env.Kubelet.LogPath(ns, pod, container))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	got := map[int64]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Stream string          `json:"stream"`
+			Token  int64           `json:"token"`
+			Count  int             `json:"count"`
+			Row    json.RawMessage `json:"row"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Stream != stream || line.Row == nil {
+			continue
+		}
+		got[line.Token] = line.Count
+	}
+	return got, sc.Err()
+}
+
+func publishBatches(t *testing.T, ctx context.Context, env *harness.Env, master string, ports harness.MasterPorts, n int, tag string) []int64 {
+	t.Helper()
+	var tokens []int64
+	for i := range n {
+		tok, err := env.Publish(ctx, ns, master, ports, stream, []any{[]any{tag, i, "a"}, []any{tag, i, "b"}})
+		if err != nil {
+			t.Fatalf("publish batch %d: %v", i, err)
+		}
+		if len(tokens) > 0 && tok <= tokens[len(tokens)-1] {
+			t.Fatalf("token %d after %d: tokens must increase", tok, tokens[len(tokens)-1])
+		}
+		tokens = append(tokens, tok)
+	}
+	return tokens
+}
+
+func workerPods(ctx context.Context, t *testing.T, env *harness.Env, worker string) []string {
+	t.Helper()
+	out, err := env.Kubectl(ctx, "get", "pods", "--namespace", ns, "-l", "app.kubernetes.io/instance="+worker,
+		"-o", `jsonpath={range .items[?(@.status.phase=="Running")]}{.metadata.name}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(out)
+}
+
+func TestEndToEnd(t *testing.T) {
+	env, ctx := setup(t)
+	samples := filepath.Join(env.RepoRoot, "config", "samples")
+
+	// The chart, as a user installs it: CRDs, ServiceAccount, RBAC, the
+	// metrics Service. The operator then runs with that ServiceAccount's
+	// token, so missing permissions in the chart fail this test.
+	start := time.Now()
+	if err := env.InstallChart(ctx, release, operatorNS); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("helm install: %s", time.Since(start).Round(time.Millisecond))
+	if err := env.StartOperator(ctx, operatorNS, release,
+		"--status-interval=1s", "--probe-heartbeat-interval=1s", "--probe-poll-interval=250ms"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Kubectl(ctx, "create", "namespace", ns); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "default ServiceAccount in "+ns, func() error {
+		_, err := env.Kubectl(ctx, "get", "serviceaccount", "default", "--namespace", ns)
+		return err
+	})
+
+	// A master and two workers from config/samples.
+	master, ports, err := env.ApplyMaster(ctx, ns, filepath.Join(samples, "replication_v1alpha1_replicationmaster.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const worker = "synapse-all"
+	if err := env.Apply(ctx, ns, filepath.Join(samples, "replication_v1alpha1_replicationworker_all.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Minute, "master Ready", func() error {
+		var st masterStatus
+		if err := getStatus(ctx, env, "rmaster", master, &st); err != nil {
+			return err
+		}
+		return condTrue(st.Conditions, "Ready")
+	})
+
+	// Publish, then see positions, heartbeat and lag in kubectl get.
+	tokens := publishBatches(t, ctx, env, master, ports, 5, "first")
+	last := tokens[len(tokens)-1]
+	eventually(t, 2*time.Minute, "master status shows the position and a heartbeat", func() error {
+		var st masterStatus
+		if err := getStatus(ctx, env, "rmaster", master, &st); err != nil {
+			return err
+		}
+		if got := masterToken(st, stream); got != last {
+			return fmt.Errorf("status %s token %d, want %d", stream, got, last)
+		}
+		if st.Heartbeat == nil || st.Heartbeat.Last == "" {
+			return fmt.Errorf("no heartbeat in status")
+		}
+		return nil
+	})
+	eventually(t, 2*time.Minute, "both worker pods connected and caught up", func() error {
+		var st workerStatus
+		if err := getStatus(ctx, env, "rworker", worker, &st); err != nil {
+			return err
+		}
+		return workerCaughtUp(st, 2, stream, last)
+	})
+	out, err := env.Kubectl(ctx, "get", "rmaster,rworker", "--namespace", ns, "-o", "wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kubectl get rmaster,rworker -o wide:\n%s", out)
+	for _, want := range []string{master, worker, "True"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl get output lacks %q", want)
+		}
+	}
+
+	// Fault: a worker process is killed. The status says it is
+	// disconnected, the kubelet restarts it, it resumes from its durable
+	// position, and its sink has every batch, the ones published while it
+	// was down included.
+	pods := workerPods(ctx, t, env, worker)
+	if len(pods) != 2 {
+		t.Fatalf("worker pods: %v", pods)
+	}
+	victim := pods[0]
+	pid, ok := env.Kubelet.ContainerPID(ns, victim, "worker")
+	if !ok {
+		t.Fatalf("no running worker process for %s", victim)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	sawDisconnected := false
+	more := publishBatches(t, ctx, env, master, ports, 5, "while-down")
+	last = more[len(more)-1]
+	tokens = append(tokens, more...)
+	eventually(t, 2*time.Minute, "killed worker back and caught up", func() error {
+		var st workerStatus
+		if err := getStatus(ctx, env, "rworker", worker, &st); err != nil {
+			return err
+		}
+		for _, p := range st.Pods {
+			if p.Name == victim && !p.Connected {
+				sawDisconnected = true
+			}
+		}
+		return workerCaughtUp(st, 2, stream, last)
+	})
+	if !sawDisconnected {
+		// The restart can be faster than a status write; the restart count
+		// proves the crash happened.
+		out, _ := env.Kubectl(ctx, "get", "pod", victim, "--namespace", ns, "-o", "jsonpath={.status.containerStatuses[0].restartCount}")
+		if strings.TrimSpace(out) == "0" {
+			t.Errorf("worker pod %s was never seen disconnected and did not restart", victim)
+		}
+		t.Logf("status never showed %s disconnected (restarted within a status interval)", victim)
+	}
+	for _, p := range pods {
+		got, err := sinkTokens(env, p, "worker", stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range tokens {
+			if got[tok] != 2 {
+				t.Errorf("worker pod %s sink: token %d has %d rows, want 2 (lost?)", p, tok, got[tok])
+			}
+		}
+	}
+
+	// Fault: the master restarts (its pod is deleted; the StatefulSet makes
+	// a new one on the same volume). Tokens continue after the last one.
+	if _, err := env.Kubectl(ctx, "delete", "pod", master+"-0", "--namespace", ns, "--wait=true", "--timeout=60s"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Minute, "master Ready again after restart", func() error {
+		out, err := env.Kubectl(ctx, "get", "pod", master+"-0", "--namespace", ns, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(out) != "True" {
+			return fmt.Errorf("master pod Ready=%q", out)
+		}
+		return nil
+	})
+	var after []int64
+	eventually(t, time.Minute, "publish after master restart", func() error {
+		tok, err := env.Publish(ctx, ns, master, ports, stream, []any{[]any{"after-restart", 0, "a"}, []any{"after-restart", 0, "b"}})
+		if err != nil {
+			return err
+		}
+		after = append(after, tok)
+		return nil
+	})
+	if after[0] <= last {
+		t.Fatalf("token after master restart = %d, want > %d (tokens must survive restarts)", after[0], last)
+	}
+	last = after[0]
+	eventually(t, 2*time.Minute, "workers caught up after master restart", func() error {
+		var st workerStatus
+		if err := getStatus(ctx, env, "rworker", worker, &st); err != nil {
+			return err
+		}
+		return workerCaughtUp(st, 2, stream, last)
+	})
+
+	// Deleting the master garbage-collects what the operator made for it.
+	if _, err := env.Kubectl(ctx, "delete", "rmaster", master, "--namespace", ns, "--wait=true", "--timeout=60s"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "master's StatefulSet, Services, ConfigMap, Secret, NetworkPolicy and pod garbage-collected", func() error {
+		out, err := env.Kubectl(ctx, "get", "statefulsets,services,configmaps,secrets,networkpolicies,pods", "--namespace", ns,
+			"-l", "app.kubernetes.io/instance="+master, "-o", "name")
+		if err != nil {
+			return err
+		}
+		if s := strings.TrimSpace(out); s != "" {
+			return fmt.Errorf("left: %s", strings.ReplaceAll(s, "\n", ", "))
+		}
+		return nil
+	})
+}
