@@ -146,7 +146,6 @@ type conn struct {
 	mu           sync.Mutex
 	name         string
 	queue        []outItem
-	spare        []outItem
 	queuedCmds   int
 	queuedBytes  int
 	flightCmds   int
@@ -200,7 +199,7 @@ func (c *conn) run() (reason string, err error) {
 	wg.Wait()
 	c.mu.Lock()
 	reason, err = c.closeReason, c.closeErr
-	c.queue, c.spare = nil, nil
+	c.queue = nil
 	c.mu.Unlock()
 	c.cfg.metrics.connClosed(reason)
 	return reason, err
@@ -237,11 +236,17 @@ func (c *conn) closeWith(reason, errText string, dropQueue bool, err error) {
 	c.closeErr = err
 	c.closeStarted = c.cfg.clock.Now()
 	if dropQueue {
+		clear(c.queue)
 		c.queue = c.queue[:0]
 		c.queuedCmds, c.queuedBytes = 0, 0
 	}
 	if errText != "" {
-		line := append(append([]byte("ERROR "), sanitizeText(errText)...), '\n')
+		text := sanitizeText(errText)
+		if limit := c.cfg.maxLineLength - len("ERROR "); len(text) > limit {
+			// Quoted causes can be long; the peer must still get a line.
+			text = bytes.ToValidUTF8(text[:max(limit, 0)], nil)
+		}
+		line := append(append([]byte("ERROR "), text...), '\n')
 		c.queue = append(c.queue, outItem{b: line, n: 1, cmd: commandIndex(CmdError)})
 		c.queuedCmds++
 		c.queuedBytes += len(line)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // TestServerRejectsBadLines: each bad line gets its ERROR and a close, and
@@ -311,4 +312,17 @@ func TestRepliesCountAgainstTheLimit(t *testing.T) {
 		t.Fatalf("last line %q", got[max(0, len(got)-1):])
 	}
 	waitFor(t, "reason", func() bool { return slices.Contains(h.closeReasons(), CloseSlowConsumer) })
+}
+
+// TestLongErrorTextIsCut: an ERROR the server writes itself (quoting a long
+// cause) is cut to the line limit rather than sent over it.
+func TestLongErrorTextIsCut(t *testing.T) {
+	_, addr := startServer(t, ServerConfig{MaxLineLength: 40}, NewMemorySource("caches"), nil)
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE nosuchstream_é_é_é 0")
+	got := r.expectClosed()
+	if len(got) != 1 || len(got[0]) > 40 || !strings.HasPrefix(got[0], "ERROR failed to handle replicate: ") || !utf8.ValidString(got[0]) {
+		t.Fatalf("got %q", got)
+	}
 }
