@@ -391,24 +391,21 @@ func (c *Client) startSession(s *session) error {
 	cn := s.conn
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var opening []Command
 	if c.cfg.Name != "" {
-		if err := cn.sendControl(NameCommand{ClientName: c.cfg.Name}); err != nil {
-			return err
-		}
+		opening = append(opening, NameCommand{ClientName: c.cfg.Name})
 	}
-	if err := cn.sendControl(PingCommand{Data: strconv.FormatInt(c.cfg.Clock.Now().UnixMilli(), 10)}); err != nil {
-		return err
-	}
+	opening = append(opening, PingCommand{Data: strconv.FormatInt(c.cfg.Clock.Now().UnixMilli(), 10)})
 	for _, r := range c.replicateCommandsLocked(s) {
-		if err := cn.sendControl(r); err != nil {
-			return err
-		}
+		opening = append(opening, r)
 	}
-	for len(c.outbox) > 0 {
-		if err := cn.sendControl(c.outbox[0]); err != nil {
+	// The outbox is bounded by MaxPendingCommands already; with the
+	// opening commands it may exceed the slow-consumer limit, which is for
+	// a peer that does not read, not for our own backlog.
+	for _, cmd := range append(opening, c.outbox...) {
+		if err := cn.sendUnlimited(cmd); err != nil {
 			return err
 		}
-		c.outbox = c.outbox[1:]
 	}
 	c.outbox = nil
 	c.cur = cn

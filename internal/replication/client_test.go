@@ -366,3 +366,33 @@ func TestClientHandlerErrorResumesFromLastGoodToken(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestClientSendsFullOutboxOnConnect: a full outbox plus the opening
+// commands is more than the slow-consumer limit, and still all goes out.
+func TestClientSendsFullOutboxOnConnect(t *testing.T) {
+	h := &recordingHandler{}
+	_, addr := startServer(t, ServerConfig{}, NewMemorySource("caches"), h)
+	c, err := NewClient(ClientConfig{Address: addr, Handler: newRecordingClientHandler(), MaxPendingCommands: 20,
+		Streams: []StreamRequest{{Stream: "caches", Now: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if err := c.Send(FederationAckCommand{Token: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitFor(t, "all commands", func() bool { return len(h.commands()) == 20 })
+	for i, cmd := range h.commands() {
+		if cmd != (FederationAckCommand{Token: int64(i)}) {
+			t.Fatalf("command %d: %#v", i, cmd)
+		}
+	}
+}

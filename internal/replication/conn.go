@@ -315,6 +315,22 @@ func (c *conn) sendControl(cmd Command) error {
 	return nil
 }
 
+// sendUnlimited queues one command outside the slow-consumer limit, for a
+// bounded burst of our own (a client's opening commands).
+func (c *conn) sendUnlimited(cmd Command) error {
+	line, err := c.encodeLine(cmd)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return errConnClosed
+	}
+	c.pushLocked(outItem{b: line, n: 1, cmd: commandIndex(cmd.Name())})
+	return nil
+}
+
 // pushLocked appends an item to the queue; c.mu is held.
 func (c *conn) pushLocked(it outItem) {
 	c.queue = append(c.queue, it)
