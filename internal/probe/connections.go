@@ -19,10 +19,12 @@ const maxConnectionsBody = 16 << 20
 const connectionsPath = "/v1/connections"
 
 // fetchConnections reads the master's connection table, page by page when
-// the master pages it, and leaves out probe connections (named ProbeName):
-// they observe, they do not replicate, and counting them would make every
-// master look like it has a worker. Every failure wraps ErrHTTPUnreachable.
-func fetchConnections(ctx context.Context, client *http.Client, baseURL string) ([]Connection, error) {
+// the master pages it, and leaves out probe connections: those named
+// ProbeName, and the one from ownAddr (this probe's local address, which
+// matches even before the master has read our NAME). Probes observe, they
+// do not replicate; counting them would make every master look like it has
+// a worker. Every failure wraps ErrHTTPUnreachable.
+func fetchConnections(ctx context.Context, client *http.Client, baseURL, ownAddr string) ([]Connection, error) {
 	var all []Connection
 	// maxPages bounds the loop should a master report a total it never
 	// reaches (connections closing between pages).
@@ -39,7 +41,7 @@ func fetchConnections(ctx context.Context, client *http.Client, baseURL string) 
 	}
 	out := all[:0]
 	for _, c := range all {
-		if c.Name == ProbeName {
+		if c.Name == ProbeName || (ownAddr != "" && c.RemoteAddr == ownAddr) {
 			continue
 		}
 		out = append(out, c)

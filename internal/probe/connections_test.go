@@ -37,7 +37,7 @@ func TestFetchConnections(t *testing.T) {
 				_, _ = w.Write([]byte(tt.body))
 			}))
 			defer srv.Close()
-			conns, err := fetchConnections(context.Background(), srv.Client(), srv.URL+"/")
+			conns, err := fetchConnections(context.Background(), srv.Client(), srv.URL+"/", "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +87,7 @@ func TestFetchConnectionsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := fetchConnections(context.Background(), http.DefaultClient, tt.url)
+			_, err := fetchConnections(context.Background(), http.DefaultClient, tt.url, "")
 			if !errors.Is(err, ErrHTTPUnreachable) {
 				t.Fatalf("err = %v, want it to wrap ErrHTTPUnreachable", err)
 			}
@@ -108,7 +108,7 @@ func TestFetchConnectionsBodyLimit(t *testing.T) {
 		_, _ = w.Write(big)
 	}))
 	defer srv.Close()
-	_, err := fetchConnections(context.Background(), srv.Client(), srv.URL)
+	_, err := fetchConnections(context.Background(), srv.Client(), srv.URL, "")
 	if !errors.Is(err, ErrHTTPUnreachable) || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("err = %v, want a body-too-large ErrHTTPUnreachable", err)
 	}
@@ -133,7 +133,7 @@ func TestFetchConnectionsPages(t *testing.T) {
 		_, _ = fmt.Fprintf(w, `{"total": %d, "offset": %d, "limit": 2, "connections": [%s]}`, len(all), off, strings.Join(items, ","))
 	}))
 	defer srv.Close()
-	conns, err := fetchConnections(context.Background(), srv.Client(), srv.URL)
+	conns, err := fetchConnections(context.Background(), srv.Client(), srv.URL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,5 +143,19 @@ func TestFetchConnectionsPages(t *testing.T) {
 	}
 	if got := strings.Join(names, ","); got != "w0,w2,w3,w4" {
 		t.Fatalf("names = %s, want every page, probe left out", got)
+	}
+}
+
+func TestFetchConnectionsLeavesOutOwnAddress(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`[{"id": 1, "name": "anon", "remoteAddr": "127.0.0.1:5000"}, {"id": 2, "name": "anon", "remoteAddr": "127.0.0.1:5001"}]`))
+	}))
+	defer srv.Close()
+	conns, err := fetchConnections(context.Background(), srv.Client(), srv.URL, "127.0.0.1:5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(conns) != 1 || conns[0].ID != 2 {
+		t.Fatalf("conns = %+v, want only id 2 (id 1 is the probe's own, not yet named)", conns)
 	}
 }

@@ -85,6 +85,9 @@ type Probe struct {
 	httpErr      error
 	conns        []Connection
 	started      time.Time
+	// localAddr is the local address of the current connection to the
+	// master, to recognise it in the connection table.
+	localAddr string
 	// lastNewStream is when a stream was first seen (see allSettle).
 	lastNewStream time.Time
 	// runCtx is Run's context: a disconnect after it ended is the probe
@@ -139,7 +142,7 @@ func New(cfg Config) (*Probe, error) {
 		// its token, so no row is missed across reconnects.
 		Streams:        []replication.StreamRequest{{Stream: replication.ReplicateAll, Now: true}},
 		Handler:        (*handler)(p),
-		Dial:           cfg.Dial,
+		Dial:           p.dial,
 		Logger:         p.log,
 		Registerer:     cfg.Registerer,
 		InitialBackoff: cfg.InitialBackoff,
@@ -149,6 +152,24 @@ func New(cfg Config) (*Probe, error) {
 		return nil, fmt.Errorf("probe: %w", err)
 	}
 	return p, nil
+}
+
+// dial dials the master (with Config.Dial if set) and records the local
+// address of the connection.
+func (p *Probe) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial := p.cfg.Dial
+	if dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+		dial = d.DialContext
+	}
+	c, err := dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.localAddr = c.LocalAddr().String()
+	p.mu.Unlock()
+	return c, nil
 }
 
 // Run connects to the master and keeps observing it until ctx ends, then
@@ -230,7 +251,10 @@ func (p *Probe) connectionsLoop(ctx context.Context) {
 	t := time.NewTicker(p.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
-		conns, err := fetchConnections(ctx, p.cfg.HTTPClient, p.cfg.HTTPURL)
+		p.mu.Lock()
+		own := p.localAddr
+		p.mu.Unlock()
+		conns, err := fetchConnections(ctx, p.cfg.HTTPClient, p.cfg.HTTPURL, own)
 		if ctx.Err() != nil {
 			return
 		}

@@ -473,3 +473,32 @@ func TestOnceSeesEveryStream(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeUsesConfigDial: a custom dialer (TLS, tests) is used, and the
+// connection's local address is what the probe leaves out of the table.
+func TestProbeUsesConfigDial(t *testing.T) {
+	m := probetest.Start(t, testServerName)
+	var mu sync.Mutex
+	var dialed []string
+	cfg := fastConfig(t, m.Addr())
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			mu.Lock()
+			dialed = append(dialed, c.LocalAddr().String())
+			mu.Unlock()
+		}
+		return c, err
+	}
+	p := runProbe(t, cfg)
+	waitFor(t, 10*time.Second, "reachable", func() bool { return p.Snapshot().Reachable })
+	mu.Lock()
+	defer mu.Unlock()
+	p.mu.Lock()
+	own := p.localAddr
+	p.mu.Unlock()
+	if len(dialed) == 0 || own != dialed[len(dialed)-1] {
+		t.Fatalf("dialed %v, probe recorded %q", dialed, own)
+	}
+}
