@@ -214,7 +214,9 @@ func runScaleScenario(b *testing.B, masters, perMaster int, steady, statusInterv
 	go func() { done <- mgr.Start(mctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			b.Errorf("manager: %v", err)
+		}
 	}()
 
 	b.ResetTimer()

@@ -168,7 +168,7 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("still there (err %v)", err)
+		return fmt.Errorf("still there (err %w)", err)
 	})
 	eventually(t, waitFor, "Service port updated, cluster IP kept", func() error {
 		if err := get(ctx, ns, "m1", &svc); err != nil {

@@ -194,5 +194,7 @@ func TestProbeManagerProbeThatCannotRun(t *testing.T) {
 		t.Fatal("Stop hung on a probe whose Run had returned")
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		t.Fatalf("Start: %v", err)
+	}
 }

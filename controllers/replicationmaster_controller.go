@@ -156,7 +156,7 @@ func (r *ReplicationMasterReconciler) reconcileTokenSecret(ctx context.Context, 
 	switch {
 	case err == nil:
 		if !metav1.IsControlledBy(&live, m) {
-			return "", fmt.Errorf("Secret %s exists and is not controlled by ReplicationMaster %s: delete or rename it so the operator can create the publish token", key, m.Name)
+			return "", fmt.Errorf("the Secret %s exists and is not controlled by ReplicationMaster %s: delete or rename it so the operator can create the publish token", key, m.Name)
 		}
 		tok := string(live.Data[PublishTokenKey])
 		if tok == "" {

@@ -388,7 +388,3 @@ type ReplicationMasterList struct {
 	// Items are the masters.
 	Items []ReplicationMaster `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ReplicationMaster{}, &ReplicationMasterList{})
-}

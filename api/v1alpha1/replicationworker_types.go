@@ -237,7 +237,3 @@ type ReplicationWorkerList struct {
 	// Items are the workers.
 	Items []ReplicationWorker `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ReplicationWorker{}, &ReplicationWorkerList{})
-}
