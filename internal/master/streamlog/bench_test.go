@@ -44,7 +44,7 @@ func BenchmarkAppend(b *testing.B) {
 				var wg sync.WaitGroup
 				ctx := context.Background()
 				b.ResetTimer()
-				start, cpu0 := time.Now(), cpuTime(b)
+				start, cpu0, rounds0 := time.Now(), cpuTime(b), l.rounds.Load()
 				for range appenders {
 					wg.Add(1)
 					go func() {
@@ -62,6 +62,7 @@ func BenchmarkAppend(b *testing.B) {
 				b.StopTimer()
 				b.ReportMetric(float64(b.N*batch)/elapsed.Seconds(), "rows/s")
 				b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N*batch), "cpu-ns/row")
+				b.ReportMetric(float64(b.N)/float64(l.rounds.Load()-rounds0), "appends/round")
 				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "appends/s")
 			})
 		}

@@ -3,10 +3,13 @@
 // the rows of one write (a batch) in order and the time it was accepted.
 //
 // Appends are group-committed: one committer goroutine gathers whatever
-// appends are pending, assigns their tokens, writes them in one Pebble batch
-// with Sync and only then makes them visible and acknowledges them. A token is
-// therefore never visible (CurrentToken, ReadAfter) before it is durable, and
-// tokens become visible strictly in order.
+// appends are pending, assigns their tokens and applies them as one Pebble
+// batch with Sync; a syncer goroutine waits for each batch's fsync in order
+// and only then makes its tokens visible and acknowledges its appends. While
+// one fsync runs the committer applies the next batches, and Pebble's WAL
+// writer covers them all with its next fsync. A token is therefore never
+// visible (CurrentToken, ReadAfter) or acknowledged before it is durable,
+// and tokens become visible strictly in order.
 //
 // Log implements replication.Source.
 package streamlog
@@ -96,9 +99,17 @@ type Log struct {
 
 	maxCommitBytes int
 
-	// commit writes one group commit durably. It is b.Commit(pebble.Sync);
-	// tests replace it to exercise a failing disk.
-	commit func(b *pebble.Batch) error
+	// apply and syncWait write one group commit: Pebble's ApplyNoSyncWait
+	// with Sync, then the batch's SyncWait. Tests replace them to exercise
+	// a failing disk.
+	apply    func(b *pebble.Batch) error
+	syncWait func(b *pebble.Batch) error
+	// syncq carries applied rounds from the committer to the syncer, in
+	// order. Its capacity bounds the rounds waiting for one fsync.
+	syncq    chan *inflight
+	roundSeq uint64 // committer-owned
+	// rounds counts applied rounds (benchmarks report appends per round).
+	rounds atomic.Uint64
 	// failed holds the first commit error. After it the log refuses every
 	// append: whether that batch reached the disk is unknown, and a retried
 	// fsync can report success for data the kernel already dropped, so the
@@ -133,10 +144,12 @@ type streamState struct {
 	// oldest and trimmedCum from the same trim.
 	retained atomic.Pointer[meta]
 
-	// Committer-owned: tokens handed out in the round being built.
+	// Committer-owned: where the stream stands with every applied round,
+	// durable or not yet.
 	assigned   int64
 	pendingCum int64
 	pendingT   int64
+	roundSeq   uint64 // the last round that touched the stream
 
 	rate rateMeter
 }
@@ -177,6 +190,7 @@ func Open(opts Options) (*Log, error) {
 		maxCommitBytes: opts.MaxCommitBytes,
 		reqs:           make(chan *appendReq, 1024),
 		committerDone:  make(chan struct{}),
+		syncq:          make(chan *inflight, 16),
 		trimStop:       make(chan struct{}),
 		trimDone:       make(chan struct{}),
 		trimEvery:      opts.TrimInterval,
@@ -225,7 +239,8 @@ func Open(opts Options) (*Log, error) {
 		return nil, fmt.Errorf("open stream log in %q: %w (check the directory exists, is writable and is not used by another master)", dir, err)
 	}
 	l.db = db
-	l.commit = func(b *pebble.Batch) error { return b.Commit(pebble.Sync) }
+	l.apply = func(b *pebble.Batch) error { return db.ApplyNoSyncWait(b, pebble.Sync) }
+	l.syncWait = func(b *pebble.Batch) error { return b.SyncWait() }
 	for _, name := range l.order {
 		if err := l.recover(l.streams[name]); err != nil {
 			_ = db.Close()
@@ -233,6 +248,7 @@ func Open(opts Options) (*Log, error) {
 		}
 	}
 	go l.commitLoop()
+	go l.syncLoop()
 	if l.trimEvery > 0 {
 		go l.trimLoop()
 	} else {
@@ -391,13 +407,16 @@ func (l *Log) Append(ctx context.Context, stream string, rows []json.RawMessage)
 }
 
 // commitLoop is the committer: it takes one pending append (blocking), then
-// every other one already waiting, and commits them together. While it waits
-// on fsync, new appends queue up for the next round, so the number of syncs
-// per second stays bounded while rows per sync grow with load.
+// every other one already waiting, assigns their tokens and applies them as
+// one batch with Sync, without waiting for the fsync: the round goes to
+// syncLoop, which waits for it. While a sync is in flight the committer
+// applies the next rounds, and Pebble's WAL writer covers all of them with
+// its next fsync, so the sync rate stays bounded while rows per sync grow
+// with load, and a slow wake-up of some appenders never costs a sync of its
+// own.
 func (l *Log) commitLoop() {
-	defer close(l.committerDone)
+	defer close(l.syncq)
 	var round []*appendReq
-	var touched []*streamState
 	for {
 		req, ok := <-l.reqs
 		if !ok {
@@ -418,25 +437,50 @@ func (l *Log) commitLoop() {
 				break gather
 			}
 		}
-		touched = l.commitRound(round, touched[:0])
-		clear(round)
+		l.syncq <- l.applyRound(round)
+		round = nil // the inflight round owns the slice now
 	}
 }
 
-// commitRound writes one group commit and wakes its appenders.
-func (l *Log) commitRound(round []*appendReq, touched []*streamState) []*streamState {
-	now := l.now()
+// inflight is a round applied to Pebble and waiting for its WAL sync.
+type inflight struct {
+	b     *pebble.Batch // nil if the round was never applied
+	round []*appendReq
+	marks []streamMark
+	now   time.Time
+	err   error // why the round was not applied
+}
+
+// streamMark is where a stream stands once its round is durable.
+type streamMark struct {
+	st              *streamState
+	token, cum, pub int64
+}
+
+// applyRound assigns tokens to a round and applies it (visible to Pebble
+// iterators, not yet to readers of the Log: ReadAfter never reads past the
+// current token, which only moves once the round is durable).
+func (l *Log) applyRound(round []*appendReq) *inflight {
+	l.roundSeq++
+	l.rounds.Add(1)
+	in := &inflight{round: round, now: l.now()}
+	if failed := l.failed.Load(); failed != nil {
+		in.err = *failed
+		return in
+	}
 	b := l.db.NewBatch()
 	var kb []byte
 	var hb [headerLen]byte
+	var touched []*streamState
 	for _, req := range round {
 		st := req.st
-		if st.assigned == st.current.Load() {
+		if st.roundSeq != l.roundSeq {
+			st.roundSeq = l.roundSeq
 			touched = append(touched, st)
 		}
 		// Publish times never go backwards within a stream, so retention by
 		// age can binary-search them even if the wall clock steps back.
-		t := max(now.UnixNano(), st.pendingT)
+		t := max(in.now.UnixNano(), st.pendingT)
 		st.pendingT = t
 		st.assigned++
 		st.pendingCum += int64(len(req.rows))
@@ -449,38 +493,62 @@ func (l *Log) commitRound(round []*appendReq, touched []*streamState) []*streamS
 			_ = b.Set(kb, r, nil) // Batch.Set only fails on a committed batch
 		}
 	}
-	var err error
-	if failed := l.failed.Load(); failed != nil {
-		err = *failed
-	} else if err = l.commit(b); err != nil {
-		err = fmt.Errorf("%w: commit to disk: %w (the data volume may be full or failing; restart the master once it is fixed)", ErrFailed, err)
-		l.failed.Store(&err)
-		l.log.Error(err, "group commit failed; refusing further appends", "appends", len(round))
+	for _, st := range touched {
+		in.marks = append(in.marks, streamMark{st: st, token: st.assigned, cum: st.pendingCum, pub: st.pendingT})
 	}
-	_ = b.Close()
-	if err != nil {
-		// Nothing of the round becomes visible or is acknowledged.
-		for _, st := range touched {
-			st.assigned = st.current.Load()
-			st.pendingCum = st.cum.Load()
-			st.pendingT = st.lastTime.Load()
+	if err := l.apply(b); err != nil {
+		_ = b.Close()
+		in.err = l.fail(err)
+		return in
+	}
+	in.b = b
+	return in
+}
+
+// fail records the first disk failure and returns the error to report.
+func (l *Log) fail(cause error) error {
+	err := fmt.Errorf("%w: commit to disk: %w (the data volume may be full or failing; restart the master once it is fixed)", ErrFailed, cause)
+	if l.failed.CompareAndSwap(nil, &err) {
+		l.log.Error(err, "group commit failed; refusing further appends")
+		return err
+	}
+	return *l.failed.Load()
+}
+
+// syncLoop waits for each applied round's fsync, in order, then makes its
+// tokens visible and wakes its appenders. A round fails if it or any round
+// before it failed: its tokens would follow a gap otherwise.
+func (l *Log) syncLoop() {
+	defer close(l.committerDone)
+	var failed error
+	for in := range l.syncq {
+		err := in.err
+		if in.b != nil {
+			if serr := l.syncWait(in.b); serr != nil && err == nil {
+				err = l.fail(serr)
+			}
+			_ = in.b.Close()
 		}
-	} else {
-		// Visible in order: the batch is applied, now move the tokens.
-		for _, st := range touched {
-			st.cum.Store(st.pendingCum)
-			st.lastTime.Store(st.pendingT)
-			st.current.Store(st.assigned)
+		if err == nil {
+			err = failed
 		}
-		for _, req := range round {
-			req.st.rate.add(now, len(req.rows))
+		if err != nil {
+			failed = err
+		} else {
+			for _, m := range in.marks {
+				m.st.cum.Store(m.cum)
+				m.st.lastTime.Store(m.pub)
+				m.st.current.Store(m.token)
+			}
+			for _, req := range in.round {
+				req.st.rate.add(in.now, len(req.rows))
+			}
+		}
+		for _, req := range in.round {
+			req.err = err
+			req.done <- struct{}{}
 		}
 	}
-	for _, req := range round {
-		req.err = err
-		req.done <- struct{}{}
-	}
-	return touched
 }
 
 // Streams lists the configured streams in their configured order.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -546,27 +547,87 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// TestCommitFailureIsSticky: once a commit fails, nothing of it becomes
-// visible, and every later append is refused until a restart.
+// TestCommitFailureIsSticky: once a commit fails (in applying the batch or
+// in its fsync), nothing of it becomes visible, and every later append is
+// refused until a restart.
 func TestCommitFailureIsSticky(t *testing.T) {
+	diskErr := errors.New("injected: no space left on device")
+	tests := map[string]func(l *Log){
+		"apply fails": func(l *Log) {
+			l.apply = func(*pebble.Batch) error { return diskErr }
+		},
+		"fsync fails": func(l *Log) {
+			l.syncWait = func(b *pebble.Batch) error {
+				_ = b.SyncWait() // Pebble requires it before Close
+				return diskErr
+			}
+		},
+	}
+	for name, inject := range tests {
+		t.Run(name, func(t *testing.T) {
+			l := openTest(t, Options{Ephemeral: true})
+			defer closeTest(t, l)
+			mustAppend(t, l, "events", `[1]`)
+			// Safe without a lock: the committer and syncer read these
+			// only after receiving the next append, which happens after.
+			inject(l)
+			_, err := l.Append(context.Background(), "events", rowsOf(`[2]`))
+			if !errors.Is(err, ErrFailed) || !errors.Is(err, diskErr) || !strings.Contains(err.Error(), "restart the master") {
+				t.Fatalf("Append on a failing disk: %v; want ErrFailed wrapping the disk error, saying what to do", err)
+			}
+			for _, stream := range []string{"events", "caches"} {
+				if _, err := l.Append(context.Background(), stream, rowsOf(`[3]`)); !errors.Is(err, ErrFailed) {
+					t.Fatalf("Append to %s after a failure: %v, want ErrFailed", stream, err)
+				}
+			}
+			if cur, _ := l.CurrentToken("events"); cur != 1 {
+				t.Fatalf("CurrentToken after a failed commit = %d, want 1", cur)
+			}
+			if got := summary(mustRead(t, l, "events", 0, 5, 5)); got != "1:[1]" {
+				t.Fatalf("reads after a failed commit: %s", got)
+			}
+		})
+	}
+}
+
+// TestRoundsAfterAFailedOneFail: rounds already in flight behind a failed
+// one fail too, even if their own fsync succeeds, so no token becomes
+// visible after a gap.
+func TestRoundsAfterAFailedOneFail(t *testing.T) {
 	l := openTest(t, Options{Ephemeral: true})
 	defer closeTest(t, l)
-	mustAppend(t, l, "events", `[1]`)
-	diskErr := errors.New("injected: no space left on device")
-	l.commit = func(*pebble.Batch) error { return diskErr }
-	_, err := l.Append(context.Background(), "events", rowsOf(`[2]`))
-	if !errors.Is(err, ErrFailed) || !errors.Is(err, diskErr) || !strings.Contains(err.Error(), "restart the master") {
-		t.Fatalf("Append on a failing disk: %v; want ErrFailed wrapping the disk error, saying what to do", err)
+	diskErr := errors.New("injected: I/O error")
+	release := make(chan struct{})
+	var calls atomic.Int32
+	l.syncWait = func(b *pebble.Batch) error {
+		_ = b.SyncWait()
+		if calls.Add(1) == 1 {
+			<-release // hold the first round until the others are queued
+			return diskErr
+		}
+		return nil
 	}
-	for _, stream := range []string{"events", "caches"} {
-		if _, err := l.Append(context.Background(), stream, rowsOf(`[3]`)); !errors.Is(err, ErrFailed) {
-			t.Fatalf("Append to %s after a failure: %v, want ErrFailed", stream, err)
+	errc := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			_, err := l.Append(context.Background(), "events", rowsOf(fmt.Sprintf("[%d]", i)))
+			errc <- err
+		}()
+		if i == 0 {
+			for calls.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
 		}
 	}
-	if cur, _ := l.CurrentToken("events"); cur != 1 {
-		t.Fatalf("CurrentToken after a failed commit = %d, want 1", cur)
+	// Let the other appends reach the committer before the first fails.
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	for range 4 {
+		if err := <-errc; !errors.Is(err, ErrFailed) {
+			t.Fatalf("append behind a failed round: %v, want ErrFailed", err)
+		}
 	}
-	if got := summary(mustRead(t, l, "events", 0, 5, 5)); got != "1:[1]" {
-		t.Fatalf("reads after a failed commit: %s", got)
+	if cur, _ := l.CurrentToken("events"); cur != 0 {
+		t.Fatalf("CurrentToken = %d after failed rounds, want 0", cur)
 	}
 }
