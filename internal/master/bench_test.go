@@ -3,6 +3,8 @@ package master
 import (
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -36,4 +38,39 @@ func BenchmarkPublish(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N*len(rows))/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkPublishHTTP is BenchmarkPublish through the HTTP handler (body
+// parsing and the JSON reply included, no network).
+func BenchmarkPublishHTTP(b *testing.B) {
+	m, err := New(Config{ServerName: "bench", Ephemeral: true}, Options{Logger: logr.Discard()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = m.Shutdown(b.Context()) }()
+	h := m.Handler()
+	var body strings.Builder
+	body.WriteString(`{"rows": [`)
+	for i := range 100 {
+		if i > 0 {
+			body.WriteString(",")
+		}
+		fmt.Fprintf(&body, `["bench_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", [%d], 1700000000000000000]`, i)
+	}
+	body.WriteString("]}")
+	payload := body.String()
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/streams/caches/rows", strings.NewReader(payload)))
+			if rec.Code != 200 {
+				b.Errorf("%d %s", rec.Code, rec.Body)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "rows/s")
 }

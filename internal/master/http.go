@@ -1,7 +1,6 @@
 package master
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -143,22 +142,24 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
 		return
 	}
-	var req PublishRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	// One pass re-encodes the whole body as Python's json.dumps would (and
+	// validates it); the rows are then cut out of that fixed layout, ready
+	// for the wire. This costs a fraction of decoding with encoding/json.
+	enc, err := replication.AppendPythonJSON(make([]byte, 0, len(body)+len(body)/8), body)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, `invalid JSON body: `+err.Error()+`; send {"rows": [[...], ...]}`)
 		return
 	}
-	if dec.More() {
-		writeError(w, http.StatusBadRequest, `invalid JSON body: data after the object; send one {"rows": [...]}`)
+	rows, err := splitPublishBody(enc)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid body: "+err.Error()+`; send {"rows": [[...], ...]}`)
 		return
 	}
-	if len(req.Rows) == 0 {
+	if len(rows) == 0 {
 		writeError(w, http.StatusBadRequest, `"rows" is missing or empty: send {"rows": [[...], ...]} with at least one row`)
 		return
 	}
-	token, err := m.Publish(r.Context(), stream, req.Rows)
+	token, err := m.publishEncoded(r.Context(), stream, rows)
 	if err != nil {
 		var rowErr *RowError
 		switch {
@@ -169,12 +170,89 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			writeError(w, http.StatusServiceUnavailable, "publish did not complete: "+err.Error())
 		default:
-			m.logger.Error(err, "publish failed", "stream", stream, "rows", len(req.Rows))
+			m.logger.Error(err, "publish failed", "stream", stream, "rows", len(rows))
 			writeError(w, http.StatusInternalServerError, "publish failed, nothing acknowledged: "+err.Error())
 		}
 		return
 	}
 	writeJSON(w, http.StatusOK, PublishResponse{Token: token})
+}
+
+// splitPublishBody returns the rows of {"rows": [row, ...]} from a body in
+// AppendPythonJSON's output form: valid JSON with no whitespace except one
+// space after each ',' and ':' outside strings.
+func splitPublishBody(enc []byte) ([]json.RawMessage, error) {
+	if len(enc) == 0 || enc[0] != '{' {
+		return nil, errors.New("the body must be a JSON object")
+	}
+	var rows []json.RawMessage
+	seen := false
+	i := 1
+	for enc[i] != '}' {
+		keyEnd := skipJSON(enc, i)
+		key := enc[i:keyEnd]
+		valStart := keyEnd + len(": ")
+		valEnd := skipJSON(enc, valStart)
+		switch {
+		case string(key) != `"rows"`:
+			var name string
+			_ = json.Unmarshal(key, &name)
+			return nil, fmt.Errorf("unknown field %q", name)
+		case seen:
+			return nil, errors.New(`field "rows" given twice`)
+		case enc[valStart] != '[':
+			return nil, errors.New(`"rows" must be an array of rows`)
+		}
+		seen = true
+		arr := enc[valStart:valEnd]
+		for j := 1; arr[j] != ']'; {
+			end := skipJSON(arr, j)
+			rows = append(rows, json.RawMessage(arr[j:end:end]))
+			j = end
+			if arr[j] == ',' {
+				j += len(", ")
+			}
+		}
+		i = valEnd
+		if enc[i] == ',' {
+			i += len(", ")
+		}
+	}
+	return rows, nil
+}
+
+// skipJSON returns the end of the JSON value starting at b[i]; b is valid
+// JSON in AppendPythonJSON's form, so only strings need care.
+func skipJSON(b []byte, i int) int {
+	depth := 0
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '[', '{':
+			depth++
+		case ']', '}':
+			if depth == 0 {
+				return i // the end of a scalar inside a container
+			}
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
 }
 
 // StreamStatus is one stream in GET /v1/streams. Name, Token and

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
 func do(t *testing.T, h http.Handler, method, path, body string, header ...string) (int, map[string]any, http.Header) {
@@ -41,7 +43,10 @@ func TestPublishErrors(t *testing.T) {
 		errHas                   string
 	}{
 		{"bad JSON", "POST", "/v1/streams/caches/rows", `{"rows": [`, 400, "invalid JSON body"},
-		{"not an object", "POST", "/v1/streams/caches/rows", `[1,2]`, 400, "invalid JSON body"},
+		{"not an object", "POST", "/v1/streams/caches/rows", `[1,2]`, 400, "must be a JSON object"},
+		{"rows not an array", "POST", "/v1/streams/caches/rows", `{"rows": 5}`, 400, "must be an array"},
+		{"rows twice", "POST", "/v1/streams/caches/rows", `{"rows": [["a"]], "rows": [["b"]]}`, 400, "twice"},
+		{"invalid UTF-8", "POST", "/v1/streams/caches/rows", "{\"rows\": [[\"\xff\"]]}", 400, "invalid JSON body"},
 		{"unknown field", "POST", "/v1/streams/caches/rows", `{"row": [["a"]]}`, 400, `unknown field "row"`},
 		{"trailing data", "POST", "/v1/streams/caches/rows", `{"rows": [["a"]]} {}`, 400, "data after"},
 		{"no rows", "POST", "/v1/streams/caches/rows", `{"rows": []}`, 400, "missing or empty"},
@@ -341,4 +346,56 @@ func TestConcurrentPublishOrder(t *testing.T) {
 			t.Fatalf("token %d at position %d", tok, i)
 		}
 	}
+}
+
+func TestSplitPublishBody(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want []string
+	}{
+		{`{"rows": []}`, nil},
+		{`{}`, nil},
+		{`{"rows":[["a"]]}`, []string{`["a"]`}},
+		{` { "rows" : [ ["a]\"},[", ["x, y"], {"k": "}"}], [1.5e3,null,true] , ["\u00e9\ud83d\ude00"] ] } `,
+			[]string{`["a]\"},[", ["x, y"], {"k": "}"}]`, `[1.5e3, null, true]`, `["\u00e9\ud83d\ude00"]`}},
+	} {
+		enc, err := replication.AppendPythonJSON(nil, []byte(tc.body))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		rows, err := splitPublishBody(enc)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		var got []string
+		for _, r := range rows {
+			got = append(got, string(r))
+		}
+		if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+			t.Fatalf("%s: rows %q, want %q", tc.body, got, tc.want)
+		}
+	}
+}
+
+// FuzzSplitPublishBody: whatever JSON a client sends, splitting it never
+// panics, and every row it returns is itself valid JSON.
+func FuzzSplitPublishBody(f *testing.F) {
+	for _, s := range []string{`{"rows": [["a"]]}`, `{}`, `[]`, `"x"`, `{"rows": [[1, {"a": "]"}]], "x": 1}`, `{"a": {"b": [1]}}`, `{"rows": ["\"", 2, null]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		enc, err := replication.AppendPythonJSON(nil, body)
+		if err != nil {
+			return
+		}
+		rows, err := splitPublishBody(enc)
+		if err != nil {
+			return
+		}
+		for _, r := range rows {
+			if !json.Valid(r) {
+				t.Fatalf("row %q of %q is not valid JSON", r, enc)
+			}
+		}
+	})
 }

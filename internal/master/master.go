@@ -282,6 +282,22 @@ func (m *Master) Streams() []string { return m.streams }
 // they are durable, then hands them to the protocol server for fan-out. It
 // returns the token. Either every row is stored or none is.
 func (m *Master) Publish(ctx context.Context, stream string, rows []json.RawMessage) (int64, error) {
+	encoded := make([]json.RawMessage, len(rows))
+	for i, row := range rows {
+		// Rows go on the wire exactly as Python's json.dumps would write
+		// them, so traces compare byte for byte with Synapse's.
+		enc, err := replication.AppendPythonJSON(nil, row)
+		if err != nil {
+			return 0, &RowError{Index: i, Err: fmt.Errorf("not valid JSON; a row is a JSON array: %w", err)}
+		}
+		encoded[i] = enc
+	}
+	return m.publishEncoded(ctx, stream, encoded)
+}
+
+// publishEncoded is Publish for rows already in Python's json.dumps form
+// (the HTTP handler encodes a whole request body in one pass).
+func (m *Master) publishEncoded(ctx context.Context, stream string, rows []json.RawMessage) (int64, error) {
 	seq, ok := m.seq[stream]
 	if !ok {
 		return 0, fmt.Errorf("stream %q: %w; this master publishes %v", stream, replication.ErrUnknownStream, m.streams)
@@ -289,29 +305,20 @@ func (m *Master) Publish(ctx context.Context, stream string, rows []json.RawMess
 	if len(rows) == 0 {
 		return 0, errors.New("no rows: send at least one row")
 	}
-	encoded := make([]json.RawMessage, len(rows))
 	for i, row := range rows {
 		if err := m.validate(stream, row); err != nil {
 			return 0, &RowError{Index: i, Err: err}
 		}
-		// Rows go on the wire exactly as Python's json.dumps would write
-		// them, so traces compare byte for byte with Synapse's.
-		enc, err := replication.AppendPythonJSON(nil, row)
-		if err != nil {
-			return 0, &RowError{Index: i, Err: err}
-		}
-		encoded[i] = enc
-	}
-	// The server skips a row that cannot go on the wire as one RDATA line;
-	// refuse it here instead, before anything is stored. The largest token
-	// gives the longest prefix, so the check holds whatever token it gets.
-	for i := range encoded {
-		u := replication.Update{Stream: stream, Token: math.MaxInt64, Rows: encoded[i : i+1]}
+		// The server skips a row that cannot go on the wire as one RDATA
+		// line; refuse it here instead, before anything is stored. The
+		// largest token gives the longest prefix, so the check holds
+		// whatever token the row gets.
+		u := replication.Update{Stream: stream, Token: math.MaxInt64, Rows: rows[i : i+1]}
 		if err := replication.ValidateUpdate(u, m.cfg.Limits.MaxLineLength); err != nil {
 			return 0, &RowError{Index: i, Err: fmt.Errorf("row cannot be sent on one protocol line: %w", err)}
 		}
 	}
-	return m.appendAndPublish(ctx, seq, stream, encoded)
+	return m.appendAndPublish(ctx, seq, stream, rows)
 }
 
 // appendAndPublish stores already-valid, wire-encoded rows and publishes them.
