@@ -327,6 +327,13 @@ func (m *Master) ConnectionTable() []Connection {
 	now := m.now()
 	conns := m.srv.Connections()
 	current := map[string]int64{}
+	// Many connections usually sit at the same token of a stream: look
+	// each publish time up once per table.
+	type streamToken struct {
+		stream string
+		token  int64
+	}
+	behind := map[streamToken]float64{}
 	out := make([]Connection, 0, len(conns))
 	for _, c := range conns {
 		e := Connection{
@@ -346,7 +353,13 @@ func (m *Master) ConnectionTable() []Connection {
 			cs := ConnectionStream{Name: sub.Stream, State: sub.State, Token: sub.LastToken}
 			if cur > sub.LastToken {
 				cs.TokensBehind = cur - sub.LastToken
-				cs.SecondsBehind = m.secondsBehind(now, sub.Stream, sub.LastToken)
+				k := streamToken{sub.Stream, sub.LastToken}
+				secs, ok := behind[k]
+				if !ok {
+					secs = m.secondsBehind(now, sub.Stream, sub.LastToken)
+					behind[k] = secs
+				}
+				cs.SecondsBehind = secs
 			}
 			e.MaxSecondsBehind = max(e.MaxSecondsBehind, cs.SecondsBehind)
 			e.MaxTokensBehind = max(e.MaxTokensBehind, cs.TokensBehind)

@@ -399,3 +399,26 @@ func FuzzSplitPublishBody(f *testing.F) {
 		}
 	})
 }
+
+// TestSecondsBehindAfterTrim: a connection whose next token was trimmed is
+// as far behind as the oldest token held, not zero.
+func TestSecondsBehindAfterTrim(t *testing.T) {
+	m, log, srv, clock := newFakeMaster(t, Config{})
+	for range 3 {
+		if _, err := m.Publish(t.Context(), "typing", []json.RawMessage{json.RawMessage(`["!r", []]`)}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Second)
+	}
+	if err := log.Trim("typing", 2); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(7 * time.Second)
+	srv.conns = []ConnInfo{{ID: 1, Subscriptions: []SubInfo{{Stream: "typing", LastToken: 0}}}, {ID: 2, Subscriptions: []SubInfo{{Stream: "typing", LastToken: 0}}}}
+	for _, c := range m.ConnectionTable() {
+		// Token 3 was published at t0+2s; now is t0+10s.
+		if s := c.Streams[0]; s.TokensBehind != 3 || s.SecondsBehind != 8 {
+			t.Fatalf("connection %d: %+v", c.ID, s)
+		}
+	}
+}
