@@ -314,6 +314,8 @@ func TestHealthReadyMetrics(t *testing.T) {
 		`tcprepl_master_stream_position{stream="typing"} 1`,
 		`tcprepl_master_published_rows_total{stream="typing"} 1`,
 		`tcprepl_master_publish_duration_seconds_count 1`,
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

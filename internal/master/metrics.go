@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the master's own metrics. The protocol server registers the
@@ -31,7 +32,12 @@ func newMetrics(m *Master) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
-	for _, c := range []prometheus.Collector{x.publishedRows, x.publishErrors, x.publishSeconds, &positionCollector{m: m}} {
+	for _, c := range []prometheus.Collector{
+		// The usual process and Go runtime metrics: memory, goroutines,
+		// file descriptors, CPU.
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		x.publishedRows, x.publishErrors, x.publishSeconds, &positionCollector{m: m}} {
 		if err := m.registry.Register(c); err != nil {
 			return nil, fmt.Errorf("register master metrics: %w", err)
 		}
