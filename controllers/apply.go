@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -19,18 +20,31 @@ type applyOutcome string
 const (
 	outcomeCreated   applyOutcome = "created"
 	outcomeUpdated   applyOutcome = "updated"
+	outcomeRestored  applyOutcome = "restored"
 	outcomeUnchanged applyOutcome = "unchanged"
 )
 
+// ownedState says how to compare and copy the operator-owned part of one
+// kind of object.
+type ownedState[T client.Object] struct {
+	// fields returns the operator-owned part of an object. Compared with
+	// equality.Semantic.DeepDerivative(desired, live), fields the operator
+	// leaves unset (and the API server defaults) do not count as drift.
+	fields func(T) any
+	// mutate copies the owned part of want into live, leaving fields the
+	// API server defaults or other controllers own (a Service's clusterIP,
+	// a StatefulSet's immutable parts) alone.
+	mutate func(live, want T)
+}
+
 // applyOwned makes the object named like desired match desired, owned by
 // owner. It writes only when the desired state differs from what the
-// operator last wrote (recorded as a hash annotation), so a steady topology
-// costs no API writes. mutate copies the operator-owned fields of desired
-// into the live object, leaving fields the API server defaults or other
-// controllers own (a Service's clusterIP, a StatefulSet's immutable parts)
-// alone. An object of that name not controlled by owner is an error, never
-// adopted: it may belong to someone else.
-func applyOwned[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, owner client.Object, desired T, mutate func(live, desired T)) (applyOutcome, error) {
+// operator last wrote (recorded as a hash annotation) or when someone
+// changed an owned field of the live object (drift, which is put back), so
+// a steady topology costs no API writes. An object of that name not
+// controlled by owner is an error, never adopted: it may belong to someone
+// else.
+func applyOwned[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, owner client.Object, desired T, st ownedState[T]) (applyOutcome, error) {
 	hash, err := specHash(desired)
 	if err != nil {
 		return "", err
@@ -57,10 +71,14 @@ func applyOwned[T client.Object](ctx context.Context, c client.Client, scheme *r
 	if !metav1.IsControlledBy(live, owner) {
 		return "", fmt.Errorf("%s %s/%s exists and is not controlled by %s %s: delete or rename it so the operator can create its own", kind, live.GetNamespace(), live.GetName(), kindOf(scheme, owner), owner.GetName())
 	}
+	outcome := outcomeUpdated
 	if live.GetAnnotations()[AnnotationSpecHash] == hash {
-		return outcomeUnchanged, nil
+		if equality.Semantic.DeepDerivative(st.fields(desired), st.fields(live)) {
+			return outcomeUnchanged, nil
+		}
+		outcome = outcomeRestored
 	}
-	mutate(live, desired)
+	st.mutate(live, desired)
 	labels := live.GetLabels()
 	if labels == nil {
 		labels = map[string]string{}
@@ -71,7 +89,7 @@ func applyOwned[T client.Object](ctx context.Context, c client.Client, scheme *r
 	if err := c.Update(ctx, live); err != nil {
 		return "", fmt.Errorf("update %s %s/%s: %w", kind, live.GetNamespace(), live.GetName(), err)
 	}
-	return outcomeUpdated, nil
+	return outcome, nil
 }
 
 // kindOf names an object's kind for messages; typed objects read through a

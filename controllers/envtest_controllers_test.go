@@ -146,6 +146,31 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 		return nil
 	})
 
+	// Someone edits the StatefulSet by hand: the operator puts its own
+	// fields back, and leaves a `kubectl rollout restart` alone.
+	eventually(t, waitFor, "hand edit", func() error {
+		var sts appsv1.StatefulSet
+		if err := get(ctx, ns, "m1", &sts); err != nil {
+			return err
+		}
+		sts.Spec.Template.Spec.Containers[0].Image = "evil:1"
+		sts.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"] = "2026-11-26T20:00:00Z"
+		return k8s.Update(ctx, &sts)
+	})
+	eventually(t, waitFor, "hand edit reverted", func() error {
+		var sts appsv1.StatefulSet
+		if err := get(ctx, ns, "m1", &sts); err != nil {
+			return err
+		}
+		if img := sts.Spec.Template.Spec.Containers[0].Image; img != testOpts.DefaultImage {
+			return fmt.Errorf("image = %s", img)
+		}
+		if sts.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"] == "" {
+			return fmt.Errorf("the restart annotation was dropped")
+		}
+		return nil
+	})
+
 	// The Service keeps the cluster IP the API server allocated across
 	// updates.
 	var svc corev1.Service

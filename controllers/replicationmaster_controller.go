@@ -111,16 +111,16 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	if err != nil {
 		return obs, err
 	}
-	if err := applyLogged(ctx, r.Client, r.Scheme, m, cm, func(live, want *corev1.ConfigMap) { live.Data = want.Data }); err != nil {
+	if err := applyLogged(ctx, r.Client, r.Scheme, m, cm, configMapState); err != nil {
 		return obs, err
 	}
 	for _, svc := range []*corev1.Service{BuildMasterService(m), BuildMasterHeadlessService(m)} {
-		if err := applyLogged(ctx, r.Client, r.Scheme, m, svc, mutateService); err != nil {
+		if err := applyLogged(ctx, r.Client, r.Scheme, m, svc, serviceState); err != nil {
 			return obs, err
 		}
 	}
 	sts := BuildMasterStatefulSet(m, r.Options, ConfigHash(cm.Data[MasterConfigFile], token))
-	if err := applyLogged(ctx, r.Client, r.Scheme, m, sts, mutateStatefulSet); err != nil {
+	if err := applyLogged(ctx, r.Client, r.Scheme, m, sts, statefulSetState); err != nil {
 		return obs, err
 	}
 	if err := r.reconcileNetworkPolicy(ctx, m); err != nil {
@@ -191,7 +191,7 @@ func newToken() (string, error) {
 func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context, m *replv1.ReplicationMaster) error {
 	np := BuildMasterNetworkPolicy(m, r.Options)
 	if m.Spec.NetworkPolicy.IsEnabled() {
-		return applyLogged(ctx, r.Client, r.Scheme, m, np, func(live, want *networkingv1.NetworkPolicy) { live.Spec = want.Spec })
+		return applyLogged(ctx, r.Client, r.Scheme, m, np, networkPolicyState)
 	}
 	var live networkingv1.NetworkPolicy
 	switch err := r.Get(ctx, client.ObjectKeyFromObject(np), &live); {
@@ -210,8 +210,8 @@ func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context
 }
 
 // applyLogged is applyOwned plus a log line for every write.
-func applyLogged[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, owner client.Object, obj T, mutate func(live, want T)) error {
-	out, err := applyOwned(ctx, c, scheme, owner, obj, mutate)
+func applyLogged[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, owner client.Object, obj T, st ownedState[T]) error {
+	out, err := applyOwned(ctx, c, scheme, owner, obj, st)
 	if err != nil {
 		return err
 	}
@@ -221,21 +221,51 @@ func applyLogged[T client.Object](ctx context.Context, c client.Client, scheme *
 	return nil
 }
 
-// mutateService keeps the cluster IPs the API server allocated.
-func mutateService(live, want *corev1.Service) {
-	live.Spec.Ports = want.Spec.Ports
-	live.Spec.Selector = want.Spec.Selector
-	live.Spec.PublishNotReadyAddresses = want.Spec.PublishNotReadyAddresses
+var configMapState = ownedState[*corev1.ConfigMap]{
+	fields: func(c *corev1.ConfigMap) any { return c.Data },
+	mutate: func(live, want *corev1.ConfigMap) { live.Data = want.Data },
 }
 
-// mutateStatefulSet changes only what a StatefulSet lets change: the
+// serviceState keeps the cluster IPs the API server allocated.
+var serviceState = ownedState[*corev1.Service]{
+	fields: func(s *corev1.Service) any { return s.Spec },
+	mutate: func(live, want *corev1.Service) {
+		live.Spec.Ports = want.Spec.Ports
+		live.Spec.Selector = want.Spec.Selector
+		live.Spec.PublishNotReadyAddresses = want.Spec.PublishNotReadyAddresses
+	},
+}
+
+// statefulSetState changes only what a StatefulSet lets change: the
 // selector, service name and volume claim templates are immutable (the
 // API's CEL rule keeps spec.storage from changing for the same reason).
-func mutateStatefulSet(live, want *appsv1.StatefulSet) {
-	live.Spec.Replicas = want.Spec.Replicas
-	live.Spec.Template = want.Spec.Template
-	live.Spec.UpdateStrategy = want.Spec.UpdateStrategy
-	live.Spec.PersistentVolumeClaimRetentionPolicy = want.Spec.PersistentVolumeClaimRetentionPolicy
+var statefulSetState = ownedState[*appsv1.StatefulSet]{
+	fields: func(s *appsv1.StatefulSet) any { return s.Spec },
+	mutate: func(live, want *appsv1.StatefulSet) {
+		live.Spec.Replicas = want.Spec.Replicas
+		live.Spec.Template = keepRestartAnnotation(live.Spec.Template, want.Spec.Template)
+		live.Spec.UpdateStrategy = want.Spec.UpdateStrategy
+		live.Spec.PersistentVolumeClaimRetentionPolicy = want.Spec.PersistentVolumeClaimRetentionPolicy
+	},
+}
+
+var networkPolicyState = ownedState[*networkingv1.NetworkPolicy]{
+	fields: func(n *networkingv1.NetworkPolicy) any { return n.Spec },
+	mutate: func(live, want *networkingv1.NetworkPolicy) { live.Spec = want.Spec },
+}
+
+// keepRestartAnnotation returns want, carrying over the annotation
+// `kubectl rollout restart` sets: dropping it would restart the pods again.
+func keepRestartAnnotation(live, want corev1.PodTemplateSpec) corev1.PodTemplateSpec {
+	const restartedAt = "kubectl.kubernetes.io/restartedAt"
+	if v, ok := live.Annotations[restartedAt]; ok {
+		want = *want.DeepCopy()
+		if want.Annotations == nil {
+			want.Annotations = map[string]string{}
+		}
+		want.Annotations[restartedAt] = v
+	}
+	return want
 }
 
 // ProbeTargetFor is where the operator's probe reaches a master: the

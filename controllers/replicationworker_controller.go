@@ -102,7 +102,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (*appsv1.Deployment, []corev1.Pod, error) {
 	d := BuildWorkerDeployment(w, m, r.Options)
-	if err := applyLogged(ctx, r.Client, r.Scheme, w, d, mutateDeployment); err != nil {
+	if err := applyLogged(ctx, r.Client, r.Scheme, w, d, deploymentState); err != nil {
 		return nil, nil, err
 	}
 	var live appsv1.Deployment
@@ -116,10 +116,13 @@ func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *re
 	return &live, pods.Items, nil
 }
 
-// mutateDeployment leaves the immutable selector alone.
-func mutateDeployment(live, want *appsv1.Deployment) {
-	live.Spec.Replicas = want.Spec.Replicas
-	live.Spec.Template = want.Spec.Template
+// deploymentState leaves the immutable selector alone.
+var deploymentState = ownedState[*appsv1.Deployment]{
+	fields: func(d *appsv1.Deployment) any { return d.Spec },
+	mutate: func(live, want *appsv1.Deployment) {
+		live.Spec.Replicas = want.Spec.Replicas
+		live.Spec.Template = keepRestartAnnotation(live.Spec.Template, want.Spec.Template)
+	},
 }
 
 // writeStatus is the worker's version of the master's: significant changes
