@@ -122,7 +122,10 @@ func run(ctx context.Context, rows int, keep, verbose bool) (err error) {
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("master not ready: %w\n%s", err, env.OperatorLogTail(20))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("master not ready: %w\noperator log (tail):\n%s", err, env.OperatorLogTail(20))
 	}
 
 	step("publishing %d batches of 2 rows to stream %s through the master's Service", rows, stream)

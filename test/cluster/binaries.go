@@ -50,6 +50,9 @@ func BinariesFromEnv(repoRoot string) (Binaries, error) {
 	find := func(dst *string, envVar, name string, required bool) {
 		if v := os.Getenv(envVar); envVar != "" && v != "" {
 			if isExecutable(v) {
+				if abs, err := filepath.Abs(v); err == nil {
+					v = abs
+				}
 				*dst = v
 				return
 			}
@@ -106,7 +109,9 @@ func isExecutable(p string) bool {
 func LookBinary(envVar string, candidates ...string) (string, error) {
 	if v := os.Getenv(envVar); v != "" {
 		if isExecutable(v) {
-			return v, nil
+			// Absolute, because the path is handed to processes (pods)
+			// that run in other working directories.
+			return filepath.Abs(v)
 		}
 		return "", fmt.Errorf("%w: $%s=%s is not an executable file", ErrBinaryNotFound, envVar, v)
 	}

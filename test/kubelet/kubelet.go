@@ -150,6 +150,17 @@ func New(opts Options) (*Kubelet, error) {
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
 	}
+	// Programs run with the pod's directory as working directory, so
+	// relative paths in the table would not be found.
+	cmds := make(map[string]string, len(opts.Commands))
+	for name, p := range opts.Commands {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("kubelet: command %s=%s: %w", name, p, err)
+		}
+		cmds[name] = abs
+	}
+	opts.Commands = cmds
 	removeDir := false
 	if opts.Dir == "" {
 		d, err := os.MkdirTemp("", "tcprepl-testkubelet-")
