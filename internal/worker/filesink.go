@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -120,6 +121,49 @@ func (s *FileSink) Recover() (*Position, error) {
 	}
 	p := *s.last
 	return &p, nil
+}
+
+// Size is the offset just past the last whole batch.
+func (s *FileSink) Size() int64 { return s.size }
+
+// PositionsAfter reads the whole batches from offset (an earlier Size) to
+// the end and returns the last token of each stream among them: what the
+// file holds that positions saved at offset lack.
+func (s *FileSink) PositionsAfter(offset int64) (map[string]int64, error) {
+	if offset > s.size {
+		return nil, fmt.Errorf("%w: the saved positions expect %s to hold at least %d bytes but it holds %d: was it truncated or replaced? Move the state dir or the file away to start over",
+			ErrSinkFile, s.path, offset, s.size)
+	}
+	out := map[string]int64{}
+	if offset == s.size {
+		return out, nil
+	}
+	if offset > 0 {
+		var prev [1]byte
+		if _, err := s.f.ReadAt(prev[:], offset-1); err != nil {
+			return nil, fmt.Errorf("%w: read %s: %w", ErrSinkFile, s.path, err)
+		}
+		if prev[0] != '\n' {
+			return nil, fmt.Errorf("%w: the saved sink offset %d of %s is not at a line boundary: was the file replaced? Move the state dir or the file away to start over", ErrSinkFile, offset, s.path)
+		}
+	}
+	sc := bufio.NewScanner(io.NewSectionReader(s.f, offset, s.size-offset))
+	sc.Buffer(nil, 64<<20)
+	at := offset
+	for sc.Scan() {
+		var l Line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Stream == "" || l.Count < 1 || l.Index < 0 || l.Index >= l.Count {
+			return nil, fmt.Errorf("%w: %s: line at byte %d is not a row line; pick another --sink path", ErrSinkFile, s.path, at)
+		}
+		if l.Index == l.Count-1 {
+			out[l.Stream] = l.Token
+		}
+		at += int64(len(sc.Bytes())) + 1
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: read %s: %w", ErrSinkFile, s.path, err)
+	}
+	return out, nil
 }
 
 // Deliver appends the batch with one write and syncs it. If the write fails

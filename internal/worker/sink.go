@@ -32,14 +32,6 @@ type Sink interface {
 	String() string
 }
 
-// recoverer is a sink that holds its own record of what it received (the
-// file sink): on start the worker reconciles its saved positions with it.
-type recoverer interface {
-	// Recover returns the last complete batch the sink holds, if any, after
-	// discarding any trailing partial batch.
-	Recover() (last *Position, err error)
-}
-
 // Position is a stream and token.
 type Position struct {
 	Stream string

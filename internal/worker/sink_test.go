@@ -377,3 +377,45 @@ func closeT(t *testing.T, c io.Closer) {
 		t.Errorf("close: %v", err)
 	}
 }
+
+func TestFileSinkPositionsAfter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rows.jsonl")
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeT(t, s)
+	ctx := context.Background()
+	if err := s.Deliver(ctx, Batch{Stream: "events", Token: 1, Rows: rows(`[1]`)}); err != nil {
+		t.Fatal(err)
+	}
+	mid := s.Size()
+	for _, b := range []Batch{
+		{Stream: "events", Token: 2, Rows: rows(`[2]`, `[3]`)},
+		{Stream: "typing", Token: 7, Rows: rows(`[4]`)},
+		{Stream: "events", Token: 5, Rows: rows(`[5]`)},
+	} {
+		if err := s.Deliver(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.PositionsAfter(mid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["events"] != 5 || got["typing"] != 7 {
+		t.Fatalf("PositionsAfter(mid) = %v", got)
+	}
+	if got, err := s.PositionsAfter(s.Size()); err != nil || len(got) != 0 {
+		t.Fatalf("PositionsAfter(end) = %v, %v", got, err)
+	}
+	if got, err := s.PositionsAfter(0); err != nil || got["events"] != 5 {
+		t.Fatalf("PositionsAfter(0) = %v, %v", got, err)
+	}
+	if _, err := s.PositionsAfter(s.Size() + 1); !errors.Is(err, ErrSinkFile) || !strings.Contains(err.Error(), "truncated or replaced") {
+		t.Fatalf("offset past the end: err = %v", err)
+	}
+	if _, err := s.PositionsAfter(mid - 3); !errors.Is(err, ErrSinkFile) || !strings.Contains(err.Error(), "line boundary") {
+		t.Fatalf("offset inside a line: err = %v", err)
+	}
+}

@@ -33,6 +33,10 @@ var ErrStateCorrupt = errors.New("positions file is corrupt")
 type stateFile struct {
 	Version int              `json:"version"`
 	Streams map[string]int64 `json:"streams"`
+	// SinkOffset is the file sink's size when these positions were saved:
+	// every batch past it is newer than the positions, and is read back
+	// from the file on start. Absent for the other sinks.
+	SinkOffset *int64 `json:"sinkOffset,omitempty"`
 }
 
 // State is the worker's durable record of the last token delivered per
@@ -42,8 +46,9 @@ type State struct {
 	dir  string
 	lock *os.File
 
-	mu        sync.Mutex
-	positions map[string]int64
+	mu         sync.Mutex
+	positions  map[string]int64
+	sinkOffset *int64
 }
 
 // OpenState locks dir (creating it if needed) and loads the saved positions.
@@ -98,6 +103,10 @@ func (s *State) load() error {
 		}
 		s.positions[stream] = tok
 	}
+	if f.SinkOffset != nil && *f.SinkOffset < 0 {
+		return fmt.Errorf("worker: %w: %s: negative sink offset %d", ErrStateCorrupt, s.path(), *f.SinkOffset)
+	}
+	s.sinkOffset = f.SinkOffset
 	return nil
 }
 
@@ -121,22 +130,51 @@ func (s *State) Position(stream string) (int64, bool) {
 // any point leaves either the old or the new positions, never a torn file.
 // A token at or below the saved one is ignored: positions never go back.
 func (s *State) Save(stream string, token int64) error {
+	return s.Commit(map[string]int64{stream: token}, nil)
+}
+
+// SinkOffset returns the file sink offset saved with the positions.
+func (s *State) SinkOffset() (int64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.positions[stream]; ok && token <= old {
+	if s.sinkOffset == nil {
+		return 0, false
+	}
+	return *s.sinkOffset, true
+}
+
+// Commit saves several positions at once (each only if ahead of the saved
+// one), with the file sink's offset they correspond to (nil: unchanged).
+// Nothing is written when nothing changed.
+func (s *State) Commit(positions map[string]int64, sinkOffset *int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := maps.Clone(s.positions)
+	changed := false
+	for stream, token := range positions {
+		if old, ok := next[stream]; !ok || token > old {
+			next[stream] = token
+			changed = true
+		}
+	}
+	offset := s.sinkOffset
+	if sinkOffset != nil && (offset == nil || *offset != *sinkOffset) {
+		o := *sinkOffset
+		offset = &o
+		changed = true
+	}
+	if !changed {
 		return nil
 	}
-	next := maps.Clone(s.positions)
-	next[stream] = token
-	if err := s.write(next); err != nil {
+	if err := s.write(next, offset); err != nil {
 		return err
 	}
-	s.positions = next
+	s.positions, s.sinkOffset = next, offset
 	return nil
 }
 
-func (s *State) write(positions map[string]int64) error {
-	data, err := json.Marshal(stateFile{Version: stateVersion, Streams: positions})
+func (s *State) write(positions map[string]int64, sinkOffset *int64) error {
+	data, err := json.Marshal(stateFile{Version: stateVersion, Streams: positions, SinkOffset: sinkOffset})
 	if err != nil {
 		return fmt.Errorf("worker: encode positions: %w", err)
 	}

@@ -120,3 +120,56 @@ func TestStateErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestStateCommitWithSinkOffset(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.SinkOffset(); ok {
+		t.Fatal("fresh state has a sink offset")
+	}
+	off := int64(120)
+	if err := s.Commit(map[string]int64{"events": 4, "typing": 2}, &off); err != nil {
+		t.Fatal(err)
+	}
+	// Behind positions are ignored, the offset still moves.
+	off2 := int64(150)
+	if err := s.Commit(map[string]int64{"events": 3}, &off2); err != nil {
+		t.Fatal(err)
+	}
+	closeT(t, s)
+	s, err = OpenState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeT(t, s)
+	if o, ok := s.SinkOffset(); !ok || o != 150 {
+		t.Fatalf("sink offset = %d, %v; want 150", o, ok)
+	}
+	if p := s.Positions(); p["events"] != 4 || p["typing"] != 2 {
+		t.Fatalf("positions = %v", p)
+	}
+	// Nothing new: nothing is written. With the dir gone a write would
+	// fail, so a nil error proves it; a real change then fails.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(map[string]int64{"events": 4}, &off2); err != nil {
+		t.Fatalf("unchanged commit wrote: %v", err)
+	}
+	if err := s.Commit(map[string]int64{"events": 5}, &off2); err == nil {
+		t.Fatal("a changed commit into a removed dir did not fail")
+	}
+}
+
+func TestStateNegativeSinkOffsetIsCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, stateFileName), []byte(`{"version": 1, "streams": {}, "sinkOffset": -1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenState(dir); !errors.Is(err, ErrStateCorrupt) {
+		t.Fatalf("err = %v, want ErrStateCorrupt", err)
+	}
+}

@@ -63,6 +63,12 @@ type Config struct {
 	Stdout io.Writer
 	// HTTPSink tunes the HTTP sink (client, retry backoff).
 	HTTPSink HTTPSinkConfig
+	// SaveInterval is how often positions are saved while rows flow
+	// (default 100ms); they are also saved on every POSITION and on stop.
+	// A crash loses at most this much progress: the file sink reads it
+	// back from the file, the other sinks get those batches again. A
+	// negative value saves after every batch.
+	SaveInterval time.Duration
 	// Dial, InitialBackoff and MaxBackoff tune the replication client.
 	Dial                       func(ctx context.Context, network, addr string) (net.Conn, error)
 	InitialBackoff, MaxBackoff time.Duration
@@ -84,10 +90,19 @@ type Worker struct {
 	connErr   error
 	sinkErr   error
 	saveErr   error
-	// delivered is the last token the sink accepted per stream. It can be
-	// ahead of the saved position when saving failed; it keeps a batch
-	// the master sends again from reaching the sink twice.
+	// delivered is the last token the sink accepted per stream (or that a
+	// POSITION covered). It runs ahead of the saved positions until the
+	// next save, and keeps a batch the master sends again after a
+	// reconnect from reaching the sink twice.
 	delivered map[string]int64
+	// deliveredOffset is the file sink's size after the last delivery.
+	deliveredOffset int64
+	dirty           bool // delivered holds something not saved yet
+	lastSave        time.Time
+	saveMu          sync.Mutex // one save at a time
+	// fileSink is the sink when it is a file: positions are saved with
+	// its offset so a restart can read back what came after.
+	fileSink *FileSink
 }
 
 // Status is what the worker reports about itself.
@@ -143,6 +158,9 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Stdout == nil {
 		cfg.Stdout = os.Stdout
 	}
+	if cfg.SaveInterval == 0 {
+		cfg.SaveInterval = 100 * time.Millisecond
+	}
 	kind, arg, err := ParseSinkSpec(cfg.Sink)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -182,7 +200,7 @@ func New(cfg Config) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
-		w.sink = fs
+		w.sink, w.fileSink = fs, fs
 	case "http":
 		w.sink = NewHTTPSink(arg, hs)
 	}
@@ -216,27 +234,42 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// reconcile brings the saved positions up to what the sink holds. Batches
-// reach the sink one at a time and each is saved right after, so only the
-// sink's last batch can be ahead of the state (a crash between the two).
+// reconcile brings the saved positions up to what the file sink holds:
+// positions are saved with the file's size, and every whole batch after that
+// offset is newer than them (the worker stopped before its next save).
 func (w *Worker) reconcile() error {
-	r, ok := w.sink.(recoverer)
-	if !ok {
+	fs := w.fileSink
+	if fs == nil {
 		return nil
 	}
-	last, err := r.Recover()
-	if err != nil {
-		return fmt.Errorf("worker: %w", err)
+	var ahead map[string]int64
+	if off, ok := w.state.SinkOffset(); ok {
+		var err error
+		if ahead, err = fs.PositionsAfter(off); err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+	} else {
+		// No offset saved yet (a new state dir, or one from before
+		// offsets): the file's last batch is the best evidence.
+		last, err := fs.Recover()
+		if err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		ahead = map[string]int64{}
+		if last != nil {
+			ahead[last.Stream] = last.Token
+		}
 	}
-	if last == nil {
-		return nil
+	saved := w.state.Positions()
+	for stream, tok := range ahead {
+		if tok > saved[stream] {
+			w.log.Info("the sink file holds batches the saved positions lack (the worker stopped before saving); resuming after them",
+				"stream", stream, "saved", saved[stream], "token", tok)
+		}
 	}
-	if saved, ok := w.state.Position(last.Stream); ok && saved >= last.Token {
-		return nil
-	}
-	w.log.Info("the sink holds a batch the saved positions lack (the worker stopped between the two); resuming after it",
-		"stream", last.Stream, "token", last.Token)
-	if err := w.state.Save(last.Stream, last.Token); err != nil {
+	size := fs.Size()
+	w.deliveredOffset = size
+	if err := w.state.Commit(ahead, &size); err != nil {
 		return err
 	}
 	return nil
@@ -284,7 +317,30 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.close()
 	w.log.Info("worker starting", "master", w.cfg.Address, "serverName", w.cfg.ServerName, "name", w.cfg.Name,
 		"streams", w.cfg.Streams, "sink", w.sink.String(), "positions", w.state.Positions())
+	var wg sync.WaitGroup
+	flushCtx, stopFlush := context.WithCancel(context.Background())
+	if w.cfg.SaveInterval > 0 {
+		// Saves what a quiet stream delivered, without waiting for more.
+		wg.Go(func() {
+			t := time.NewTicker(w.cfg.SaveInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-flushCtx.Done():
+					return
+				case <-t.C:
+					_ = w.saveDelivered() // logged and reported by Status
+				}
+			}
+		})
+	}
 	err := w.client.Run(ctx)
+	stopFlush()
+	wg.Wait()
+	// The handler is done: save what it delivered last.
+	if serr := w.saveDelivered(); serr != nil && ctx.Err() != nil {
+		return fmt.Errorf("worker: saving positions on stop: %w", serr)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -339,7 +395,7 @@ func (h *handler) HandleRows(ctx context.Context, stream string, token int64, ro
 		// Sent again after a reconnect: the sink has it already.
 		w.metrics.duplicates.Inc()
 		w.log.V(1).Info("skipping a batch the sink already has", "stream", stream, "token", token)
-		return w.save(stream, token)
+		return nil
 	}
 	if err := w.sink.Deliver(ctx, Batch{Stream: stream, Token: token, Rows: rows}); err != nil {
 		if ctx.Err() != nil {
@@ -354,38 +410,73 @@ func (h *handler) HandleRows(ctx context.Context, stream string, token int64, ro
 		w.log.Error(err, "the sink did not take a batch; reconnecting to get it again", "stream", stream, "token", token, "sink", w.sink.String())
 		return err
 	}
+	w.metrics.batches.WithLabelValues(stream).Inc()
 	w.mu.Lock()
 	w.sinkErr = nil
 	w.delivered[stream] = token
+	if w.fileSink != nil {
+		w.deliveredOffset = w.fileSink.Size()
+	}
+	w.dirty = true
+	due := w.cfg.SaveInterval < 0 || time.Since(w.lastSave) >= w.cfg.SaveInterval
 	w.mu.Unlock()
-	w.metrics.batches.WithLabelValues(stream).Inc()
-	return w.save(stream, token)
+	if due {
+		return w.saveDelivered()
+	}
+	return nil
 }
 
-// save makes token the stream's durable position.
-func (w *Worker) save(stream string, token int64) error {
-	err := w.state.Save(stream, token)
+// saveDelivered makes the delivered positions (with the file sink's offset)
+// durable. A failure is kept for Status and retried by the next save.
+func (w *Worker) saveDelivered() error {
+	w.saveMu.Lock()
+	defer w.saveMu.Unlock()
+	w.mu.Lock()
+	if !w.dirty {
+		w.mu.Unlock()
+		return nil
+	}
+	positions := maps.Clone(w.delivered)
+	var offset *int64
+	if w.fileSink != nil {
+		o := w.deliveredOffset
+		offset = &o
+	}
+	w.dirty = false
+	w.mu.Unlock()
+
+	err := w.state.Commit(positions, offset)
 	w.mu.Lock()
 	w.saveErr = err
+	w.lastSave = time.Now()
+	if err != nil {
+		w.dirty = true
+	}
 	w.mu.Unlock()
 	if err != nil {
 		w.metrics.stateErrors.Inc()
-		w.log.Error(err, "saving the position failed", "stream", stream, "token", token)
+		w.log.Error(err, "saving positions failed; retrying with the next save", "positions", positions)
 		return err
 	}
-	if tok, ok := w.state.Position(stream); ok {
+	for stream, tok := range w.state.Positions() {
 		w.metrics.position.WithLabelValues(stream).Set(float64(tok))
 	}
 	return nil
 }
 
-// HandlePosition saves the POSITION token: every row up to it has been
-// handled (rows come before the POSITION that covers them), so a restart
-// can resume from it instead of from NOW, and lose nothing published while
-// the worker was down.
+// HandlePosition saves the POSITION token at once: every row up to it has
+// been handled (rows come before the POSITION that covers them), so a
+// restart resumes from it instead of from NOW, and loses nothing published
+// while the worker was down.
 func (h *handler) HandlePosition(stream string, token int64) {
 	w := (*Worker)(h)
-	_ = w.save(stream, token) // logged and reported by Status; the next batch retries
+	w.mu.Lock()
+	if old, ok := w.delivered[stream]; !ok || token > old {
+		w.delivered[stream] = token
+		w.dirty = true
+	}
+	w.mu.Unlock()
+	_ = w.saveDelivered() // logged and reported by Status; the next save retries
 }
 
 func (h *handler) HandleConnectionState(state replication.ClientState, err error) {

@@ -475,7 +475,7 @@ func runChild() int {
 		Address:    os.Getenv("CHILD_MASTER"),
 		ServerName: testServerName,
 		Name:       "crash-child",
-		Streams:    []string{"events"},
+		Streams:    []string{"events", "typing"},
 		StateDir:   os.Getenv("CHILD_STATE"),
 		Sink:       os.Getenv("CHILD_SINK"),
 		From:       from(0),
@@ -496,35 +496,63 @@ func TestWorkerKilledMidStream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
-	m := probetest.Start(t, testServerName, "events")
+	// Two streams, so that recovery has to find each stream's position in
+	// the file, not just the last batch's.
+	m := probetest.Start(t, testServerName, "events", "typing")
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rows.jsonl")
 	state := filepath.Join(dir, "state")
 	start := func() (*childProc, error) {
 		return startChild(t, m.Addr(), state, "file:"+path)
 	}
+	published := map[string][]int{}
 	next := 0
+	publish := func(batches int) {
+		for b := range batches {
+			stream := []string{"events", "typing"}[b%2]
+			size := b%3 + 1
+			rs := make([]json.RawMessage, size)
+			for i := range rs {
+				rs[i] = probetest.Row(next)
+				published[stream] = append(published[stream], next)
+				next++
+			}
+			m.Publish(stream, rs...)
+		}
+	}
+	// live reports whether the child is subscribed to both streams: rows
+	// published then reach it interleaved, as in production, rather than
+	// as one catch-up page per stream.
+	live := func() bool {
+		for _, ci := range m.Connections() {
+			if ci.Name != "crash-child" || len(ci.Subscriptions) != 2 {
+				continue
+			}
+			if ci.Subscriptions[0].State == "subscribed" && ci.Subscriptions[1].State == "subscribed" {
+				return true
+			}
+		}
+		return false
+	}
 	kills := 0
 	for round := range 6 {
-		next, _ = publishSeq(m, "events", next, 150)
 		c, err := start()
 		if err != nil {
 			t.Fatal(err)
 		}
-		before := len(fileLines(t, path))
-		// Kill as soon as the child has delivered something of this round:
-		// it is then in the middle of the backlog, writing and saving.
+		waitFor(t, 20*time.Second, fmt.Sprintf("round %d: the child subscribed", round), func() bool { return live() || c.exited() })
+		before := countLines(path)
+		publish(150)
+		// Kill once the child is well into this round's backlog (about a
+		// fifth of it): between two saves of its positions, writing.
 		waitFor(t, 20*time.Second, fmt.Sprintf("round %d progress", round), func() bool {
-			n := countLines(path)
-			return n > before || c.exited()
+			return countLines(path) > before+60 || c.exited()
 		})
 		if c.exited() {
 			t.Fatalf("child exited early: %s", c.stderr())
 		}
 		c.kill(t)
 		kills++
-		// The file is whole batches only after the next open repairs it;
-		// what counts is the end state.
 	}
 	c, err := start()
 	if err != nil {
@@ -532,12 +560,23 @@ func TestWorkerKilledMidStream(t *testing.T) {
 	}
 	defer c.kill(t)
 	waitFor(t, 60*time.Second, "every row after the last restart", func() bool { return countLines(path) >= next })
-	// Let a duplicate, if the worker wrongly wrote one, show up: publish a
-	// marker and wait for it, then check.
-	next, _ = publishSeq(m, "events", next, 1)
-	waitFor(t, 20*time.Second, "the marker row", func() bool { return countLines(path) >= next })
-	checkSequence(t, readLines(t, path), 0, next)
-	t.Logf("%d rows across %d SIGKILLs: each once, in order", next, kills)
+	// Let a duplicate, if the worker wrongly wrote one, show up: publish
+	// markers and wait for them, then check.
+	publish(2)
+	waitFor(t, 20*time.Second, "the marker rows", func() bool { return countLines(path) >= next })
+	got := map[string][]int{}
+	for _, l := range readLines(t, path) {
+		got[l.Stream] = append(got[l.Stream], rowNumber(t, l.Row))
+	}
+	for _, stream := range []string{"events", "typing"} {
+		if fmt.Sprint(got[stream]) != fmt.Sprint(published[stream]) {
+			t.Fatalf("%s: the file holds %d rows, %d published; each must be there once, in order", stream, len(got[stream]), len(published[stream]))
+		}
+	}
+	if c.exited() {
+		t.Fatalf("child exited: %s", c.stderr())
+	}
+	t.Logf("%d rows on 2 streams across %d SIGKILLs: each once, in order", next, kills)
 }
 
 // countLines counts newlines in path (0 if it does not exist).
