@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,8 +11,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 )
@@ -215,5 +219,36 @@ func expectInvalid(t *testing.T, err error, want string) {
 	}
 	if !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not contain %q", err.Error(), want)
+	}
+}
+
+// TestSamplesAreAccepted applies config/samples as a user would and checks
+// the API server takes every object.
+func TestSamplesAreAccepted(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	files, err := filepath.Glob(filepath.Join("..", "config", "samples", "replication_*.yaml"))
+	if err != nil || len(files) < 3 {
+		t.Fatalf("samples: %v %v", files, err)
+	}
+	kinds := map[string]int{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(data, &u.Object); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		u.SetNamespace(ns)
+		if err := k8s.Create(ctx, u); err != nil {
+			t.Errorf("%s refused: %v", f, err)
+		}
+		kinds[u.GetKind()]++
+	}
+	if kinds["ReplicationMaster"] != 1 || kinds["ReplicationWorker"] != 2 {
+		t.Errorf("samples hold %v; want a master and two workers", kinds)
 	}
 }

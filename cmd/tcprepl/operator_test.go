@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers"
+)
+
+func TestOperatorCommandErrors(t *testing.T) {
+	tests := map[string]struct {
+		args []string
+		want string
+	}{
+		"bad pod labels":      {[]string{"--operator-pod-labels", "a=b=c"}, "--operator-pod-labels"},
+		"status interval":     {[]string{"--status-interval", "100ms"}, "--status-interval must be at least 1s"},
+		"no concurrency":      {[]string{"--max-concurrent-reconciles", "0"}, "--max-concurrent-reconciles must be at least 1"},
+		"no such kubeconfig":  {[]string{"--kubeconfig", filepath.Join(t.TempDir(), "none")}, "find the cluster"},
+		"positional argument": {[]string{"extra"}, "unknown command"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cmd := newOperatorCommand()
+			cmd.SetArgs(append(tc.args, "--metrics-bind-address=0", "--health-probe-bind-address=0"))
+			cmd.SetOut(&bytes.Buffer{})
+			cmd.SetErr(&bytes.Buffer{})
+			err := cmd.Execute()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaultImage(t *testing.T) {
+	t.Setenv("TCPREPL_IMAGE", "")
+	if got := defaultImage(); !strings.HasPrefix(got, "ghcr.io/tcprepl/tcprepl:") {
+		t.Errorf("default image = %s", got)
+	}
+	t.Setenv("TCPREPL_IMAGE", "registry.local/tcprepl:1")
+	if got := defaultImage(); got != "registry.local/tcprepl:1" {
+		t.Errorf("image from env = %s", got)
+	}
+}
+
+// TestOperatorProcessWithShippedRBAC runs `tcprepl operator` as a process
+// against a real kube-apiserver, authenticated as the operator's service
+// account and authorized only by config/rbac (the generated ClusterRole and
+// the leader election Role), with leader election on. It proves the RBAC the
+// chart ships is enough, and that --kubeconfig, --watch-namespace and the
+// health endpoint work.
+func TestOperatorProcessWithShippedRBAC(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: run `make tools` and test through the Makefile to run this against a real kube-apiserver")
+	}
+	bin := buildBinary(t)
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("envtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Logf("stop envtest: %v", err)
+		}
+	})
+	ctx := context.Background()
+	admin, err := client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"tcprepl-system", "apps"} {
+		if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"role.yaml", "role_binding.yaml", "leader_election_role.yaml", "leader_election_role_binding.yaml"} {
+		applyYAMLFile(t, admin, filepath.Join("..", "..", "config", "rbac", f))
+	}
+	// A client certificate whose name is the service account's user name
+	// is matched by the ServiceAccount subjects of the bindings.
+	user, err := env.AddUser(envtest.User{Name: "system:serviceaccount:tcprepl-system:tcprepl-operator"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcPath := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	healthPort := freeTCPPort(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "operator", "--kubeconfig="+kcPath, "--watch-namespace=apps",
+		"--leader-elect", "--leader-election-namespace=tcprepl-system",
+		"--metrics-bind-address=0", fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort),
+		"--image=registry.local/tcprepl:test", "--operator-namespace=tcprepl-system")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("operator output:\n%s", logs.String())
+		}
+	})
+
+	m := &replv1.ReplicationMaster{
+		ObjectMeta: metav1.ObjectMeta{Name: "m", Namespace: "apps"},
+		Spec:       replv1.ReplicationMasterSpec{ServerName: "example.org", Storage: replv1.StorageSpec{Ephemeral: true}},
+	}
+	w := &replv1.ReplicationWorker{
+		ObjectMeta: metav1.ObjectMeta{Name: "w", Namespace: "apps"},
+		Spec:       replv1.ReplicationWorkerSpec{MasterRef: replv1.MasterReference{Name: "m"}, Replicas: ptr.To[int32](2)},
+	}
+	if err := admin.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	pollErr(t, 60*time.Second, "owned objects and status", func() error {
+		var sts appsv1.StatefulSet
+		if err := admin.Get(ctx, types.NamespacedName{Namespace: "apps", Name: "m"}, &sts); err != nil {
+			return err
+		}
+		if img := sts.Spec.Template.Spec.Containers[0].Image; img != "registry.local/tcprepl:test" {
+			return fmt.Errorf("master image = %s", img)
+		}
+		var d appsv1.Deployment
+		if err := admin.Get(ctx, types.NamespacedName{Namespace: "apps", Name: "w"}, &d); err != nil {
+			return err
+		}
+		var live replv1.ReplicationMaster
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(m), &live); err != nil {
+			return err
+		}
+		if meta.FindStatusCondition(live.Status.Conditions, replv1.ConditionReady) == nil || live.Status.PublishTokenSecret == "" {
+			return fmt.Errorf("master status = %+v", live.Status)
+		}
+		var lw replv1.ReplicationWorker
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(w), &lw); err != nil {
+			return err
+		}
+		if lw.Status.ObservedGeneration != lw.Generation {
+			return fmt.Errorf("worker status = %+v", lw.Status)
+		}
+		return nil
+	})
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", healthPort))
+	if err != nil {
+		t.Fatalf("healthz: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("healthz = %d", resp.StatusCode)
+	}
+	if strings.Contains(logs.String(), "forbidden") {
+		t.Errorf("the operator hit RBAC denials:\n%s", logs.String())
+	}
+
+	// SIGTERM: a clean exit that releases the leader lease.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Errorf("operator exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("operator did not stop on SIGTERM")
+	}
+}
+
+func applyYAMLFile(t *testing.T, c client.Client, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if err.Error() == "EOF" {
+				return
+			}
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if err := c.Create(context.Background(), u); err != nil {
+			t.Fatalf("%s: create %s %s: %v", path, u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func pollErr(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s: %v", what, timeout, err)
+}
