@@ -310,7 +310,21 @@ func (s *rawSubscriber) run(addr string) {
 	}
 }
 
-func benchFanout(b *testing.B, nsubs int, kind string) {
+func benchFanout(b *testing.B, nsubs int, kind string) { benchFanoutAt(b, nsubs, kind, 0) }
+
+// BenchmarkFanoutLatency publishes at a steady 20,000 rows/s, well below
+// what the subscribers can take, so the latencies are those of an unloaded
+// pipeline rather than of a saturated one.
+func BenchmarkFanoutLatency(b *testing.B) {
+	for _, subs := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("subscribers=%d/client", subs), func(b *testing.B) { benchFanoutAt(b, subs, subClient, 20000) })
+	}
+}
+
+// benchFanoutAt runs the fan-out benchmark; with rate > 0 the publisher
+// sends that many rows per second (in bursts every millisecond) instead of
+// as fast as the window allows.
+func benchFanoutAt(b *testing.B, nsubs int, kind string, rate int) {
 	src := &syntheticSource{stream: "caches"}
 	srv, err := NewServer(ServerConfig{ServerName: "bench"}, src, nil)
 	if err != nil {
@@ -385,7 +399,14 @@ func benchFanout(b *testing.B, nsubs int, kind string) {
 	start := time.Now()
 	cpuStart := processCPUTime()
 	floor := int64(0)
+	perTick := rate / 1000
 	for i := 1; i <= b.N; i++ {
+		if perTick > 0 && i%perTick == 0 {
+			// Keep to the rate: the i-th row is due at i/rate seconds.
+			if due := start.Add(time.Duration(i) * time.Second / time.Duration(rate)); time.Until(due) > 0 {
+				time.Sleep(time.Until(due))
+			}
+		}
 		if int64(i)-floor > window {
 			// Sleep rather than spin: on two cores a spinning
 			// publisher takes CPU from the subscribers it waits for.
