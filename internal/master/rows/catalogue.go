@@ -251,17 +251,19 @@ func (c *Catalogue) Validate(stream string, row json.RawMessage) error {
 }
 
 func (s *shape) validate(row json.RawMessage) error {
-	// encoding/json lets invalid UTF-8 through (it would substitute
-	// U+FFFD on decode); the wire is UTF-8, so refuse it here.
-	if !utf8.Valid(row) {
-		return &RowError{Stream: s.name, Msg: "not valid UTF-8; rows are UTF-8 JSON"}
-	}
-	if !json.Valid(row) {
-		return &RowError{Stream: s.name, Msg: "not valid JSON; a row is a JSON array"}
-	}
 	var arr [16][]byte
-	vals, ok := splitArray(row, arr[:0])
-	if !ok {
+	vals, res := scanRow(row, arr[:0])
+	switch res {
+	case rowNotJSON:
+		// encoding/json would let invalid UTF-8 through (substituting
+		// U+FFFD on decode); the wire is UTF-8, so it is refused too.
+		if !utf8.Valid(row) {
+			return &RowError{Stream: s.name, Msg: "not valid UTF-8; rows are UTF-8 JSON"}
+		}
+		return &RowError{Stream: s.name, Msg: "not valid JSON; a row is a JSON array"}
+	case rowTooDeep:
+		return &RowError{Stream: s.name, Msg: fmt.Sprintf("nested deeper than %d levels", maxDepth)}
+	case rowNotArray:
 		return &RowError{Stream: s.name, Msg: "expected a JSON array, got " + preview(trimSpace(row))}
 	}
 	if s.count > 0 && len(vals) != s.count {
@@ -281,22 +283,31 @@ func (s *shape) validate(row json.RawMessage) error {
 
 // validateEventData checks the data of an events row by its kind.
 func validateEventData(stream string, vals [][]byte) error {
+	// The kind is nearly always written plainly; decode only otherwise
+	// (escapes such as "\u0065v").
 	var kind string
-	if err := json.Unmarshal(vals[0], &kind); err != nil {
-		return &RowError{Stream: stream, Field: 1, Name: "type", Msg: "expected a string"}
+	switch string(vals[0]) { // no allocation: compared in place
+	case `"` + EventKindEvent + `"`:
+		kind = EventKindEvent
+	case `"` + EventKindState + `"`:
+		kind = EventKindState
+	default:
+		if err := json.Unmarshal(vals[0], &kind); err != nil {
+			return &RowError{Stream: stream, Field: 1, Name: "type", Msg: "expected a string"}
+		}
 	}
 	var fields []Field
+	var scope string
 	switch kind {
 	case EventKindEvent:
-		fields = eventFields
+		fields, scope = eventFields, `"ev" data`
 	case EventKindState:
-		fields = stateFields
+		fields, scope = stateFields, `"state" data`
 	default:
 		return &RowError{Stream: stream, Field: 1, Name: "type", Msg: fmt.Sprintf(`expected "ev" or "state", got %s`, preview(vals[0]))}
 	}
 	var arr [8][]byte
 	data, _ := splitArray(vals[1], arr[:0]) // checkFields made sure it is a list
-	scope := fmt.Sprintf("%q data", kind)
 	if len(data) != len(fields) {
 		return &RowError{Stream: stream, Scope: scope, Msg: countMsg(fields, len(fields), len(data))}
 	}

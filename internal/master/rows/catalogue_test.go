@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
@@ -142,6 +143,15 @@ func TestValidate(t *testing.T) {
 		"invalid UTF-8":    {stream: "push_rules", row: "[\"\xff\"]", wantErr: `push_rules row: not valid UTF-8; rows are UTF-8 JSON`},
 		"unknown stream":   {stream: "nope", row: `[]`, wantErr: `stream "nope": unknown stream`},
 		"custom any":       {stream: "audit", row: `[1, "two", {"three": [3]}, null, 1.5]`},
+		"too deep":         {stream: "audit", row: strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1), wantErr: "audit row: nested deeper than 1000 levels"},
+		"deep enough":      {stream: "audit", row: strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth)},
+		"ts 19 digits":     {stream: "caches", row: `["f", [], 1234567890123456789]`},
+		"ts -19 digits":    {stream: "caches", row: `["f", [], -1234567890123456789]`},
+		"ts minus only":    {stream: "caches", row: `["f", [], -]`, wantErr: "caches row: not valid JSON; a row is a JSON array"},
+		"control char":     {stream: "push_rules", row: "[\"a\tb\"]", wantErr: "push_rules row: not valid JSON; a row is a JSON array"},
+		"bad escape":       {stream: "push_rules", row: `["a\xb"]`, wantErr: "push_rules row: not valid JSON; a row is a JSON array"},
+		"unicode escapes":  {stream: "push_rules", row: `["\u00e9\ud83d\ude00\/"]`},
+		"raw UTF-8":        {stream: "push_rules", row: `["été 😀"]`},
 		"custom empty":     {stream: "audit", row: `[]`},
 		"custom counted":   {stream: "pairs", row: `[1, {}]`},
 		"custom count off": {stream: "pairs", row: `[1, 2, 3]`, wantErr: `pairs row: expected 2 fields, got 3`},
@@ -347,4 +357,48 @@ func BenchmarkValidate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzScanRow checks the single-pass validator against encoding/json: the
+// same texts are valid (plus: valid UTF-8), and arrays split into the same
+// elements.
+func FuzzScanRow(f *testing.F) {
+	for _, row := range validRows {
+		f.Add([]byte(row))
+	}
+	for _, seed := range []string{``, ` `, `[`, `]`, `[]`, ` [ ] `, `[1,]`, `[,1]`, `{"a":1}`, `{"a" 1}`, `"x"`, `1`, `-`, `-0`, `01`, `1.`, `1.5e`, `1E+2`,
+		`tru`, `true`, `nul`, `[null, false]`, `["\u00e9"]`, `["\u00e"]`, `["\x"]`, "[\"\t\"]", "[\"\xff\"]", "[\"\xed\xa0\x80\"]", `[[[]]]`, `[{"a":[{}]}]`, `[1] 2`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		vals, res := scanRow(b, nil)
+		if res == rowTooDeep {
+			return // encoding/json allows deeper nesting; ours is a deliberate limit
+		}
+		valid := utf8.Valid(b) && json.Valid(b)
+		if valid != (res != rowNotJSON) {
+			t.Fatalf("scanRow(%q) = %v; encoding/json valid = %v", b, res, valid)
+		}
+		if !valid {
+			return
+		}
+		var elems []json.RawMessage
+		// Unmarshal also takes null as a nil slice; an array starts with [.
+		trimmed := trimSpace(b)
+		isArray := len(trimmed) > 0 && trimmed[0] == '[' && json.Unmarshal(b, &elems) == nil
+		if isArray != (res == rowOK) {
+			t.Fatalf("scanRow(%q) = %v; encoding/json array = %v", b, res, isArray)
+		}
+		if !isArray {
+			return
+		}
+		if len(vals) != len(elems) {
+			t.Fatalf("scanRow(%q) found %d elements, encoding/json %d", b, len(vals), len(elems))
+		}
+		for i := range elems {
+			if string(vals[i]) != string(trimSpace(elems[i])) {
+				t.Fatalf("element %d: scanRow %q, encoding/json %q", i, vals[i], elems[i])
+			}
+		}
+	})
 }

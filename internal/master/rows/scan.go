@@ -115,6 +115,21 @@ func typeOf(v []byte) Type {
 	case 'n':
 		return Null
 	}
+	// Up to 18 digits always fits an int64; longer ones go to ParseInt.
+	digits := v
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	plain := len(digits) > 0 && len(digits) <= 18
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return Int
+	}
 	if _, err := strconv.ParseInt(string(v), 10, 64); err == nil {
 		return Int
 	}
