@@ -30,6 +30,7 @@ type workerFlags struct {
 	sink          string
 	from          int64
 	metricsListen string
+	saveInterval  time.Duration
 	verbosity     int
 }
 
@@ -87,6 +88,7 @@ func (f *workerFlags) addFlags(fl *pflag.FlagSet) {
 	fl.StringVar(&f.sink, "sink", "stdout", "where rows go: stdout, file:PATH or http:URL")
 	fl.Int64Var(&f.from, "from", 0, "first start only: replicate the rows after this token instead of from now (e.g. --from 0 for everything retained)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address for /metrics, /healthz and /readyz, e.g. :8080 (empty: none)")
+	fl.DurationVar(&f.saveInterval, "save-interval", 100*time.Millisecond, "how often positions are saved while rows flow (also on every POSITION and on stop); a crash re-delivers at most this much to stdout/http sinks")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
 }
 
@@ -100,6 +102,10 @@ func (f *workerFlags) config(cmd *cobra.Command, getenv func(string) string) (wo
 		StateDir:   f.stateDir,
 		Sink:       f.sink,
 	}
+	if f.saveInterval <= 0 {
+		return cfg, fmt.Errorf("--save-interval %v: use a positive duration, e.g. 100ms", f.saveInterval)
+	}
+	cfg.SaveInterval = f.saveInterval
 	for _, s := range strings.Split(f.streams, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			cfg.Streams = append(cfg.Streams, s)

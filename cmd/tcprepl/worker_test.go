@@ -37,7 +37,7 @@ func TestWorkerFlagsConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Address != "env-master:9092" || cfg.ServerName != "env.example.org" || cfg.Name != "pod-0" ||
-		strings.Join(cfg.Streams, "|") != "events|caches" || cfg.From != nil || cfg.Sink != "stdout" {
+		strings.Join(cfg.Streams, "|") != "events|caches" || cfg.From != nil || cfg.Sink != "stdout" || cfg.SaveInterval != 100*time.Millisecond {
 		t.Fatalf("from the environment: %+v", cfg)
 	}
 	cfg, err = parse(t, "--master", "m:1", "--server-name", "n", "--name", "w", "--streams", "ALL", "--state-dir", "/s", "--from", "0", "--sink", "file:/x")
@@ -49,6 +49,9 @@ func TestWorkerFlagsConfig(t *testing.T) {
 	}
 	if _, err := parse(t, "--streams", "events"); err == nil || !strings.Contains(err.Error(), "--state-dir") {
 		t.Fatalf("no state dir: err = %v", err)
+	}
+	if _, err := parse(t, "--streams", "events", "--state-dir", "/s", "--save-interval", "0s"); err == nil || !strings.Contains(err.Error(), "--save-interval") {
+		t.Fatalf("zero save interval: err = %v", err)
 	}
 }
 
