@@ -292,9 +292,13 @@ func validateEventData(stream string, vals [][]byte) error {
 	case `"` + EventKindState + `"`:
 		kind = EventKindState
 	default:
-		if err := json.Unmarshal(vals[0], &kind); err != nil {
+		// A separate variable: taking kind's address would move it to
+		// the heap on the common path too.
+		var decoded string
+		if err := json.Unmarshal(vals[0], &decoded); err != nil {
 			return &RowError{Stream: stream, Field: 1, Name: "type", Msg: "expected a string"}
 		}
+		kind = decoded
 	}
 	var fields []Field
 	var scope string
