@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -76,6 +77,10 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 			return controlledBy(obj, m)
 		})
 	}
+
+	eventually(t, waitFor, "Created event", func() error {
+		return hasEvent(ctx, ns, "ReplicationMaster", "m1", corev1.EventTypeNormal, "Created")
+	})
 
 	var secret corev1.Secret
 	if err := get(ctx, ns, "m1-publish-token", &secret); err != nil {
@@ -318,6 +323,9 @@ func TestWorkerMasterNotFoundThenFound(t *testing.T) {
 	if err := get(ctx, ns, "w1", &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("a Deployment exists without a master (err %v)", err)
 	}
+	eventually(t, waitFor, "MasterNotFound event", func() error {
+		return hasEvent(ctx, ns, "ReplicationWorker", "w1", corev1.EventTypeWarning, replv1.ReasonMasterNotFound)
+	})
 
 	m := minimalMaster(ns, "m3")
 	if err := k8s.Create(ctx, m); err != nil {
@@ -457,6 +465,22 @@ func TestWorkerStatusFromProbeSnapshot(t *testing.T) {
 		}
 		return conditionIs(st.Conditions, replv1.ConditionLagging, "True", replv1.ReasonLagAboveThreshold)
 	})
+}
+
+// hasEvent finds an events.k8s.io Event about the object.
+func hasEvent(ctx context.Context, ns, kind, name, eventType, reason string) error {
+	var list eventsv1.EventList
+	if err := k8s.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	var seen []string
+	for _, e := range list.Items {
+		if e.Regarding.Kind == kind && e.Regarding.Name == name && e.Type == eventType && e.Reason == reason {
+			return nil
+		}
+		seen = append(seen, e.Regarding.Kind+"/"+e.Regarding.Name+" "+e.Type+" "+e.Reason)
+	}
+	return fmt.Errorf("no %s %s event for %s %s; events: %v", eventType, reason, kind, name, seen)
 }
 
 // touchPods changes a label on pods so that the worker controller, which

@@ -12,9 +12,11 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -51,6 +53,9 @@ type ReplicationMasterReconciler struct {
 	Now func() time.Time
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
 	MaxConcurrentReconciles int
+	// Recorder, when set, receives an Event for every owned object written
+	// and every change of the Ready condition.
+	Recorder events.EventRecorder
 
 	limiter *statusLimiter
 }
@@ -62,6 +67,7 @@ type ReplicationMasterReconciler struct {
 // +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile fetches the master, runs the phases in order, and writes status
 // last.
@@ -86,6 +92,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	obs, err := r.reconcilePhases(ctx, &m)
 	if err != nil {
 		log.Error(err, "reconcile failed", "phase", "objects")
+		emit(r.Recorder, &m, corev1.EventTypeWarning, replv1.ReasonReconcileFailed, "Reconcile", err.Error())
 	}
 	snap, haveSnap := r.Observer.Snapshot(req.NamespacedName)
 	status := MasterStatus(&m, obs, snap, haveSnap, err)
@@ -111,16 +118,16 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	if err != nil {
 		return obs, err
 	}
-	if err := applyLogged(ctx, r.Client, r.Scheme, m, cm, configMapState); err != nil {
+	if err := applyLogged(ctx, r.Client, r.Scheme, r.Recorder, m, cm, configMapState); err != nil {
 		return obs, err
 	}
 	for _, svc := range []*corev1.Service{BuildMasterService(m), BuildMasterHeadlessService(m)} {
-		if err := applyLogged(ctx, r.Client, r.Scheme, m, svc, serviceState); err != nil {
+		if err := applyLogged(ctx, r.Client, r.Scheme, r.Recorder, m, svc, serviceState); err != nil {
 			return obs, err
 		}
 	}
 	sts := BuildMasterStatefulSet(m, r.Options, ConfigHash(cm.Data[MasterConfigFile], token))
-	if err := applyLogged(ctx, r.Client, r.Scheme, m, sts, statefulSetState); err != nil {
+	if err := applyLogged(ctx, r.Client, r.Scheme, r.Recorder, m, sts, statefulSetState); err != nil {
 		return obs, err
 	}
 	if err := r.reconcileNetworkPolicy(ctx, m); err != nil {
@@ -191,7 +198,7 @@ func newToken() (string, error) {
 func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context, m *replv1.ReplicationMaster) error {
 	np := BuildMasterNetworkPolicy(m, r.Options)
 	if m.Spec.NetworkPolicy.IsEnabled() {
-		return applyLogged(ctx, r.Client, r.Scheme, m, np, networkPolicyState)
+		return applyLogged(ctx, r.Client, r.Scheme, r.Recorder, m, np, networkPolicyState)
 	}
 	var live networkingv1.NetworkPolicy
 	switch err := r.Get(ctx, client.ObjectKeyFromObject(np), &live); {
@@ -210,15 +217,49 @@ func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context
 }
 
 // applyLogged is applyOwned plus a log line for every write.
-func applyLogged[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, owner client.Object, obj T, st ownedState[T]) error {
+func applyLogged[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, rec events.EventRecorder, owner client.Object, obj T, st ownedState[T]) error {
 	out, err := applyOwned(ctx, c, scheme, owner, obj, st)
 	if err != nil {
 		return err
 	}
 	if out != outcomeUnchanged {
-		logf.FromContext(ctx).Info("owned object "+string(out), "kind", kindOf(scheme, obj), "name", obj.GetName())
+		kind := kindOf(scheme, obj)
+		logf.FromContext(ctx).Info("owned object "+string(out), "kind", kind, "name", obj.GetName())
+		reason := map[applyOutcome]string{outcomeCreated: "Created", outcomeUpdated: "Updated", outcomeRestored: "Restored"}[out]
+		note := fmt.Sprintf("%s %s %s", kind, obj.GetName(), out)
+		if out == outcomeRestored {
+			note += ": it had been edited by hand; the resource's spec is the source of truth"
+		}
+		emit(rec, owner, corev1.EventTypeNormal, reason, "Apply", note)
 	}
 	return nil
+}
+
+// emit records an Event when a recorder is configured.
+func emit(rec events.EventRecorder, obj runtime.Object, eventType, reason, action, note string) {
+	if rec == nil {
+		return
+	}
+	// Notes are limited to 1 KiB by the Events API.
+	if len(note) > 1000 {
+		note = note[:1000]
+	}
+	rec.Eventf(obj, nil, eventType, reason, action, "%s", note)
+}
+
+// emitReadyChange records an Event when the Ready condition changes status
+// or reason: these are the moments a user wants in `kubectl describe`.
+func emitReadyChange(rec events.EventRecorder, obj runtime.Object, before, after []metav1.Condition) {
+	b := meta.FindStatusCondition(before, replv1.ConditionReady)
+	a := meta.FindStatusCondition(after, replv1.ConditionReady)
+	if a == nil || (b != nil && b.Status == a.Status && b.Reason == a.Reason) {
+		return
+	}
+	t := corev1.EventTypeNormal
+	if a.Status != metav1.ConditionTrue {
+		t = corev1.EventTypeWarning
+	}
+	emit(rec, obj, t, a.Reason, "Observe", a.Message)
 }
 
 var configMapState = ownedState[*corev1.ConfigMap]{
@@ -314,6 +355,7 @@ func (r *ReplicationMasterReconciler) writeStatus(ctx context.Context, m *replv1
 		return ctrl.Result{}, fmt.Errorf("write status of ReplicationMaster %s: %w", key, err)
 	}
 	r.limiter.wrote(key)
+	emitReadyChange(r.Recorder, m, orig.Status.Conditions, status.Conditions)
 	return ctrl.Result{}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -47,6 +48,9 @@ type ReplicationWorkerReconciler struct {
 	Now func() time.Time
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
 	MaxConcurrentReconciles int
+	// Recorder, when set, receives an Event for every owned object written
+	// and every change of the Ready condition.
+	Recorder events.EventRecorder
 
 	limiter *statusLimiter
 }
@@ -90,6 +94,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	deploy, pods, err := r.reconcilePhases(ctx, &w, &m)
 	if err != nil {
 		log.Error(err, "reconcile failed")
+		emit(r.Recorder, &w, corev1.EventTypeWarning, replv1.ReasonReconcileFailed, "Reconcile", err.Error())
 	}
 	snap, haveSnap := r.Observer.Snapshot(masterKey)
 	status := WorkerStatus(&w, &m, deploy, pods, snap, haveSnap, err)
@@ -102,7 +107,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (*appsv1.Deployment, []corev1.Pod, error) {
 	d := BuildWorkerDeployment(w, m, r.Options)
-	if err := applyLogged(ctx, r.Client, r.Scheme, w, d, deploymentState); err != nil {
+	if err := applyLogged(ctx, r.Client, r.Scheme, r.Recorder, w, d, deploymentState); err != nil {
 		return nil, nil, err
 	}
 	var live appsv1.Deployment
@@ -149,6 +154,7 @@ func (r *ReplicationWorkerReconciler) writeStatus(ctx context.Context, w *replv1
 		return ctrl.Result{}, fmt.Errorf("write status of ReplicationWorker %s: %w", key, err)
 	}
 	r.limiter.wrote(key)
+	emitReadyChange(r.Recorder, w, orig.Status.Conditions, status.Conditions)
 	return ctrl.Result{}, nil
 }
 

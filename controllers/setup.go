@@ -91,13 +91,14 @@ func SetupOperator(mgr ctrl.Manager, o OperatorOptions) (*ProbeManager, error) {
 			probes = pm
 		}
 	}
+	rec := mgr.GetEventRecorder(ManagedBy)
 	mr := &ReplicationMasterReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build,
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec,
 		Probes: probes, Observer: observer, StatusInterval: o.StatusInterval,
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 	}
 	wr := &ReplicationWorkerReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build,
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec,
 		Observer: observer, StatusInterval: o.StatusInterval,
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 	}
