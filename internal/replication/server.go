@@ -178,16 +178,15 @@ func (s *Server) Serve(ln net.Listener) error {
 			if closed {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: wait and retry,
-				// as net/http does, rather than stop serving.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Error(err, "accepting a replication connection; retrying", "delay", backoff)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("replication server: listener %s closed: %w", ln.Addr(), err)
 			}
-			return fmt.Errorf("replication server: accept on %s: %w", ln.Addr(), err)
+			// Out of file descriptors and the like: wait and retry, as
+			// net/http does, rather than stop serving for good.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error(err, "accepting a replication connection; retrying", "delay", backoff)
+			time.Sleep(backoff)
+			continue
 		}
 		backoff = 0
 		if !s.startConn(nc) {

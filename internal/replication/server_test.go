@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -517,4 +519,43 @@ func TestSlowConsumerWhileConnecting(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	waitFor(t, "reason", func() bool { return slices.Contains(h.closeReasons(), CloseSlowConsumer) })
+}
+
+// flakyListener fails its first Accepts like a process out of descriptors.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServeSurvivesAcceptErrors: a failing Accept is retried; a listener
+// closed by someone else ends Serve with an error that says so.
+func TestServeSurvivesAcceptErrors(t *testing.T) {
+	srv, err := NewServer(ServerConfig{ServerName: "s"}, NewMemorySource("caches"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &flakyListener{Listener: inner}
+	ln.fails.Store(2)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	r := dialRaw(t, inner.Addr().String())
+	r.handshake("s")
+	inner.Close()
+	if err := <-served; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Serve returned %v, want a closed-listener error", err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
