@@ -108,7 +108,11 @@ func printBench(w io.Writer, cfg bench.Config, r *bench.Results) {
 		fmt.Fprintf(tw, "latency at %d rows/s, %d subscribers\tp50 %s\tp99 %s, max %s (%d samples, %.0f rows/s achieved)\n", l.RateRowsPerSec, l.Subscribers, l.P50, l.P99, l.Max, l.Samples, l.AchievedRate)
 	}
 	fmt.Fprintf(tw, "peak RSS\t%.1f MiB\t%s\n", float64(r.PeakRSSBytes)/(1<<20), r.PeakRSSOf)
-	fmt.Fprintf(tw, "memory per idle connection\t%.1f KiB\t%s\n", r.BytesPerIdleConn/1024, r.IdleConnMethod)
+	if r.BytesPerIdleConn > 0 {
+		fmt.Fprintf(tw, "memory per idle connection\t%.1f KiB\t%s\n", r.BytesPerIdleConn/1024, r.IdleConnMethod)
+	} else {
+		fmt.Fprintf(tw, "memory per idle connection\t-\t%s\n", r.IdleConnMethod)
+	}
 	_ = tw.Flush()
 }
 

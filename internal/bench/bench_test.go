@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -34,8 +35,8 @@ func TestRunSmall(t *testing.T) {
 	if l := res.Latency; l == nil || l.Samples == 0 || l.P50 <= 0 || l.P99 < l.P50 || l.Max < l.P99 {
 		t.Fatalf("latency %+v", res.Latency)
 	}
-	if res.PeakRSSBytes <= 0 || res.BytesPerIdleConn <= 0 {
-		t.Fatalf("memory: peak %d, idle %f", res.PeakRSSBytes, res.BytesPerIdleConn)
+	if res.PeakRSSBytes <= 0 || res.BytesPerIdleConn != 0 || !strings.Contains(res.IdleConnMethod, "--spawn") {
+		t.Fatalf("memory: peak %d, idle %f (%s)", res.PeakRSSBytes, res.BytesPerIdleConn, res.IdleConnMethod)
 	}
 }
 
@@ -47,7 +48,8 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{"external without addresses", Config{Mode: External}, "--master"},
 		{"unknown mode", Config{Mode: "elsewhere"}, "unknown mode"},
-		{"external master down", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1", IdleConns: 1}, "idle connection phase"},
+		{"external master down", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1", MasterPID: os.Getpid(), IdleConns: 1}, "idle connection phase"},
+		{"external master down, no pid", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1"}, "catch-up phase"},
 		{"spawn of a missing binary", Config{Mode: Spawn, Binary: "/nonexistent/tcprepl"}, "start /nonexistent/tcprepl master"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
