@@ -394,7 +394,7 @@ func waitHTTP(ctx context.Context, timeout time.Duration, url string, tlsCfg *tl
 	defer deadline.Stop()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	last := errors.New("no answer yet")
+	var last error
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -413,11 +413,11 @@ func waitHTTP(ctx context.Context, timeout time.Duration, url string, tlsCfg *tl
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), last)
 		case <-exited:
-			return fmt.Errorf("the process exited (last: %v)", last)
+			return fmt.Errorf("the process exited (last: %w)", last)
 		case <-deadline.C:
-			return fmt.Errorf("timed out after %s (last: %v)", timeout, last)
+			return fmt.Errorf("timed out after %s (last: %w)", timeout, last)
 		case <-tick.C:
 		}
 	}

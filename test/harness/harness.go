@@ -460,11 +460,11 @@ func waitOK(ctx context.Context, timeout time.Duration, url string, exited <-cha
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-exited:
-			return fmt.Errorf("process exited (last: %v)", last)
+			return fmt.Errorf("process exited (last: %w)", last)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("timed out after %s (last: %v)", timeout, last)
+	return fmt.Errorf("timed out after %s (last: %w)", timeout, last)
 }
 
 func decodeBase64(s string) (string, error) {
