@@ -141,3 +141,47 @@ func loadRows(b *testing.B, l *Log, stream string, total, batch int) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkReadAfterConcurrent: 10 readers each page through the same
+// 1,000,000 rows at once (workers catching up together). One op is all ten
+// reading the million; rows/s is the total delivered.
+func BenchmarkReadAfterConcurrent(b *testing.B) {
+	const total, batch, page, readers = 1_000_000, 100, 10_000, 10
+	l := openTest(b, Options{Dir: b.TempDir(), Streams: []string{"caches"}})
+	defer closeTest(b, l)
+	loadRows(b, l, "caches", total, batch)
+	if err := l.db.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	cur, _ := l.CurrentToken("caches")
+	ctx := context.Background()
+	b.ReportAllocs()
+	start, cpu0 := time.Now(), cpuTime(b)
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for range readers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				after, rows := int64(0), 0
+				for after < cur {
+					us, err := l.ReadAfter(ctx, "caches", after, cur, page)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					for i := range us {
+						rows += len(us[i].Rows)
+					}
+					after = us[len(us)-1].Token
+				}
+				if rows != total {
+					b.Errorf("read %d rows, want %d", rows, total)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	b.ReportMetric(float64(b.N*total*readers)/time.Since(start).Seconds(), "rows/s")
+	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N*total*readers), "cpu-ns/row")
+}
