@@ -141,6 +141,8 @@ type Config struct {
 	CustomStreams []CustomStream `json:"customStreams,omitempty"`
 	// Retention per stream name; "*" applies to streams not listed.
 	Retention map[string]Retention `json:"retention,omitempty"`
+	// RetentionInterval is how often retention is applied (default 10s).
+	RetentionInterval Duration `json:"retentionInterval,omitempty"`
 	Limits    Limits               `json:"limits,omitempty"`
 	// PublishTokenFile holds the bearer token required on writes. When empty
 	// the environment variable TCPREPL_PUBLISH_TOKEN is used if set.
@@ -233,6 +235,9 @@ func (c Config) Validate() error {
 		if r.MaxAge.Duration < 0 {
 			bad("retention for %q: maxAge %s must be 0 (unbounded) or positive", name, r.MaxAge)
 		}
+	}
+	if c.RetentionInterval.Duration < 0 {
+		bad("retentionInterval %s must not be negative", c.RetentionInterval)
 	}
 	l := c.Limits
 	if l.MaxLineLength < 0 || (l.MaxLineLength > 0 && l.MaxLineLength < 1024) {

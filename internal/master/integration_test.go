@@ -480,6 +480,39 @@ func TestShutdownRecordsSyncingUsersOffline(t *testing.T) {
 	}
 }
 
+// TestRetentionAndTooOld: configured retention trims the log, /v1/streams
+// shows the oldest token held, and a worker asking from before it gets the
+// ERROR naming that token, while one asking from it catches up.
+func TestRetentionAndTooOld(t *testing.T) {
+	lm := startMaster(t, Config{
+		Retention:         map[string]Retention{"typing": {MaxRows: 2}},
+		RetentionInterval: Duration{5 * time.Millisecond},
+	})
+	for i := range 5 {
+		lm.publish(t, "typing", fmt.Sprintf(`["!r%d", []]`, i))
+	}
+	waitFor(t, "retention applied", func() bool {
+		var streams struct{ Streams []StreamStatus }
+		lm.getJSON(t, "/v1/streams", &streams)
+		for _, s := range streams.Streams {
+			if s.Name == "typing" {
+				return s.OldestToken == 4 && s.Token == 5 && s.Rows == 2
+			}
+		}
+		return false
+	})
+	old := startWorker(t, lm.replAddr, "old", replication.StreamRequest{Stream: "typing", Token: 1})
+	waitFor(t, "too-old ERROR", func() bool {
+		return strings.Contains(old.errText(), "token 1 is older than retention; the oldest token still held is 4")
+	})
+	old.stop()
+	ok := startWorker(t, lm.replAddr, "ok", replication.StreamRequest{Stream: "typing", Token: 3})
+	waitFor(t, "rows from the oldest held", func() bool { return len(ok.rowsOf("typing")) == 2 })
+	if got := strings.Join(ok.rowsOf("typing"), "|"); got != `["!r3", []]|["!r4", []]` {
+		t.Fatalf("rows %s", got)
+	}
+}
+
 // countingWorker checks, as rows arrive, that a custom stream's rows carry
 // consecutive sequence numbers: every row once, in order.
 type countingWorker struct {

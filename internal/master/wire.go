@@ -48,6 +48,7 @@ func openLog(cfg Config, logger logr.Logger, now func() time.Time) (StreamLog, e
 		Streams:          cfg.Streams(),
 		Retention:        ret,
 		DefaultRetention: streamlog.Retention{MaxRows: def.MaxRows, MaxAge: def.MaxAge.Duration},
+		TrimInterval:     cfg.RetentionInterval.Duration,
 		Now:              now,
 		Logger:           logger.WithName("streamlog"),
 	})
