@@ -143,7 +143,7 @@ type Config struct {
 	Retention map[string]Retention `json:"retention,omitempty"`
 	// RetentionInterval is how often retention is applied (default 10s).
 	RetentionInterval Duration `json:"retentionInterval,omitempty"`
-	Limits    Limits               `json:"limits,omitempty"`
+	Limits            Limits   `json:"limits,omitempty"`
 	// PublishTokenFile holds the bearer token required on writes. When empty
 	// the environment variable TCPREPL_PUBLISH_TOKEN is used if set.
 	PublishTokenFile string `json:"publishTokenFile,omitempty"`
