@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// benchRow is a typical caches row (about 80 bytes), already in wire form.
+// benchRow is a typical caches row (64 bytes), already in wire form.
 func benchRow(i int) json.RawMessage {
 	return json.RawMessage(fmt.Sprintf(`["get_user_by_id", ["@user%08d:example.com"], %d]`, i, 1490197670513+i))
 }
