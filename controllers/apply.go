@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -44,7 +45,7 @@ type ownedState[T client.Object] struct {
 // a steady topology costs no API writes. An object of that name not
 // controlled by owner is an error, never adopted: it may belong to someone
 // else.
-func applyOwned[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, owner client.Object, desired T, st ownedState[T]) (applyOutcome, error) {
+func applyOwned[T client.Object](ctx context.Context, c client.Client, reader client.Reader, scheme *runtime.Scheme, owner client.Object, desired T, st ownedState[T]) (applyOutcome, error) {
 	hash, err := specHash(desired)
 	if err != nil {
 		return "", err
@@ -62,6 +63,9 @@ func applyOwned[T client.Object](ctx context.Context, c client.Client, scheme *r
 			return "", fmt.Errorf("set owner of %s %s: %w", kind, desired.GetName(), err)
 		}
 		if err := c.Create(ctx, desired); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return "", alreadyExists(ctx, reader, scheme, owner, desired, kind)
+			}
 			return "", fmt.Errorf("create %s %s/%s: %w", kind, desired.GetNamespace(), desired.GetName(), err)
 		}
 		return outcomeCreated, nil
@@ -90,6 +94,31 @@ func applyOwned[T client.Object](ctx context.Context, c client.Client, scheme *r
 		return "", fmt.Errorf("update %s %s/%s: %w", kind, live.GetNamespace(), live.GetName(), err)
 	}
 	return outcome, nil
+}
+
+// errCacheBehind says the informer cache has not yet seen an object the
+// operator itself wrote; the reconcile is retried without reporting a
+// failure.
+var errCacheBehind = errors.New("the operator's cache is behind the API server")
+
+// alreadyExists explains a Create that found the object there although the
+// cache did not show it: either the cache is behind (the operator created
+// it a moment ago), or the object is someone else's and lacks the
+// operator's label, so the cache never shows it.
+func alreadyExists[T client.Object](ctx context.Context, reader client.Reader, scheme *runtime.Scheme, owner client.Object, desired T, kind string) error {
+	if reader != nil {
+		live, ok := desired.DeepCopyObject().(T)
+		if ok && reader.Get(ctx, client.ObjectKeyFromObject(desired), live) == nil && metav1.IsControlledBy(live, owner) {
+			return fmt.Errorf("create %s %s/%s: %w", kind, desired.GetNamespace(), desired.GetName(), errCacheBehind)
+		}
+	}
+	return fmt.Errorf("%s %s/%s exists and is not controlled by %s %s: delete or rename it so the operator can create its own", kind, desired.GetNamespace(), desired.GetName(), kindOf(scheme, owner), owner.GetName())
+}
+
+// isTransient reports errors that a prompt retry fixes and that are not
+// worth a Degraded condition: a stale cache, or an update that lost a race.
+func isTransient(err error) bool {
+	return errors.Is(err, errCacheBehind) || apierrors.IsConflict(err)
 }
 
 // kindOf names an object's kind for messages; typed objects read through a

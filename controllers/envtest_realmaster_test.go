@@ -243,11 +243,14 @@ func TestStatusFromRealMasterAndProbe(t *testing.T) {
 		return fmt.Errorf("no push_rules stream in %+v", st.Pods[0].Streams)
 	})
 
-	var live replv1.ReplicationMaster
-	if err := k8s.Get(ctx, mkey, &live); err != nil {
-		t.Fatal(err)
-	}
-	if live.Status.ConnectedWorkers != 1 {
-		t.Errorf("connected workers = %d, want 1 (the probe is not counted)", live.Status.ConnectedWorkers)
-	}
+	eventually(t, 30*time.Second, "master counts the worker, not the probe", func() error {
+		var live replv1.ReplicationMaster
+		if err := k8s.Get(ctx, mkey, &live); err != nil {
+			return err
+		}
+		if live.Status.ConnectedWorkers != 1 {
+			return fmt.Errorf("connected workers = %d, want 1", live.Status.ConnectedWorkers)
+		}
+		return nil
+	})
 }

@@ -31,6 +31,10 @@ import (
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 )
 
+// transientRetry is how soon a reconcile that hit a stale cache or a write
+// conflict is retried.
+const transientRetry = 200 * time.Millisecond
+
 // DefaultStatusInterval is the least time between two status writes of one
 // resource that only carry new measurements.
 const DefaultStatusInterval = 10 * time.Second
@@ -56,6 +60,9 @@ type ReplicationMasterReconciler struct {
 	// Recorder, when set, receives an Event for every owned object written
 	// and every change of the Ready condition.
 	Recorder events.EventRecorder
+	// APIReader reads past the cache, to tell a stale cache from an object
+	// that is not the operator's. Optional.
+	APIReader client.Reader
 
 	limiter *statusLimiter
 }
@@ -90,6 +97,10 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	obs, err := r.reconcilePhases(ctx, &m)
+	if err != nil && isTransient(err) {
+		log.V(1).Info("retrying", "reason", err.Error())
+		return ctrl.Result{RequeueAfter: transientRetry}, nil
+	}
 	if err != nil {
 		log.Error(err, "reconcile failed", "phase", "objects")
 		emit(r.Recorder, &m, corev1.EventTypeWarning, replv1.ReasonReconcileFailed, "Reconcile", err.Error())
@@ -118,16 +129,16 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	if err != nil {
 		return obs, err
 	}
-	if err := applyLogged(ctx, r.Client, r.Scheme, r.Recorder, m, cm, configMapState); err != nil {
+	if err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, cm, configMapState); err != nil {
 		return obs, err
 	}
 	for _, svc := range []*corev1.Service{BuildMasterService(m), BuildMasterHeadlessService(m)} {
-		if err := applyLogged(ctx, r.Client, r.Scheme, r.Recorder, m, svc, serviceState); err != nil {
+		if err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, svc, serviceState); err != nil {
 			return obs, err
 		}
 	}
 	sts := BuildMasterStatefulSet(m, r.Options, ConfigHash(cm.Data[MasterConfigFile], token))
-	if err := applyLogged(ctx, r.Client, r.Scheme, r.Recorder, m, sts, statefulSetState); err != nil {
+	if err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, sts, statefulSetState); err != nil {
 		return obs, err
 	}
 	if err := r.reconcileNetworkPolicy(ctx, m); err != nil {
@@ -182,6 +193,9 @@ func (r *ReplicationMasterReconciler) reconcileTokenSecret(ctx context.Context, 
 		return "", fmt.Errorf("set owner of Secret %s: %w", key, err)
 	}
 	if err := r.Create(ctx, s); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return "", alreadyExists(ctx, r.APIReader, r.Scheme, m, s, "Secret")
+		}
 		return "", fmt.Errorf("create Secret %s: %w", key, err)
 	}
 	return tok, nil
@@ -198,7 +212,7 @@ func newToken() (string, error) {
 func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context, m *replv1.ReplicationMaster) error {
 	np := BuildMasterNetworkPolicy(m, r.Options)
 	if m.Spec.NetworkPolicy.IsEnabled() {
-		return applyLogged(ctx, r.Client, r.Scheme, r.Recorder, m, np, networkPolicyState)
+		return applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, np, networkPolicyState)
 	}
 	var live networkingv1.NetworkPolicy
 	switch err := r.Get(ctx, client.ObjectKeyFromObject(np), &live); {
@@ -217,8 +231,8 @@ func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context
 }
 
 // applyLogged is applyOwned plus a log line for every write.
-func applyLogged[T client.Object](ctx context.Context, c client.Client, scheme *runtime.Scheme, rec events.EventRecorder, owner client.Object, obj T, st ownedState[T]) error {
-	out, err := applyOwned(ctx, c, scheme, owner, obj, st)
+func applyLogged[T client.Object](ctx context.Context, c client.Client, reader client.Reader, scheme *runtime.Scheme, rec events.EventRecorder, owner client.Object, obj T, st ownedState[T]) error {
+	out, err := applyOwned(ctx, c, reader, scheme, owner, obj, st)
 	if err != nil {
 		return err
 	}

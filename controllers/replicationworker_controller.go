@@ -51,6 +51,9 @@ type ReplicationWorkerReconciler struct {
 	// Recorder, when set, receives an Event for every owned object written
 	// and every change of the Ready condition.
 	Recorder events.EventRecorder
+	// APIReader reads past the cache, to tell a stale cache from an object
+	// that is not the operator's. Optional.
+	APIReader client.Reader
 
 	limiter *statusLimiter
 }
@@ -92,6 +95,10 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	deploy, pods, err := r.reconcilePhases(ctx, &w, &m)
+	if err != nil && isTransient(err) {
+		log.V(1).Info("retrying", "reason", err.Error())
+		return ctrl.Result{RequeueAfter: transientRetry}, nil
+	}
 	if err != nil {
 		log.Error(err, "reconcile failed")
 		emit(r.Recorder, &w, corev1.EventTypeWarning, replv1.ReasonReconcileFailed, "Reconcile", err.Error())
@@ -107,7 +114,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (*appsv1.Deployment, []corev1.Pod, error) {
 	d := BuildWorkerDeployment(w, m, r.Options)
-	if err := applyLogged(ctx, r.Client, r.Scheme, r.Recorder, w, d, deploymentState); err != nil {
+	if err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, d, deploymentState); err != nil {
 		return nil, nil, err
 	}
 	var live appsv1.Deployment

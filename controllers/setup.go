@@ -93,12 +93,12 @@ func SetupOperator(mgr ctrl.Manager, o OperatorOptions) (*ProbeManager, error) {
 	}
 	rec := mgr.GetEventRecorder(ManagedBy)
 	mr := &ReplicationMasterReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec,
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec, APIReader: mgr.GetAPIReader(),
 		Probes: probes, Observer: observer, StatusInterval: o.StatusInterval,
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 	}
 	wr := &ReplicationWorkerReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec,
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec, APIReader: mgr.GetAPIReader(),
 		Observer: observer, StatusInterval: o.StatusInterval,
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 	}
