@@ -70,6 +70,7 @@ func benchCopyLimit(b *testing.B, readers int, decode bool) {
 	b.SetBytes(int64(len(block) / lines * readers))
 	b.ResetTimer()
 	start := time.Now()
+	cpuStart := processCPUTime()
 	var rwg sync.WaitGroup
 	for _, nc := range conns {
 		rwg.Add(1)
@@ -107,7 +108,10 @@ func benchCopyLimit(b *testing.B, readers int, decode bool) {
 	}
 	rwg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPUTime() - cpuStart
 	b.StopTimer()
 	wg.Wait()
-	b.ReportMetric(float64(blocks*lines*readers)/elapsed.Seconds(), "rows/s")
+	rows := float64(blocks * lines * readers)
+	b.ReportMetric(rows/elapsed.Seconds(), "rows/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/rows, "cpu-ns/row")
 }

@@ -106,10 +106,35 @@ func safeName(name []byte) string {
 // line does not allocate for its name, and its index in AllCommands (-1 for
 // an unknown name).
 func internName(name []byte) (string, int) {
-	for i, n := range AllCommands {
-		if string(name) == n {
-			return n, i
-		}
+	// A switch on string(name) neither allocates nor compares against every
+	// name in turn.
+	switch string(name) {
+	case CmdServer:
+		return CmdServer, 0
+	case CmdRdata:
+		return CmdRdata, 1
+	case CmdPosition:
+		return CmdPosition, 2
+	case CmdError:
+		return CmdError, 3
+	case CmdPing:
+		return CmdPing, 4
+	case CmdSync:
+		return CmdSync, 5
+	case CmdName:
+		return CmdName, 6
+	case CmdReplicate:
+		return CmdReplicate, 7
+	case CmdUserSync:
+		return CmdUserSync, 8
+	case CmdFederationAck:
+		return CmdFederationAck, 9
+	case CmdRemovePusher:
+		return CmdRemovePusher, 10
+	case CmdInvalidateCache:
+		return CmdInvalidateCache, 11
+	case CmdUserIP:
+		return CmdUserIP, 12
 	}
 	return string(name), -1
 }

@@ -354,3 +354,17 @@ func TestDirectionTables(t *testing.T) {
 		t.Error("unknown commands must be invalid in both directions")
 	}
 }
+
+// TestInternNameMatchesAllCommands keeps internName's indexes in step with
+// AllCommands, which the per-connection counters are indexed by.
+func TestInternNameMatchesAllCommands(t *testing.T) {
+	for i, name := range AllCommands {
+		got, idx := internName([]byte(name))
+		if got != name || idx != i || commandIndex(name) != i {
+			t.Errorf("%s: internName gives %q, %d; want index %d", name, got, idx, i)
+		}
+	}
+	if _, idx := internName([]byte("NOPE")); idx != -1 {
+		t.Errorf("unknown name has index %d", idx)
+	}
+}
