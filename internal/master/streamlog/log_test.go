@@ -631,3 +631,39 @@ func TestRoundsAfterAFailedOneFail(t *testing.T) {
 		t.Fatalf("CurrentToken = %d after failed rounds, want 0", cur)
 	}
 }
+
+// cancelAfter is a context whose Err turns to Canceled after n calls: it
+// cancels a read deterministically in the middle of a page.
+type cancelAfter struct {
+	context.Context
+	n atomic.Int32
+}
+
+func (c *cancelAfter) Err() error {
+	if c.n.Add(-1) < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+func TestReadAfterCancelledMidPage(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	defer closeTest(t, l)
+	rows := make([]string, 1000)
+	for i := range rows {
+		rows[i] = "[1]"
+	}
+	for range 10 {
+		mustAppend(t, l, "events", rows...)
+	}
+	// One check before the read starts, then one per ctxCheckEvery keys.
+	ctx := &cancelAfter{Context: context.Background()}
+	ctx.n.Store(2)
+	_, err := l.ReadAfter(ctx, "events", 0, 10, 1<<20)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadAfter cancelled mid-page: %v, want context.Canceled", err)
+	}
+	if ctx.n.Load() >= 0 {
+		t.Fatalf("the read stopped before reaching the in-page check")
+	}
+}

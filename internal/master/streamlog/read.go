@@ -60,7 +60,7 @@ func (l *Log) ReadAfter(ctx context.Context, stream string, after, upTo int64, l
 	if err != nil {
 		return nil, fmt.Errorf("read stream %q: open iterator: %w", stream, err)
 	}
-	updates, err := l.readPage(st, it, after, upTo, limit)
+	updates, err := l.readPage(ctx, st, it, after, upTo, limit)
 	if cerr := it.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("read stream %q: close iterator: %w", stream, cerr)
 	}
@@ -70,7 +70,10 @@ func (l *Log) ReadAfter(ctx context.Context, stream string, after, upTo int64, l
 	return updates, nil
 }
 
-func (l *Log) readPage(st *streamState, it *pebble.Iterator, after, upTo int64, limit int) ([]replication.Update, error) {
+// ctxCheckEvery is how many keys a page reads between context checks.
+const ctxCheckEvery = 4096
+
+func (l *Log) readPage(ctx context.Context, st *streamState, it *pebble.Iterator, after, upTo int64, limit int) ([]replication.Update, error) {
 	// Size the page's slices from what is known; append grows them if the
 	// estimate is short, and earlier updates keep pointing at the old
 	// (immutable) arrays, which stays correct.
@@ -93,7 +96,15 @@ func (l *Log) readPage(st *streamState, it *pebble.Iterator, after, upTo int64, 
 		return nil
 	}
 	prefixLen := len(st.prefix)
+	keys := 0
 	for valid := it.First(); valid; valid = it.Next() {
+		// A page can be large (the caller picks limit); give up promptly
+		// when the reader has gone, without paying for a check per row.
+		if keys++; keys%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("read stream %q: %w", st.name, err)
+			}
+		}
 		token, slot, err := decodeRowKey(it.Key(), prefixLen)
 		if err != nil {
 			return nil, fmt.Errorf("read stream %q: %w", st.name, err)

@@ -348,3 +348,41 @@ func TestDamagedHeaderStopsOpen(t *testing.T) {
 		t.Fatalf("Open with a missing header: %v", err)
 	}
 }
+
+// TestRetentionAndTrimOnADamagedLog: a missing header stops Trim and
+// ApplyRetention with an error naming the stream, and the trimmer keeps
+// running (it logs and retries).
+func TestRetentionAndTrimOnADamagedLog(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true, DefaultRetention: Retention{MaxRows: 1}})
+	defer closeTest(t, l)
+	for i := 0; i < 4; i++ {
+		mustAppend(t, l, "events", `[1]`)
+	}
+	if err := l.db.Delete(appendRowKey(nil, rowKeyPrefix("events"), 2, 0), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Trim("events", 2); err == nil || !strings.Contains(err.Error(), `trim stream "events" through token 2`) {
+		t.Fatalf("Trim through a missing header: %v", err)
+	}
+	err := l.ApplyRetention()
+	if err == nil || !strings.Contains(err.Error(), `apply retention to stream "events"`) {
+		t.Fatalf("ApplyRetention with a missing header: %v", err)
+	}
+	wantStats(t, l, "events", 4, 1, 4) // nothing trimmed
+}
+
+// TestNewestTokenBelowOldestStopsOpen: a retention record claiming more was
+// trimmed than the log holds is damage, not something to guess around.
+func TestNewestTokenBelowOldestStopsOpen(t *testing.T) {
+	fs := vfs.NewMem()
+	l := openTest(t, Options{FS: fs, Dir: "db"})
+	mustAppend(t, l, "events", `[1]`)
+	if err := l.db.Set(metaKey("events"), encodeMeta(meta{oldest: 5}), nil); err != nil {
+		t.Fatal(err)
+	}
+	closeTest(t, l)
+	_, err := Open(Options{FS: fs, Dir: "db", Streams: testStreams, TrimInterval: -1})
+	if err == nil || !strings.Contains(err.Error(), "newest token 1 is older than the oldest retained token 5") {
+		t.Fatalf("Open: %v", err)
+	}
+}
