@@ -34,6 +34,13 @@ import (
 // ErrClosed is returned by operations on a closed Log.
 var ErrClosed = errors.New("stream log is closed")
 
+// ErrRowTooLong is wrapped by Append for a row too long to send.
+var ErrRowTooLong = errors.New("row too long")
+
+// rdataOverhead is the RDATA line without stream and row: "RDATA ", a space,
+// the longest token (19 digits of an int64) and a space.
+const rdataOverhead = len("RDATA ") + 1 + 19 + 1
+
 // ErrFailed is wrapped by every append after a commit to disk failed.
 var ErrFailed = errors.New("stream log failed")
 
@@ -82,6 +89,12 @@ type Options struct {
 	// a burst cannot build an unbounded batch. Zero means 32 MiB. A single
 	// append larger than this still commits, on its own.
 	MaxCommitBytes int
+	// MaxLineLength, when positive, refuses a row whose RDATA line
+	// ("RDATA <stream> <token> <row>") could be longer than this many bytes
+	// in wire form: the protocol server could never send it, and every
+	// subscriber would stop at its token. Pass the server's line limit.
+	MaxLineLength int
+
 	// MemTableSize is Pebble's memtable size; zero means 64 MiB.
 	MemTableSize uint64
 	// CacheSize is Pebble's block cache; zero means 32 MiB. Workers that
@@ -98,6 +111,7 @@ type Log struct {
 	order   []string
 
 	maxCommitBytes int
+	maxLineLength  int
 
 	// apply and syncWait write one group commit: Pebble's ApplyNoSyncWait
 	// with Sync, then the batch's SyncWait. Tests replace them to exercise
@@ -121,7 +135,7 @@ type Log struct {
 	closeMu sync.RWMutex
 	closed  bool
 
-	committerDone chan struct{}
+	pipelineDone chan struct{}
 
 	trimMu      sync.Mutex // serialises trims (trimmer and Trim)
 	trimStop    chan struct{}
@@ -188,8 +202,9 @@ func Open(opts Options) (*Log, error) {
 		now:            now,
 		streams:        make(map[string]*streamState, len(opts.Streams)),
 		maxCommitBytes: opts.MaxCommitBytes,
+		maxLineLength:  opts.MaxLineLength,
 		reqs:           make(chan *appendReq, 1024),
-		committerDone:  make(chan struct{}),
+		pipelineDone:   make(chan struct{}),
 		syncq:          make(chan *inflight, 16),
 		trimStop:       make(chan struct{}),
 		trimDone:       make(chan struct{}),
@@ -371,6 +386,11 @@ func (l *Log) Append(ctx context.Context, stream string, rows []json.RawMessage)
 			return replication.Update{}, fmt.Errorf("append to stream %q: row %d: %w", stream, i, err)
 		}
 		wire[i] = buf[start:len(buf):len(buf)]
+		if l.maxLineLength > 0 {
+			if line := rdataOverhead + len(stream) + len(wire[i]); line > l.maxLineLength {
+				return replication.Update{}, fmt.Errorf("append to stream %q: row %d: %w: its RDATA line would be %d bytes, the protocol's limit is %d; split the data over smaller rows", stream, i, ErrRowTooLong, line, l.maxLineLength)
+			}
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return replication.Update{}, fmt.Errorf("append to stream %q: %w", stream, err)
@@ -519,7 +539,7 @@ func (l *Log) fail(cause error) error {
 // tokens visible and wakes its appenders. A round fails if it or any round
 // before it failed: its tokens would follow a gap otherwise.
 func (l *Log) syncLoop() {
-	defer close(l.committerDone)
+	defer close(l.pipelineDone)
 	var failed error
 	for in := range l.syncq {
 		err := in.err
@@ -590,7 +610,7 @@ func (l *Log) Close() error {
 	l.closeMu.Unlock()
 	close(l.trimStop)
 	<-l.trimDone
-	<-l.committerDone
+	<-l.pipelineDone
 	// Wait for a Trim in flight; later ones see closed and stop.
 	l.trimMu.Lock()
 	defer l.trimMu.Unlock()

@@ -667,3 +667,31 @@ func TestReadAfterCancelledMidPage(t *testing.T) {
 		t.Fatalf("the read stopped before reaching the in-page check")
 	}
 }
+
+func TestAppendRefusesRowsTooLongToSend(t *testing.T) {
+	// "RDATA caches " + 19 token digits + " " is 33 bytes: room for a
+	// 10-byte row in 43.
+	l := openTest(t, Options{Ephemeral: true, MaxLineLength: 43})
+	defer closeTest(t, l)
+	mustAppend(t, l, "caches", `["123456"]`)
+	tests := map[string]struct {
+		rows []json.RawMessage
+		want string
+	}{
+		"one byte over": {rowsOf(`["1234567"]`), "row 0: row too long: its RDATA line would be 44 bytes, the protocol's limit is 43"},
+		// 6 bytes as sent to Append, 10 in wire form (\u00e9).
+		"long only once escaped": {rowsOf(`["é"]`, `["éé"]`), "row 1: row too long: its RDATA line would be 49 bytes"},
+		"in a batch":             {rowsOf(`[1]`, `[2]`, `["1234567"]`), "row 2: row too long"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := l.Append(context.Background(), "caches", tc.rows)
+			if !errors.Is(err, ErrRowTooLong) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Append: %v, want ErrRowTooLong and %q", err, tc.want)
+			}
+		})
+	}
+	if cur, _ := l.CurrentToken("caches"); cur != 1 {
+		t.Fatalf("CurrentToken = %d, want 1: nothing of a refused batch is stored", cur)
+	}
+}
