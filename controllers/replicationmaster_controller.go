@@ -87,6 +87,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			// references; only the in-memory probe is ours to end.
 			r.Probes.Stop(req.NamespacedName)
 			r.limiter.forget(req.NamespacedName)
+			forgetMasterMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get ReplicationMaster %s: %w", req.NamespacedName, err)
@@ -107,6 +108,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	snap, haveSnap := r.Observer.Snapshot(req.NamespacedName)
 	status := MasterStatus(&m, obs, snap, haveSnap, err)
+	recordMasterMetrics(&m, status)
 	result, statusErr := r.writeStatus(ctx, &m, status, err != nil)
 	if err != nil {
 		return ctrl.Result{}, err

@@ -73,6 +73,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err := r.Get(ctx, req.NamespacedName, &w); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.limiter.forget(req.NamespacedName)
+			forgetWorkerMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get ReplicationWorker %s: %w", req.NamespacedName, err)
@@ -91,6 +92,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// the worker back when the master appears.
 		log.V(1).Info("master not found", "master", masterKey.String())
 		status := WorkerStatus(&w, nil, nil, nil, emptySnapshot, false, nil)
+		recordWorkerMetrics(&w, status)
 		return r.writeStatus(ctx, &w, status, true)
 	}
 
@@ -105,6 +107,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	snap, haveSnap := r.Observer.Snapshot(masterKey)
 	status := WorkerStatus(&w, &m, deploy, pods, snap, haveSnap, err)
+	recordWorkerMetrics(&w, status)
 	result, statusErr := r.writeStatus(ctx, &w, status, err != nil)
 	if err != nil {
 		return ctrl.Result{}, err

@@ -71,6 +71,9 @@ func SetupOperator(mgr ctrl.Manager, o OperatorOptions) (*ProbeManager, error) {
 	if o.Build.DefaultImage == "" {
 		return nil, fmt.Errorf("no default image: set --image or TCPREPL_IMAGE to the image that runs masters and workers")
 	}
+	if err := RegisterMetrics(); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	var (
 		pm       *ProbeManager
 		observer = o.Observer

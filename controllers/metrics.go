@@ -1,0 +1,145 @@
+package controllers
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+)
+
+// The operator's own metrics, on its /metrics endpoint. They are set on
+// every reconcile (which the probes trigger whenever what they see
+// changes), so they are fresher than the rate-limited status, and they are
+// what alerts should use: the names and labels are part of the chart's
+// PrometheusRule contract.
+var (
+	masterReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_master_ready",
+		Help: "1 when the master's pod is ready and the operator's probe is caught up with it.",
+	}, []string{"namespace", "master"})
+	masterHeartbeatStale = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_master_heartbeat_stale",
+		Help: "1 when a heartbeat sent through the master has not come back in time.",
+	}, []string{"namespace", "master"})
+	masterHeartbeatSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_master_heartbeat_seconds",
+		Help: "Latest heartbeat round trip through the master.",
+	}, []string{"namespace", "master"})
+	masterConnectedWorkers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_master_connected_workers",
+		Help: "Client connections the master holds, the operator's probe excluded.",
+	}, []string{"namespace", "master"})
+	masterStreamPosition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_master_stream_position",
+		Help: "The master's current token per stream, as the probe last saw it.",
+	}, []string{"namespace", "master", "stream"})
+
+	workerDesiredReplicas = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_worker_desired_replicas",
+		Help: "spec.replicas of the ReplicationWorker.",
+	}, []string{"namespace", "worker", "master"})
+	workerReadyReplicas = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_worker_ready_replicas",
+		Help: "Ready worker pods.",
+	}, []string{"namespace", "worker", "master"})
+	workerConnectedReplicas = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_worker_connected_replicas",
+		Help: "Worker pods with a connection in the master's connection table.",
+	}, []string{"namespace", "worker", "master"})
+	workerMaxLagSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_worker_max_lag_seconds",
+		Help: "Worst seconds-behind over every stream of every pod of the ReplicationWorker.",
+	}, []string{"namespace", "worker", "master"})
+	workerLagging = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_worker_lagging",
+		Help: "1 when the Lagging condition is True (a stream is more than spec.maxLagSeconds behind).",
+	}, []string{"namespace", "worker", "master"})
+
+	registerOnce sync.Once
+	registerErr  error
+)
+
+// RegisterMetrics adds the operator's metrics to controller-runtime's
+// registry, once.
+func RegisterMetrics() error {
+	registerOnce.Do(func() {
+		for _, c := range []prometheus.Collector{
+			masterReady, masterHeartbeatStale, masterHeartbeatSeconds, masterConnectedWorkers, masterStreamPosition,
+			workerDesiredReplicas, workerReadyReplicas, workerConnectedReplicas, workerMaxLagSeconds, workerLagging,
+		} {
+			if err := ctrlmetrics.Registry.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					registerErr = err
+					return
+				}
+			}
+		}
+	})
+	return registerErr
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func conditionTrue(conds []metav1.Condition, t string) bool {
+	return meta.IsStatusConditionTrue(conds, t)
+}
+
+// recordMasterMetrics publishes a master's freshly computed status.
+func recordMasterMetrics(m *replv1.ReplicationMaster, st replv1.ReplicationMasterStatus) {
+	l := []string{m.Namespace, m.Name}
+	masterReady.WithLabelValues(l...).Set(b2f(conditionTrue(st.Conditions, replv1.ConditionReady)))
+	masterConnectedWorkers.WithLabelValues(l...).Set(float64(st.ConnectedWorkers))
+	if hb := st.Heartbeat; hb != nil {
+		masterHeartbeatStale.WithLabelValues(l...).Set(b2f(hb.Stale))
+		if d, err := time.ParseDuration(hb.Last); err == nil {
+			masterHeartbeatSeconds.WithLabelValues(l...).Set(d.Seconds())
+		}
+	}
+	for _, s := range st.Streams {
+		masterStreamPosition.WithLabelValues(m.Namespace, m.Name, s.Name).Set(float64(s.Token))
+	}
+}
+
+func forgetMasterMetrics(namespace, name string) {
+	l := prometheus.Labels{"namespace": namespace, "master": name}
+	for _, v := range []*prometheus.GaugeVec{masterReady, masterHeartbeatStale, masterHeartbeatSeconds, masterConnectedWorkers, masterStreamPosition} {
+		v.DeletePartialMatch(l)
+	}
+}
+
+// recordWorkerMetrics publishes a worker's freshly computed status.
+func recordWorkerMetrics(w *replv1.ReplicationWorker, st replv1.ReplicationWorkerStatus) {
+	// A masterRef change leaves the old series behind; drop them first.
+	forgetWorkerMetrics(w.Namespace, w.Name)
+	l := []string{w.Namespace, w.Name, w.Spec.MasterRef.Name}
+	desired := int32(1)
+	if w.Spec.Replicas != nil {
+		desired = *w.Spec.Replicas
+	}
+	workerDesiredReplicas.WithLabelValues(l...).Set(float64(desired))
+	workerReadyReplicas.WithLabelValues(l...).Set(float64(st.ReadyReplicas))
+	workerConnectedReplicas.WithLabelValues(l...).Set(float64(st.ConnectedReplicas))
+	workerLagging.WithLabelValues(l...).Set(b2f(conditionTrue(st.Conditions, replv1.ConditionLagging)))
+	if d, err := time.ParseDuration(st.MaxLag); err == nil {
+		workerMaxLagSeconds.WithLabelValues(l...).Set(d.Seconds())
+	}
+}
+
+func forgetWorkerMetrics(namespace, name string) {
+	l := prometheus.Labels{"namespace": namespace, "worker": name}
+	for _, v := range []*prometheus.GaugeVec{workerDesiredReplicas, workerReadyReplicas, workerConnectedReplicas, workerMaxLagSeconds, workerLagging} {
+		v.DeletePartialMatch(l)
+	}
+}
