@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -331,4 +332,226 @@ func TestKubeletRunsWorkloads(t *testing.T) {
 	if apierrors.IsNotFound(err) {
 		t.Fatalf("client-0 was deleted with the web Deployment")
 	}
+}
+
+func podIn(ctx context.Context, cs kubernetes.Interface, ns, name string) (*corev1.Pod, error) {
+	return cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func waitingReason(p *corev1.Pod) string {
+	if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Waiting == nil {
+		return ""
+	}
+	return p.Status.ContainerStatuses[0].State.Waiting.Reason
+}
+
+// TestKubeletFailurePaths covers what goes wrong in pods: missing config,
+// a program that is not there, crashing containers under each restart
+// policy, init containers, failing liveness and readiness probes, and a
+// Service name that does not resolve yet.
+func TestKubeletFailurePaths(t *testing.T) {
+	c := cluster.StartForTest(t)
+	echo := buildEchoServer(t)
+	k := kubelet.RunForTest(t, kubelet.Options{
+		RESTConfig: c.RESTConfig,
+		Commands:   map[string]string{"echoserver": echo},
+	})
+	cs, err := kubernetes.NewForConfig(c.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	ns := "failures"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, time.Minute, "default ServiceAccount", func() error {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	create := func(p *corev1.Pod) {
+		t.Helper()
+		p.Namespace = ns
+		if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := func(name string, policy corev1.RestartPolicy, cs ...corev1.Container) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pod": name}},
+			Spec: corev1.PodSpec{RestartPolicy: policy, Containers: cs}}
+	}
+	sh := func(name, script string) corev1.Container {
+		return corev1.Container{Name: name, Image: "busybox", Command: []string{"sh", "-c", script}}
+	}
+
+	// Missing ConfigMap: the container waits, and starts once it exists.
+	web := echoContainer("web", "--listen=:8080", "--config=/etc/web/config.txt")
+	missing := pod("missing-config", corev1.RestartPolicyAlways, web)
+	missing.Spec.Volumes = []corev1.Volume{configVolume}
+	create(missing)
+	// A program neither in the command table nor in PATH.
+	create(pod("no-program", corev1.RestartPolicyAlways, corev1.Container{Name: "c", Image: "x", Command: []string{"no-such-program-xyz"}}))
+	// Crashes under each restart policy; an init container runs first.
+	create(pod("never", corev1.RestartPolicyNever, sh("c", "exit 3")))
+	onFailure := pod("on-failure", corev1.RestartPolicyOnFailure, sh("c", `test -f "$HOME/ran" && exit 0; touch "$HOME/ran"; exit 1`))
+	onFailure.Spec.InitContainers = []corev1.Container{sh("init", `echo init > "$HOME/init-ran"`)}
+	create(onFailure)
+	// A liveness probe that always fails gets the container restarted.
+	live := echoContainer("web", "--listen=:8080")
+	live.VolumeMounts = nil
+	live.Env = nil
+	live.ReadinessProbe = nil
+	live.LivenessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/no-such-path", Port: intstr.FromInt32(8080)}},
+		PeriodSeconds: 1, FailureThreshold: 2,
+	}
+	create(pod("liveness", corev1.RestartPolicyAlways, live))
+	// A peer named by a Service that does not exist yet.
+	client := echoContainer("client", "--listen=:8080", "--peer=later."+ns+".svc.cluster.local:80")
+	client.VolumeMounts = nil
+	client.Env = nil
+	client.ReadinessProbe = nil
+	create(pod("waits-for-service", corev1.RestartPolicyAlways, client))
+
+	poll(t, time.Minute, "config error and missing program reported", func() error {
+		for name, want := range map[string]string{"missing-config": "CreateContainerConfigError", "no-program": "CreateContainerConfigError", "waits-for-service": "ServiceNotResolvable"} {
+			p, err := podIn(ctx, cs, ns, name)
+			if err != nil {
+				return err
+			}
+			if got := waitingReason(p); got != want || p.Status.Phase != corev1.PodPending {
+				return fmt.Errorf("pod %s: phase %s waiting %q, want Pending %q", name, p.Status.Phase, got, want)
+			}
+		}
+		return nil
+	})
+	poll(t, time.Minute, "restartPolicy Never: Failed with exit code 3", func() error {
+		p, err := podIn(ctx, cs, ns, "never")
+		if err != nil {
+			return err
+		}
+		st := p.Status.ContainerStatuses
+		if p.Status.Phase != corev1.PodFailed || len(st) != 1 || st[0].State.Terminated == nil || st[0].State.Terminated.ExitCode != 3 || st[0].RestartCount != 0 {
+			return fmt.Errorf("phase %s statuses %+v", p.Status.Phase, st)
+		}
+		return nil
+	})
+	poll(t, time.Minute, "restartPolicy OnFailure: init, one failure, then Succeeded", func() error {
+		p, err := podIn(ctx, cs, ns, "on-failure")
+		if err != nil {
+			return err
+		}
+		st := p.Status.ContainerStatuses
+		if p.Status.Phase != corev1.PodSucceeded || len(st) != 1 || st[0].RestartCount != 1 {
+			return fmt.Errorf("phase %s statuses %+v", p.Status.Phase, st)
+		}
+		if len(p.Status.InitContainerStatuses) != 1 || p.Status.InitContainerStatuses[0].State.Terminated == nil {
+			return fmt.Errorf("init container status %+v", p.Status.InitContainerStatuses)
+		}
+		return nil
+	})
+	poll(t, time.Minute, "liveness failures restart the container", func() error {
+		p, err := podIn(ctx, cs, ns, "liveness")
+		if err != nil {
+			return err
+		}
+		if st := p.Status.ContainerStatuses; len(st) != 1 || st[0].RestartCount < 1 {
+			return fmt.Errorf("statuses %+v", st)
+		}
+		return nil
+	})
+
+	// The missing pieces appear: the waiting containers start.
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-config"}, Data: map[string]string{"greeting": "hi", "config.txt": "x"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "web-secret"}, StringData: map[string]string{"password": "p"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "later"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"pod": "missing-config"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var webIP string
+	poll(t, time.Minute, "missing-config pod ready once its ConfigMap and Secret exist", func() error {
+		p, err := podIn(ctx, cs, ns, "missing-config")
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning || !kubeletPodReady(p) {
+			return fmt.Errorf("phase %s ready %v waiting %q", p.Status.Phase, kubeletPodReady(p), waitingReason(p))
+		}
+		webIP = p.Status.PodIP
+		return nil
+	})
+	poll(t, time.Minute, "waits-for-service started once the Service exists and reaches it", func() error {
+		p, err := podIn(ctx, cs, ns, "waits-for-service")
+		if err != nil {
+			return err
+		}
+		if p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("phase %s waiting %q", p.Status.Phase, waitingReason(p))
+		}
+		peer, err := getJSON("http://" + p.Status.PodIP + ":8080/peer")
+		if err != nil {
+			return err
+		}
+		if peer["pod"] != "missing-config" {
+			return fmt.Errorf("reached %q through Service later", peer["pod"])
+		}
+		return nil
+	})
+
+	// Readiness follows the probe: the echoserver fails /readyz while
+	// $HOME/not-ready exists (HOME is the pod's directory).
+	notReady := filepath.Join(k.Dir(), "pods", ns+"_missing-config", "not-ready")
+	if err := os.WriteFile(notReady, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 30*time.Second, "pod not ready while its readiness probe fails", func() error {
+		p, err := podIn(ctx, cs, ns, "missing-config")
+		if err != nil {
+			return err
+		}
+		if kubeletPodReady(p) {
+			return fmt.Errorf("still ready")
+		}
+		return nil
+	})
+	// No ready endpoint: a new connection through the Service is refused.
+	svcIP, err := k.ServiceIP(ns, "later")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := getJSON("http://" + svcIP + ":80/info"); err == nil {
+		t.Errorf("the Service still forwards to a pod that is not ready")
+	}
+	if err := os.Remove(notReady); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 30*time.Second, "pod ready again", func() error {
+		p, err := podIn(ctx, cs, ns, "missing-config")
+		if err != nil {
+			return err
+		}
+		if !kubeletPodReady(p) {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
+	if info, err := getJSON("http://" + svcIP + ":80/info"); err != nil || info["podIP"] != webIP {
+		t.Errorf("through the Service: %v %v, want the pod at %s", info, err, webIP)
+	}
+}
+
+func kubeletPodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

@@ -437,7 +437,7 @@ func (w *podWorker) probeLoop(ctx context.Context, c *container, p *proc.Process
 				if readiness == nil {
 					setReady(true)
 				}
-			} else if startup.fails++; startup.fails >= max(startup.probe.FailureThreshold, 3) {
+			} else if startup.fails++; startup.fails >= orDefault(startup.probe.FailureThreshold, 3) {
 				w.k.logf("pod %s container %s: startup probe failed %d times; killing it", w.key, c.spec.Name, startup.fails)
 				_ = p.Signal(syscall.SIGKILL)
 				return
@@ -448,12 +448,12 @@ func (w *podWorker) probeLoop(ctx context.Context, c *container, p *proc.Process
 			readiness.next = now.Add(readiness.period)
 			if w.probe(ctx, c, readiness.probe) {
 				readiness.fails = 0
-				if readiness.successes++; readiness.successes >= max(readiness.probe.SuccessThreshold, 1) {
+				if readiness.successes++; readiness.successes >= orDefault(readiness.probe.SuccessThreshold, 1) {
 					setReady(true)
 				}
 			} else {
 				readiness.successes = 0
-				if readiness.fails++; readiness.fails >= max(readiness.probe.FailureThreshold, 3) {
+				if readiness.fails++; readiness.fails >= orDefault(readiness.probe.FailureThreshold, 3) {
 					setReady(false)
 				}
 			}
@@ -462,13 +462,22 @@ func (w *podWorker) probeLoop(ctx context.Context, c *container, p *proc.Process
 			liveness.next = now.Add(liveness.period)
 			if w.probe(ctx, c, liveness.probe) {
 				liveness.fails = 0
-			} else if liveness.fails++; liveness.fails >= max(liveness.probe.FailureThreshold, 3) {
+			} else if liveness.fails++; liveness.fails >= orDefault(liveness.probe.FailureThreshold, 3) {
 				w.k.logf("pod %s container %s: liveness probe failed %d times; restarting it", w.key, c.spec.Name, liveness.fails)
 				_ = p.Stop(w.k.opts.MaxGracePeriod)
 				return
 			}
 		}
 	}
+}
+
+// orDefault is a probe threshold, or Kubernetes' default when unset (the
+// API server defaults them too, but pods can come from anywhere).
+func orDefault(v, def int32) int32 {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // resolvePort turns a probe's port (number or container port name) into a
