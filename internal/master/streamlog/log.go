@@ -15,6 +15,7 @@
 package streamlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -357,8 +358,10 @@ type appendReq struct {
 var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan struct{}, 1)} }}
 
 // Append stores rows as one new token of stream and returns that update once
-// it is durable (fsynced) and visible to readers. Rows are stored in wire
-// form; the returned update's Rows are those bytes, ready for Publish.
+// it is durable (fsynced) and visible to readers. Rows may be any JSON
+// arrays; they are stored re-encoded in wire form (Python's json.dumps
+// style), and the returned update's Rows are those bytes, ready for Publish.
+// If any row is refused, nothing is stored.
 //
 // ctx is honoured only until the append is queued: after that the write may
 // already be in a commit, and returning early would let a caller retry a row
@@ -386,21 +389,62 @@ func (l *Log) Append(ctx context.Context, stream string, rows []json.RawMessage)
 			return replication.Update{}, fmt.Errorf("append to stream %q: row %d: %w", stream, i, err)
 		}
 		wire[i] = buf[start:len(buf):len(buf)]
-		if l.maxLineLength > 0 {
-			if line := rdataOverhead + len(stream) + len(wire[i]); line > l.maxLineLength {
-				return replication.Update{}, fmt.Errorf("append to stream %q: row %d: %w: its RDATA line would be %d bytes, the protocol's limit is %d; split the data over smaller rows", stream, i, ErrRowTooLong, line, l.maxLineLength)
-			}
+		if err := l.checkLine(stream, i, wire[i]); err != nil {
+			return replication.Update{}, err
 		}
 	}
+	return l.appendWire(ctx, st, wire, len(buf))
+}
+
+// AppendEncoded is Append for rows the caller has already re-encoded with
+// replication.AppendPythonJSON (the master does so while splitting a
+// publish request): they are stored as given, saving a second encoding
+// pass. It still refuses rows that could break the protocol's framing:
+// empty, not starting with '[', or containing a line break.
+func (l *Log) AppendEncoded(ctx context.Context, stream string, rows []json.RawMessage) (replication.Update, error) {
+	st, err := l.stream(stream)
+	if err != nil {
+		return replication.Update{}, fmt.Errorf("append: %w", err)
+	}
+	if len(rows) == 0 {
+		return replication.Update{}, fmt.Errorf("append to stream %q: no rows; send at least one row", stream)
+	}
+	size := 0
+	for i, r := range rows {
+		if len(r) == 0 || r[0] != '[' || bytes.IndexByte(r, '\n') >= 0 || bytes.IndexByte(r, '\r') >= 0 {
+			return replication.Update{}, fmt.Errorf("append to stream %q: row %d: not in wire form (one line, a JSON array as replication.AppendPythonJSON writes it), got %s; use Append to have it encoded", stream, i, preview(r))
+		}
+		if err := l.checkLine(stream, i, r); err != nil {
+			return replication.Update{}, err
+		}
+		size += len(r)
+	}
+	return l.appendWire(ctx, st, rows, size)
+}
+
+// checkLine refuses a row whose RDATA line could exceed the line limit.
+func (l *Log) checkLine(stream string, i int, row []byte) error {
+	if l.maxLineLength <= 0 {
+		return nil
+	}
+	if line := rdataOverhead + len(stream) + len(row); line > l.maxLineLength {
+		return fmt.Errorf("append to stream %q: row %d: %w: its RDATA line would be %d bytes, the protocol's limit is %d; split the data over smaller rows", stream, i, ErrRowTooLong, line, l.maxLineLength)
+	}
+	return nil
+}
+
+// appendWire hands rows in wire form to the committer and waits until they
+// are durable.
+func (l *Log) appendWire(ctx context.Context, st *streamState, wire []json.RawMessage, size int) (replication.Update, error) {
+	stream := st.name
 	if err := ctx.Err(); err != nil {
 		return replication.Update{}, fmt.Errorf("append to stream %q: %w", stream, err)
 	}
-
 	if failed := l.failed.Load(); failed != nil {
 		return replication.Update{}, fmt.Errorf("append to stream %q: %w", stream, *failed)
 	}
 	req := reqPool.Get().(*appendReq)
-	req.st, req.rows, req.bytes = st, wire, len(buf)
+	req.st, req.rows, req.bytes = st, wire, size
 	l.closeMu.RLock()
 	if l.closed {
 		l.closeMu.RUnlock()
@@ -417,7 +461,7 @@ func (l *Log) Append(ctx context.Context, stream string, rows []json.RawMessage)
 	l.closeMu.RUnlock()
 	<-req.done
 	u := replication.Update{Stream: stream, Token: req.token, Rows: wire, Time: req.time}
-	err = req.err
+	err := req.err
 	*req = appendReq{done: req.done}
 	reqPool.Put(req)
 	if err != nil {

@@ -695,3 +695,45 @@ func TestAppendRefusesRowsTooLongToSend(t *testing.T) {
 		t.Fatalf("CurrentToken = %d, want 1: nothing of a refused batch is stored", cur)
 	}
 }
+
+func TestAppendEncoded(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true, MaxLineLength: 43})
+	defer closeTest(t, l)
+	// Stored exactly as given, even where Append would re-encode.
+	u, err := l.AppendEncoded(context.Background(), "caches", rowsOf(`["a", 1]`, `[1,2]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Token != 1 || string(u.Rows[1]) != `[1,2]` {
+		t.Fatalf("AppendEncoded = %+v", u)
+	}
+	if got := summary(mustRead(t, l, "caches", 0, 1, 10)); got != `1:["a", 1]|[1,2]` {
+		t.Fatalf("stored %s", got)
+	}
+	tests := map[string]struct {
+		stream string
+		rows   []json.RawMessage
+		is     error
+		want   string
+	}{
+		"unknown stream": {stream: "nope", rows: rowsOf(`[1]`), is: replication.ErrUnknownStream},
+		"no rows":        {stream: "caches", want: "no rows"},
+		"empty row":      {stream: "caches", rows: rowsOf(`[1]`, ``), want: "row 1: not in wire form"},
+		"not an array":   {stream: "caches", rows: rowsOf(`{"a": 1}`), want: "row 0: not in wire form"},
+		"leading space":  {stream: "caches", rows: rowsOf(` [1]`), want: "not in wire form"},
+		"newline":        {stream: "caches", rows: rowsOf("[1,\n2]"), want: "not in wire form"},
+		"carriage ret":   {stream: "caches", rows: rowsOf("[1,\r2]"), want: "not in wire form"},
+		"too long":       {stream: "caches", rows: rowsOf(`["1234567"]`), is: ErrRowTooLong},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := l.AppendEncoded(context.Background(), tc.stream, tc.rows)
+			if err == nil || (tc.is != nil && !errors.Is(err, tc.is)) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("AppendEncoded: %v; want %v / %q", err, tc.is, tc.want)
+			}
+		})
+	}
+	if cur, _ := l.CurrentToken("caches"); cur != 1 {
+		t.Fatalf("CurrentToken = %d after refused appends, want 1", cur)
+	}
+}
