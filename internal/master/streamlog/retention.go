@@ -11,8 +11,9 @@ import (
 
 // Trim drops the stream's tokens up to and including through (clamped to
 // the current token). The master calls it for FEDERATION_ACK. Trimming below
-// the oldest token held is a no-op. The new oldest token is written durably
-// in the same batch as the deletion.
+// the oldest token held is a no-op. The new oldest token is written in the
+// same atomic batch as the deletion; it becomes durable with the next
+// synced write (or Close).
 func (l *Log) Trim(stream string, through int64) error {
 	st, err := l.stream(stream)
 	if err != nil {
@@ -46,9 +47,12 @@ func (l *Log) trimLocked(st *streamState, through int64) error {
 	// missing always finds an oldest that explains it. Until the commit,
 	// readers are refused rows that still exist, which is harmless.
 	st.retained.Store(&next)
-	// Synced so that a crash cannot bring back rows a subscriber was
-	// already told are gone (the oldest token only moves forward).
-	if err := b.Commit(pebble.Sync); err != nil {
+	// Not synced: the deletion and the new oldest token are one atomic
+	// batch, so a crash before the next fsync (any append's) can only
+	// bring back rows that were valid anyway, with a matching oldest
+	// token. FEDERATION_ACK trims often; a sync each would cost a disk
+	// round trip per acknowledgement.
+	if err := b.Commit(pebble.NoSync); err != nil {
 		st.retained.Store(ret)
 		return fmt.Errorf("trim stream %q through token %d: %w (the data volume may be full or failing)", st.name, through, err)
 	}
