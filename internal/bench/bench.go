@@ -499,7 +499,10 @@ func (t *target) subscribe(ctx context.Context, name string, from int64, now boo
 
 func (s *subscriber) stop() {
 	s.cancel()
-	<-s.done
+	// Run returns the cancelled context's error; anything else is a failure.
+	if err := <-s.done; err != nil && !errors.Is(err, context.Canceled) {
+		s.failures.Add(1)
+	}
 }
 
 func (s *subscriber) HandleRows(_ context.Context, _ string, token int64, rows []json.RawMessage) error {

@@ -162,7 +162,11 @@ func startWorker(t testing.TB, addr, name string, streams ...replication.StreamR
 
 func (w *worker) stop() {
 	w.cancel()
-	<-w.done
+	if err := <-w.done; err != nil && !errors.Is(err, context.Canceled) {
+		w.mu.Lock()
+		w.errs = append(w.errs, fmt.Errorf("client Run: %w", err))
+		w.mu.Unlock()
+	}
 	w.done <- nil // let stop be called again
 }
 
@@ -597,7 +601,12 @@ func TestCatchUpMillionRows(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(cctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("client Run: %v", err)
+		}
+	}()
 	// Keep publishing while the subscriber catches up, then a little more.
 	for seq < total+extra {
 		if err := publishBatch(); err != nil {
