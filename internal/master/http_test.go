@@ -104,14 +104,18 @@ func TestPublishStoresAndFansOut(t *testing.T) {
 
 func TestPublishRowTooLongForALine(t *testing.T) {
 	m, log, _, _ := newFakeMaster(t, Config{Limits: Limits{MaxLineLength: 1024}})
-	long := `["` + strings.Repeat("x", 1010) + `"]`
-	_, err := m.Publish(context.Background(), "caches", []json.RawMessage{json.RawMessage(`["ok"]`), json.RawMessage(long)})
+	// "RDATA caches " + 19 token digits + " " leaves 991 bytes for the row.
+	row := func(n int) json.RawMessage { return json.RawMessage(`["` + strings.Repeat("x", n-4) + `"]`) }
+	if _, err := m.Publish(context.Background(), "caches", []json.RawMessage{row(991)}); err != nil {
+		t.Fatalf("a row that fits the line was refused: %v", err)
+	}
+	_, err := m.Publish(context.Background(), "caches", []json.RawMessage{json.RawMessage(`["ok"]`), row(992)})
 	var rowErr *RowError
-	if !errors.As(err, &rowErr) || rowErr.Index != 1 || !strings.Contains(err.Error(), "over the limit of 1024") {
+	if !errors.As(err, &rowErr) || rowErr.Index != 1 || !strings.Contains(err.Error(), "line limit of 1024") {
 		t.Fatalf("err = %v, want row 1 over the line limit", err)
 	}
-	if len(log.rows("caches")) != 0 {
-		t.Fatal("a batch with an over-long row was partly stored")
+	if n := len(log.rows("caches")); n != 1 {
+		t.Fatalf("%d rows stored: a batch with an over-long row was partly stored", n)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -305,17 +306,18 @@ func (m *Master) publishEncoded(ctx context.Context, stream string, rows []json.
 	if len(rows) == 0 {
 		return 0, errors.New("no rows: send at least one row")
 	}
+	// The server skips a row that cannot go on the wire as one RDATA line;
+	// refuse it here instead, before anything is stored. Rows in Python
+	// form are never empty and hold no newline, so only the length can
+	// fail; the largest token gives the longest prefix, so the check holds
+	// whatever token the row gets.
+	maxRow := m.cfg.Limits.MaxLineLength - len("RDATA  ") - len(stream) - len(strconv.FormatInt(math.MaxInt64, 10)) - 1
 	for i, row := range rows {
 		if err := m.validate(stream, row); err != nil {
 			return 0, &RowError{Index: i, Err: err}
 		}
-		// The server skips a row that cannot go on the wire as one RDATA
-		// line; refuse it here instead, before anything is stored. The
-		// largest token gives the longest prefix, so the check holds
-		// whatever token the row gets.
-		u := replication.Update{Stream: stream, Token: math.MaxInt64, Rows: rows[i : i+1]}
-		if err := replication.ValidateUpdate(u, m.cfg.Limits.MaxLineLength); err != nil {
-			return 0, &RowError{Index: i, Err: fmt.Errorf("row cannot be sent on one protocol line: %w", err)}
+		if len(row) > maxRow {
+			return 0, &RowError{Index: i, Err: fmt.Errorf("row encodes to %d bytes; with its RDATA prefix it is over the line limit of %d bytes (limits.maxLineLength)", len(row), m.cfg.Limits.MaxLineLength)}
 		}
 	}
 	return m.appendAndPublish(ctx, seq, stream, rows)
