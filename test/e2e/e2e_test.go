@@ -11,7 +11,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"regexp"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -329,6 +332,8 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	checkAlertMetrics(t, env)
+
 	// Fault: a worker process is killed. The status says it is
 	// disconnected, the kubelet restarts it, it resumes from its durable
 	// position, and its sink has every batch, the ones published while it
@@ -433,4 +438,58 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// checkAlertMetrics checks that every tcprepl_* metric the chart's
+// PrometheusRule alerts on is exported on the operator's /metrics, which
+// the chart's ServiceMonitor scrapes: an alert on a metric nobody exports
+// never fires.
+func checkAlertMetrics(t *testing.T, env *harness.Env) {
+	t.Helper()
+	h := newHelmChart(t)
+	out, err := h.run("template", "tcprepl", h.chart, "--set", "metrics.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, m := range regexp.MustCompile(`tcprepl_[a-z_]*[a-z]`).FindAllString(out, -1) {
+		names[m] = true
+	}
+	if len(names) == 0 {
+		t.Fatal("the PrometheusRule names no tcprepl_ metric")
+	}
+	// The probe's series appear once it has measured; give it a few polls.
+	var missing []string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		missing = missing[:0]
+		body, err := scrape(env.OperatorMetricsURL)
+		if err != nil {
+			missing = append(missing, err.Error())
+		}
+		for n := range names {
+			if err == nil && !strings.Contains(body, "\n"+n) && !strings.HasPrefix(body, n) {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if len(missing) > 0 {
+		// Errorf, not Fatalf: the faults below are independent of this.
+		t.Errorf("the chart's alerts use metrics the operator does not export at %s: %v; the operator must register its probes' collectors (probe.Config.Registerer = controller-runtime's metrics.Registry)", env.OperatorMetricsURL, missing)
+	}
+}
+
+func scrape(url string) (string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }

@@ -93,6 +93,8 @@ type Env struct {
 	kubeletDone chan error
 	operator    *proc.Process
 	operatorLog string
+	// OperatorMetricsURL is the running operator's /metrics.
+	OperatorMetricsURL string
 	keepDir     bool
 }
 
@@ -270,6 +272,7 @@ func (e *Env) StartOperator(ctx context.Context, ns, sa string, extraArgs ...str
 		return err
 	}
 	e.operator = p
+	e.OperatorMetricsURL = "http://127.0.0.1:" + strconv.Itoa(metrics) + "/metrics"
 	e.logf("operator: pid %d as ServiceAccount %s/%s, log %s", p.Pid(), ns, sa, e.operatorLog)
 	if err := waitOK(ctx, 60*time.Second, "http://127.0.0.1:"+strconv.Itoa(health)+"/readyz", p.Done()); err != nil {
 		return fmt.Errorf("operator did not become ready: %w\n%s", err, e.OperatorLogTail(30))
