@@ -36,9 +36,10 @@ func (l *Log) ReadAfter(ctx context.Context, stream string, after, upTo int64, l
 		return nil, fmt.Errorf("read stream %q: limit %d: the page size must be at least 1 row", stream, limit)
 	}
 	after = max(after, 0)
-	// Everything through current is durable and visible (the committer
-	// applies the batch before moving current), so the iterator below sees
-	// every token in range unless retention removed it.
+	// Everything through current is applied and durable (the syncer moves
+	// current only after both), so the iterator below sees every token in
+	// range unless retention removed it. Tokens past current may already
+	// be applied but not yet synced; upper excludes them.
 	upTo = min(upTo, st.current.Load())
 	if after >= upTo {
 		return nil, nil
