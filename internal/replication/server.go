@@ -357,6 +357,17 @@ func appendUpdateLines(dst []byte, u Update, maxLine int, log logr.Logger) ([]by
 			break
 		}
 	}
+	// Size the buffer once: growing it line by line was most of the cost
+	// of publishing a small update.
+	need := 0
+	for i, row := range u.Rows[:last+1] {
+		if i == last {
+			need += numeric + len(row) + 1
+		} else {
+			need += batch + len(row) + 1
+		}
+	}
+	dst = slices.Grow(dst, need)
 	n := 0
 	for i, row := range u.Rows[:last+1] {
 		prefix := batch
