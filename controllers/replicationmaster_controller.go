@@ -263,12 +263,25 @@ func emit(rec events.EventRecorder, obj runtime.Object, eventType, reason, actio
 	rec.Eventf(obj, nil, eventType, reason, action, "%s", note)
 }
 
+// startingReasons are the Ready reasons every resource passes through
+// while it starts.
+var startingReasons = map[string]bool{
+	replv1.ReasonPodNotReady:      true,
+	replv1.ReasonProbePending:     true,
+	replv1.ReasonReplicasNotReady: true,
+}
+
 // emitReadyChange records an Event when the Ready condition changes status
 // or reason: these are the moments a user wants in `kubectl describe`.
 func emitReadyChange(rec events.EventRecorder, obj runtime.Object, before, after []metav1.Condition) {
 	b := meta.FindStatusCondition(before, replv1.ConditionReady)
 	a := meta.FindStatusCondition(after, replv1.ConditionReady)
 	if a == nil || (b != nil && b.Status == a.Status && b.Reason == a.Reason) {
+		return
+	}
+	// A new resource is not ready at first; saying so as a Warning for
+	// every resource created would bury the warnings that matter.
+	if b == nil && startingReasons[a.Reason] {
 		return
 	}
 	t := corev1.EventTypeNormal
