@@ -121,5 +121,9 @@ func printCPU(w io.Writer, c bench.CPU) {
 	if c.CPUMicrosPerRowIn > 0 {
 		in = fmt.Sprintf("%.2f us/row published, ", c.CPUMicrosPerRowIn)
 	}
-	fmt.Fprintf(w, "  CPU\t%.2f cores used\t%s%.2f us/row delivered (load average %s)\n", c.ProcessCPUUtilised, in, c.CPUMicrosPerRowOut, c.LoadAverageAtTheTime)
+	clients := ""
+	if c.ClientCoresUsed > 0 {
+		clients = fmt.Sprintf("; benchmark clients %.2f cores", c.ClientCoresUsed)
+	}
+	fmt.Fprintf(w, "  CPU\t%.2f cores used\t%s%.2f us/row delivered (load average %s%s)\n", c.ProcessCPUUtilised, in, c.CPUMicrosPerRowOut, c.LoadAverageAtTheTime, clients)
 }

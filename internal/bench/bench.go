@@ -148,6 +148,10 @@ type CPU struct {
 	CPUMicrosPerRowOut   float64 `json:"cpuMicrosPerRowDelivered"`
 	ProcessCPUUtilised   float64 `json:"processCoresUsed"`
 	LoadAverageAtTheTime string  `json:"loadAverage"`
+	// ClientCoresUsed is the benchmark process's own CPU (publishers and
+	// subscribers) when the master runs elsewhere; it competes for the
+	// same cores.
+	ClientCoresUsed float64 `json:"clientCoresUsed,omitempty"`
 }
 
 // CatchUp is one catch-up phase.
@@ -627,7 +631,7 @@ func (t *target) catchUp(ctx context.Context, n int) (CatchUp, error) {
 	runtime.GC()
 	subs := make([]*subscriber, n)
 	start := time.Now()
-	cpu0 := t.cpuTime()
+	cpu0, self0 := t.cpuTime(), t.selfCPU()
 	for i := range subs {
 		if subs[i], err = t.subscribe(ctx, fmt.Sprintf("bench-catchup-%d", i), from, false); err != nil {
 			return CatchUp{}, err
@@ -647,7 +651,7 @@ func (t *target) catchUp(ctx context.Context, n int) (CatchUp, error) {
 		rows += s.rows.Load()
 	}
 	return CatchUp{Subscribers: n, RowsEach: rows / int64(n), Seconds: secs, RowsPerSec: float64(rows) / secs,
-		CPU: t.cpuSince(cpu0, start, 0, rows)}, nil
+		CPU: t.cpuSince(cpu0, self0, start, 0, rows)}, nil
 }
 
 // liveSubscribers connects Subscribers clients from now on and waits until
@@ -691,7 +695,7 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 		seq     atomic.Int64
 	)
 	start := time.Now()
-	cpu0 := t.cpuTime()
+	cpu0, self0 := t.cpuTime(), t.selfCPU()
 	stopAt := start.Add(t.cfg.Duration)
 	for range t.cfg.Publishers {
 		wg.Go(func() {
@@ -741,7 +745,7 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 		DeliveredRowsPerSec:         float64(published*int64(len(subs))) / deliverSecs,
 		SlowestSubscriberRowsPerSec: slowest,
 		DrainSeconds:                max(0, deliverSecs-pubSecs),
-		CPU:                         t.cpuSince(cpu0, start, published, published*int64(len(subs))),
+		CPU:                         t.cpuSince(cpu0, self0, start, published, published*int64(len(subs))),
 	}, nil
 }
 
@@ -924,8 +928,17 @@ func (t *target) peakRSS() (int64, string) {
 }
 
 // cpuTime is the user+system CPU time of the measured process so far.
-func (t *target) cpuTime() time.Duration {
-	pid := t.pid
+func (t *target) cpuTime() time.Duration { return processCPU(t.pid) }
+
+// selfCPU is this process's CPU time when the master runs elsewhere.
+func (t *target) selfCPU() time.Duration {
+	if t.m != nil {
+		return 0
+	}
+	return processCPU(os.Getpid())
+}
+
+func processCPU(pid int) time.Duration {
 	if pid == 0 {
 		return 0
 	}
@@ -961,10 +974,14 @@ func loadAverage() string {
 	return strings.Join(f[:3], " ")
 }
 
-// cpuSince fills a CPU figure for a phase that began at cpu0/wall0.
-func (t *target) cpuSince(cpu0 time.Duration, wall0 time.Time, rowsIn, rowsOut int64) CPU {
+// cpuSince fills a CPU figure for a phase that began at cpu0/self0/wall0.
+func (t *target) cpuSince(cpu0, self0 time.Duration, wall0 time.Time, rowsIn, rowsOut int64) CPU {
 	used := (t.cpuTime() - cpu0).Seconds()
-	c := CPU{CPUSeconds: used, ProcessCPUUtilised: used / time.Since(wall0).Seconds(), LoadAverageAtTheTime: loadAverage()}
+	wall := time.Since(wall0).Seconds()
+	c := CPU{CPUSeconds: used, ProcessCPUUtilised: used / wall, LoadAverageAtTheTime: loadAverage()}
+	if t.m == nil {
+		c.ClientCoresUsed = (t.selfCPU() - self0).Seconds() / wall
+	}
 	if rowsIn > 0 {
 		c.CPUMicrosPerRowIn = used * 1e6 / float64(rowsIn)
 	}
