@@ -82,11 +82,11 @@ func TestServerAcceptsLooseLines(t *testing.T) {
 }
 
 func TestConfigurableLineLimit(t *testing.T) {
-	_, addr := startServer(t, ServerConfig{MaxLineLength: 20}, NewMemorySource("caches"), &recordingHandler{})
+	_, addr := startServer(t, ServerConfig{MaxLineLength: 30}, NewMemorySource("caches"), &recordingHandler{})
 	r := dialRaw(t, addr)
 	r.handshake("test.server")
-	r.send("PING 123456789012345")  // 20 bytes: fine
-	r.send("PING 1234567890123456") // 21 bytes
+	r.send("PING 1234567890123456789012345")  // 30 bytes: fine
+	r.send("PING 12345678901234567890123456") // 31 bytes
 	got := r.expectClosed()
 	if len(got) != 1 || got[0] != "ERROR Line length exceeded" {
 		t.Fatalf("got %q", got)
