@@ -146,16 +146,40 @@ func (pm *ProbeManager) stopLocked(key types.NamespacedName, rp *runningProbe) {
 	}
 }
 
+// probeRetryDelay is how long a probe whose Run failed waits before a new
+// probe is made for the same target.
+var probeRetryDelay = 5 * time.Second
+
 func (pm *ProbeManager) runLocked(key types.NamespacedName, rp *runningProbe) {
 	ctx, cancel := context.WithCancel(pm.ctx)
 	rp.cancel = cancel
 	go func() {
 		defer close(rp.done)
-		// Run returns early only when the probe cannot run at all; the
-		// snapshot keeps saying why the master is not observed, so log and
-		// leave it stopped rather than spin.
-		if err := rp.prober.Run(ctx); err != nil && ctx.Err() == nil {
-			pm.log.Error(err, "probe stopped unexpectedly; the master's status will show it unobserved", "master", key.String())
+		p := rp.prober
+		for {
+			// Run returns early only when the probe cannot run at all (its
+			// metrics collide with another probe's, say, while a pod IP
+			// moves between masters). Make a fresh probe after a pause
+			// rather than leave the master unobserved.
+			err := p.Run(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			pm.log.Error(err, "probe stopped unexpectedly; retrying", "master", key.String(), "in", probeRetryDelay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(probeRetryDelay):
+			}
+			np, err := pm.factory(rp.target)
+			if err != nil {
+				pm.log.Error(err, "cannot recreate probe; the master stays unobserved until its spec or pod changes", "master", key.String())
+				return
+			}
+			pm.mu.Lock()
+			rp.prober = np
+			pm.mu.Unlock()
+			p = np
 		}
 	}()
 }
@@ -164,11 +188,15 @@ func (pm *ProbeManager) runLocked(key types.NamespacedName, rp *runningProbe) {
 func (pm *ProbeManager) Snapshot(key types.NamespacedName) (probe.Snapshot, bool) {
 	pm.mu.Lock()
 	rp, ok := pm.probes[key]
+	var p Prober
+	if ok {
+		p = rp.prober
+	}
 	pm.mu.Unlock()
 	if !ok {
 		return probe.Snapshot{}, false
 	}
-	return rp.prober.Snapshot(), true
+	return p.Snapshot(), true
 }
 
 // Running returns how many probes run, for tests and metrics.

@@ -176,6 +176,8 @@ func TestProbeManagerFactoryError(t *testing.T) {
 }
 
 func TestProbeManagerProbeThatCannotRun(t *testing.T) {
+	defer func(d time.Duration) { probeRetryDelay = d }(probeRetryDelay)
+	probeRetryDelay = 10 * time.Millisecond
 	pf := &proberFactory{runFail: errors.New("metrics already registered")}
 	pm := NewProbeManager(pf.new, time.Second, logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -185,7 +187,22 @@ func TestProbeManagerProbeThatCannotRun(t *testing.T) {
 	if err := pm.Ensure(key, ProbeTarget{Address: "a:1"}); err != nil {
 		t.Fatal(err)
 	}
-	// Its Run returned at once; Stop must not hang waiting for it.
+	// Its Run fails at once: the manager makes fresh probes, paced.
+	waitUntil(t, "retries", func() bool {
+		pf.mu.Lock()
+		defer pf.mu.Unlock()
+		return len(pf.made) >= 3
+	})
+	// Once the failure clears, the next probe runs.
+	pf.mu.Lock()
+	pf.runFail = nil
+	pf.mu.Unlock()
+	waitUntil(t, "a probe runs after the failure clears", func() bool {
+		pf.mu.Lock()
+		defer pf.mu.Unlock()
+		return pf.made[len(pf.made)-1].running.Load() == 1
+	})
+	// Stop must not hang.
 	stopped := make(chan struct{})
 	go func() { pm.Stop(key); close(stopped) }()
 	select {

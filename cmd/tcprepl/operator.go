@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tcprepl/tcprepl/controllers"
@@ -135,6 +136,10 @@ func runOperator(f operatorFlags, zapOpts zap.Options) error {
 				Address: t.Address, ServerName: t.ServerName, HTTPURL: t.HTTPURL,
 				HeartbeatInterval: heartbeat,
 				Logger:            log.WithName("probe"),
+				// Each probe's tcprepl_probe_* series (labelled with the
+				// master's address) join the operator's /metrics while it
+				// runs; the chart's alerts use them.
+				Registerer: ctrlmetrics.Registry,
 			})
 		},
 		StatusInterval:          f.statusInterval,
