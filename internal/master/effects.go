@@ -56,6 +56,9 @@ func (e *Effects) UserSync(conn uint64, user string, active bool, lastSyncMS int
 	defer e.presenceMu.Unlock()
 	users := e.syncing[conn]
 	_, was := users[user]
+	// The in-memory state follows what the log holds: when a presence row
+	// cannot be written, the change is undone, so the worker's next
+	// USER_SYNC (or the connection's close) tries again.
 	switch {
 	case active && !was:
 		if users == nil {
@@ -65,17 +68,32 @@ func (e *Effects) UserSync(conn uint64, user string, active bool, lastSyncMS int
 		users[user] = lastSyncMS
 		e.online[user]++
 		if e.online[user] == 1 {
-			return e.writePresence([]presenceChange{{user, true, lastSyncMS}})
+			if err := e.writePresence([]presenceChange{{user, true, lastSyncMS}}); err != nil {
+				e.dropOnline(user)
+				delete(users, user)
+				if len(users) == 0 {
+					delete(e.syncing, conn)
+				}
+				return err
+			}
 		}
 	case active && was:
 		users[user] = lastSyncMS
 	case !active && was:
+		last := users[user]
 		delete(users, user)
 		if len(users) == 0 {
 			delete(e.syncing, conn)
 		}
 		if e.dropOnline(user) {
-			return e.writePresence([]presenceChange{{user, false, lastSyncMS}})
+			if err := e.writePresence([]presenceChange{{user, false, lastSyncMS}}); err != nil {
+				if e.syncing[conn] == nil {
+					e.syncing[conn] = map[string]int64{}
+				}
+				e.syncing[conn][user] = last
+				e.online[user]++
+				return err
+			}
 		}
 	}
 	// Stopping a sync that never started changes nothing (Synapse ignored

@@ -2,8 +2,10 @@ package master
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tcprepl/tcprepl/internal/replication"
@@ -116,6 +118,38 @@ func TestUserSyncPresence(t *testing.T) {
 	}
 	if online := e.Online(); len(online) != 0 {
 		t.Fatalf("still online: %v", online)
+	}
+}
+
+func TestUserSyncUndoneWhenPresenceCannotBeWritten(t *testing.T) {
+	m, log, _, _ := newFakeMaster(t, Config{})
+	e := m.effects
+	log.failNext = errors.New("disk full")
+	if err := e.UserSync(1, "@a:x", true, 1); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("err %v", err)
+	}
+	if online := e.Online(); len(online) != 0 {
+		t.Fatalf("online without a presence row: %v", online)
+	}
+	// The worker's next start is a real change again and is written.
+	if err := e.UserSync(1, "@a:x", true, 2); err != nil {
+		t.Fatal(err)
+	}
+	log.failNext = errors.New("disk full")
+	if err := e.UserSync(1, "@a:x", false, 3); err == nil {
+		t.Fatal("end with a failing log succeeded")
+	}
+	if online := e.Online(); len(online) != 1 {
+		t.Fatalf("offline without a presence row: %v", online)
+	}
+	// The connection closing writes the offline row after all.
+	e.ConnectionClosed(1)
+	var states []string
+	for _, r := range presenceRows(t, log) {
+		states = append(states, fmt.Sprint(r[1]))
+	}
+	if strings.Join(states, ",") != "online,offline" {
+		t.Fatalf("presence rows %v", states)
 	}
 }
 
