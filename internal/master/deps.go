@@ -19,9 +19,10 @@ import (
 // StreamLog is the durable, ordered log of every stream (streamlog.Log).
 type StreamLog interface {
 	replication.Source
-	// Append stores rows as one new token of stream and returns once they
-	// are durable. Tokens of one stream are consecutive.
-	Append(ctx context.Context, stream string, rows []json.RawMessage) (replication.Update, error)
+	// AppendEncoded stores rows already in Python json.dumps form as one
+	// new token of stream and returns once they are durable. Tokens of one
+	// stream are consecutive.
+	AppendEncoded(ctx context.Context, stream string, rows []json.RawMessage) (replication.Update, error)
 	// Trim drops the tokens of stream up to and including through.
 	Trim(stream string, through int64) error
 	// Stats reports a stream's positions and recent rate.

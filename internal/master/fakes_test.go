@@ -62,7 +62,7 @@ func (l *memLog) ReadAfter(_ context.Context, stream string, after, upTo int64, 
 	return out, nil
 }
 
-func (l *memLog) Append(_ context.Context, stream string, rows []json.RawMessage) (replication.Update, error) {
+func (l *memLog) AppendEncoded(_ context.Context, stream string, rows []json.RawMessage) (replication.Update, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {

@@ -332,7 +332,7 @@ func (m *Master) appendAndPublish(ctx context.Context, seq *sequencer, stream st
 	}
 	start := m.now()
 	seq.begin()
-	u, err := m.store.Append(ctx, stream, rows)
+	u, err := m.store.AppendEncoded(ctx, stream, rows)
 	if err != nil {
 		seq.failed(m.srv.Publish)
 		m.metrics.publishErrors.WithLabelValues(stream).Inc()

@@ -49,6 +49,7 @@ func openLog(cfg Config, logger logr.Logger, now func() time.Time) (StreamLog, e
 		Retention:        ret,
 		DefaultRetention: streamlog.Retention{MaxRows: def.MaxRows, MaxAge: def.MaxAge.Duration},
 		TrimInterval:     cfg.RetentionInterval.Duration,
+		MaxLineLength:    cfg.Limits.MaxLineLength,
 		Now:              now,
 		Logger:           logger.WithName("streamlog"),
 	})
