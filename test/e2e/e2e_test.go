@@ -148,7 +148,11 @@ type workerStatus struct {
 }
 
 func getStatus(ctx context.Context, env *harness.Env, kind, name string, into any) error {
-	out, err := env.Kubectl(ctx, "get", kind, name, "--namespace", ns, "-o", "jsonpath={.status}")
+	return getStatusIn(ctx, env, ns, kind, name, into)
+}
+
+func getStatusIn(ctx context.Context, env *harness.Env, namespace, kind, name string, into any) error {
+	out, err := env.Kubectl(ctx, "get", kind, name, "--namespace", namespace, "-o", "jsonpath={.status}")
 	if err != nil {
 		return err
 	}
@@ -494,4 +498,70 @@ func scrape(url string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
+}
+
+// TestNamespaceScopedInstall installs the chart with rbac.scope=namespace:
+// the operator, with only a Role in namespace "team", runs a topology there
+// and leaves a master in another namespace alone.
+func TestNamespaceScopedInstall(t *testing.T) {
+	env, ctx := setup(t)
+	samples := filepath.Join(env.RepoRoot, "config", "samples")
+	for _, n := range []string{"team", "other"} {
+		if _, err := env.Kubectl(ctx, "create", "namespace", n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := env.InstallChart(ctx, release, operatorNS, "rbac.scope=namespace", "rbac.watchNamespace=team"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := env.Kubectl(ctx, "get", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance="+release, "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("namespace scope installed cluster-wide RBAC: %q %v", out, err)
+	}
+	if err := env.StartOperator(ctx, operatorNS, release, "--status-interval=1s", "--probe-heartbeat-interval=1s", "--probe-poll-interval=250ms"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"team", "other"} {
+		eventually(t, time.Minute, "default ServiceAccount in "+n, func() error {
+			_, err := env.Kubectl(ctx, "get", "serviceaccount", "default", "--namespace", n)
+			return err
+		})
+	}
+	master, ports, err := env.ApplyMaster(ctx, "team", filepath.Join(samples, "replication_v1alpha1_replicationmaster.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Apply(ctx, "team", filepath.Join(samples, "replication_v1alpha1_replicationworker_all.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := env.ApplyMaster(ctx, "other", filepath.Join(samples, "replication_v1alpha1_replicationmaster.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Minute, "master in team Ready", func() error {
+		var st masterStatus
+		if err := getStatusIn(ctx, env, "team", "rmaster", master, &st); err != nil {
+			return err
+		}
+		return condTrue(st.Conditions, "Ready")
+	})
+	tok, err := env.Publish(ctx, "team", master, ports, stream, []any{[]any{"scoped", 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "workers in team caught up", func() error {
+		var st workerStatus
+		if err := getStatusIn(ctx, env, "team", "rworker", "synapse-all", &st); err != nil {
+			return err
+		}
+		return workerCaughtUp(st, 2, stream, tok)
+	})
+	out, err := env.Kubectl(ctx, "get", "statefulsets,services", "--namespace", "other", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("the namespace-scoped operator acted in namespace other: %s", out)
+	}
+	if log := env.OperatorLogTail(400); strings.Contains(log, "forbidden") {
+		t.Errorf("the operator was refused something with the namespace-scoped RBAC:\n%s", log)
+	}
 }

@@ -95,6 +95,8 @@ type Env struct {
 	operatorLog string
 	// OperatorMetricsURL is the running operator's /metrics.
 	OperatorMetricsURL string
+	// chartArgs are the operator arguments of the installed chart.
+	chartArgs []string
 	keepDir     bool
 }
 
@@ -224,13 +226,50 @@ func (e *Env) InstallChart(ctx context.Context, release, ns string, set ...strin
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
-	_, err := e.Helm(ctx, args...)
+	if _, err := e.Helm(ctx, args...); err != nil {
+		return err
+	}
+	// The operator process gets the arguments of the chart's own
+	// Deployment, so the chart's flags (scope, leader election, labels)
+	// are what is tested.
+	manifest, err := e.Helm(ctx, "get", "manifest", release, "--namespace", ns)
+	if err != nil {
+		return err
+	}
+	e.chartArgs, err = deploymentArgs(manifest)
 	return err
+}
+
+// deploymentArgs returns the first container's args of the Deployment in a
+// rendered manifest.
+func deploymentArgs(manifest string) ([]string, error) {
+	for _, doc := range strings.Split(manifest, "\n---") {
+		var obj struct {
+			Kind string `json:"kind"`
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct {
+							Args []string `json:"args"`
+						} `json:"containers"`
+					} `json:"spec"`
+				} `json:"template"`
+			} `json:"spec"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			return nil, fmt.Errorf("parse the chart's manifest: %w", err)
+		}
+		if obj.Kind == "Deployment" && len(obj.Spec.Template.Spec.Containers) > 0 {
+			return obj.Spec.Template.Spec.Containers[0].Args, nil
+		}
+	}
+	return nil, errors.New("the chart's manifest has no Deployment")
 }
 
 // StartOperator runs `tcprepl operator` as a local process authenticated as
 // ServiceAccount ns/sa (a token from the TokenRequest API), so that the
-// chart's RBAC is what it runs with. extraArgs are appended to the flags.
+// chart's RBAC is what it runs with, and with the arguments of the chart's
+// Deployment when InstallChart ran. extraArgs are appended to the flags.
 func (e *Env) StartOperator(ctx context.Context, ns, sa string, extraArgs ...string) error {
 	if e.operator != nil {
 		return errors.New("operator already running; StopOperator first")
@@ -257,13 +296,27 @@ func (e *Env) StartOperator(ctx context.Context, ns, sa string, extraArgs ...str
 		return fmt.Errorf("open operator log: %w", err)
 	}
 	defer f.Close()
-	args := append([]string{"operator",
-		"--kubeconfig=" + kc,
-		"--leader-elect", "--leader-election-namespace=" + ns,
-		"--operator-namespace=" + ns,
-		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(health),
-		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metrics),
-	}, extraArgs...)
+	// The chart's arguments, with the listen addresses moved to free
+	// loopback ports (the process shares the host's network).
+	args := []string{"operator"}
+	if len(e.chartArgs) > 0 {
+		args = nil
+		for _, a := range e.chartArgs {
+			if strings.HasPrefix(a, "--health-probe-bind-address=") || strings.HasPrefix(a, "--metrics-bind-address=") {
+				continue
+			}
+			args = append(args, a)
+		}
+	} else {
+		args = append(args, "--leader-elect", "--leader-election-namespace="+ns)
+	}
+	args = append(args,
+		"--kubeconfig="+kc,
+		"--operator-namespace="+ns,
+		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(health),
+		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(metrics),
+	)
+	args = append(args, extraArgs...)
 	cmd := exec.Command(e.Tools.Tcprepl, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+ns)
