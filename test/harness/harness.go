@@ -97,7 +97,7 @@ type Env struct {
 	OperatorMetricsURL string
 	// chartArgs are the operator arguments of the installed chart.
 	chartArgs []string
-	keepDir     bool
+	keepDir   bool
 }
 
 // Start starts the control plane and the kubelet. Stop undoes it; on error
