@@ -72,11 +72,25 @@ func BenchmarkAppend(b *testing.B) {
 // BenchmarkReadAfter measures catch-up: one reader pages through 1,000,000
 // rows (batches of 100) in pages of 10,000 rows. Each op reads them all.
 func BenchmarkReadAfter(b *testing.B) {
+	for _, src := range readSources {
+		b.Run("from="+src.name, func(b *testing.B) { benchmarkReadAfter(b, src.tailCache) })
+	}
+}
+
+// readSources: catch-up from Pebble's sstables (a worker far behind), and
+// from the tail cache sized to hold the million rows (a worker a little
+// behind, or many workers catching up together).
+var readSources = []struct {
+	name      string
+	tailCache int64
+}{{"pebble", -1}, {"tailcache", 256 << 20}}
+
+func benchmarkReadAfter(b *testing.B, tailCache int64) {
 	const total, batch, page = 1_000_000, 100, 10_000
-	l := openTest(b, Options{Dir: b.TempDir(), Streams: []string{"caches"}})
+	l := openTest(b, Options{Dir: b.TempDir(), Streams: []string{"caches"}, TailCacheBytes: tailCache})
 	defer closeTest(b, l)
 	loadRows(b, l, "caches", total, batch)
-	// Reads below come from sstables, the steady state of a worker far
+	// Pebble reads come from sstables, the steady state of a worker far
 	// behind, not from the memtable.
 	if err := l.db.Flush(); err != nil {
 		b.Fatal(err)
@@ -146,8 +160,14 @@ func loadRows(b *testing.B, l *Log, stream string, total, batch int) {
 // 1,000,000 rows at once (workers catching up together). One op is all ten
 // reading the million; rows/s is the total delivered.
 func BenchmarkReadAfterConcurrent(b *testing.B) {
+	for _, src := range readSources {
+		b.Run("from="+src.name, func(b *testing.B) { benchmarkReadAfterConcurrent(b, src.tailCache) })
+	}
+}
+
+func benchmarkReadAfterConcurrent(b *testing.B, tailCache int64) {
 	const total, batch, page, readers = 1_000_000, 100, 10_000, 10
-	l := openTest(b, Options{Dir: b.TempDir(), Streams: []string{"caches"}})
+	l := openTest(b, Options{Dir: b.TempDir(), Streams: []string{"caches"}, TailCacheBytes: tailCache})
 	defer closeTest(b, l)
 	loadRows(b, l, "caches", total, batch)
 	if err := l.db.Flush(); err != nil {

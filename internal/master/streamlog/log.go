@@ -98,6 +98,11 @@ type Options struct {
 
 	// MemTableSize is Pebble's memtable size; zero means 64 MiB.
 	MemTableSize uint64
+	// TailCacheBytes is the memory for the most recent updates of all
+	// streams, served to catching-up readers without Pebble and without
+	// copying rows. Zero means 64 MiB; negative disables it.
+	TailCacheBytes int64
+
 	// CacheSize is Pebble's block cache; zero means 32 MiB. Workers that
 	// catch up read recent blocks, which the cache keeps decompressed.
 	CacheSize int64
@@ -113,6 +118,9 @@ type Log struct {
 
 	maxCommitBytes int
 	maxLineLength  int
+
+	cacheBudget int64        // TailCacheBytes; 0 when disabled
+	cacheBytes  atomic.Int64 // bytes held by all streams' tail caches
 
 	// apply and syncWait write one group commit: Pebble's ApplyNoSyncWait
 	// with Sync, then the batch's SyncWait. Tests replace them to exercise
@@ -167,6 +175,7 @@ type streamState struct {
 	roundSeq   uint64 // the last round that touched the stream
 
 	rate rateMeter
+	tail tailCache
 }
 
 // Open opens (creating if needed) the log and recovers each stream's current
@@ -215,6 +224,12 @@ func Open(opts Options) (*Log, error) {
 	}
 	if l.maxCommitBytes <= 0 {
 		l.maxCommitBytes = 32 << 20
+	}
+	switch {
+	case opts.TailCacheBytes == 0:
+		l.cacheBudget = 64 << 20
+	case opts.TailCacheBytes > 0:
+		l.cacheBudget = opts.TailCacheBytes
 	}
 	if l.trimEvery == 0 {
 		l.trimEvery = 10 * time.Second
@@ -361,7 +376,8 @@ var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan stru
 // it is durable (fsynced) and visible to readers. Rows may be any JSON
 // arrays; they are stored re-encoded in wire form (Python's json.dumps
 // style), and the returned update's Rows are those bytes, ready for Publish.
-// If any row is refused, nothing is stored.
+// If any row is refused, nothing is stored. The returned rows are shared
+// with the log's tail cache and readers: they must not be modified.
 //
 // ctx is honoured only until the append is queued: after that the write may
 // already be in a commit, and returning early would let a caller retry a row
@@ -400,7 +416,8 @@ func (l *Log) Append(ctx context.Context, stream string, rows []json.RawMessage)
 // replication.AppendPythonJSON (the master does so while splitting a
 // publish request): they are stored as given, saving a second encoding
 // pass. It still refuses rows that could break the protocol's framing:
-// empty, not starting with '[', or containing a line break.
+// empty, not starting with '[', or containing a line break. The rows are
+// copied (one buffer), so the caller may reuse its buffers afterwards.
 func (l *Log) AppendEncoded(ctx context.Context, stream string, rows []json.RawMessage) (replication.Update, error) {
 	st, err := l.stream(stream)
 	if err != nil {
@@ -419,7 +436,14 @@ func (l *Log) AppendEncoded(ctx context.Context, stream string, rows []json.RawM
 		}
 		size += len(r)
 	}
-	return l.appendWire(ctx, st, rows, size)
+	buf := make([]byte, 0, size)
+	own := make([]json.RawMessage, len(rows))
+	for i, r := range rows {
+		start := len(buf)
+		buf = append(buf, r...)
+		own[i] = buf[start:len(buf):len(buf)]
+	}
+	return l.appendWire(ctx, st, own, size)
 }
 
 // checkLine refuses a row whose RDATA line could exceed the line limit.
@@ -569,6 +593,22 @@ func (l *Log) applyRound(round []*appendReq) *inflight {
 	return in
 }
 
+// cache adds a durable update to its stream's tail cache and keeps all
+// caches within the budget by evicting that stream's oldest updates.
+func (l *Log) cache(st *streamState, u replication.Update) {
+	if l.cacheBudget <= 0 {
+		return
+	}
+	l.cacheBytes.Add(st.tail.add(u))
+	for l.cacheBytes.Load() > l.cacheBudget {
+		freed := st.tail.evictOldest()
+		if freed == 0 {
+			return
+		}
+		l.cacheBytes.Add(-freed)
+	}
+}
+
 // fail records the first disk failure and returns the error to report.
 func (l *Log) fail(cause error) error {
 	err := fmt.Errorf("%w: commit to disk: %w (the data volume may be full or failing; restart the master once it is fixed)", ErrFailed, cause)
@@ -599,6 +639,11 @@ func (l *Log) syncLoop() {
 		if err != nil {
 			failed = err
 		} else {
+			// Cache first, then move current: a reader who sees the new
+			// token finds it cached (or, if evicted, in Pebble).
+			for _, req := range in.round {
+				l.cache(req.st, replication.Update{Stream: req.st.name, Token: req.token, Rows: req.rows, Time: req.time})
+			}
 			for _, m := range in.marks {
 				m.st.cum.Store(m.cum)
 				m.st.lastTime.Store(m.pub)

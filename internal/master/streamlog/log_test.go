@@ -89,7 +89,13 @@ func summary(us []replication.Update) string {
 }
 
 func TestAppendReadCurrent(t *testing.T) {
-	l := openTest(t, Options{})
+	for mode, cache := range cacheModes {
+		t.Run(mode, func(t *testing.T) { testAppendReadCurrent(t, cache) })
+	}
+}
+
+func testAppendReadCurrent(t *testing.T, cache int64) {
+	l := openTest(t, Options{TailCacheBytes: cache})
 	defer closeTest(t, l)
 
 	if got, err := l.CurrentToken("events"); err != nil || got != 0 {
@@ -186,8 +192,17 @@ func TestAppendErrors(t *testing.T) {
 	}
 }
 
+// cacheModes runs a test with reads served by the tail cache and by Pebble.
+var cacheModes = map[string]int64{"tail cache": 0, "pebble": -1}
+
 func TestReadAfterPaging(t *testing.T) {
-	l := openTest(t, Options{Ephemeral: true})
+	for mode, cache := range cacheModes {
+		t.Run(mode, func(t *testing.T) { testReadAfterPaging(t, cache) })
+	}
+}
+
+func testReadAfterPaging(t *testing.T, cache int64) {
+	l := openTest(t, Options{Ephemeral: true, TailCacheBytes: cache})
 	defer closeTest(t, l)
 	// Tokens 1..5 with 1, 3, 1, 2, 4 rows.
 	mustAppend(t, l, "events", `[1]`)
@@ -227,7 +242,13 @@ func TestReadAfterPaging(t *testing.T) {
 }
 
 func TestReadAfterPagesCoverEverything(t *testing.T) {
-	l := openTest(t, Options{Ephemeral: true})
+	for mode, cache := range cacheModes {
+		t.Run(mode, func(t *testing.T) { testReadAfterPagesCoverEverything(t, cache) })
+	}
+}
+
+func testReadAfterPagesCoverEverything(t *testing.T, cache int64) {
+	l := openTest(t, Options{Ephemeral: true, TailCacheBytes: cache})
 	defer closeTest(t, l)
 	const tokens = 300
 	n := 0
@@ -447,7 +468,13 @@ func TestPublishTimesNeverGoBackwards(t *testing.T) {
 // hand-off. Every stream must hold every row once, tokens dense and each
 // appender's rows in its own order.
 func TestConcurrentAppendsAndReads(t *testing.T) {
-	l := openTest(t, Options{})
+	for mode, cache := range cacheModes {
+		t.Run(mode, func(t *testing.T) { testConcurrentAppendsAndReads(t, cache) })
+	}
+}
+
+func testConcurrentAppendsAndReads(t *testing.T, cache int64) {
+	l := openTest(t, Options{TailCacheBytes: cache})
 	defer closeTest(t, l)
 	const appenders, perAppender = 8, 100
 	streams := []string{"events", "caches"}
@@ -647,7 +674,7 @@ func (c *cancelAfter) Err() error {
 }
 
 func TestReadAfterCancelledMidPage(t *testing.T) {
-	l := openTest(t, Options{Ephemeral: true})
+	l := openTest(t, Options{Ephemeral: true, TailCacheBytes: -1}) // the Pebble path
 	defer closeTest(t, l)
 	rows := make([]string, 1000)
 	for i := range rows {

@@ -25,9 +25,15 @@ const pageChunk = 256 << 10
 // reads up to the current token. A negative after is read as 0. A range whose
 // start retention has removed gives a *replication.TokenTooOldError.
 //
-// The returned rows are copies the caller owns; they stay valid after later
-// reads and trims.
+// The returned rows stay valid after later reads and trims. They may be
+// shared with the log's tail cache and other readers: do not modify them.
 func (l *Log) ReadAfter(ctx context.Context, stream string, after, upTo int64, limit int) ([]replication.Update, error) {
+	return l.read(ctx, stream, after, upTo, limit, l.cacheBudget > 0)
+}
+
+// read is ReadAfter, with the tail cache used only if useCache (tests
+// compare both paths).
+func (l *Log) read(ctx context.Context, stream string, after, upTo int64, limit int, useCache bool) ([]replication.Update, error) {
 	st, err := l.stream(stream)
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
@@ -55,6 +61,18 @@ func (l *Log) ReadAfter(ctx context.Context, stream string, after, upTo int64, l
 		return nil, fmt.Errorf("read stream %q: %w", stream, err)
 	}
 	defer l.closeMu.RUnlock()
+	if useCache {
+		if updates, ok := st.tail.read(after, upTo, limit); ok {
+			return updates, nil
+		}
+	}
+	return l.readStore(ctx, st, after, upTo, limit)
+}
+
+// readStore is ReadAfter's Pebble path, for ranges the tail cache does not
+// hold. The caller holds closeMu for reading.
+func (l *Log) readStore(ctx context.Context, st *streamState, after, upTo int64, limit int) ([]replication.Update, error) {
+	stream := st.name
 	lower := appendRowKey(nil, st.prefix, after+1, 0)
 	upper := appendRowKey(nil, st.prefix, upTo+1, 0)
 	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -187,6 +205,9 @@ func (l *Log) TokenTime(stream string, token int64) (time.Time, error) {
 	}
 	if oldest := st.retained.Load().oldest; token < oldest {
 		return time.Time{}, &replication.TokenTooOldError{Stream: stream, Token: token, Oldest: oldest}
+	}
+	if t, ok := st.tail.tokenTime(token); ok {
+		return t, nil
 	}
 	if err := l.acquire(); err != nil {
 		return time.Time{}, fmt.Errorf("stream %q: %w", stream, err)
