@@ -421,7 +421,11 @@ func (h *handler) HandleRows(ctx context.Context, stream string, token int64, ro
 	due := w.cfg.SaveInterval < 0 || time.Since(w.lastSave) >= w.cfg.SaveInterval
 	w.mu.Unlock()
 	if due {
-		return w.saveDelivered()
+		// A failed save does not stop delivery: the sink has the batch,
+		// the next save retries, and Status, /healthz and the logs say
+		// positions are not being saved (a crash then re-delivers more,
+		// except to the file sink, which reads its tail back).
+		_ = w.saveDelivered()
 	}
 	return nil
 }

@@ -587,3 +587,39 @@ func countLines(path string) int {
 	}
 	return bytes.Count(b, []byte("\n"))
 }
+
+// TestWorkerStateDirFailure: when positions cannot be saved, rows still
+// reach the sink, /healthz says why, and saving resumes once it can.
+func TestWorkerStateDirFailure(t *testing.T) {
+	m := probetest.Start(t, testServerName, "events")
+	path := filepath.Join(t.TempDir(), "rows.jsonl")
+	cfg := baseConfig(t, m.Addr())
+	cfg.Streams = []string{"events"}
+	cfg.Sink = "file:" + path
+	cfg.SaveInterval = time.Millisecond
+	w, _ := startWorker(t, cfg)
+	web := httptest.NewServer(w.HTTPHandler(prometheus.NewRegistry()))
+	defer web.Close()
+	waitFor(t, 10*time.Second, "ready", func() bool { return w.Status().Ready })
+
+	if err := os.RemoveAll(cfg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	next, _ := publishSeq(m, "events", 0, 5)
+	waitFor(t, 10*time.Second, "the state error", func() bool { return w.Status().StateError != nil })
+	if body := get(t, web.URL+"/healthz", http.StatusServiceUnavailable); !strings.Contains(body, "cannot save positions") {
+		t.Fatalf("/healthz says %q", body)
+	}
+	waitFor(t, 10*time.Second, "rows still delivered", func() bool { return len(fileLines(t, path)) == next })
+
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	next, tok := publishSeq(m, "events", next, 2)
+	waitFor(t, 10*time.Second, "saving again", func() bool {
+		st := w.Status()
+		return st.StateError == nil && st.Positions["events"] == tok
+	})
+	get(t, web.URL+"/healthz", http.StatusOK)
+	checkSequence(t, readLines(t, path), 0, next)
+}
