@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -117,11 +118,11 @@ func TestOperatorProcessWithShippedRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	healthPort := freeTCPPort(t)
+	healthPort, metricsPort := freeTCPPort(t), freeTCPPort(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "operator", "--kubeconfig="+kcPath, "--watch-namespace=apps",
 		"--leader-elect", "--leader-election-namespace=tcprepl-system",
-		"--metrics-bind-address=0", fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort),
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort),
 		"--image=registry.local/tcprepl:test", "--operator-namespace=tcprepl-system")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -192,6 +193,28 @@ func TestOperatorProcessWithShippedRBAC(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("healthz = %d", resp.StatusCode)
 	}
+	// /metrics carries the per-resource series and the probe's own.
+	pollErr(t, 30*time.Second, "metrics", func() error {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{
+			`tcprepl_master_ready{master="m",namespace="apps"} 0`,
+			`tcprepl_worker_desired_replicas{master="m",namespace="apps",worker="w"} 2`,
+			`tcprepl_probe_up{master="m.apps.svc:9092"} 0`,
+		} {
+			if !strings.Contains(string(body), want) {
+				return fmt.Errorf("/metrics lacks %s", want)
+			}
+		}
+		return nil
+	})
 	if strings.Contains(logs.String(), "forbidden") {
 		t.Errorf("the operator hit RBAC denials:\n%s", logs.String())
 	}
