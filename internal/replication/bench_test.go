@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -368,7 +369,9 @@ func benchFanoutAt(b *testing.B, nsubs int, kind string, rate int) {
 	defer func() {
 		cancel()
 		_ = srv.Shutdown(context.Background())
-		<-served
+		if err := <-served; !errors.Is(err, ErrServerClosed) {
+			b.Errorf("Serve: %v", err)
+		}
 		wg.Wait()
 	}()
 

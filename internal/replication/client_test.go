@@ -59,7 +59,9 @@ func TestClientOpeningSequence(t *testing.T) {
 	go func() { done <- c.Run(ctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
 	}()
 	peer := fs.accept()
 	peer.send("SERVER test.server", "PING 1")
@@ -387,7 +389,9 @@ func TestClientSendsFullOutboxOnConnect(t *testing.T) {
 	go func() { done <- c.Run(ctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
 	}()
 	waitFor(t, "all commands", func() bool { return len(h.commands()) == 20 })
 	for i, cmd := range h.commands() {

@@ -23,9 +23,7 @@ func readExamples(t *testing.T, path string) (lines []string, dirs []byte) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		l := sc.Text()
-		if strings.HasPrefix(l, "    ") {
-			l = l[4:]
-		}
+		l = strings.TrimPrefix(l, "    ")
 		if len(l) < 3 || (l[0] != '>' && l[0] != '<') || l[1] != ' ' {
 			continue
 		}

@@ -98,10 +98,7 @@ func commandIndex(name string) int {
 	return -1
 }
 
-var (
-	idxRdata = commandIndex(CmdRdata)
-	idxPing  = commandIndex(CmdPing)
-)
+var idxRdata = commandIndex(CmdRdata)
 
 // outItem is a run of complete lines (each ending in "\n") of one command
 // name, queued for writing. b may be shared with other connections and is
@@ -158,11 +155,15 @@ type conn struct {
 	closeReason  string
 	closeErr     error
 	closeStarted time.Time
+	// sentFinalError: the close queued an ERROR, which the writer lingers
+	// for the peer to read.
+	sentFinalError bool
 
-	wake      chan struct{} // cap 1: the writer has work or must close
-	closingCh chan struct{} // closed when a close begins
-	netClosed chan struct{} // closed once the socket is closed
-	closeNet  sync.Once
+	wake       chan struct{} // cap 1: the writer has work or must close
+	closingCh  chan struct{} // closed when a close begins
+	readerDone chan struct{} // closed when the read loop has ended
+	netClosed  chan struct{} // closed once the socket is closed
+	closeNet   sync.Once
 
 	commandsIn   [16]atomic.Uint64
 	commandsOut  [16]atomic.Uint64
@@ -183,6 +184,7 @@ func newConn(cfg connConfig, nc net.Conn, id uint64, name string) *conn {
 		connectedSince: now,
 		wake:           make(chan struct{}, 1),
 		closingCh:      make(chan struct{}),
+		readerDone:     make(chan struct{}),
 		netClosed:      make(chan struct{}),
 	}
 	c.lastRecvNS.Store(now.UnixNano())
@@ -248,6 +250,7 @@ func (c *conn) closeWith(reason, errText string, dropQueue bool, err error) {
 			text = bytes.ToValidUTF8(text[:max(limit, 0)], nil)
 		}
 		line := append(append([]byte("ERROR "), text...), '\n')
+		c.sentFinalError = true
 		c.queue = append(c.queue, outItem{b: line, n: 1, cmd: commandIndex(CmdError)})
 		c.queuedCmds++
 		c.queuedBytes += len(line)
@@ -425,6 +428,29 @@ func coalesce(bufs net.Buffers, scratch []byte, items []outItem) net.Buffers {
 	return bufs
 }
 
+// lingerTimeout bounds how long a close waits, after its final ERROR, for
+// the peer to close its side.
+const lingerTimeout = 500 * time.Millisecond
+
+// lingerForPeer half-closes the socket after the final ERROR and waits for
+// the peer to close its side (the read loop discards what it still sends),
+// or for lingerTimeout. Closing at once while the peer's lines are still
+// unread would make the kernel reset the connection, and the peer could lose
+// the ERROR that says why.
+func (c *conn) lingerForPeer() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	t := time.NewTimer(lingerTimeout)
+	defer t.Stop()
+	select {
+	case <-c.readerDone:
+	case <-t.C:
+	case <-c.netClosed:
+	}
+}
+
 func (c *conn) writeLoop() {
 	defer c.shutNet()
 	var bufs net.Buffers
@@ -442,8 +468,12 @@ func (c *conn) writeLoop() {
 		closing := c.closing
 		if take == 0 {
 			c.writerIdle = true
+			sentError := c.sentFinalError
 			c.mu.Unlock()
 			if closing {
+				if sentError {
+					c.lingerForPeer()
+				}
 				return
 			}
 			select {
@@ -472,11 +502,13 @@ func (c *conn) writeLoop() {
 		if c.cfg.writeTimeout > 0 {
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
 		}
+		// Sent as of now: the time taken before the write, so that it can
+		// never be later than the peer's receipt.
+		c.lastSentNS.Store(c.cfg.clock.Now().UnixNano())
 		toWrite := bufs // WriteTo consumes its receiver
 		n, err := toWrite.WriteTo(c.nc)
 		clear(bufs) // drop references to written lines
 		c.bytesOut.Add(uint64(n))
-		c.lastSentNS.Store(c.cfg.clock.Now().UnixNano())
 
 		c.mu.Lock()
 		c.flightCmds, c.flightBytes = 0, 0
@@ -496,6 +528,7 @@ func (c *conn) writeLoop() {
 
 // readLoop reads lines, checks and parses them, and dispatches commands.
 func (c *conn) readLoop() {
+	defer close(c.readerDone)
 	size := max(64<<10, c.cfg.maxLineLength+2)
 	br := bufio.NewReaderSize(c.nc, size)
 	for lines := 0; ; lines++ {
@@ -542,6 +575,13 @@ func readCloseReason(err error) string {
 func (c *conn) handleLine(line []byte) bool {
 	if isBlank(line) {
 		return true
+	}
+	select {
+	case <-c.closingCh:
+		// Closing: what the peer still sends is read and dropped, so the
+		// close is not turned into a reset.
+		return true
+	default:
 	}
 	name, rest := splitName(line)
 	known, idx := internName(name)

@@ -212,10 +212,10 @@ func TestShutdownSendsErrorToAll(t *testing.T) {
 			t.Fatalf("got %q", got)
 		}
 	}
-	if err := <-served; err != ErrServerClosed {
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
 	}
-	if err := srv.Serve(ln); err != ErrServerClosed {
+	if err := srv.Serve(ln); !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("Serve after Shutdown: %v", err)
 	}
 }
@@ -291,7 +291,7 @@ func TestCoalesce(t *testing.T) {
 // server's queue without bound.
 func TestRepliesCountAgainstTheLimit(t *testing.T) {
 	h := &recordingHandler{err: errors.New(strings.Repeat("no ", 4000))}
-	_, addr := startServer(t, ServerConfig{MaxPendingCommands: 50, WriteTimeout: time.Minute}, NewMemorySource("caches"), h)
+	srv, addr := startServer(t, ServerConfig{MaxPendingCommands: 50, WriteTimeout: time.Minute}, NewMemorySource("caches"), h)
 	r := dialRaw(t, addr)
 	r.handshake("test.server")
 	go func() {
@@ -303,9 +303,8 @@ func TestRepliesCountAgainstTheLimit(t *testing.T) {
 	}()
 	// Read nothing until the server has decided.
 	waitFor(t, "closing", func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return len(h.cmds) > 60
+		c := srv.Connections()
+		return len(c) == 0 || c[0].State == ConnClosing
 	})
 	got := r.expectClosed()
 	if len(got) == 0 || got[len(got)-1] != "ERROR Failed to keep up" {

@@ -3,6 +3,7 @@ package replication_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 
@@ -73,9 +74,15 @@ func Example() {
 	<-h.done
 
 	cancel()
-	<-stopped
-	_ = srv.Shutdown(context.Background())
-	<-served
+	if err := <-stopped; !errors.Is(err, context.Canceled) {
+		fmt.Println("client:", err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		fmt.Println("shutdown:", err)
+	}
+	if err := <-served; !errors.Is(err, replication.ErrServerClosed) {
+		fmt.Println("serve:", err)
+	}
 	// Output:
 	// caches 1 ["get_user_by_id", ["@a:hs"], 1490197670513]
 	// caches is at 1

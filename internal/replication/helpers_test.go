@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -80,7 +81,7 @@ func startServer(t *testing.T, cfg ServerConfig, src Source, h Handler) (*Server
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		if err := <-done; err != ErrServerClosed {
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
@@ -166,7 +167,8 @@ func (r *rawClient) expectClosed() []string {
 	for {
 		line, err := r.br.ReadString('\n')
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
 				r.t.Fatalf("connection not closed; lines so far %q", got)
 			}
 			return got
@@ -285,7 +287,7 @@ func runClient(t *testing.T, cfg ClientConfig) *Client {
 	go func() { done <- c.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != context.Canceled {
+		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("Run returned %v, want context.Canceled", err)
 		}
 	})

@@ -548,11 +548,11 @@ func (v *jsonValidator) str() bool {
 			i++
 			continue
 		}
-		switch c := in[i]; {
-		case c == '"':
+		switch in[i] {
+		case '"':
 			v.pos = i + 1
 			return true
-		case c == '\\':
+		case '\\':
 			if i+1 >= len(in) {
 				return false
 			}

@@ -93,7 +93,7 @@ func checkPythonJSON(t *testing.T, in []byte) {
 	stdValid := json.Valid(in) && utf8.Valid(in)
 	if (err == nil) != stdValid {
 		// encoding/json has no depth limit; we do.
-		if !(errors.Is(err, errJSONTooDeep) && stdValid) {
+		if !errors.Is(err, errJSONTooDeep) || !stdValid {
 			t.Fatalf("AppendPythonJSON(%q) error %v, but encoding/json says valid=%v", in, err, stdValid)
 		}
 		return

@@ -116,12 +116,6 @@ func (m *metrics) connClosed(reason string) {
 	}
 }
 
-func (m *metrics) rdataReceived(stream string, rows int) {
-	if m != nil {
-		m.inboundRdata.WithLabelValues(stream).Add(float64(rows))
-	}
-}
-
 func (m *metrics) published(stream string, rows int) {
 	if m != nil {
 		m.streamUpdates.WithLabelValues(stream).Add(float64(rows))

@@ -451,7 +451,9 @@ func TestShutdownDeadline(t *testing.T) {
 	if err := srv.Shutdown(ctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown with a stuck peer: %v", err)
 	}
-	<-served
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
 }
 
 // TestCatchUpNeverTripsSlowConsumer: catch-up waits for queue room, so even

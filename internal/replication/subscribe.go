@@ -56,7 +56,7 @@ func (sc *ServerConn) startReplicate(cmd ReplicateCommand) {
 	subs := make([]started, 0, len(streams))
 	for _, stream := range streams {
 		ctx, cancel := context.WithCancel(sc.ctx)
-		sub := &subscription{stream: stream, lastToken: cmd.Token, cancel: cancel, done: make(chan struct{})}
+		sub := &subscription{stream: stream, state: subCatchingUp, lastToken: cmd.Token, cancel: cancel, done: make(chan struct{})}
 		sc.c.mu.Lock()
 		slot := sc.slots[stream]
 		if slot == nil {
