@@ -5,6 +5,12 @@
 // does and does not emulate.
 //
 //	testkubelet --kubeconfig admin.kubeconfig --command tcprepl=bin/tcprepl
+//
+// With --start-cluster it first starts a local control plane from the
+// binaries `make tools` builds (test/cluster), prints its kubeconfig, and
+// stops it on exit: a whole cluster for manual experiments.
+//
+//	go run ./hack/testkubelet --start-cluster --command tcprepl=bin/tcprepl
 package main
 
 import (
@@ -20,6 +26,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/tcprepl/tcprepl/test/cluster"
 	"github.com/tcprepl/tcprepl/test/kubelet"
 )
 
@@ -41,14 +48,34 @@ func run() error {
 		nodeName   = flag.String("node-name", "testkubelet", "name of the Node to register")
 		dir        = flag.String("dir", "", "work dir for pod dirs, logs and claim data (default: a temp dir removed on exit)")
 		subnet     = flag.Int("subnet", 0, "use 127.<subnet>.0.0/16 for pod and Service addresses (default: a free one)")
+		startClust = flag.Bool("start-cluster", false, "start a local control plane (etcd, kube-apiserver, kube-controller-manager from `make tools`) and use it")
 		commands   listFlag
 		entries    listFlag
 	)
 	flag.Var(&commands, "command", "NAME=PATH: run PATH when a container's command is NAME (repeatable), e.g. tcprepl=bin/tcprepl")
 	flag.Var(&entries, "entrypoint", "IMAGE=PROGRAM: the entrypoint of IMAGE (name without tag; * for any) for containers without a command (repeatable)")
 	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *startClust {
+		bins, err := cluster.BinariesFromEnv("")
+		if err != nil {
+			return err
+		}
+		c, err := cluster.Start(ctx, cluster.Options{Binaries: bins})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := c.Stop(); err != nil {
+				log.Printf("stop cluster: %v", err)
+			}
+		}()
+		fmt.Printf("cluster up at %s\nexport KUBECONFIG=%s\n", c.Server, c.Kubeconfig)
+		*kubeconfig = c.Kubeconfig
+	}
 	if *kubeconfig == "" {
-		return fmt.Errorf("no kubeconfig: pass --kubeconfig or set KUBECONFIG")
+		return fmt.Errorf("no kubeconfig: pass --kubeconfig, set KUBECONFIG or use --start-cluster")
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
@@ -81,8 +108,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	return k.Run(ctx)
 }
