@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -69,6 +70,7 @@ type Probe struct {
 	// could be waiting for happens: a state change, a heartbeat back, a
 	// connection table read. Once waits on it instead of sleeping.
 	changed chan struct{}
+	running atomic.Bool // Run is running
 	// caughtUp wakes the heartbeat loop so the first heartbeat of every
 	// connection goes out at once rather than an interval later.
 	caughtUp chan struct{}
@@ -177,6 +179,10 @@ func (p *Probe) dial(ctx context.Context, network, addr string) (net.Conn, error
 // Snapshot reports them. It returns an error only if the probe cannot run at
 // all (called twice at once, or its metrics cannot be registered).
 func (p *Probe) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("probe: Run is already running for this probe; create another with New")
+	}
+	defer p.running.Store(false)
 	if p.cfg.Registerer != nil {
 		c := newCollector(p)
 		if err := p.cfg.Registerer.Register(c); err != nil {
@@ -194,7 +200,7 @@ func (p *Probe) Run(ctx context.Context) error {
 	wg.Go(func() {
 		err := p.client.Run(ctx)
 		if ctx.Err() == nil {
-			// The client only returns early on misuse (Run twice).
+			// The client only returns early on misuse.
 			runErr = err
 			cancel()
 		}

@@ -432,6 +432,13 @@ func TestProbeRunTwice(t *testing.T) {
 	if err := p.Run(ctx); err == nil || ctx.Err() != nil {
 		t.Fatalf("second concurrent Run = %v, want an immediate error", err)
 	}
+	// The refused Run left the running one alone: it still reports a
+	// lost connection as such.
+	m.Stop()
+	waitFor(t, 10*time.Second, "the first Run to report the master unreachable", func() bool {
+		s := p.Snapshot()
+		return errors.Is(s.Error, ErrUnreachable) && !s.Reachable && !strings.Contains(s.ErrorMessage, "not connected yet")
+	})
 }
 
 func TestNewValidates(t *testing.T) {
