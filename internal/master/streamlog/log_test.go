@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.uber.org/goleak"
 
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
@@ -763,4 +764,19 @@ func TestAppendEncoded(t *testing.T) {
 	if cur, _ := l.CurrentToken("caches"); cur != 1 {
 		t.Fatalf("CurrentToken = %d after refused appends, want 1", cur)
 	}
+}
+
+// TestCloseLeavesNoGoroutines: the committer, syncer, trimmer and Pebble's
+// own goroutines all end with Close.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	l := openTest(t, Options{Dir: t.TempDir(), TrimInterval: time.Millisecond, DefaultRetention: Retention{MaxRows: 2}})
+	for i := 0; i < 20; i++ {
+		mustAppend(t, l, "events", `[1]`, `[2]`)
+	}
+	// Retention keeps the newest token (two rows) at least.
+	if got := summary(mustRead(t, l, "events", 19, 20, 5)); got != "20:[1]|[2]" {
+		t.Fatalf("read: %s", got)
+	}
+	closeTest(t, l)
 }
