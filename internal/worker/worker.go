@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -100,6 +101,7 @@ type Worker struct {
 	dirty           bool // delivered holds something not saved yet
 	lastSave        time.Time
 	saveMu          sync.Mutex // one save at a time
+	started         atomic.Bool
 	// fileSink is the sink when it is a file: positions are saved with
 	// its offset so a restart can read back what came after.
 	fileSink *FileSink
@@ -312,8 +314,12 @@ func (w *Worker) streamRequests() []replication.StreamRequest {
 
 // Run replicates until ctx ends, then closes the sink and the state dir and
 // returns nil. Connection and sink failures do not end it: it retries, and
-// Status and the logs say what is wrong.
+// Status and the logs say what is wrong. A Worker runs once: Run again
+// returns an error and leaves it alone.
 func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("worker: Run was already called; a Worker runs once, create another with New")
+	}
 	defer w.close()
 	w.log.Info("worker starting", "master", w.cfg.Address, "serverName", w.cfg.ServerName, "name", w.cfg.Name,
 		"streams", w.cfg.Streams, "sink", w.sink.String(), "positions", w.state.Positions())

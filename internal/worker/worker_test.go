@@ -623,3 +623,21 @@ func TestWorkerStateDirFailure(t *testing.T) {
 	get(t, web.URL+"/healthz", http.StatusOK)
 	checkSequence(t, readLines(t, path), 0, next)
 }
+
+func TestWorkerRunsOnce(t *testing.T) {
+	m := probetest.Start(t, testServerName, "events")
+	path := filepath.Join(t.TempDir(), "rows.jsonl")
+	cfg := baseConfig(t, m.Addr())
+	cfg.Streams = []string{"events"}
+	cfg.Sink = "file:" + path
+	w, _ := startWorker(t, cfg)
+	waitFor(t, 10*time.Second, "ready", func() bool { return w.Status().Ready })
+	if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "runs once") {
+		t.Fatalf("second Run = %v, want a refusal", err)
+	}
+	// The refused Run closed nothing: the first still delivers and saves.
+	next, tok := publishSeq(m, "events", 0, 3)
+	waitFor(t, 10*time.Second, "rows delivered and saved", func() bool {
+		return len(fileLines(t, path)) == next && w.Status().Positions["events"] == tok && w.Status().StateError == nil
+	})
+}
