@@ -123,6 +123,19 @@ func ParseCustomStream(s string) (CustomStream, error) {
 	return CustomStream{Name: name, Fields: n}, nil
 }
 
+// Storage sizes the log's memory. Zero means the log's default; together
+// they are most of the master's resident memory.
+type Storage struct {
+	// MemTableBytes is Pebble's memtable size (default 64 MiB; up to two
+	// are in memory while one is flushed).
+	MemTableBytes int64 `json:"memTableBytes,omitempty"`
+	// BlockCacheBytes is Pebble's block cache (default 32 MiB).
+	BlockCacheBytes int64 `json:"blockCacheBytes,omitempty"`
+	// TailCacheBytes keeps the newest rows of every stream in memory for
+	// catching-up workers (default 64 MiB; -1 disables it).
+	TailCacheBytes int64 `json:"tailCacheBytes,omitempty"`
+}
+
 // Config is everything the master process is configured with. It is read
 // from a YAML file (see LoadConfigFile); command-line flags override it.
 type Config struct {
@@ -144,6 +157,7 @@ type Config struct {
 	// RetentionInterval is how often retention is applied (default 10s).
 	RetentionInterval Duration `json:"retentionInterval,omitempty"`
 	Limits            Limits   `json:"limits,omitempty"`
+	Storage           Storage  `json:"storage,omitempty"`
 	// PublishTokenFile holds the bearer token required on writes. When empty
 	// the environment variable TCPREPL_PUBLISH_TOKEN is used if set.
 	PublishTokenFile string `json:"publishTokenFile,omitempty"`
@@ -257,6 +271,12 @@ func (c Config) Validate() error {
 	}
 	if l.MaxUserIPs < 0 {
 		bad("limits.maxUserIPs %d must be positive", l.MaxUserIPs)
+	}
+	if st := c.Storage; st.MemTableBytes < 0 || st.BlockCacheBytes < 0 || st.TailCacheBytes < -1 {
+		bad("storage: memTableBytes and blockCacheBytes must not be negative; tailCacheBytes is -1 (off), 0 (default) or a size")
+	}
+	if st := c.Storage; st.MemTableBytes > 0 && st.MemTableBytes < 1<<20 {
+		bad("storage.memTableBytes %d is too small: use at least 1 MiB (1048576)", st.MemTableBytes)
 	}
 	if c.DataDir != "" && c.Ephemeral {
 		bad("dataDir %q and ephemeral are both set: choose one (ephemeral keeps the log in memory)", c.DataDir)

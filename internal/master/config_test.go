@@ -26,6 +26,7 @@ limits:
   maxLineLength: 32768
   pingInterval: 2s
   pingTimeout: 10s
+storage: {memTableBytes: 8388608, tailCacheBytes: -1}
 publishTokenFile: /etc/tcprepl/token
 `
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
@@ -50,6 +51,9 @@ publishTokenFile: /etc/tcprepl/token
 	}
 	if got := c.RetentionFor("caches"); got.MaxRows != 1000000 {
 		t.Fatalf("default retention %+v", got)
+	}
+	if c.Storage != (Storage{MemTableBytes: 8 << 20, TailCacheBytes: -1}) {
+		t.Fatalf("storage %+v", c.Storage)
 	}
 	if c.Limits.PingInterval.Duration != 2*time.Second || c.Limits.MaxPendingCommands != DefaultMaxPendingCommands {
 		t.Fatalf("limits %+v", c.Limits)
@@ -106,6 +110,10 @@ func TestConfigValidate(t *testing.T) {
 			c.Limits.PingTimeout = Duration{5 * time.Second}
 		}, "pingTimeout"},
 		{"dir and ephemeral", func(c *Config) { c.DataDir = "/d"; c.Ephemeral = true }, "choose one"},
+		{"negative cache", func(c *Config) { c.Storage.BlockCacheBytes = -1 }, "storage"},
+		{"tail cache below -1", func(c *Config) { c.Storage.TailCacheBytes = -2 }, "tailCacheBytes"},
+		{"tiny memtable", func(c *Config) { c.Storage.MemTableBytes = 1000 }, "memTableBytes"},
+		{"negative retention interval", func(c *Config) { c.RetentionInterval = Duration{-time.Second} }, "retentionInterval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok

@@ -431,7 +431,8 @@ func TestGracefulShutdown(t *testing.T) {
 
 func TestDurableAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	lm := startMaster(t, Config{DataDir: dir})
+	// Small storage settings exercise their wiring; the log must work the same.
+	lm := startMaster(t, Config{DataDir: dir, Storage: Storage{MemTableBytes: 1 << 20, BlockCacheBytes: 1 << 20, TailCacheBytes: -1}})
 	for i := range 3 {
 		if tok := lm.publish(t, "typing", fmt.Sprintf(`["!r%d", ["@a:x"]]`, i)); tok != int64(i+1) {
 			t.Fatalf("token %d", tok)

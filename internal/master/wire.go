@@ -50,6 +50,9 @@ func openLog(cfg Config, logger logr.Logger, now func() time.Time) (StreamLog, e
 		DefaultRetention: streamlog.Retention{MaxRows: def.MaxRows, MaxAge: def.MaxAge.Duration},
 		TrimInterval:     cfg.RetentionInterval.Duration,
 		MaxLineLength:    cfg.Limits.MaxLineLength,
+		MemTableSize:     uint64(cfg.Storage.MemTableBytes),
+		CacheSize:        cfg.Storage.BlockCacheBytes,
+		TailCacheBytes:   cfg.Storage.TailCacheBytes,
 		Now:              now,
 		Logger:           logger.WithName("streamlog"),
 	})
