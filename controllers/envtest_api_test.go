@@ -2,6 +2,10 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -250,5 +255,75 @@ func TestSamplesAreAccepted(t *testing.T) {
 	}
 	if kinds["ReplicationMaster"] != 1 || kinds["ReplicationWorker"] != 2 {
 		t.Errorf("samples hold %v; want a master and two workers", kinds)
+	}
+}
+
+// TestPrinterColumnsAndShortNames checks what `kubectl get` shows: the
+// columns and short names the issue asks for, served by the API server.
+func TestPrinterColumnsAndShortNames(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	if err := k8s.Create(ctx, minimalMaster(ns, "cols")); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, minimalWorker(ns, "cols", "cols")); err != nil {
+		t.Fatal(err)
+	}
+	httpClient, err := rest.HTTPClientFor(testCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		resource  string
+		columns   []string
+		shortName string
+	}{
+		"master": {"replicationmasters", []string{"Name", "Ready", "Endpoint", "Streams", "Workers", "Heartbeat", "Age"}, "rmaster"},
+		"worker": {"replicationworkers", []string{"Name", "Master", "Ready", "Connected", "Max Lag", "Age"}, "rworker"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			url := fmt.Sprintf("%s/apis/replication.tcprepl.io/v1alpha1/namespaces/%s/%s", strings.TrimSuffix(testCfg.Host, "/"), ns, tc.resource)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+			resp, err := httpClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var table metav1.Table
+			if err := json.Unmarshal(body, &table); err != nil {
+				t.Fatalf("HTTP %d: %v: %.300s", resp.StatusCode, err, body)
+			}
+			var got []string
+			for _, c := range table.ColumnDefinitions {
+				got = append(got, c.Name)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.columns, ",") {
+				t.Errorf("columns = %v, want %v", got, tc.columns)
+			}
+			if len(table.Rows) != 1 {
+				t.Errorf("rows = %d", len(table.Rows))
+			}
+
+			crd := &unstructured.Unstructured{}
+			crd.SetAPIVersion("apiextensions.k8s.io/v1")
+			crd.SetKind("CustomResourceDefinition")
+			if err := k8s.Get(ctx, client.ObjectKey{Name: tc.resource + ".replication.tcprepl.io"}, crd); err != nil {
+				t.Fatal(err)
+			}
+			short, _, _ := unstructured.NestedStringSlice(crd.Object, "spec", "names", "shortNames")
+			if len(short) != 1 || short[0] != tc.shortName {
+				t.Errorf("short names = %v, want [%s]", short, tc.shortName)
+			}
+		})
 	}
 }
