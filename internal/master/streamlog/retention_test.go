@@ -230,7 +230,7 @@ func TestTrimWhileReading(t *testing.T) {
 				switch {
 				case errors.As(err, &e):
 					if e.Token != after || e.Oldest <= after+1 {
-						errc <- fmt.Errorf("too-old error %+v for a read after %d", e, after)
+						errc <- fmt.Errorf("too-old error (token %d, oldest %d) for a read after %d", e.Token, e.Oldest, after)
 						return
 					}
 					tooOld.Add(1)
