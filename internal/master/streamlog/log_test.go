@@ -780,3 +780,54 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	closeTest(t, l)
 }
+
+// TestAppendContextWhileQueueFull: an append waiting for room in the queue
+// gives up when its context ends, and is not stored; appends already queued
+// complete.
+func TestAppendContextWhileQueueFull(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true})
+	defer closeTest(t, l)
+	release := make(chan struct{})
+	realApply := l.apply
+	l.apply = func(b *pebble.Batch) error {
+		<-release // the disk hangs: the committer stops taking appends
+		return realApply(b)
+	}
+	const queued = 1100 // more than the queue holds
+	var wg sync.WaitGroup
+	errc := make(chan error, queued)
+	for i := range queued {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := l.Append(context.Background(), "events", rowsOf(fmt.Sprintf("[%d]", i)))
+			errc <- err
+		}()
+	}
+	// Wait until the queue is full, so the next append must wait for room.
+	for len(l.reqs) < cap(l.reqs) {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := l.Append(ctx, "events", rowsOf(`["late"]`)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Append into a full queue with a deadline: %v, want DeadlineExceeded", err)
+	}
+	close(release)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	us := mustRead(t, l, "events", 0, 1<<20, 1<<20)
+	if len(us) != queued {
+		t.Fatalf("%d tokens stored, want %d", len(us), queued)
+	}
+	for _, u := range us {
+		if string(u.Rows[0]) == `["late"]` {
+			t.Fatal("the append that gave up was stored")
+		}
+	}
+}
