@@ -2,9 +2,14 @@ package streamlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
 // TestTailCacheServesWithoutPebble: recent updates are read from memory,
@@ -102,4 +107,100 @@ func TestTailCacheMatchesStore(t *testing.T) {
 		t.Fatalf("cache hits %d, misses %d: the workload no longer exercises both paths", hits, misses)
 	}
 	t.Logf("reads served by the cache: %d, by Pebble: %d", hits, misses)
+}
+
+func TestTailCacheUnit(t *testing.T) {
+	up := func(tok int64) replication.Update {
+		return replication.Update{Stream: "s", Token: tok, Rows: rowsOf(fmt.Sprintf("[%d]", tok)), Time: time.Unix(tok, 0)}
+	}
+	t.Run("gap restarts the cache", func(t *testing.T) {
+		var c tailCache
+		c.add(up(1))
+		c.add(up(2))
+		delta := c.add(up(5))
+		if want := updateCost(ptr(up(5))) - 2*updateCost(ptr(up(1))); delta != want {
+			t.Fatalf("delta %d, want %d", delta, want)
+		}
+		if _, ok := c.read(1, 2, 10); ok {
+			t.Fatal("tokens before the gap still served")
+		}
+		if got, ok := c.read(4, 5, 10); !ok || summary(got) != "5:[5]" {
+			t.Fatalf("read after the gap: %q %v", summary(got), ok)
+		}
+	})
+	t.Run("eviction compacts the slice", func(t *testing.T) {
+		var c tailCache
+		for tok := int64(1); tok <= 3000; tok++ {
+			c.add(up(tok))
+		}
+		for i := 0; i < 2500; i++ {
+			if c.evictOldest() == 0 {
+				t.Fatal("nothing evicted")
+			}
+		}
+		// The front is reclaimed once more than half of it is dead.
+		if len(c.ups) >= 3000 || len(c.ups)-c.head != 500 {
+			t.Fatalf("head %d, len %d: want the dead front reclaimed and 500 live", c.head, len(c.ups))
+		}
+		if got, ok := c.read(2500, 2502, 10); !ok || summary(got) != "2501:[2501] 2502:[2502]" {
+			t.Fatalf("read after compaction: %q %v", summary(got), ok)
+		}
+		if tt, ok := c.tokenTime(2501); !ok || tt.Unix() != 2501 {
+			t.Fatalf("tokenTime after compaction: %v %v", tt, ok)
+		}
+		if _, ok := c.tokenTime(2500); ok {
+			t.Fatal("tokenTime of an evicted token")
+		}
+		var want int64
+		for tok := int64(2501); tok <= 3000; tok++ {
+			want += updateCost(ptr(up(tok)))
+		}
+		if c.bytes != want {
+			t.Fatalf("bytes %d, want %d", c.bytes, want)
+		}
+	})
+	t.Run("keeps the newest", func(t *testing.T) {
+		var c tailCache
+		c.add(up(1))
+		if c.evictOldest() != 0 {
+			t.Fatal("evicted the only update")
+		}
+		if c.dropThrough(0) != 0 || c.dropThrough(1) == 0 || c.bytes != 0 {
+			t.Fatal("dropThrough accounting")
+		}
+		if _, ok := c.read(0, 1, 1); ok {
+			t.Fatal("read from an empty cache")
+		}
+	})
+}
+
+func ptr(u replication.Update) *replication.Update { return &u }
+
+// TestTokenTimeFromPebble: tokens not in the tail cache are looked up in
+// their headers.
+func TestTokenTimeFromPebble(t *testing.T) {
+	clock := newFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	l := openTest(t, Options{Ephemeral: true, Now: clock.Now, TailCacheBytes: -1})
+	for i := 0; i < 3; i++ {
+		mustAppend(t, l, "events", `[1]`)
+		clock.Advance(time.Second)
+	}
+	if tt, err := l.TokenTime("events", 2); err != nil || !tt.Equal(clock.start.Add(time.Second)) {
+		t.Fatalf("TokenTime(2) = %v, %v", tt, err)
+	}
+	if err := l.db.Delete(appendRowKey(nil, rowKeyPrefix("events"), 2, 0), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.TokenTime("events", 2)
+	wantTooOld(t, err, 2, 1) // a header gone from under the check reads as trimmed
+	if err := l.db.Set(appendRowKey(nil, rowKeyPrefix("events"), 1, 0), []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TokenTime("events", 1); err == nil || !strings.Contains(err.Error(), "malformed token header") {
+		t.Fatalf("TokenTime of a damaged header: %v", err)
+	}
+	closeTest(t, l)
+	if _, err := l.TokenTime("events", 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("TokenTime after Close: %v, want ErrClosed", err)
+	}
 }
