@@ -45,40 +45,45 @@ type ownedState[T client.Object] struct {
 // a steady topology costs no API writes. An object of that name not
 // controlled by owner is an error, never adopted: it may belong to someone
 // else.
-func applyOwned[T client.Object](ctx context.Context, c client.Client, reader client.Reader, scheme *runtime.Scheme, owner client.Object, desired T, st ownedState[T]) (applyOutcome, error) {
+//
+// It returns the object as the API server (or, when unchanged, the cache)
+// has it, so callers need not read it back through a cache that may not
+// have seen the write yet.
+func applyOwned[T client.Object](ctx context.Context, c client.Client, reader client.Reader, scheme *runtime.Scheme, owner client.Object, desired T, st ownedState[T]) (T, applyOutcome, error) {
+	var zero T
 	hash, err := specHash(desired)
 	if err != nil {
-		return "", err
+		return zero, "", err
 	}
 	kind := kindOf(scheme, desired)
 	live, ok := desired.DeepCopyObject().(T)
 	if !ok {
-		return "", fmt.Errorf("copy %s: unexpected type", kind)
+		return zero, "", fmt.Errorf("copy %s: unexpected type", kind)
 	}
 	err = c.Get(ctx, client.ObjectKeyFromObject(desired), live)
 	switch {
 	case apierrors.IsNotFound(err):
 		setAnnotation(desired, AnnotationSpecHash, hash)
 		if err := controllerutil.SetControllerReference(owner, desired, scheme); err != nil {
-			return "", fmt.Errorf("set owner of %s %s: %w", kind, desired.GetName(), err)
+			return zero, "", fmt.Errorf("set owner of %s %s: %w", kind, desired.GetName(), err)
 		}
 		if err := c.Create(ctx, desired); err != nil {
 			if apierrors.IsAlreadyExists(err) {
-				return "", alreadyExists(ctx, reader, scheme, owner, desired, kind)
+				return zero, "", alreadyExists(ctx, reader, scheme, owner, desired, kind)
 			}
-			return "", fmt.Errorf("create %s %s/%s: %w", kind, desired.GetNamespace(), desired.GetName(), err)
+			return zero, "", fmt.Errorf("create %s %s/%s: %w", kind, desired.GetNamespace(), desired.GetName(), err)
 		}
-		return outcomeCreated, nil
+		return desired, outcomeCreated, nil
 	case err != nil:
-		return "", fmt.Errorf("get %s %s/%s: %w", kind, desired.GetNamespace(), desired.GetName(), err)
+		return zero, "", fmt.Errorf("get %s %s/%s: %w", kind, desired.GetNamespace(), desired.GetName(), err)
 	}
 	if !metav1.IsControlledBy(live, owner) {
-		return "", fmt.Errorf("%s %s/%s exists and is not controlled by %s %s: delete or rename it so the operator can create its own", kind, live.GetNamespace(), live.GetName(), kindOf(scheme, owner), owner.GetName())
+		return zero, "", fmt.Errorf("%s %s/%s exists and is not controlled by %s %s: delete or rename it so the operator can create its own", kind, live.GetNamespace(), live.GetName(), kindOf(scheme, owner), owner.GetName())
 	}
 	outcome := outcomeUpdated
 	if live.GetAnnotations()[AnnotationSpecHash] == hash {
 		if equality.Semantic.DeepDerivative(st.fields(desired), st.fields(live)) {
-			return outcomeUnchanged, nil
+			return live, outcomeUnchanged, nil
 		}
 		outcome = outcomeRestored
 	}
@@ -91,9 +96,9 @@ func applyOwned[T client.Object](ctx context.Context, c client.Client, reader cl
 	live.SetLabels(labels)
 	setAnnotation(live, AnnotationSpecHash, hash)
 	if err := c.Update(ctx, live); err != nil {
-		return "", fmt.Errorf("update %s %s/%s: %w", kind, live.GetNamespace(), live.GetName(), err)
+		return zero, "", fmt.Errorf("update %s %s/%s: %w", kind, live.GetNamespace(), live.GetName(), err)
 	}
-	return outcome, nil
+	return live, outcome, nil
 }
 
 // errCacheBehind says the informer cache has not yet seen an object the

@@ -82,7 +82,7 @@ func TestApplyOwned(t *testing.T) {
 			if tc.reader {
 				r = reader
 			}
-			out, err := applyOwned(context.Background(), c, r, scheme, m, desired(), configMapState)
+			got, out, err := applyOwned(context.Background(), c, r, scheme, m, desired(), configMapState)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -97,6 +97,9 @@ func TestApplyOwned(t *testing.T) {
 			}
 			if out != tc.want {
 				t.Fatalf("outcome = %s, want %s", out, tc.want)
+			}
+			if got.GetName() != "m1-config" || got.GetResourceVersion() == "" {
+				t.Errorf("returned object %s at resourceVersion %q", got.GetName(), got.GetResourceVersion())
 			}
 			var live corev1.ConfigMap
 			if err := c.Get(context.Background(), client.ObjectKeyFromObject(desired()), &live); err != nil {

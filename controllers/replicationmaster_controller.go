@@ -131,27 +131,24 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	if err != nil {
 		return obs, err
 	}
-	if err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, cm, configMapState); err != nil {
+	if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, cm, configMapState); err != nil {
 		return obs, err
 	}
 	for _, svc := range []*corev1.Service{BuildMasterService(m), BuildMasterHeadlessService(m)} {
-		if err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, svc, serviceState); err != nil {
+		if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, svc, serviceState); err != nil {
 			return obs, err
 		}
 	}
 	sts := BuildMasterStatefulSet(m, r.Options, ConfigHash(cm.Data[MasterConfigFile], token))
-	if err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, sts, statefulSetState); err != nil {
+	live, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, sts, statefulSetState)
+	if err != nil {
 		return obs, err
 	}
+	obs.statefulSet = live
 	if err := r.reconcileNetworkPolicy(ctx, m); err != nil {
 		return obs, err
 	}
 
-	var live appsv1.StatefulSet
-	if err := r.Get(ctx, client.ObjectKeyFromObject(sts), &live); err != nil {
-		return obs, fmt.Errorf("read back StatefulSet %s/%s: %w", sts.Namespace, sts.Name, err)
-	}
-	obs.statefulSet = &live
 	var pod corev1.Pod
 	switch err := r.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: masterPodName(m)}, &pod); {
 	case err == nil:
@@ -214,7 +211,8 @@ func newToken() (string, error) {
 func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context, m *replv1.ReplicationMaster) error {
 	np := BuildMasterNetworkPolicy(m, r.Options)
 	if m.Spec.NetworkPolicy.IsEnabled() {
-		return applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, np, networkPolicyState)
+		_, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, np, networkPolicyState)
+		return err
 	}
 	var live networkingv1.NetworkPolicy
 	switch err := r.Get(ctx, client.ObjectKeyFromObject(np), &live); {
@@ -233,10 +231,10 @@ func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context
 }
 
 // applyLogged is applyOwned plus a log line for every write.
-func applyLogged[T client.Object](ctx context.Context, c client.Client, reader client.Reader, scheme *runtime.Scheme, rec events.EventRecorder, owner client.Object, obj T, st ownedState[T]) error {
-	out, err := applyOwned(ctx, c, reader, scheme, owner, obj, st)
+func applyLogged[T client.Object](ctx context.Context, c client.Client, reader client.Reader, scheme *runtime.Scheme, rec events.EventRecorder, owner client.Object, obj T, st ownedState[T]) (T, error) {
+	live, out, err := applyOwned(ctx, c, reader, scheme, owner, obj, st)
 	if err != nil {
-		return err
+		return live, err
 	}
 	if out != outcomeUnchanged {
 		kind := kindOf(scheme, obj)
@@ -248,7 +246,7 @@ func applyLogged[T client.Object](ctx context.Context, c client.Client, reader c
 		}
 		emit(rec, owner, corev1.EventTypeNormal, reason, "Apply", note)
 	}
-	return nil
+	return live, nil
 }
 
 // emit records an Event when a recorder is configured.

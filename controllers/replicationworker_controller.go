@@ -117,18 +117,15 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (*appsv1.Deployment, []corev1.Pod, error) {
 	d := BuildWorkerDeployment(w, m, r.Options)
-	if err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, d, deploymentState); err != nil {
+	live, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, d, deploymentState)
+	if err != nil {
 		return nil, nil, err
-	}
-	var live appsv1.Deployment
-	if err := r.Get(ctx, client.ObjectKeyFromObject(d), &live); err != nil {
-		return nil, nil, fmt.Errorf("read back Deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(w.Namespace), client.MatchingLabels(workerSelectorLabels(w))); err != nil {
-		return &live, nil, fmt.Errorf("list pods of ReplicationWorker %s/%s: %w", w.Namespace, w.Name, err)
+		return live, nil, fmt.Errorf("list pods of ReplicationWorker %s/%s: %w", w.Namespace, w.Name, err)
 	}
-	return &live, pods.Items, nil
+	return live, pods.Items, nil
 }
 
 // deploymentState leaves the immutable selector alone.
