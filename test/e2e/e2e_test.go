@@ -550,9 +550,11 @@ func scrape(url string) (string, error) {
 	return string(b), err
 }
 
-// TestNamespaceScopedInstall installs the chart with rbac.scope=namespace:
-// the operator, with only a Role in namespace "team", runs a topology there
-// and leaves a master in another namespace alone.
+// TestNamespaceScopedInstall installs the chart with rbac.scope=namespace
+// and lets the chart's own operator Deployment run (as a pod of the test
+// kubelet, authenticated as the chart's ServiceAccount): with only a Role in
+// namespace "team", it runs a topology there and leaves a master in another
+// namespace alone.
 func TestNamespaceScopedInstall(t *testing.T) {
 	env, ctx := setup(t)
 	samples := filepath.Join(env.RepoRoot, "config", "samples")
@@ -561,15 +563,18 @@ func TestNamespaceScopedInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := env.InstallChart(ctx, release, operatorNS, "rbac.scope=namespace", "rbac.watchNamespace=team"); err != nil {
+	if err := env.InstallChart(ctx, release, operatorNS, "rbac.scope=namespace", "rbac.watchNamespace=team",
+		"operator.replicas=1", "operator.statusInterval=1s", "operator.heartbeatInterval=1s"); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := env.Kubectl(ctx, "get", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance="+release, "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
 		t.Fatalf("namespace scope installed cluster-wide RBAC: %q %v", out, err)
 	}
-	if err := env.StartOperator(ctx, operatorNS, release, "--status-interval=1s", "--probe-heartbeat-interval=1s", "--probe-poll-interval=250ms"); err != nil {
+	start := time.Now()
+	if err := env.UseChartOperator(ctx, release, operatorNS); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("the chart's operator pod is ready after %s", time.Since(start).Round(time.Millisecond))
 	for _, n := range []string{"team", "other"} {
 		eventually(t, time.Minute, "default ServiceAccount in "+n, func() error {
 			_, err := env.Kubectl(ctx, "get", "serviceaccount", "default", "--namespace", n)
@@ -603,6 +608,20 @@ func TestNamespaceScopedInstall(t *testing.T) {
 			return err
 		}
 		return workerCaughtUp(st, 2, stream, tok)
+	})
+	// The pod's metrics port (the chart's metrics Service targets it).
+	eventually(t, 30*time.Second, "the operator pod's /metrics shows the team master ready", func() error {
+		body, err := scrape(env.OperatorMetricsURL)
+		if err != nil {
+			return err
+		}
+		if v, ok := metricValue(body, "tcprepl_master_ready", map[string]string{"namespace": "team", "master": master}); !ok || v != 1 {
+			return fmt.Errorf("tcprepl_master_ready = %v (present %v)", v, ok)
+		}
+		if _, ok := metricValue(body, "tcprepl_master_ready", map[string]string{"namespace": "other"}); ok {
+			return fmt.Errorf("a series for namespace other")
+		}
+		return nil
 	})
 	out, err := env.Kubectl(ctx, "get", "statefulsets,services", "--namespace", "other", "-o", "name")
 	if err != nil {

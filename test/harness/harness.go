@@ -214,15 +214,18 @@ func (e *Env) Helm(ctx context.Context, args ...string) (string, error) {
 // ChartDir is the chart in the repository.
 func (e *Env) ChartDir() string { return filepath.Join(e.RepoRoot, "charts", "tcprepl") }
 
-// InstallChart installs the chart as release name into namespace ns with
-// the operator Deployment scaled to zero: CRDs, ServiceAccount, RBAC and the
-// metrics Service are installed as for a user, and the operator runs as a
-// local process with the ServiceAccount's token (StartOperator), because a
-// pod of the test kubelet cannot use the in-cluster configuration (its
-// token path is hard-coded).
+// InstallChart installs the chart as release name into namespace ns. By
+// default the operator Deployment is scaled to zero: CRDs, ServiceAccount,
+// RBAC and the metrics Service are installed as for a user, and the
+// operator runs as a local process with the ServiceAccount's token and the
+// Deployment's arguments (StartOperator), where a test can kill and inspect
+// it. With set "operator.replicas=1" the chart's own pod runs through the
+// test kubelet instead (UseChartOperator).
 func (e *Env) InstallChart(ctx context.Context, release, ns string, set ...string) error {
+	// No --wait: with operator.replicas set, the operator pod's readiness is
+	// UseChartOperator's to wait for.
 	args := []string{"upgrade", "--install", release, e.ChartDir(), "--namespace", ns, "--create-namespace",
-		"--set", "operator.replicas=0", "--wait", "--timeout", "90s"}
+		"--set", "operator.replicas=0"}
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
@@ -330,6 +333,33 @@ func (e *Env) StartOperator(ctx context.Context, ns, sa string, extraArgs ...str
 	if err := waitOK(ctx, 60*time.Second, "http://127.0.0.1:"+strconv.Itoa(health)+"/readyz", p.Done()); err != nil {
 		return fmt.Errorf("operator did not become ready: %w\n%s", err, e.OperatorLogTail(30))
 	}
+	return nil
+}
+
+// UseChartOperator waits for the chart's own operator Deployment (installed
+// with operator.replicas >= 1) to be rolled out by the test kubelet, and
+// points OperatorMetricsURL and OperatorLogTail at its pod. The pod reaches
+// the API server as the chart's ServiceAccount (see test/kubelet).
+func (e *Env) UseChartOperator(ctx context.Context, release, ns string) error {
+	deploy := release
+	if !strings.Contains(release, "tcprepl") {
+		deploy = release + "-tcprepl"
+	}
+	if _, err := e.Run(ctx, 3*time.Minute, e.Tools.Cluster.Kubectl, "rollout", "status", "deployment/"+deploy, "--namespace", ns, "--timeout=150s"); err != nil {
+		return fmt.Errorf("the chart's operator Deployment did not roll out: %w", err)
+	}
+	out, err := e.Kubectl(ctx, "get", "pods", "--namespace", ns, "-l", "app.kubernetes.io/instance="+release+",app.kubernetes.io/component=operator",
+		"-o", `jsonpath={range .items[?(@.status.phase=="Running")]}{.metadata.name} {.status.podIP}{"\n"}{end}`)
+	if err != nil {
+		return err
+	}
+	fields := strings.Fields(out)
+	if len(fields) < 2 {
+		return fmt.Errorf("no running operator pod in %s: %q", ns, out)
+	}
+	e.OperatorMetricsURL = "http://" + net.JoinHostPort(fields[1], "8080") + "/metrics"
+	e.operatorLog = e.Kubelet.LogPath(ns, fields[0], "operator")
+	e.logf("operator: the chart's pod %s/%s at %s", ns, fields[0], fields[1])
 	return nil
 }
 

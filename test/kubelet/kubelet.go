@@ -16,6 +16,12 @@
 //   - Services by name: ClusterIP Services are proxied on a loopback address
 //     per Service (a userspace kube-proxy) and headless Services resolve to
 //     ready pods' addresses, by rewriting names before the process starts;
+//   - API access as the pod's ServiceAccount: a container that mounts its
+//     ServiceAccount token gets KUBECONFIG pointing at a kubeconfig that
+//     reads that token (in-cluster configuration needs files at a fixed
+//     path, which local processes cannot share), so it runs with exactly
+//     its ServiceAccount's RBAC; tokens are requested at container start
+//     and not refreshed;
 //   - startup, readiness and liveness probes (HTTP GET, TCP, exec) against
 //     the pod IP, with periods capped (default 1s) so tests run fast;
 //   - restarts per restartPolicy with a short capped backoff, pod status

@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,6 +21,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/tcprepl/tcprepl/test/internal/proc"
 )
@@ -336,7 +340,12 @@ func (w *podWorker) startProcess(c *container, lenient bool) (*proc.Process, err
 			return nil, fmt.Errorf("container %q arg %d: %w", c.spec.Name, i, err)
 		}
 	}
-	environ := make([]string, 0, len(env))
+	environ := make([]string, 0, len(env)+1)
+	if kc, err := w.inClusterKubeconfig(pod.Namespace, mounts, vars); err != nil {
+		return nil, err
+	} else if kc != "" {
+		environ = append(environ, "KUBECONFIG="+kc)
+	}
 	for _, e := range env {
 		v := e.value
 		if !e.fromKubelet {
@@ -370,6 +379,51 @@ func (w *podWorker) startProcess(c *container, lenient bool) (*proc.Process, err
 	}
 	w.k.logf("pod %s container %s: started pid %d: %q", w.key, c.spec.Name, p.Pid(), argv)
 	return p, nil
+}
+
+// serviceAccountDir is where Kubernetes mounts a pod's ServiceAccount token.
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// inClusterKubeconfig stands in for in-cluster API access. A process finds
+// the API server in a pod through a token file at a fixed path, which a
+// local process cannot have; so when the container mounts its ServiceAccount
+// token (the kube-api-access volume the ServiceAccount admission plugin
+// adds), the kubelet writes a kubeconfig that reads that token file and
+// points KUBECONFIG at it. The process then talks to the API server as its
+// ServiceAccount, with that account's RBAC, as in a cluster. A container
+// that sets KUBECONFIG itself is left alone.
+func (w *podWorker) inClusterKubeconfig(ns string, mounts []mount, vars map[string]string) (string, error) {
+	if _, set := vars["KUBECONFIG"]; set || w.k.opts.RESTConfig == nil {
+		return "", nil
+	}
+	var tokenDir string
+	for _, m := range mounts {
+		if strings.TrimSuffix(m.containerPath, "/") == serviceAccountDir {
+			tokenDir = m.hostPath
+		}
+	}
+	if tokenDir == "" {
+		return "", nil
+	}
+	cfg := w.k.opts.RESTConfig
+	ca := cfg.CAData
+	if len(ca) == 0 && cfg.CAFile != "" {
+		b, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return "", fmt.Errorf("read the API server CA for the in-cluster kubeconfig: %w", err)
+		}
+		ca = b
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["in-cluster"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: ca}
+	kc.AuthInfos["serviceaccount"] = &clientcmdapi.AuthInfo{TokenFile: filepath.Join(tokenDir, "token")}
+	kc.Contexts["in-cluster"] = &clientcmdapi.Context{Cluster: "in-cluster", AuthInfo: "serviceaccount", Namespace: ns}
+	kc.CurrentContext = "in-cluster"
+	path := filepath.Join(w.dir, "in-cluster.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return "", fmt.Errorf("write the in-cluster kubeconfig: %w", err)
+	}
+	return path, nil
 }
 
 // probeLoop runs the startup, readiness and liveness probes of one run of
