@@ -84,12 +84,17 @@ func run(ctx context.Context, rows int, keep, verbose bool) (err error) {
 		return err
 	}
 
-	step("helm install %s charts/tcprepl (CRDs, ServiceAccount, RBAC, metrics Service)", release)
-	if err := env.InstallChart(ctx, release, operatorNS); err != nil {
+	step("helm install %s charts/tcprepl --namespace %s (CRDs, RBAC, the operator Deployment)", release, operatorNS)
+	// Statuses every second instead of the default, so the demo shows
+	// positions without waiting.
+	if err := env.InstallChart(ctx, release, operatorNS, "operator.replicas=1",
+		"operator.statusInterval=1s", "operator.heartbeatInterval=1s"); err != nil {
 		return err
 	}
-	step("running `tcprepl operator` as ServiceAccount %s/%s (the chart's RBAC, nothing more)", operatorNS, release)
-	if err := env.StartOperator(ctx, operatorNS, release, "--status-interval=1s", "--probe-heartbeat-interval=1s"); err != nil {
+	if err := env.UseChartOperator(ctx, release, operatorNS); err != nil {
+		return err
+	}
+	if err := kubectl("get", "deployments,pods", "--namespace", operatorNS, "-o", "wide"); err != nil {
 		return err
 	}
 	if err := kubectl("create", "namespace", ns); err != nil {
