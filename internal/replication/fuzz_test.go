@@ -1,12 +1,16 @@
 package replication
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzParseCommand feeds arbitrary lines to the parser. It must never panic;
@@ -84,4 +88,58 @@ func canonical(t *testing.T, c Command) Command {
 		return c
 	}
 	return c
+}
+
+// FuzzServerInput sends arbitrary bytes to a live server connection, then a
+// line the server must refuse. Whatever came before, the server must answer
+// with well-formed server lines only, end with an ERROR, and close: never a
+// panic, never a hang.
+func FuzzServerInput(f *testing.F) {
+	for _, tc := range canonicalLines {
+		f.Add([]byte(tc.line + "\n"))
+	}
+	for _, s := range []string{
+		"PING\nNAME x\r\nREPLICATE caches 0\n", "REPLICATE ALL NOW\nUSER_SYNC @a:x start 1\n",
+		"\n\n   \r\n", "RDATA caches 1 []\n", "REPLICATE nosuch 1\n", "PING \xff\n", "NAME a\x00b\n",
+		strings.Repeat("x", DefaultMaxLineLength+10), "REPLICATE caches NOW\nREPLICATE caches 1\nREPLICATE caches now\n",
+	} {
+		f.Add([]byte(s))
+	}
+	src := NewMemorySource("caches", "events")
+	for i := 1; i <= 20; i++ {
+		src.Append("caches", cacheRow(i))
+	}
+	srv, err := NewServer(ServerConfig{ServerName: "fuzz"}, src, &recordingHandler{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	f.Fuzz(func(t *testing.T, input []byte) {
+		client, server := net.Pipe()
+		defer client.Close()
+		if !srv.startConn(server) {
+			t.Fatal("server refused the connection")
+		}
+		_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			// The server may close before reading it all: write errors
+			// are expected then.
+			_, _ = client.Write(input)
+			_, _ = client.Write([]byte("\nNOT_A_COMMAND\n"))
+		}()
+		out, err := io.ReadAll(client)
+		if err != nil {
+			t.Fatalf("reading the server: %v (got %q)", err, out)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+		for _, l := range lines {
+			cmd, err := ParseCommand([]byte(l))
+			if err != nil || !SentByServer(cmd.Name()) {
+				t.Fatalf("server sent %q (%v)", l, err)
+			}
+		}
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "ERROR ") {
+			t.Fatalf("server closed without an ERROR; last line %q", last)
+		}
+	})
 }
