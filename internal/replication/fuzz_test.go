@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -140,6 +141,67 @@ func FuzzServerInput(f *testing.F) {
 		}
 		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "ERROR ") {
 			t.Fatalf("server closed without an ERROR; last line %q", last)
+		}
+	})
+}
+
+// FuzzClientInput is FuzzServerInput's mirror: arbitrary bytes from a
+// server after its SERVER line, then a line a client must refuse. The client
+// must send only well-formed client lines, end with an ERROR and close.
+func FuzzClientInput(f *testing.F) {
+	for _, tc := range canonicalLines {
+		f.Add([]byte(tc.line + "\n"))
+	}
+	for _, s := range []string{
+		"POSITION caches 3\nRDATA caches batch [1]\nRDATA caches 4 [2]\n", "RDATA caches x []\n", "PING\n",
+		"ERROR bye\n", "SYNC s\n", "RDATA caches 1 [\n", "SERVER other\n", strings.Repeat("y", DefaultMaxLineLength+5),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		client, server := net.Pipe()
+		defer server.Close()
+		var dialed atomic.Bool
+		c, err := NewClient(ClientConfig{
+			Address: "pipe", ServerName: "fuzz", Handler: newRecordingClientHandler(), InitialBackoff: time.Hour,
+			Streams: []StreamRequest{{Stream: "caches", Token: 0}},
+			Dial: func(context.Context, string, string) (net.Conn, error) {
+				if dialed.Swap(true) {
+					return nil, errors.New("only one connection in this test")
+				}
+				return client, nil
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		defer func() {
+			cancel()
+			<-done
+		}()
+		_ = server.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			_, _ = server.Write([]byte("SERVER fuzz\n"))
+			_, _ = server.Write(input)
+			_, _ = server.Write([]byte("\nNAME not-for-clients\n"))
+		}()
+		out, err := io.ReadAll(server)
+		if err != nil {
+			t.Fatalf("reading the client: %v (got %q)", err, out)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+		for _, l := range lines {
+			cmd, err := ParseCommand([]byte(l))
+			if err != nil || !SentByClient(cmd.Name()) {
+				t.Fatalf("client sent %q (%v)", l, err)
+			}
+		}
+		// A failing handler closes without an ERROR; nothing else should.
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "ERROR ") {
+			t.Fatalf("client closed without an ERROR; last line %q", last)
 		}
 	})
 }
