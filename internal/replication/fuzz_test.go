@@ -180,7 +180,9 @@ func FuzzClientInput(f *testing.F) {
 		go func() { done <- c.Run(ctx) }()
 		defer func() {
 			cancel()
-			<-done
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Run: %v", err)
+			}
 		}()
 		_ = server.SetDeadline(time.Now().Add(10 * time.Second))
 		go func() {
