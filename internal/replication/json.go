@@ -404,33 +404,107 @@ func hex4(in []byte, i int) (rune, bool) {
 }
 
 // validJSON reports whether b is one valid JSON value (surrounding
-// whitespace allowed). It is the receive-side check for RDATA rows, so it
-// allocates nothing and does not re-check UTF-8: ParseCommand has already
-// checked the whole line.
+// whitespace allowed). It is the receive-side check of every RDATA row, so
+// it allocates nothing (for nesting up to 64 levels), makes no function call
+// per value, and does not re-check UTF-8: ParseCommand has already checked
+// the whole line.
 func validJSON(b []byte) bool {
-	v := jsonValidator{in: b}
-	v.skipSpace()
-	if !v.value(0) {
-		return false
-	}
-	v.skipSpace()
-	return v.pos == len(b)
-}
-
-type jsonValidator struct {
-	in  []byte
-	pos int
-}
-
-func (v *jsonValidator) skipSpace() {
-	for v.pos < len(v.in) {
-		switch v.in[v.pos] {
-		case ' ', '\t', '\n', '\r':
-			v.pos++
+	// Open containers, innermost last: '[' or '{'.
+	var stackBuf [64]byte
+	stack := stackBuf[:0]
+	i := skipJSONSpace(b, 0)
+	for {
+		// A value starts at i, nested len(stack) deep.
+		if i >= len(b) || len(stack) > maxJSONDepth {
+			return false
+		}
+		switch c := b[i]; {
+		case c == '[' || c == '{':
+			stack = append(stack, c)
+			i = skipJSONSpace(b, i+1)
+			if i < len(b) && (b[i] == ']' && c == '[' || b[i] == '}' && c == '{') {
+				stack = stack[:len(stack)-1]
+				i++
+				break // an empty container is a whole value
+			}
+			if c == '{' {
+				if i = objectKey(b, i); i < 0 {
+					return false
+				}
+			}
+			continue // the first value inside
+		case c == '"':
+			if i = scanJSONString(b, i); i < 0 {
+				return false
+			}
+		case c == '-' || c >= '0' && c <= '9':
+			end, ok := scanNumber(b, i)
+			if !ok {
+				return false
+			}
+			i = end
+		case c == 't' && hasWord(b, i, "true"):
+			i += 4
+		case c == 'f' && hasWord(b, i, "false"):
+			i += 5
+		case c == 'n' && hasWord(b, i, "null"):
+			i += 4
 		default:
-			return
+			return false
+		}
+		// A value ended at i: close containers, or move to the next value.
+		for {
+			i = skipJSONSpace(b, i)
+			if len(stack) == 0 {
+				return i == len(b)
+			}
+			if i >= len(b) {
+				return false
+			}
+			top := stack[len(stack)-1]
+			if b[i] == ',' {
+				i = skipJSONSpace(b, i+1)
+				if top == '{' {
+					if i = objectKey(b, i); i < 0 {
+						return false
+					}
+				}
+				break
+			}
+			if b[i] == ']' && top == '[' || b[i] == '}' && top == '{' {
+				stack = stack[:len(stack)-1]
+				i++
+				continue
+			}
+			return false
 		}
 	}
+}
+
+// objectKey checks `"key" :` at i and returns where the value starts, or -1.
+func objectKey(b []byte, i int) int {
+	if i >= len(b) || b[i] != '"' {
+		return -1
+	}
+	if i = scanJSONString(b, i); i < 0 {
+		return -1
+	}
+	i = skipJSONSpace(b, i)
+	if i >= len(b) || b[i] != ':' {
+		return -1
+	}
+	return skipJSONSpace(b, i+1)
+}
+
+func skipJSONSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+func hasWord(b []byte, i int, word string) bool {
+	return len(b)-i >= len(word) && string(b[i:i+len(word)]) == word
 }
 
 // stringBodyByte marks bytes that need no attention inside a string when
@@ -442,99 +516,10 @@ var stringBodyByte = func() (t [256]bool) {
 	return t
 }()
 
-func (v *jsonValidator) value(depth int) bool {
-	if depth > maxJSONDepth || v.pos >= len(v.in) {
-		return false
-	}
-	switch c := v.in[v.pos]; {
-	case c == '[':
-		v.pos++
-		v.skipSpace()
-		if v.pos < len(v.in) && v.in[v.pos] == ']' {
-			v.pos++
-			return true
-		}
-		for {
-			v.skipSpace()
-			if !v.value(depth + 1) {
-				return false
-			}
-			v.skipSpace()
-			if v.pos >= len(v.in) {
-				return false
-			}
-			switch v.in[v.pos] {
-			case ',':
-				v.pos++
-			case ']':
-				v.pos++
-				return true
-			default:
-				return false
-			}
-		}
-	case c == '{':
-		v.pos++
-		v.skipSpace()
-		if v.pos < len(v.in) && v.in[v.pos] == '}' {
-			v.pos++
-			return true
-		}
-		for {
-			v.skipSpace()
-			if v.pos >= len(v.in) || v.in[v.pos] != '"' || !v.str() {
-				return false
-			}
-			v.skipSpace()
-			if v.pos >= len(v.in) || v.in[v.pos] != ':' {
-				return false
-			}
-			v.pos++
-			v.skipSpace()
-			if !v.value(depth + 1) {
-				return false
-			}
-			v.skipSpace()
-			if v.pos >= len(v.in) {
-				return false
-			}
-			switch v.in[v.pos] {
-			case ',':
-				v.pos++
-			case '}':
-				v.pos++
-				return true
-			default:
-				return false
-			}
-		}
-	case c == '"':
-		return v.str()
-	case c == '-' || (c >= '0' && c <= '9'):
-		end, ok := scanNumber(v.in, v.pos)
-		v.pos = end
-		return ok
-	case c == 't':
-		return v.literal("true")
-	case c == 'f':
-		return v.literal("false")
-	case c == 'n':
-		return v.literal("null")
-	}
-	return false
-}
-
-func (v *jsonValidator) literal(word string) bool {
-	if len(v.in)-v.pos < len(word) || string(v.in[v.pos:v.pos+len(word)]) != word {
-		return false
-	}
-	v.pos += len(word)
-	return true
-}
-
-func (v *jsonValidator) str() bool {
-	in := v.in
-	i := v.pos + 1 // after the opening quote
+// scanJSONString checks the string whose opening quote is at i and returns
+// the index after its closing quote, or -1.
+func scanJSONString(in []byte, i int) int {
+	i++ // the opening quote
 	for i < len(in) {
 		// Skip ordinary bytes eight at a time: strings are most of a row.
 		if i+8 <= len(in) {
@@ -550,28 +535,27 @@ func (v *jsonValidator) str() bool {
 		}
 		switch in[i] {
 		case '"':
-			v.pos = i + 1
-			return true
+			return i + 1
 		case '\\':
 			if i+1 >= len(in) {
-				return false
+				return -1
 			}
 			switch in[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				i += 2
 			case 'u':
 				if _, ok := hex4(in, i+2); !ok {
-					return false
+					return -1
 				}
 				i += 6
 			default:
-				return false
+				return -1
 			}
 		default: // a control character
-			return false
+			return -1
 		}
 	}
-	return false
+	return -1
 }
 
 const (

@@ -167,3 +167,17 @@ func TestStringSpecialMask(t *testing.T) {
 		}
 	}
 }
+
+// TestDepthLimitAgrees: the validator and the re-encoder accept and refuse
+// the same nesting depths.
+func TestDepthLimitAgrees(t *testing.T) {
+	for n := maxJSONDepth - 1; n <= maxJSONDepth+3; n++ {
+		for _, inner := range []string{"", "1"} {
+			in := []byte(strings.Repeat("[", n) + inner + strings.Repeat("]", n))
+			_, err := AppendPythonJSON(nil, in)
+			if validJSON(in) != (err == nil) {
+				t.Errorf("depth %d, inner %q: validJSON %v, AppendPythonJSON error %v", n, inner, validJSON(in), err)
+			}
+		}
+	}
+}
