@@ -551,10 +551,10 @@ func scrape(url string) (string, error) {
 }
 
 // TestNamespaceScopedInstall installs the chart with rbac.scope=namespace
-// and lets the chart's own operator Deployment run (as a pod of the test
-// kubelet, authenticated as the chart's ServiceAccount): with only a Role in
-// namespace "team", it runs a topology there and leaves a master in another
-// namespace alone.
+// and lets the chart's own operator Deployment run (two replicas, as pods of
+// the test kubelet, authenticated as the chart's ServiceAccount): one takes
+// the leader Lease and, with only a Role in namespace "team", runs a
+// topology there and leaves a master in another namespace alone.
 func TestNamespaceScopedInstall(t *testing.T) {
 	env, ctx := setup(t)
 	samples := filepath.Join(env.RepoRoot, "config", "samples")
@@ -564,7 +564,7 @@ func TestNamespaceScopedInstall(t *testing.T) {
 		}
 	}
 	if err := env.InstallChart(ctx, release, operatorNS, "rbac.scope=namespace", "rbac.watchNamespace=team",
-		"operator.replicas=1", "operator.statusInterval=1s", "operator.heartbeatInterval=1s"); err != nil {
+		"operator.replicas=2", "operator.statusInterval=1s", "operator.heartbeatInterval=1s"); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := env.Kubectl(ctx, "get", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance="+release, "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
@@ -574,7 +574,10 @@ func TestNamespaceScopedInstall(t *testing.T) {
 	if err := env.UseChartOperator(ctx, release, operatorNS); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("the chart's operator pod is ready after %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("the chart's operator pods are ready and one leads after %s", time.Since(start).Round(time.Millisecond))
+	if env.OperatorPods != 2 {
+		t.Fatalf("%d operator pods running, want 2 (operator.replicas=2)", env.OperatorPods)
+	}
 	for _, n := range []string{"team", "other"} {
 		eventually(t, time.Minute, "default ServiceAccount in "+n, func() error {
 			_, err := env.Kubectl(ctx, "get", "serviceaccount", "default", "--namespace", n)

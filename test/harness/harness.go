@@ -95,6 +95,8 @@ type Env struct {
 	operatorLog string
 	// OperatorMetricsURL is the running operator's /metrics.
 	OperatorMetricsURL string
+	// OperatorPods is how many operator pods UseChartOperator found.
+	OperatorPods int
 	// chartArgs are the operator arguments of the installed chart.
 	chartArgs []string
 	keepDir   bool
@@ -349,17 +351,44 @@ func (e *Env) UseChartOperator(ctx context.Context, release, ns string) error {
 		return fmt.Errorf("the chart's operator Deployment did not roll out: %w", err)
 	}
 	out, err := e.Kubectl(ctx, "get", "pods", "--namespace", ns, "-l", "app.kubernetes.io/instance="+release+",app.kubernetes.io/component=operator",
-		"-o", `jsonpath={range .items[?(@.status.phase=="Running")]}{.metadata.name} {.status.podIP}{"\n"}{end}`)
+		"-o", `jsonpath={range .items[?(@.status.phase=="Running")]}{.metadata.name}={.status.podIP}{"\n"}{end}`)
 	if err != nil {
 		return err
 	}
-	fields := strings.Fields(out)
-	if len(fields) < 2 {
-		return fmt.Errorf("no running operator pod in %s: %q", ns, out)
+	ips := map[string]string{}
+	for _, f := range strings.Fields(out) {
+		name, ip, _ := strings.Cut(f, "=")
+		ips[name] = ip
 	}
-	e.OperatorMetricsURL = "http://" + net.JoinHostPort(fields[1], "8080") + "/metrics"
-	e.operatorLog = e.Kubelet.LogPath(ns, fields[0], "operator")
-	e.logf("operator: the chart's pod %s/%s at %s", ns, fields[0], fields[1])
+	// With several replicas only the leader reconciles and exports the
+	// resources' metrics: follow the one that says it acquired the Lease.
+	// (The Lease's holder identity does not help: it starts with the host
+	// name, which every process here shares.)
+	var leader string
+	deadline := time.Now().Add(60 * time.Second)
+	for leader == "" {
+		for name := range ips {
+			b, err := os.ReadFile(e.Kubelet.LogPath(ns, name, "operator"))
+			if err == nil && bytes.Contains(bytes.ToLower(b), []byte("successfully acquired lease")) {
+				leader = name
+			}
+		}
+		if leader != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("none of the operator pods %v logged acquiring the leader Lease within 60s", ips)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	e.OperatorMetricsURL = "http://" + net.JoinHostPort(ips[leader], "8080") + "/metrics"
+	e.operatorLog = e.Kubelet.LogPath(ns, leader, "operator")
+	e.OperatorPods = len(ips)
+	e.logf("operator: the chart's pod %s/%s at %s leads (%d running)", ns, leader, ips[leader], len(ips))
 	return nil
 }
 
