@@ -39,7 +39,8 @@
 // names left as written); connections through a Service proxy come from
 // 127.0.0.1, not from the client pod's address; no resource
 // limits, no image pulls, no hostPath/CSI volumes, no Service environment
-// variables, UDP Services are not proxied.
+// variables, UDP Services are not proxied; HOSTNAME is the pod name but the
+// kernel's host name (os.Hostname) is the machine's, shared by every pod.
 package kubelet
 
 import (
