@@ -326,6 +326,8 @@ type session struct {
 	explicit   map[string]bool // streams asked for by name
 	batches    map[string][]json.RawMessage
 	positions  map[string]*atomic.Int64 // this session's cache of Client.positions
+	lastStream string                   // the stream of the last RDATA handled...
+	lastPos    *atomic.Int64            // ...and its position cell
 	// rdataCounters caches the inbound_rdata_count counter per stream.
 	rdataCounters map[string]prometheus.Counter
 	caughtUp      atomic.Bool
@@ -496,14 +498,20 @@ func (s *session) handleRdata(cmd *RdataCommand) error {
 		return nil
 	}
 	rows := []json.RawMessage{row}
-	if batch, ok := s.batches[cmd.Stream]; ok {
-		rows = append(batch, row)
-		delete(s.batches, cmd.Stream)
+	if len(s.batches) > 0 {
+		if batch, ok := s.batches[cmd.Stream]; ok {
+			rows = append(batch, row)
+			delete(s.batches, cmd.Stream)
+		}
 	}
 	if err := c.cfg.Handler.HandleRows(s.ctx, cmd.Stream, cmd.Token, rows); err != nil {
 		return s.fail(CloseHandlerError, "", fmt.Errorf("handling %s rows at token %d: %w", cmd.Stream, cmd.Token, err))
 	}
-	s.position(cmd.Stream).Store(cmd.Token)
+	// Rows mostly come in runs of one stream: remember its position cell.
+	if cmd.Stream != s.lastStream || s.lastPos == nil {
+		s.lastStream, s.lastPos = cmd.Stream, s.position(cmd.Stream)
+	}
+	s.lastPos.Store(cmd.Token)
 	return nil
 }
 
