@@ -67,7 +67,9 @@ type StreamRequest struct {
 }
 
 // ClientHandler receives what the server sends. Its methods are called on
-// the connection's read loop, one at a time.
+// the connection's read loop, one at a time: while one runs, nothing more is
+// read, so a call that blocks for longer than the ping timeout (25 s) gets
+// the connection timed out.
 type ClientHandler interface {
 	// HandleRows receives a whole batch of rows sharing one token (one row
 	// when not batched). rows are the RDATA JSON as received; they are the

@@ -51,7 +51,8 @@ type Handler interface {
 	// HandleCommand handles USER_SYNC, FEDERATION_ACK, REMOVE_PUSHER,
 	// INVALIDATE_CACHE, USER_IP, SYNC and ERROR from a client. It runs on the
 	// connection's read loop, so a connection's commands are handled in
-	// order and a slow handler only slows that connection's reading. A
+	// order and a slow handler only slows that connection's reading (one
+	// blocked for longer than the ping timeout gets it timed out). A
 	// returned error is sent to the client as "ERROR <text>"; the connection
 	// stays open (call ServerConn.CloseWithError to close it).
 	HandleCommand(conn *ServerConn, cmd Command) error
