@@ -788,15 +788,19 @@ func TestAppendContextWhileQueueFull(t *testing.T) {
 	l := openTest(t, Options{Ephemeral: true})
 	defer closeTest(t, l)
 	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
 	realApply := l.apply
 	l.apply = func(b *pebble.Batch) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
 		<-release // the disk hangs: the committer stops taking appends
 		return realApply(b)
 	}
-	const queued = 1100 // more than the queue holds
 	var wg sync.WaitGroup
-	errc := make(chan error, queued)
-	for i := range queued {
+	errc := make(chan error, 2048)
+	appendAsync := func(i int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -804,8 +808,19 @@ func TestAppendContextWhileQueueFull(t *testing.T) {
 			errc <- err
 		}()
 	}
-	// Wait until the queue is full, so the next append must wait for room.
+	// One append takes the committer into the hanging apply; only then
+	// fill the queue, so the committer cannot drain any of it.
+	appendAsync(0)
+	<-entered
+	queued := 1 + cap(l.reqs) + 20
+	for i := 1; i < queued; i++ {
+		appendAsync(i)
+	}
+	deadline := time.Now().Add(30 * time.Second)
 	for len(l.reqs) < cap(l.reqs) {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue holds %d of %d", len(l.reqs), cap(l.reqs))
+		}
 		time.Sleep(time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
