@@ -6,14 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
 // printingHandler prints what the client receives and signals when done.
 type printingHandler struct {
-	caughtUp chan struct{}
-	done     chan struct{}
+	caughtUp     chan struct{}
+	done         chan struct{}
+	caughtUpOnce *sync.Once // a reconnect would report CaughtUp again
 }
 
 func (h printingHandler) HandleRows(_ context.Context, stream string, token int64, rows []json.RawMessage) error {
@@ -32,7 +34,7 @@ func (h printingHandler) HandlePosition(stream string, token int64) {
 
 func (h printingHandler) HandleConnectionState(state replication.ClientState, _ error) {
 	if state == replication.ClientCaughtUp {
-		close(h.caughtUp)
+		h.caughtUpOnce.Do(func() { close(h.caughtUp) })
 	}
 }
 
@@ -54,7 +56,7 @@ func Example() {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	h := printingHandler{caughtUp: make(chan struct{}), done: make(chan struct{})}
+	h := printingHandler{caughtUp: make(chan struct{}), done: make(chan struct{}), caughtUpOnce: new(sync.Once)}
 	client, err := replication.NewClient(replication.ClientConfig{
 		Address: ln.Addr().String(), ServerName: "hs", Name: "worker-1", Handler: h,
 		Streams: []replication.StreamRequest{{Stream: "caches", Token: 0}},
