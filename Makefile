@@ -58,6 +58,16 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC into config/ and the char
 .PHONY: tools
 tools: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBECTL) $(ETCD) $(HELM) $(CONTROLLER_GEN) $(GOLANGCI_LINT) ## Build every tool the tests use.
 
+# Short names for the tool binaries: `make controller-gen`, `make helm`, ...
+.PHONY: kube-apiserver kube-controller-manager kubectl etcd helm controller-gen golangci-lint
+kube-apiserver: $(KUBE_APISERVER)
+kube-controller-manager: $(KUBE_CONTROLLER_MANAGER)
+kubectl: $(KUBECTL)
+etcd: $(ETCD)
+helm: $(HELM)
+controller-gen: $(CONTROLLER_GEN)
+golangci-lint: $(GOLANGCI_LINT)
+
 $(KUBE_APISERVER):
 	cd hack/tools/kube && $(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
 $(KUBE_CONTROLLER_MANAGER):
@@ -79,7 +89,7 @@ $(GOLANGCI_LINT):
 
 .PHONY: test
 test: tools build ## Run every test with the race detector: unit, envtest, end-to-end.
-	$(GO) test -race -count=1 -timeout 40m ./...
+	TCPREPL_E2E_REQUIRED=1 TCPREPL_BINARY=$(TCPREPL) $(GO) test -race -count=1 -timeout 40m ./...
 
 .PHONY: test-short
 test-short: ## Unit tests only (no envtest, no end-to-end).
