@@ -54,11 +54,7 @@ func BenchmarkParse(b *testing.B) {
 		b.SetBytes(int64(len(line)))
 		b.ReportAllocs()
 		cpuLoop(b, func() {
-			name, rest := splitName(line)
-			known, _ := internName(name)
-			if err := checkLine(known, line); err != nil {
-				b.Fatal(err)
-			}
+			_, rest := splitName(line)
 			if _, err := parseRdata(rest, false); err != nil {
 				b.Fatal(err)
 			}
@@ -330,10 +326,6 @@ func (s *rawSubscriber) run(addr string) {
 		known, _ := internName(name)
 		if known != CmdRdata {
 			continue // PING
-		}
-		if err := checkLine(known, line); err != nil {
-			s.err.Store(err)
-			return
 		}
 		cmd, err := parseRdata(rest, false)
 		if err != nil {

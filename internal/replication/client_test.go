@@ -114,6 +114,12 @@ func TestClientRejectsBadServerLines(t *testing.T) {
 		{"bad row", "RDATA caches 1 [", "ERROR failed to parse line for RDATA: row: invalid JSON at byte 1: unexpected end of input, expected a value"},
 		{"too long", "RDATA caches 1 [\"" + strings.Repeat("x", DefaultMaxLineLength) + "\"]", "ERROR Line length exceeded"},
 		{"no arguments", "POSITION", "ERROR failed to parse line for POSITION: expected <stream_name> <token>"},
+		// RDATA is checked field by field in one pass, not line-wide.
+		{"NUL in stream", "RDATA cac\x00hes 1 []", "ERROR failed to parse line for RDATA: stream name is not valid UTF-8 or contains a NUL byte"},
+		{"bad UTF-8 in stream", "RDATA cach\xe9s 1 []", "ERROR failed to parse line for RDATA: stream name is not valid UTF-8 or contains a NUL byte"},
+		{"bad UTF-8 in row", "RDATA caches 1 [\"\xff\"]", "ERROR failed to parse line for RDATA: row: invalid JSON at byte 2: invalid UTF-8 in a string"},
+		{"NUL in row", "RDATA caches 1 [\"a\x00\"]", "ERROR failed to parse line for RDATA: row: invalid JSON at byte 3: control character in a string"},
+		{"NUL in token", "RDATA caches 1\x00 []", "ERROR failed to parse line for RDATA: token: \"1\\x00\" is not an integer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -330,6 +330,12 @@ func parseRdata(rest []byte, copyBytes bool) (RdataCommand, error) {
 	if !ok {
 		return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "expected <stream_name> <token> <row_json>"}
 	}
+	// The connection's read loop leaves the whole-line checks to this
+	// function for RDATA: the token is digits, the row is checked as JSON
+	// (UTF-8 and no NUL included), which leaves the stream name.
+	if bytes.IndexByte(f[0], 0) >= 0 || !utf8.Valid(f[0]) {
+		return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "stream name is not valid UTF-8 or contains a NUL byte"}
+	}
 	cmd := RdataCommand{Stream: internStream(f[0])}
 	if string(f[1]) == "batch" {
 		cmd.Batch = true

@@ -590,12 +590,15 @@ func (c *conn) handleLine(line []byte) bool {
 		c.closeWith(CloseInvalidCommand, perr.Error(), false, perr)
 		return false
 	}
-	if err := checkLine(known, line); err != nil {
-		c.closeWith(CloseParseError, err.Error(), false, err)
-		return false
+	fastRdata := known == CmdRdata && c.rdata != nil
+	if !fastRdata { // parseRdata checks its fields itself, in one pass
+		if err := checkLine(known, line); err != nil {
+			c.closeWith(CloseParseError, err.Error(), false, err)
+			return false
+		}
 	}
 	var err error
-	if known == CmdRdata && c.rdata != nil {
+	if fastRdata {
 		// The hot path: no interface boxing, the row aliases the buffer.
 		cmd, perr := parseRdata(rest, false)
 		if perr != nil {

@@ -406,8 +406,9 @@ func hex4(in []byte, i int) (rune, bool) {
 // validJSON reports whether b is one valid JSON value (surrounding
 // whitespace allowed). It is the receive-side check of every RDATA row, so
 // it allocates nothing (for nesting up to 64 levels), makes no function call
-// per value, and does not re-check UTF-8: ParseCommand has already checked
-// the whole line.
+// per value, and checks the UTF-8 of strings as it goes (outside strings
+// only ASCII is valid JSON), so that the read loop need not scan the row
+// twice.
 func validJSON(b []byte) bool {
 	// Open containers, innermost last: '[' or '{'.
 	var stackBuf [64]byte
@@ -508,9 +509,9 @@ func hasWord(b []byte, i int, word string) bool {
 }
 
 // stringBodyByte marks bytes that need no attention inside a string when
-// validating: everything but controls, " and \.
+// validating: printable ASCII but " and \ (non-ASCII is checked as UTF-8).
 var stringBodyByte = func() (t [256]bool) {
-	for c := 0x20; c < 0x100; c++ {
+	for c := 0x20; c < 0x80; c++ {
 		t[c] = c != '"' && c != '\\'
 	}
 	return t
@@ -551,8 +552,15 @@ func scanJSONString(in []byte, i int) int {
 			default:
 				return -1
 			}
-		default: // a control character
-			return -1
+		default:
+			if in[i] < 0x80 { // a control character
+				return -1
+			}
+			r, size := utf8.DecodeRune(in[i:])
+			if r == utf8.RuneError && size == 1 {
+				return -1 // not UTF-8
+			}
+			i += size
 		}
 	}
 	return -1
@@ -564,7 +572,8 @@ const (
 )
 
 // stringSpecialMask flags, in the high bit of each byte of x, the bytes that
-// end a run of ordinary string content: '"', '\\' and controls below 0x20.
+// end a run of ordinary string content: '"', '\\', controls below 0x20
+// and non-ASCII bytes (checked as UTF-8 one character at a time).
 // Borrows can flag bytes above a true match, but the lowest flagged byte is
 // always exact, which is all the scan uses.
 func stringSpecialMask(x uint64) uint64 {
@@ -573,5 +582,5 @@ func stringSpecialMask(x uint64) uint64 {
 	q = (q - swarOnes) &^ q
 	bs := x ^ (swarOnes * '\\')
 	bs = (bs - swarOnes) &^ bs
-	return (ctl | q | bs) & swarHigh
+	return (ctl | q | bs | x) & swarHigh
 }

@@ -80,7 +80,7 @@ func TestAppendPythonJSONRejectsInvalid(t *testing.T) {
 		if string(out) != "keep" {
 			t.Errorf("%q: dst changed to %q on error", in, out)
 		}
-		if utf8.ValidString(in) && validJSON([]byte(in)) {
+		if validJSON([]byte(in)) {
 			t.Errorf("validJSON(%q) = true", in)
 		}
 	}
@@ -98,7 +98,7 @@ func checkPythonJSON(t *testing.T, in []byte) {
 		}
 		return
 	}
-	if utf8.Valid(in) && validJSON(in) != (err == nil) {
+	if validJSON(in) != (err == nil) {
 		t.Fatalf("validJSON(%q) = %v, AppendPythonJSON error %v", in, validJSON(in), err)
 	}
 	if err != nil {
@@ -152,7 +152,7 @@ func TestStringSpecialMask(t *testing.T) {
 		}
 		want := 8
 		for i, c := range b {
-			if c < 0x20 || c == '"' || c == '\\' {
+			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
 				want = i
 				break
 			}
