@@ -195,10 +195,13 @@ func newConn(cfg connConfig, nc net.Conn, id uint64, name string) *conn {
 // reason the connection closed.
 func (c *conn) run() (reason string, err error) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2)
 	go func() { defer wg.Done(); c.readLoop() }()
 	go func() { defer wg.Done(); c.writeLoop() }()
-	go func() { defer wg.Done(); c.keepAliveLoop() }()
+	// The keep-alive loop runs on the caller's goroutine, which would
+	// otherwise only wait: one goroutine (and its stack) fewer per
+	// connection. It ends once the socket is closed, as the others do.
+	c.keepAliveLoop()
 	wg.Wait()
 	c.mu.Lock()
 	reason, err = c.closeReason, c.closeErr
@@ -408,6 +411,13 @@ const (
 	scratchSize     = 256 << 10
 )
 
+// scratchPool holds the writers' coalescing buffers: a writer takes one
+// only for the time of a flush, so an idle connection holds none.
+var scratchPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, scratchSize)
+	return &b
+}}
+
 // coalesce appends to bufs the bytes of items, copying runs of small items
 // into scratch (which never grows, so earlier slices of it stay valid).
 func coalesce(bufs net.Buffers, scratch []byte, items []outItem) net.Buffers {
@@ -455,7 +465,6 @@ func (c *conn) writeLoop() {
 	defer c.shutNet()
 	var bufs net.Buffers
 	var batch []outItem
-	scratch := make([]byte, 0, scratchSize)
 	for {
 		c.mu.Lock()
 		// Take up to maxFlushBytes of the queue.
@@ -497,7 +506,8 @@ func (c *conn) writeLoop() {
 		c.flightSince = time.Now()
 		c.mu.Unlock()
 
-		bufs = coalesce(bufs[:0], scratch[:0], batch)
+		scratch := scratchPool.Get().(*[]byte)
+		bufs = coalesce(bufs[:0], (*scratch)[:0], batch)
 		clear(batch) // drop references to queued lines
 		if c.cfg.writeTimeout > 0 {
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
@@ -508,6 +518,7 @@ func (c *conn) writeLoop() {
 		toWrite := bufs // WriteTo consumes its receiver
 		n, err := toWrite.WriteTo(c.nc)
 		clear(bufs) // drop references to written lines
+		scratchPool.Put(scratch)
 		c.bytesOut.Add(uint64(n))
 
 		c.mu.Lock()
@@ -530,9 +541,9 @@ func (c *conn) writeLoop() {
 func (c *conn) readLoop() {
 	defer close(c.readerDone)
 	size := max(64<<10, c.cfg.maxLineLength+2)
-	br := bufio.NewReaderSize(c.nc, size)
+	br := newLineReader(c.nc, size)
 	for lines := 0; ; lines++ {
-		line, err := br.ReadSlice('\n')
+		line, err := br.ReadSlice()
 		if errors.Is(err, bufio.ErrBufferFull) {
 			c.closeWith(CloseLineTooLong, "Line length exceeded", false, fmt.Errorf("received a line longer than %d bytes", c.cfg.maxLineLength))
 			return
