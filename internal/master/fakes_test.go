@@ -79,7 +79,13 @@ func (l *memLog) AppendEncoded(_ context.Context, stream string, rows []json.Raw
 		return replication.Update{}, err
 	}
 	l.current[stream]++
-	u := replication.Update{Stream: stream, Token: l.current[stream], Rows: rows, Time: l.now()}
+	// Like the real log, keep a copy: the caller may reuse its buffers
+	// (the HTTP handler pools them).
+	own := make([]json.RawMessage, len(rows))
+	for i, r := range rows {
+		own[i] = slices.Clone(r)
+	}
+	u := replication.Update{Stream: stream, Token: l.current[stream], Rows: own, Time: l.now()}
 	l.updates[stream] = append(l.updates[stream], u)
 	return u, nil
 }

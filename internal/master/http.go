@@ -1,6 +1,7 @@
 package master
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -8,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -133,7 +136,13 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown stream %q; GET /v1/streams lists the streams this master publishes", stream))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, m.cfg.Limits.MaxRequestBytes))
+	// The request's buffers (body, its re-encoding, the row slice) come
+	// from a pool and go back once the reply is written: the log copies
+	// the rows it keeps (AppendEncoded), and nothing else holds them.
+	pb := getPublishBuf()
+	defer putPublishBuf(pb)
+	body, err := readBody(pb.body[:0], http.MaxBytesReader(w, r.Body, m.cfg.Limits.MaxRequestBytes), r.ContentLength, m.cfg.Limits.MaxRequestBytes)
+	pb.body = body
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes: split the rows into smaller batches", m.cfg.Limits.MaxRequestBytes))
@@ -145,12 +154,16 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 	// One pass re-encodes the whole body as Python's json.dumps would (and
 	// validates it); the rows are then cut out of that fixed layout, ready
 	// for the wire. This costs a fraction of decoding with encoding/json.
-	enc, err := replication.AppendPythonJSON(make([]byte, 0, len(body)+len(body)/8), body)
+	enc, err := replication.AppendPythonJSON(slices.Grow(pb.enc[:0], len(body)+len(body)/8), body)
+	if enc != nil {
+		pb.enc = enc
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, `invalid JSON body: `+err.Error()+`; send {"rows": [[...], ...]}`)
 		return
 	}
-	rows, err := splitPublishBody(enc)
+	rows, err := appendPublishRows(pb.rows[:0], enc)
+	pb.rows = rows
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid body: "+err.Error()+`; send {"rows": [[...], ...]}`)
 		return
@@ -175,17 +188,74 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	writeJSON(w, http.StatusOK, PublishResponse{Token: token})
+	// The reply json.Marshal would write for PublishResponse, without
+	// reflection: {"token":N} and a newline.
+	reply := append(strconv.AppendInt(append(pb.reply[:0], `{"token":`...), token, 10), "}\n"...)
+	pb.reply = reply
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(reply)
+}
+
+// publishBuf holds one publish request's buffers between requests.
+type publishBuf struct {
+	body  []byte
+	enc   []byte
+	rows  []json.RawMessage
+	reply []byte
+}
+
+// maxPooledBody is the largest body whose buffers go back to the pool; a
+// rare huge request should not pin its memory.
+const maxPooledBody = 1 << 20
+
+var publishBufs = sync.Pool{New: func() any { return new(publishBuf) }}
+
+func getPublishBuf() *publishBuf { return publishBufs.Get().(*publishBuf) }
+
+func putPublishBuf(pb *publishBuf) {
+	if cap(pb.body) > maxPooledBody || cap(pb.enc) > maxPooledBody+maxPooledBody/4 || cap(pb.rows) > maxPooledBody/16 {
+		return
+	}
+	clear(pb.rows[:cap(pb.rows)]) // drop references into enc
+	publishBufs.Put(pb)
+}
+
+// readBody is io.ReadAll into dst, sized up front from the request's
+// Content-Length (when it is within limit) instead of growing by doubling.
+func readBody(dst []byte, r io.Reader, contentLength, limit int64) ([]byte, error) {
+	b := dst[:0]
+	if contentLength > 0 && contentLength <= limit {
+		// One byte more, so the read that sees EOF needs no growth.
+		b = slices.Grow(b, int(contentLength)+1)
+	}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				return b, nil
+			}
+			return b, err
+		}
+	}
 }
 
 // splitPublishBody returns the rows of {"rows": [row, ...]} from a body in
 // AppendPythonJSON's output form: valid JSON with no whitespace except one
 // space after each ',' and ':' outside strings.
 func splitPublishBody(enc []byte) ([]json.RawMessage, error) {
+	return appendPublishRows(nil, enc)
+}
+
+// appendPublishRows is splitPublishBody appending the rows to rows.
+func appendPublishRows(rows []json.RawMessage, enc []byte) ([]json.RawMessage, error) {
 	if len(enc) == 0 || enc[0] != '{' {
-		return nil, errors.New("the body must be a JSON object")
+		return rows, errors.New("the body must be a JSON object")
 	}
-	var rows []json.RawMessage
 	seen := false
 	i := 1
 	for enc[i] != '}' {
@@ -197,11 +267,11 @@ func splitPublishBody(enc []byte) ([]json.RawMessage, error) {
 		case string(key) != `"rows"`:
 			var name string
 			_ = json.Unmarshal(key, &name)
-			return nil, fmt.Errorf("unknown field %q", name)
+			return rows, fmt.Errorf("unknown field %q", name)
 		case seen:
-			return nil, errors.New(`field "rows" given twice`)
+			return rows, errors.New(`field "rows" given twice`)
 		case enc[valStart] != '[':
-			return nil, errors.New(`"rows" must be an array of rows`)
+			return rows, errors.New(`"rows" must be an array of rows`)
 		}
 		seen = true
 		arr := enc[valStart:valEnd]
@@ -228,10 +298,19 @@ func skipJSON(b []byte, i int) int {
 	for ; i < len(b); i++ {
 		switch b[i] {
 		case '"':
-			for i++; b[i] != '"'; i++ {
-				if b[i] == '\\' {
-					i++
+			// Jump to the closing quote: the next '"' not escaped. Rows
+			// are mostly strings, so this is most of the scan.
+			for i++; ; {
+				q := bytes.IndexByte(b[i:], '"')
+				if q < 0 {
+					return len(b)
 				}
+				e := bytes.IndexByte(b[i:i+q], '\\')
+				if e < 0 {
+					i += q
+					break
+				}
+				i += e + 2 // the backslash and the character it escapes
 			}
 			if depth == 0 {
 				return i + 1

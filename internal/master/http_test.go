@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -426,5 +428,60 @@ func TestSecondsBehindAfterTrim(t *testing.T) {
 		if s := c.Streams[0]; s.TokensBehind != 3 || s.SecondsBehind != 8 {
 			t.Fatalf("connection %d: %+v", c.ID, s)
 		}
+	}
+}
+
+// TestPublishBodyBuffers: the handler reads bodies of unknown or wrong
+// length, refuses one over the limit without a Content-Length, and keeps
+// what it stored intact while it reuses its request buffers for later
+// publishes.
+func TestPublishBodyBuffers(t *testing.T) {
+	m, log, _, _ := newFakeMaster(t, Config{Limits: Limits{MaxRequestBytes: 4096}})
+	h := m.Handler()
+	post := func(body string, contentLength int64) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/v1/streams/caches/rows", io.MultiReader(strings.NewReader(body)))
+		req.ContentLength = contentLength
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	var want []string
+	var wg sync.WaitGroup
+	for i := range 40 {
+		row := fmt.Sprintf(`["c%d", ["%s"], %d]`, i, strings.Repeat("k", i*50), i)
+		body := `{"rows": [` + row + `]}`
+		cl := int64(len(body))
+		switch i % 3 {
+		case 1:
+			cl = -1 // unknown (chunked)
+		case 2:
+			cl = 1 // too small a hint: the buffer must grow
+		}
+		want = append(want, row)
+		wg.Go(func() {
+			rec := post(body, cl)
+			if rec.Code != 200 || !strings.HasPrefix(rec.Body.String(), `{"token":`) || rec.Header().Get("Content-Type") != "application/json" {
+				t.Errorf("publish %d: %d %q", i, rec.Code, rec.Body)
+			}
+		})
+	}
+	wg.Wait()
+	got := log.rows("caches")
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("stored rows differ:\n got %q\nwant %q", got, want)
+	}
+	if rec := post(`{"rows": [["`+strings.Repeat("x", 5000)+`"]]}`, -1); rec.Code != 413 {
+		t.Fatalf("over the limit without Content-Length: %d %s", rec.Code, rec.Body)
+	}
+	// The reply is what encoding/json writes for PublishResponse.
+	rec := post(`{"rows": [["z", [], 1]]}`, -1)
+	var resp PublishResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp.Token != 41 {
+		t.Fatalf("reply %q: %v", rec.Body, err)
+	}
+	if want, _ := json.Marshal(resp); rec.Body.String() != string(want)+"\n" {
+		t.Fatalf("reply %q, want %q", rec.Body, string(want)+"\n")
 	}
 }
