@@ -41,12 +41,18 @@ func fetchConnections(ctx context.Context, client *http.Client, baseURL, ownAddr
 	}
 	out := all[:0]
 	for _, c := range all {
-		if c.Name == ProbeName || (ownAddr != "" && c.RemoteAddr == ownAddr) {
-			continue
+		if !isProbeConnection(c, ownAddr) {
+			out = append(out, c)
 		}
-		out = append(out, c)
 	}
 	return out, nil
+}
+
+// isProbeConnection tells whether a connection of the table is a probe's:
+// named ProbeName, or coming from ownAddr (this probe's local address, which
+// matches even before the master has read our NAME).
+func isProbeConnection(c Connection, ownAddr string) bool {
+	return c.Name == ProbeName || (ownAddr != "" && c.RemoteAddr == ownAddr)
 }
 
 // fetchConnectionsPage reads one page from offset; total is how many

@@ -159,3 +159,22 @@ func TestFetchConnectionsLeavesOutOwnAddress(t *testing.T) {
 		t.Fatalf("conns = %+v, want only id 2 (id 1 is the probe's own, not yet named)", conns)
 	}
 }
+
+// A table fetched while the probe was still dialing lists the probe's own
+// connection unnamed, before its local address was known: the snapshot must
+// still leave it out.
+func TestSnapshotLeavesOutOwnConnectionFetchedBeforeDialReturned(t *testing.T) {
+	p, err := New(Config{Address: "127.0.0.1:1", ServerName: "x", HTTPURL: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.conns = []Connection{{ID: 1, Name: "anon", RemoteAddr: "127.0.0.1:5000"}, {ID: 2, Name: "worker-0", RemoteAddr: "127.0.0.1:5001"}}
+	p.httpFetched = true
+	p.localAddr = "127.0.0.1:5000"
+	p.mu.Unlock()
+	s := p.Snapshot()
+	if len(s.Connections) != 1 || s.Connections[0].ID != 2 {
+		t.Fatalf("connections = %+v, want only id 2", s.Connections)
+	}
+}

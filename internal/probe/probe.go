@@ -317,7 +317,14 @@ func (p *Probe) Snapshot() Snapshot {
 	slices.SortFunc(s.Streams, func(a, b StreamPosition) int { return strings.Compare(a.Name, b.Name) })
 	if p.cfg.HTTPURL != "" && p.httpFetched && p.httpErr == nil {
 		s.ConnectionsAvailable = true
-		s.Connections = slices.Clone(p.conns)
+		// Filtered again here: a table fetched while the probe was still
+		// dialing lists the probe's own connection, unnamed, before its
+		// local address was known.
+		for _, c := range p.conns {
+			if !isProbeConnection(c, p.localAddr) {
+				s.Connections = append(s.Connections, c)
+			}
+		}
 	}
 	switch {
 	case !s.Reachable && p.connErr != nil:
