@@ -1,10 +1,13 @@
 package rows
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -357,6 +360,18 @@ func BenchmarkValidate(b *testing.B) {
 			}
 		})
 	}
+	// The row tcprepl bench publishes: a long plain string and a
+	// nanosecond timestamp (19 digits).
+	row := json.RawMessage(`["bench_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", [12345], 1700000000000000000]`)
+	b.Run("caches_bench_row", func(b *testing.B) {
+		b.SetBytes(int64(len(row)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.Validate(StreamCaches, row); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // FuzzScanRow checks the single-pass validator against encoding/json: the
@@ -401,4 +416,47 @@ func FuzzScanRow(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTypeOfIntBounds: integers of 19 digits are ints up to the int64
+// bounds, exactly as strconv.ParseInt decides.
+func TestTypeOfIntBounds(t *testing.T) {
+	for _, v := range []string{"1700000000000000000", "9223372036854775807", "9223372036854775808", "9999999999999999999",
+		"-9223372036854775808", "-9223372036854775809", "0000000000000000001", "123456789012345678", "12345678901234567890", "-1", "1.5", "1e3"} {
+		_, err := strconv.ParseInt(v, 10, 64)
+		if got := typeOf([]byte(v)) == Int; got != (err == nil) {
+			t.Errorf("typeOf(%s) is Int: %v; ParseInt error: %v", v, got, err)
+		}
+	}
+}
+
+// TestPlain8 checks the eight-byte fast path of the string scanner against
+// a byte-by-byte test, for every byte value in every position.
+func TestPlain8(t *testing.T) {
+	plain := func(c byte) bool { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' }
+	base := []byte("abcdefgh")
+	for pos := range 8 {
+		for c := range 256 {
+			b := slices.Clone(base)
+			b[pos] = byte(c)
+			want := plain(byte(c))
+			if got := plain8(binary.LittleEndian.Uint64(b)); got != want {
+				t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
+			}
+		}
+	}
+	for range 100000 {
+		var b [8]byte
+		want := true
+		for i := range b {
+			b[i] = byte(0x20 + rand.IntN(0x60)) // mostly printable
+			if rand.IntN(16) == 0 {
+				b[i] = byte(rand.IntN(256))
+			}
+			want = want && plain(b[i])
+		}
+		if got := plain8(binary.LittleEndian.Uint64(b[:])); got != want {
+			t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
+		}
+	}
 }

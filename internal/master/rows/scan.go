@@ -130,10 +130,31 @@ func typeOf(v []byte) Type {
 	if plain {
 		return Int
 	}
+	// 19 digits (nanosecond timestamps, say) fit when not above the
+	// int64 bound: same-length digit strings compare as numbers.
+	if len(digits) == 19 && allDigits(digits) {
+		limit := "9223372036854775807"
+		if v[0] == '-' {
+			limit = "9223372036854775808"
+		}
+		if string(digits) <= limit {
+			return Int
+		}
+		return number
+	}
 	if _, err := strconv.ParseInt(string(v), 10, 64); err == nil {
 		return Int
 	}
 	return number
+}
+
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // describe says in words what a set of types accepts.

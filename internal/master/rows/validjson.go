@@ -1,6 +1,9 @@
 package rows
 
-import "unicode/utf8"
+import (
+	"encoding/binary"
+	"unicode/utf8"
+)
 
 // maxDepth bounds nesting, like the replication package's JSON encoder, so
 // a row of "[[[[..." cannot exhaust the stack and every row Validate
@@ -160,6 +163,18 @@ func (s *jsonScanner) str() bool {
 	b := s.b
 	i := s.i + 1
 	for i < len(b) {
+		// Skip eight plain bytes at a time: printable ASCII other than
+		// '"' and '\\', which is most of a typical string.
+		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		// Then byte by byte up to the next byte that needs a look.
+		for i < len(b) && b[i] >= 0x20 && b[i] < utf8.RuneSelf && b[i] != '"' && b[i] != '\\' {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -193,6 +208,22 @@ func (s *jsonScanner) str() bool {
 		}
 	}
 	return false
+}
+
+// plain8 reports whether all eight bytes of w are printable ASCII other
+// than '"' and '\\': bytes str can step over without looking closer. Each
+// term has the high bit of a byte set exactly where (or, with borrows,
+// only after) a byte is below 0x20, is '"', is '\\' or is not ASCII; any
+// set bit means "look at these bytes one by one", so it is exact.
+func plain8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := w ^ (ones * '"')
+	bslash := w ^ (ones * '\\')
+	special := (w - ones*0x20) &^ w
+	special |= (quote - ones) &^ quote
+	special |= (bslash - ones) &^ bslash
+	special |= w
+	return special&highs == 0
 }
 
 func isHex(c byte) bool {
