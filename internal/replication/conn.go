@@ -506,8 +506,14 @@ func (c *conn) writeLoop() {
 		c.flightSince = time.Now()
 		c.mu.Unlock()
 
-		scratch := scratchPool.Get().(*[]byte)
-		bufs = coalesce(bufs[:0], (*scratch)[:0], batch)
+		var scratch *[]byte
+		if len(batch) == 1 {
+			// Nothing to coalesce (a PING, a reply, a page).
+			bufs = append(bufs[:0], batch[0].b)
+		} else {
+			scratch = scratchPool.Get().(*[]byte)
+			bufs = coalesce(bufs[:0], (*scratch)[:0], batch)
+		}
 		clear(batch) // drop references to queued lines
 		if c.cfg.writeTimeout > 0 {
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
@@ -518,7 +524,9 @@ func (c *conn) writeLoop() {
 		toWrite := bufs // WriteTo consumes its receiver
 		n, err := toWrite.WriteTo(c.nc)
 		clear(bufs) // drop references to written lines
-		scratchPool.Put(scratch)
+		if scratch != nil {
+			scratchPool.Put(scratch)
+		}
 		c.bytesOut.Add(uint64(n))
 
 		c.mu.Lock()
