@@ -616,8 +616,10 @@ func TestCatchUpMillionRows(t *testing.T) {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		next, err, _ := cw.state()
-		if next >= total+extra || err != nil {
+		// The last row can arrive before the POSITION that ends the
+		// catch-up (when the head was reached with it), so wait for both.
+		next, err, caught := cw.state()
+		if (next >= total+extra && caught) || err != nil {
 			break
 		}
 		if time.Now().After(deadline) {
