@@ -736,7 +736,7 @@ var _ replication.Source = (*Log)(nil)
 // formatVersion is the Pebble format new logs are created with: the newest,
 // whose columnar blocks Pebble is optimising for. Measured against row
 // blocks (FormatFlushableIngestExcises), CPU per row was the same within
-// noise for appends and catch-up reads (docs/benchmarks-streamlog.md).
+// noise for appends and catch-up reads (docs/benchmarks.md).
 const formatVersion = pebble.FormatNewest
 
 // blockSize is the sstable block size. Catch-up reads scan long key ranges,
