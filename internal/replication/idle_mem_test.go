@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -43,7 +44,9 @@ func idleConnectionMemory(b *testing.B, n int) (heapPerConn, stackPerConn, gorou
 	go func() { done <- srv.Serve(ln) }()
 	defer func() {
 		_ = srv.Shutdown(b.Context())
-		<-done
+		if err := <-done; err != nil && !errors.Is(err, ErrServerClosed) {
+			b.Errorf("Serve: %v", err)
+		}
 	}()
 
 	measure := func() (uint64, uint64, int) {
