@@ -694,6 +694,19 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 		errs    = make(chan error, t.cfg.Publishers)
 		seq     atomic.Int64
 	)
+	// Publishers stay within a window of tokens of the slowest subscriber,
+	// so the phase measures the rate every subscriber keeps pace with. An
+	// unpaced in-process publisher otherwise outruns subscribers that share
+	// its CPUs and they are closed as slow consumers, which is the server's
+	// limit working, not a throughput figure.
+	window := int64(max(1, replication.DefaultMaxPendingCommands/2/t.cfg.BatchRows))
+	slowestSeen := func() int64 {
+		m := subs[0].lastTok.Load()
+		for _, s := range subs[1:] {
+			m = min(m, s.lastTok.Load())
+		}
+		return m
+	}
 	start := time.Now()
 	cpu0, self0 := t.cpuTime(), t.selfCPU()
 	stopAt := start.Add(t.cfg.Duration)
@@ -702,6 +715,9 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 			var batch []json.RawMessage
 			var buf []byte
 			for time.Now().Before(stopAt) {
+				for lastTok.Load()-slowestSeen() > window && time.Now().Before(stopAt) && ctx.Err() == nil {
+					time.Sleep(50 * time.Microsecond)
+				}
 				s := seq.Add(int64(t.cfg.BatchRows)) - int64(t.cfg.BatchRows)
 				batch, buf = appendBatch(batch, buf, pad, s, t.cfg.BatchRows, time.Now().UnixNano())
 				tok, err := pub(ctx, batch)
