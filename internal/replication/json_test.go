@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -109,11 +110,21 @@ func checkPythonJSON(t *testing.T, in []byte) {
 			t.Fatalf("output %q of %q has byte %#x outside printable ASCII", out, in, c)
 		}
 	}
-	var a, b any
-	if err := json.Unmarshal(in, &a); err != nil {
+	// Numbers are compared as their literals (json.Number): they are copied
+	// as given, and a valid literal may be out of float64's range.
+	decode := func(b []byte) (any, error) {
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		var v any
+		err := d.Decode(&v)
+		return v, err
+	}
+	a, err := decode(in)
+	if err != nil {
 		t.Fatalf("unmarshal input %q: %v", in, err)
 	}
-	if err := json.Unmarshal(out, &b); err != nil {
+	b, err := decode(out)
+	if err != nil {
 		t.Fatalf("unmarshal output %q: %v", out, err)
 	}
 	if !reflect.DeepEqual(a, b) {
