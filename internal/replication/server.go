@@ -83,7 +83,9 @@ type Server struct {
 	connWG    sync.WaitGroup
 
 	// fanout maps each stream to the connections subscribed or subscribing
-	// to it. It is copied on write so that Publish reads it without a lock.
+	// to it. The map is replaced, never changed, so Publish reads it without
+	// a lock; lists grow in place only past every older map's length (see
+	// addFanout).
 	fanout atomic.Pointer[map[string][]*streamSlot]
 }
 
