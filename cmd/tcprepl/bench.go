@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"text/tabwriter"
 
@@ -17,9 +18,10 @@ import (
 
 func newBenchCommand() *cobra.Command {
 	var (
-		cfg    bench.Config
-		spawn  bool
-		output string
+		cfg        bench.Config
+		spawn      bool
+		output     string
+		cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -57,6 +59,17 @@ stream.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			cfg.Defaults()
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("create the CPU profile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("start the CPU profile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			res, err := bench.Run(ctx, cfg)
 			if res != nil {
 				if output == "json" {
@@ -82,19 +95,21 @@ stream.`,
 	fl.StringVar(&cfg.DataDir, "data-dir", "", "log directory of an in-process or spawned master (default: a temporary directory)")
 	fl.DurationVar(&cfg.Duration, "duration", 0, "length of each publish and latency phase (default 5s)")
 	fl.IntVar(&cfg.Subscribers, "subscribers", 0, "live subscribers (default 10)")
-	fl.IntVar(&cfg.Publishers, "publishers", 0, "concurrent publishers (default 8)")
+	fl.StringVar((*string)(&cfg.SubscriberKind), "subscriber", string(bench.WireSubscribers), "subscriber kind: wire (split lines, check tokens, count rows: measures the master) or client (a full replication client that parses every line and validates every row)")
+	fl.IntVar(&cfg.Publishers, "publishers", 0, "concurrent publishers (default 16)")
 	fl.IntVar(&cfg.BatchRows, "batch", 0, "rows per publish (default 100)")
 	fl.IntVar(&cfg.RowBytes, "row-bytes", 0, "approximate bytes of one row (default 100)")
 	fl.IntVar(&cfg.CatchUpRows, "catchup-rows", 0, "rows the catch-up subscribers read (default 1000000)")
 	fl.IntVar(&cfg.LatencyRate, "latency-rate", 0, "rows/s published in the latency phase (default 100000)")
 	fl.IntVar(&cfg.IdleConns, "idle-conns", 0, "connections opened to measure memory per idle connection (default 1000)")
 	fl.StringVarP(&output, "output", "o", "text", "text or json")
+	fl.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this process (the master too when in-process) to this file, for go tool pprof")
 	return cmd
 }
 
 func printBench(w io.Writer, cfg bench.Config, r *bench.Results) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "master\t%s\n", r.Mode)
+	fmt.Fprintf(tw, "master\t%s\tsubscribers: %s\n", r.Mode, r.Subscribers)
 	for _, t := range r.Throughput {
 		fmt.Fprintf(tw, "publish (%s, %d publishers, batch %d)\t%.0f rows/s durable\t%d rows in %.1fs\n", t.Publisher, cfg.Publishers, cfg.BatchRows, t.PublishRowsPerSec, t.Rows, t.Seconds)
 		fmt.Fprintf(tw, "  delivered to %d subscribers\t%.0f rows/s in all\tslowest %.0f rows/s, drained %.2fs after the last publish\n", t.Subscribers, t.DeliveredRowsPerSec, t.SlowestSubscriberRowsPerSec, t.DrainSeconds)

@@ -70,12 +70,14 @@ type Config struct {
 
 	Duration    time.Duration // length of each throughput and latency phase
 	Subscribers int           // live subscribers
-	Publishers  int           // concurrent publishers
-	BatchRows   int           // rows per publish
-	RowBytes    int           // approximate size of one row's JSON
-	CatchUpRows int           // rows in the log for the catch-up phases
-	LatencyRate int           // rows/s published during the latency phase
-	IdleConns   int           // connections opened for the idle-memory phase
+	// SubscriberKind is WireSubscribers (the default) or ClientSubscribers.
+	SubscriberKind SubscriberKind
+	Publishers     int // concurrent publishers
+	BatchRows      int // rows per publish
+	RowBytes       int // approximate size of one row's JSON
+	CatchUpRows    int // rows in the log for the catch-up phases
+	LatencyRate    int // rows/s published during the latency phase
+	IdleConns      int // connections opened for the idle-memory phase
 
 	Logf func(format string, args ...any)
 }
@@ -94,8 +96,13 @@ func (c *Config) Defaults() {
 	if c.Subscribers == 0 {
 		c.Subscribers = 10
 	}
+	if c.SubscriberKind == "" {
+		c.SubscriberKind = WireSubscribers
+	}
 	if c.Publishers == 0 {
-		c.Publishers = 8
+		// Each publish waits for its group commit's fsync; 16 in flight
+		// keep the log's committer busy while one fsync runs.
+		c.Publishers = 16
 	}
 	if c.BatchRows == 0 {
 		c.BatchRows = 100
@@ -177,10 +184,12 @@ type Latency struct {
 
 // Results is everything one run measured.
 type Results struct {
-	Mode       Mode         `json:"mode"`
-	Throughput []Throughput `json:"throughput"`
-	CatchUp    []CatchUp    `json:"catchUp"`
-	Latency    *Latency     `json:"latency,omitempty"`
+	Mode Mode `json:"mode"`
+	// Subscribers is the kind of every subscriber in the run.
+	Subscribers SubscriberKind `json:"subscribers"`
+	Throughput  []Throughput   `json:"throughput"`
+	CatchUp     []CatchUp      `json:"catchUp"`
+	Latency     *Latency       `json:"latency,omitempty"`
 	// PeakRSSBytes is VmHWM of the master's process (the whole benchmark
 	// process when InProcess); 0 when unknown.
 	PeakRSSBytes int64  `json:"peakRSSBytes"`
@@ -203,11 +212,14 @@ type target struct {
 // Run runs every phase in order and returns what it measured.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
 	cfg.Defaults()
+	if cfg.SubscriberKind != WireSubscribers && cfg.SubscriberKind != ClientSubscribers {
+		return nil, fmt.Errorf("unknown subscriber kind %q: use %s or %s", cfg.SubscriberKind, WireSubscribers, ClientSubscribers)
+	}
 	t, err := start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	res := &Results{Mode: cfg.Mode}
+	res := &Results{Mode: cfg.Mode, Subscribers: cfg.SubscriberKind}
 	runErr := t.run(ctx, res)
 	stopErr := t.shutdown()
 	if runErr != nil {
@@ -464,10 +476,10 @@ func (t *target) currentToken(ctx context.Context) (int64, error) {
 	return 0, fmt.Errorf("the master does not publish stream %s", Stream)
 }
 
-// subscriber is a replication client that counts rows and, optionally,
-// records publish-to-deliver latency from each batch's timestamp.
+// subscriber counts the rows one subscription receives and, while record is
+// set, publish-to-deliver latency from each batch's timestamp. A wire
+// subscriber or a replication.Client feeds it.
 type subscriber struct {
-	client   *replication.Client
 	cancel   context.CancelFunc
 	done     chan error
 	rows     atomic.Int64
@@ -479,14 +491,21 @@ type subscriber struct {
 	mu       sync.Mutex
 	latency  []time.Duration
 	failures atomic.Int64
+	lastErr  atomic.Pointer[error]
 }
 
 func (t *target) subscribe(ctx context.Context, name string, from int64, now bool) (*subscriber, error) {
 	s := &subscriber{done: make(chan error, 1)}
+	if t.cfg.SubscriberKind == WireSubscribers {
+		if err := t.subscribeWire(ctx, s, name, from, now); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	c, err := replication.NewClient(replication.ClientConfig{
 		Address: t.addr, ServerName: t.cfg.ServerName, Name: name,
 		Streams: []replication.StreamRequest{{Stream: Stream, Token: from, Now: now}},
-		Handler: s,
+		Handler: clientHandler{s},
 		// The benchmark's subscribers must not be dropped as slow consumers
 		// by their own queue; the server's limit is what is under test.
 		MaxPendingCommands: 1 << 20,
@@ -494,7 +513,6 @@ func (t *target) subscribe(ctx context.Context, name string, from int64, now boo
 	if err != nil {
 		return nil, err
 	}
-	s.client = c
 	cctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	go func() { s.done <- c.Run(cctx) }()
@@ -505,39 +523,64 @@ func (s *subscriber) stop() {
 	s.cancel()
 	// Run returns the cancelled context's error; anything else is a failure.
 	if err := <-s.done; err != nil && !errors.Is(err, context.Canceled) {
-		s.failures.Add(1)
+		s.fail(err)
 	}
 }
 
-func (s *subscriber) HandleRows(_ context.Context, _ string, token int64, rows []json.RawMessage) error {
+func (s *subscriber) fail(err error) {
+	s.lastErr.CompareAndSwap(nil, &err)
+	s.failures.Add(1)
+}
+
+// delivered records a complete update: its token, its row count and its
+// last row, whose last field is the publish time in nanoseconds.
+func (s *subscriber) delivered(token, rows int64, lastRow []byte) {
 	now := time.Now().UnixNano()
 	s.firstAt.CompareAndSwap(0, now)
-	s.rows.Add(int64(len(rows)))
+	s.rows.Add(rows)
 	s.lastTok.Store(token)
 	s.lastAt.Store(now)
-	if s.record.Load() && len(rows) > 0 {
+	if s.record.Load() && rows > 0 {
 		// One sample per batch: its rows share one publish time.
-		r := rows[len(rows)-1]
-		if i := bytes.LastIndexByte(r, ' '); i >= 0 && len(r) > i+2 {
-			if ts, err := strconv.ParseInt(string(r[i+1:len(r)-1]), 10, 64); err == nil {
+		if i := bytes.LastIndexByte(lastRow, ' '); i >= 0 && len(lastRow) > i+2 {
+			if ts, err := strconv.ParseInt(string(lastRow[i+1:len(lastRow)-1]), 10, 64); err == nil {
 				s.mu.Lock()
 				s.latency = append(s.latency, time.Duration(now-ts))
 				s.mu.Unlock()
 			}
 		}
 	}
+}
+
+// position records a POSITION: the subscription is live from here.
+func (s *subscriber) position(token int64) {
+	if token > s.lastTok.Load() {
+		s.lastTok.Store(token)
+	}
+	s.caught.Store(true)
+}
+
+// clientHandler adapts a subscriber to replication.Handler.
+type clientHandler struct{ s *subscriber }
+
+func (h clientHandler) HandleRows(_ context.Context, _ string, token int64, rows []json.RawMessage) error {
+	var last []byte
+	if len(rows) > 0 {
+		last = rows[len(rows)-1]
+	}
+	h.s.delivered(token, int64(len(rows)), last)
 	return nil
 }
 
-func (s *subscriber) HandlePosition(string, int64) {}
+func (clientHandler) HandlePosition(string, int64) {}
 
-func (s *subscriber) HandleConnectionState(st replication.ClientState, err error) {
+func (h clientHandler) HandleConnectionState(st replication.ClientState, err error) {
 	switch st {
 	case replication.ClientCaughtUp:
-		s.caught.Store(true)
+		h.s.caught.Store(true)
 	case replication.ClientDisconnected:
 		if err != nil && !errors.Is(err, context.Canceled) {
-			s.failures.Add(1)
+			h.s.fail(err)
 		}
 	}
 }
@@ -549,6 +592,9 @@ func waitAll(ctx context.Context, subs []*subscriber, timeout time.Duration, wha
 		ok := true
 		for _, s := range subs {
 			if s.failures.Load() > 0 {
+				if p := s.lastErr.Load(); p != nil {
+					return fmt.Errorf("%s: a subscriber failed: %w", what, *p)
+				}
 				return fmt.Errorf("%s: a subscriber was disconnected (see the master's log)", what)
 			}
 			ok = ok && cond(s)
@@ -693,6 +739,10 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 		lastTok atomic.Int64
 		errs    = make(chan error, t.cfg.Publishers)
 		seq     atomic.Int64
+		// inFlight counts publishes sent and not yet acknowledged; the
+		// window covers them too, or many publishers passing the check at
+		// once would overshoot it.
+		inFlight atomic.Int64
 	)
 	// Publishers stay within a window of tokens of the slowest subscriber,
 	// so the phase measures the rate every subscriber keeps pace with. An
@@ -715,12 +765,18 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 			var batch []json.RawMessage
 			var buf []byte
 			for time.Now().Before(stopAt) {
-				for lastTok.Load()-slowestSeen() > window && time.Now().Before(stopAt) && ctx.Err() == nil {
+				if lastTok.Load()+inFlight.Add(1)-slowestSeen() > window {
+					inFlight.Add(-1)
+					if ctx.Err() != nil {
+						break
+					}
 					time.Sleep(50 * time.Microsecond)
+					continue
 				}
 				s := seq.Add(int64(t.cfg.BatchRows)) - int64(t.cfg.BatchRows)
 				batch, buf = appendBatch(batch, buf, pad, s, t.cfg.BatchRows, time.Now().UnixNano())
 				tok, err := pub(ctx, batch)
+				inFlight.Add(-1)
 				if err != nil {
 					errs <- err
 					return

@@ -14,12 +14,21 @@ func TestRunSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a master")
 	}
+	for _, kind := range []SubscriberKind{WireSubscribers, ClientSubscribers} {
+		t.Run(string(kind), func(t *testing.T) { runSmall(t, kind) })
+	}
+}
+
+func runSmall(t *testing.T, kind SubscriberKind) {
 	res, err := Run(context.Background(), Config{
 		Duration: 300 * time.Millisecond, Subscribers: 2, Publishers: 2, BatchRows: 10,
-		CatchUpRows: 2000, LatencyRate: 2000, IdleConns: 20,
+		CatchUpRows: 2000, LatencyRate: 2000, IdleConns: 20, SubscriberKind: kind,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if res.Subscribers != kind {
+		t.Fatalf("results say subscribers %q, want %q", res.Subscribers, kind)
 	}
 	if len(res.CatchUp) != 2 || res.CatchUp[0].RowsEach != 2000 || res.CatchUp[1].Subscribers != 10 || res.CatchUp[1].RowsEach != 2000 {
 		t.Fatalf("catch-up %+v", res.CatchUp)
@@ -48,6 +57,7 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{"external without addresses", Config{Mode: External}, "--master"},
 		{"unknown mode", Config{Mode: "elsewhere"}, "unknown mode"},
+		{"unknown subscriber kind", Config{SubscriberKind: "telepathic"}, "unknown subscriber kind"},
 		{"external master down", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1", MasterPID: os.Getpid(), IdleConns: 1}, "idle connection phase"},
 		{"external master down, no pid", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1"}, "catch-up phase"},
 		{"spawn of a missing binary", Config{Mode: Spawn, Binary: "/nonexistent/tcprepl"}, "start /nonexistent/tcprepl master"},
