@@ -2,55 +2,94 @@ package streamlog
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"time"
 )
 
-// Key layout. Everything of one stream sorts together, tokens in numeric
-// order (big-endian), and within a token the header before its rows, so one
-// forward scan of one key range yields whole updates in order:
+// Key layout (format 2). Everything of one stream sorts together, tokens in
+// numeric order (big-endian), so one forward scan of one key range yields
+// whole updates in order, one key per token:
 //
-//	'r' stream 0x00 token(8) slot(4)   slot 0: the token's header, slot i>0: row i-1
-//	'm' stream 0x00                    retention state: oldest token held, rows before it
+//	'f'                         format record: the layout version (4 bytes, big-endian), formatV2
+//	'r' stream 0x00 token(8)    one token: header, then its rows
+//	'm' stream 0x00             retention state: oldest token held, rows before it
+//
+// A token's value is its header followed by its rows in order, each row as
+// its length (uvarint) and its bytes:
+//
+//	time(8) rows(4) cum(8) { uvarint(len(row)) row }*rows
+//
+// where time is the publish time (unix ns), rows the row count and cum the
+// stream's rows ever appended through this token. The header is a fixed
+// prefix, so reading a token's time or cum never decodes its rows.
+//
+// Format 1 (before the format record existed) stored one key per row,
+// 'r' stream 0x00 token(8) slot(4); Open refuses such a directory.
 //
 // Stream names are restricted to [a-z][a-z0-9_]* by the catalogue, so the
 // 0x00 separator cannot occur inside a name, and "a\x00..." sorts before
 // "ab\x00...": the ranges of two streams never overlap.
 const (
-	rowPrefix  = 'r'
-	metaPrefix = 'm'
+	formatPrefix = 'f'
+	rowPrefix    = 'r'
+	metaPrefix   = 'm'
 
 	tokenLen  = 8
-	slotLen   = 4
 	headerLen = 8 + 4 + 8 // publish time (unix ns), rows in the token, cumulative rows through it
 	metaLen   = 8 + 8 + 8 // oldest token held, cumulative rows before it, publish time of the token before it
+
+	// formatV2 is the layout this package reads and writes: one key per
+	// token. (Format 1, one key per row, had no format record.)
+	formatV2  = 2
+	formatLen = 4
 )
 
-// rowKeyPrefix is 'r' stream 0x00.
-func rowKeyPrefix(stream string) []byte {
+// formatKey is the key of the format record.
+var formatKey = []byte{formatPrefix}
+
+func encodeFormat(version uint32) []byte {
+	return binary.BigEndian.AppendUint32(nil, version)
+}
+
+func decodeFormat(v []byte) (uint32, error) {
+	if len(v) != formatLen {
+		return 0, fmt.Errorf("malformed format record %q: want %d bytes, got %d", v, formatLen, len(v))
+	}
+	return binary.BigEndian.Uint32(v), nil
+}
+
+// tokenKeyPrefix is 'r' stream 0x00.
+func tokenKeyPrefix(stream string) []byte {
 	k := make([]byte, 0, len(stream)+2)
 	k = append(k, rowPrefix)
 	k = append(k, stream...)
 	return append(k, 0)
 }
 
-// appendRowKey appends the key of slot in token to dst, given the stream's
-// row key prefix.
-func appendRowKey(dst, prefix []byte, token int64, slot uint32) []byte {
-	dst = append(dst, prefix...)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(token))
-	return binary.BigEndian.AppendUint32(dst, slot)
+// tokenKeysEnd is the exclusive upper bound of every key that starts with
+// prefix (a tokenKeyPrefix): the prefix with its 0x00 separator raised to
+// 0x01.
+func tokenKeysEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	end[len(end)-1]++
+	return end
 }
 
-// decodeRowKey splits a row key of the stream whose prefix has length
-// prefixLen into its token and slot.
-func decodeRowKey(key []byte, prefixLen int) (token int64, slot uint32, err error) {
-	if len(key) != prefixLen+tokenLen+slotLen {
-		return 0, 0, fmt.Errorf("malformed row key %q: want %d bytes, got %d", key, prefixLen+tokenLen+slotLen, len(key))
+// appendTokenKey appends the key of token to dst, given the stream's token
+// key prefix.
+func appendTokenKey(dst, prefix []byte, token int64) []byte {
+	dst = append(dst, prefix...)
+	return binary.BigEndian.AppendUint64(dst, uint64(token))
+}
+
+// decodeTokenKey returns the token of a key of the stream whose prefix has
+// length prefixLen.
+func decodeTokenKey(key []byte, prefixLen int) (int64, error) {
+	if len(key) != prefixLen+tokenLen {
+		return 0, fmt.Errorf("malformed token key %q: want %d bytes, got %d", key, prefixLen+tokenLen, len(key))
 	}
-	token = int64(binary.BigEndian.Uint64(key[prefixLen:]))
-	slot = binary.BigEndian.Uint32(key[prefixLen+tokenLen:])
-	return token, slot, nil
+	return int64(binary.BigEndian.Uint64(key[prefixLen:])), nil
 }
 
 func metaKey(stream string) []byte {
@@ -76,8 +115,39 @@ func appendHeader(dst []byte, h header) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(h.cum))
 }
 
+// appendTokenValue appends a token's value, its header and rows, to dst.
+func appendTokenValue(dst []byte, h header, rows []json.RawMessage) []byte {
+	dst = appendHeader(dst, h)
+	for _, r := range rows {
+		dst = binary.AppendUvarint(dst, uint64(len(r)))
+		dst = append(dst, r...)
+	}
+	return dst
+}
+
+// tokenValueLen is the length of appendTokenValue's output for rows of
+// rowBytes bytes in all.
+func tokenValueLen(rows []json.RawMessage, rowBytes int) int {
+	n := headerLen + rowBytes
+	for _, r := range rows {
+		n += uvarintLen(uint64(len(r)))
+	}
+	return n
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+// decodeHeader decodes the header at the start of a token's value; the rows
+// that follow it are not looked at.
 func decodeHeader(v []byte) (header, error) {
-	if len(v) != headerLen {
+	if len(v) < headerLen {
 		return header{}, fmt.Errorf("malformed token header: want %d bytes, got %d", headerLen, len(v))
 	}
 	return header{
@@ -85,6 +155,32 @@ func decodeHeader(v []byte) (header, error) {
 		rows: int(binary.BigEndian.Uint32(v[8:])),
 		cum:  int64(binary.BigEndian.Uint64(v[12:])),
 	}, nil
+}
+
+// appendRows splits body, the part of a token's value after its header, into
+// want rows and appends them to dst as subslices of body (capacity capped, so
+// appending to one cannot overwrite the next). It fails unless body holds
+// exactly want well-formed rows.
+func appendRows(dst []json.RawMessage, body []byte, want int) ([]json.RawMessage, error) {
+	for i := 0; i < want; i++ {
+		if len(body) == 0 {
+			return dst, fmt.Errorf("holds %d rows, its header says %d", i, want)
+		}
+		n, k := binary.Uvarint(body)
+		if k <= 0 {
+			return dst, fmt.Errorf("row %d: malformed row length", i)
+		}
+		body = body[k:]
+		if n > uint64(len(body)) {
+			return dst, fmt.Errorf("row %d: length %d runs past the end of the value (%d bytes left)", i, n, len(body))
+		}
+		dst = append(dst, body[:n:n])
+		body = body[n:]
+	}
+	if len(body) != 0 {
+		return dst, fmt.Errorf("holds %d bytes after the %d rows its header says", len(body), want)
+	}
+	return dst, nil
 }
 
 // meta is the durable retention state of a stream.

@@ -158,7 +158,7 @@ type Log struct {
 // goroutine are atomics; the committer owns the rest.
 type streamState struct {
 	name   string
-	prefix []byte // rowKeyPrefix(name)
+	prefix []byte // tokenKeyPrefix(name)
 
 	current  atomic.Int64 // newest durable, visible token
 	cum      atomic.Int64 // rows appended through current
@@ -241,7 +241,7 @@ func Open(opts Options) (*Log, error) {
 		if _, dup := l.streams[name]; dup {
 			return nil, fmt.Errorf("open stream log: stream %q configured twice; list each stream once", name)
 		}
-		l.streams[name] = &streamState{name: name, prefix: rowKeyPrefix(name)}
+		l.streams[name] = &streamState{name: name, prefix: tokenKeyPrefix(name)}
 		l.order = append(l.order, name)
 	}
 
@@ -270,6 +270,10 @@ func Open(opts Options) (*Log, error) {
 		return nil, fmt.Errorf("open stream log in %q: %w (check the directory exists, is writable and is not used by another master)", dir, err)
 	}
 	l.db = db
+	if err := checkFormat(db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open stream log in %q: %w", dir, err)
+	}
 	l.apply = func(b *pebble.Batch) error { return db.ApplyNoSyncWait(b, pebble.Sync) }
 	l.syncWait = func(b *pebble.Batch) error { return b.SyncWait() }
 	for _, name := range l.order {
@@ -286,6 +290,49 @@ func Open(opts Options) (*Log, error) {
 		close(l.trimDone)
 	}
 	return l, nil
+}
+
+// checkFormat makes sure the database holds this package's layout. A new
+// (empty) database gets the format record, synced, before anything else is
+// written; one without the record but with data was written by format 1 (one
+// key per row), which this version cannot read.
+func checkFormat(db *pebble.DB) error {
+	const advice = "move the data directory aside (or delete it) and start the master again with an empty one; workers will resync from the new log"
+	v, closer, err := db.Get(formatKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("read format record: %w", err)
+	default:
+		version, err := decodeFormat(v)
+		_ = closer.Close()
+		if err != nil {
+			return fmt.Errorf("%w; this version reads stream log format %d: %s", err, formatV2, advice)
+		}
+		if version != formatV2 {
+			return fmt.Errorf("the data directory holds stream log format %d, this version reads only format %d (one key per token): %s", version, formatV2, advice)
+		}
+		return nil
+	}
+	it, err := db.NewIter(nil)
+	if err != nil {
+		return fmt.Errorf("open iterator: %w", err)
+	}
+	found := it.First()
+	var key []byte
+	if found {
+		key = slices.Clone(it.Key())
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("close iterator: %w", err)
+	}
+	if found {
+		return fmt.Errorf("the data directory holds stream data (key %q) but no format record: it was written by an older version in stream log format 1 (one key per row), and this version reads only format %d (one key per token): %s", preview(key), formatV2, advice)
+	}
+	if err := db.Set(formatKey, encodeFormat(formatV2), pebble.Sync); err != nil {
+		return fmt.Errorf("write format record: %w (check the directory is writable)", err)
+	}
+	return nil
 }
 
 // recover loads a stream's state: the retention record, then the newest
@@ -306,14 +353,14 @@ func (l *Log) recover(st *streamState) error {
 	}
 	it, err := l.db.NewIter(&pebble.IterOptions{
 		LowerBound: st.prefix,
-		UpperBound: appendRowKey(nil, st.prefix, -1, ^uint32(0)), // token bytes all 0xFF
+		UpperBound: tokenKeysEnd(st.prefix),
 	})
 	if err != nil {
 		return fmt.Errorf("open iterator: %w", err)
 	}
 	current, cum, last := m.oldest-1, m.trimmedCum, m.trimmedTime
 	if it.Last() {
-		token, _, err := decodeRowKey(it.Key(), len(st.prefix))
+		token, err := decodeTokenKey(it.Key(), len(st.prefix))
 		if err != nil {
 			_ = it.Close()
 			return err
@@ -340,9 +387,11 @@ func (l *Log) recover(st *streamState) error {
 	return nil
 }
 
+// getHeader reads the header of a token: the fixed prefix of its value,
+// without decoding its rows.
 func (l *Log) getHeader(st *streamState, token int64) (header, error) {
 	var kb [64]byte
-	v, closer, err := l.db.Get(appendRowKey(kb[:0], st.prefix, token, 0))
+	v, closer, err := l.db.Get(appendTokenKey(kb[:0], st.prefix, token))
 	if err != nil {
 		return header{}, fmt.Errorf("read header of token %d: %w", token, err)
 	}
@@ -558,7 +607,7 @@ func (l *Log) applyRound(round []*appendReq) *inflight {
 	}
 	b := l.db.NewBatch()
 	var kb []byte
-	var hb [headerLen]byte
+	var vb []byte // one token's value, reused: Batch.Set copies it
 	var touched []*streamState
 	for _, req := range round {
 		st := req.st
@@ -574,12 +623,10 @@ func (l *Log) applyRound(round []*appendReq) *inflight {
 		st.pendingCum += int64(len(req.rows))
 		req.token = st.assigned
 		req.time = time.Unix(0, t)
-		kb = appendRowKey(kb[:0], st.prefix, req.token, 0)
-		_ = b.Set(kb, appendHeader(hb[:0], header{time: req.time, rows: len(req.rows), cum: st.pendingCum}), nil)
-		for i, r := range req.rows {
-			kb = appendRowKey(kb[:0], st.prefix, req.token, uint32(i+1))
-			_ = b.Set(kb, r, nil) // Batch.Set only fails on a committed batch
-		}
+		kb = appendTokenKey(kb[:0], st.prefix, req.token)
+		vb = slices.Grow(vb[:0], tokenValueLen(req.rows, req.bytes))
+		vb = appendTokenValue(vb, header{time: req.time, rows: len(req.rows), cum: st.pendingCum}, req.rows)
+		_ = b.Set(kb, vb, nil) // Batch.Set only fails on a committed batch
 	}
 	for _, st := range touched {
 		in.marks = append(in.marks, streamMark{st: st, token: st.assigned, cum: st.pendingCum, pub: st.pendingT})
@@ -742,5 +789,6 @@ const formatVersion = pebble.FormatNewest
 // blockSize is the sstable block size. Catch-up reads scan long key ranges,
 // so larger blocks than Pebble's 4 KiB default mean fewer block loads and
 // index steps per row: measured about 20% less CPU per row read, appends
-// unchanged. Point reads (headers for retention, TokenTime) are rare.
+// unchanged (with format 1's key per row; a key per token only makes the
+// values longer). Point reads (headers for retention, TokenTime) are rare.
 const blockSize = 32 << 10

@@ -684,7 +684,8 @@ func TestReadAfterCancelledMidPage(t *testing.T) {
 	for range 10 {
 		mustAppend(t, l, "events", rows...)
 	}
-	// One check before the read starts, then one per ctxCheckEvery keys.
+	// One check before the read starts, then about one per ctxCheckEvery
+	// rows (here before tokens 6 and 10).
 	ctx := &cancelAfter{Context: context.Background()}
 	ctx.n.Store(2)
 	_, err := l.ReadAfter(ctx, "events", 0, 10, 1<<20)
@@ -693,6 +694,23 @@ func TestReadAfterCancelledMidPage(t *testing.T) {
 	}
 	if ctx.n.Load() >= 0 {
 		t.Fatalf("the read stopped before reaching the in-page check")
+	}
+}
+
+// TestReadAfterCancelledAmongSmallTokens: a page of many one-row tokens
+// checks the context too (each token counts toward ctxCheckEvery).
+func TestReadAfterCancelledAmongSmallTokens(t *testing.T) {
+	l := openTest(t, Options{Ephemeral: true, TailCacheBytes: -1}) // the Pebble path
+	defer closeTest(t, l)
+	const tokens = 5000
+	for range tokens {
+		mustAppend(t, l, "events", "[1]")
+	}
+	ctx := &cancelAfter{Context: context.Background()}
+	ctx.n.Store(2)
+	_, err := l.ReadAfter(ctx, "events", 0, tokens, 1<<20)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadAfter cancelled mid-page: %v, want context.Canceled", err)
 	}
 }
 

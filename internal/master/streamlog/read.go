@@ -73,8 +73,8 @@ func (l *Log) read(ctx context.Context, stream string, after, upTo int64, limit 
 // hold. The caller holds closeMu for reading.
 func (l *Log) readStore(ctx context.Context, st *streamState, after, upTo int64, limit int) ([]replication.Update, error) {
 	stream := st.name
-	lower := appendRowKey(nil, st.prefix, after+1, 0)
-	upper := appendRowKey(nil, st.prefix, upTo+1, 0)
+	lower := appendTokenKey(nil, st.prefix, after+1)
+	upper := appendTokenKey(nil, st.prefix, upTo+1)
 	it, err := l.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, fmt.Errorf("read stream %q: open iterator: %w", stream, err)
@@ -89,9 +89,13 @@ func (l *Log) readStore(ctx context.Context, st *streamState, after, upTo int64,
 	return updates, nil
 }
 
-// ctxCheckEvery is how many keys a page reads between context checks.
+// ctxCheckEvery is about how many rows a page reads between context checks
+// (each token counts as one more, so pages of many small tokens check too).
 const ctxCheckEvery = 4096
 
+// readPage reads whole tokens from it, one key each. Pebble's value memory
+// is valid only until the iterator moves, so each value is copied once into
+// the page's chunk buffer and its rows are subslices of that copy.
 func (l *Log) readPage(ctx context.Context, st *streamState, it *pebble.Iterator, after, upTo int64, limit int) ([]replication.Update, error) {
 	// Size the page's slices from what is known; append grows them if the
 	// estimate is short, and earlier updates keep pointing at the old
@@ -102,70 +106,54 @@ func (l *Log) readPage(ctx context.Context, st *streamState, it *pebble.Iterator
 	var buf []byte
 
 	expect := after + 1
-	cur := -1 // index in updates of the update being filled
-	var curStart, curWant int
-	finish := func() error {
-		if cur < 0 {
-			return nil
-		}
-		if got := len(rows) - curStart; got != curWant {
-			return fmt.Errorf("read stream %q: token %d holds %d rows, its header says %d (the log is damaged)", st.name, updates[cur].Token, got, curWant)
-		}
-		updates[cur].Rows = rows[curStart:len(rows):len(rows)]
-		return nil
-	}
 	prefixLen := len(st.prefix)
-	keys := 0
+	work := 0 // rows and tokens read since the last context check
 	for valid := it.First(); valid; valid = it.Next() {
 		// A page can be large (the caller picks limit); give up promptly
-		// when the reader has gone, without paying for a check per row.
-		if keys++; keys%ctxCheckEvery == 0 {
+		// when the reader has gone, without paying for a check per token.
+		if work >= ctxCheckEvery {
+			work %= ctxCheckEvery
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("read stream %q: %w", st.name, err)
 			}
 		}
-		token, slot, err := decodeRowKey(it.Key(), prefixLen)
+		token, err := decodeTokenKey(it.Key(), prefixLen)
 		if err != nil {
-			return nil, fmt.Errorf("read stream %q: %w", st.name, err)
+			return nil, fmt.Errorf("read stream %q: %w (the log is damaged)", st.name, err)
+		}
+		if token != expect {
+			if token > expect && expect == after+1 {
+				// Retention removed the start of the range after the
+				// oldest check above.
+				return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: max(st.retained.Load().oldest, token)}
+			}
+			return nil, fmt.Errorf("read stream %q: expected token %d, found %d (the log is damaged)", st.name, expect, token)
+		}
+		if len(rows) >= limit {
+			break
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return nil, fmt.Errorf("read stream %q: token %d: %w", st.name, token, err)
 		}
-		if slot == 0 {
-			if token != expect {
-				if token > expect && expect == after+1 {
-					// Retention removed the start of the range after the
-					// oldest check above.
-					return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: max(st.retained.Load().oldest, token)}
-				}
-				return nil, fmt.Errorf("read stream %q: expected token %d, found %d (the log is damaged)", st.name, expect, token)
-			}
-			if err := finish(); err != nil {
-				return nil, err
-			}
-			if len(rows) >= limit {
-				break
-			}
-			h, err := decodeHeader(v)
-			if err != nil {
-				return nil, fmt.Errorf("read stream %q: token %d: %w", st.name, token, err)
-			}
-			updates = append(updates, replication.Update{Stream: st.name, Token: token, Time: h.time})
-			cur = len(updates) - 1
-			curStart, curWant = len(rows), h.rows
-			expect++
-			continue
+		h, err := decodeHeader(v)
+		if err != nil {
+			return nil, fmt.Errorf("read stream %q: token %d: %w (the log is damaged)", st.name, token, err)
 		}
-		if cur < 0 || token != updates[cur].Token {
-			return nil, fmt.Errorf("read stream %q: row of token %d without its header (the log is damaged)", st.name, token)
-		}
-		if len(v) > cap(buf)-len(buf) {
-			buf = make([]byte, 0, max(pageChunk, len(v)))
+		body := v[headerLen:]
+		if len(body) > cap(buf)-len(buf) {
+			buf = make([]byte, 0, max(pageChunk, len(body)))
 		}
 		start := len(buf)
-		buf = append(buf, v...)
-		rows = append(rows, buf[start:len(buf):len(buf)])
+		buf = append(buf, body...)
+		first := len(rows)
+		rows, err = appendRows(rows, buf[start:], h.rows)
+		if err != nil {
+			return nil, fmt.Errorf("read stream %q: token %d %w (the log is damaged)", st.name, token, err)
+		}
+		updates = append(updates, replication.Update{Stream: st.name, Token: token, Time: h.time, Rows: rows[first:len(rows):len(rows)]})
+		work += 1 + h.rows
+		expect++
 	}
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("read stream %q: %w", st.name, err)
@@ -173,9 +161,6 @@ func (l *Log) readPage(ctx context.Context, st *streamState, it *pebble.Iterator
 	if len(updates) == 0 {
 		// after < upTo <= current, yet nothing: retention removed it all.
 		return nil, &replication.TokenTooOldError{Stream: st.name, Token: after, Oldest: max(st.retained.Load().oldest, upTo+1)}
-	}
-	if err := finish(); err != nil {
-		return nil, err
 	}
 	return updates, nil
 }

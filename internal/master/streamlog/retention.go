@@ -41,7 +41,7 @@ func (l *Log) trimLocked(st *streamState, through int64) error {
 	next := meta{oldest: through + 1, trimmedCum: h.cum, trimmedTime: h.time.UnixNano()}
 	b := l.db.NewBatch()
 	defer func() { _ = b.Close() }() // only fails on a batch already closed
-	_ = b.DeleteRange(appendRowKey(nil, st.prefix, ret.oldest, 0), appendRowKey(nil, st.prefix, through+1, 0), nil)
+	_ = b.DeleteRange(appendTokenKey(nil, st.prefix, ret.oldest), appendTokenKey(nil, st.prefix, through+1), nil)
 	_ = b.Set(metaKey(st.name), encodeMeta(next), nil)
 	// Move oldest before the rows go, so that a reader who finds rows
 	// missing always finds an oldest that explains it. Until the commit,

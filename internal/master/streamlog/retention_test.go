@@ -285,36 +285,88 @@ func TestCorruptRetentionRecord(t *testing.T) {
 	}
 }
 
-// TestDamagedLog: reads of a log whose keys were damaged underneath fail
-// with an error saying so, never with a short or shifted page.
+// TestDamagedLog: reads of a log whose keys or values were damaged
+// underneath fail with an error saying so, naming the stream and token,
+// never with a short or shifted page.
 func TestDamagedLog(t *testing.T) {
+	key2 := appendTokenKey(nil, tokenKeyPrefix("events"), 2)
+	// Token 2 as stored: two rows `[2]`, three rows through it.
+	h2 := func(l *Log) header {
+		h, err := l.getHeader(l.streams["events"], 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	set2 := func(l *Log, v []byte) error { return l.db.Set(key2, v, nil) }
 	tests := map[string]struct {
 		damage func(l *Log) error
 		want   string
 	}{
 		"row missing": {
-			damage: func(l *Log) error { return l.db.Delete(appendRowKey(nil, rowKeyPrefix("events"), 2, 2), nil) },
+			damage: func(l *Log) error { return set2(l, appendTokenValue(nil, h2(l), rowsOf(`[2]`))) },
 			want:   "token 2 holds 1 rows, its header says 2",
 		},
-		"header missing": {
-			damage: func(l *Log) error { return l.db.Delete(appendRowKey(nil, rowKeyPrefix("events"), 2, 0), nil) },
-			want:   "row of token 2 without its header",
+		"row too many": {
+			damage: func(l *Log) error {
+				h := h2(l)
+				h.rows = 1
+				return set2(l, appendTokenValue(nil, h, rowsOf(`[2]`, `[2]`)))
+			},
+			want: "token 2 holds 4 bytes after the 1 rows its header says",
+		},
+		"value truncated mid-row": {
+			damage: func(l *Log) error {
+				v := appendTokenValue(nil, h2(l), rowsOf(`[2]`, `[2]`))
+				return set2(l, v[:len(v)-1])
+			},
+			want: "token 2 row 1: length 3 runs past the end of the value (2 bytes left)",
+		},
+		"value truncated after the header": {
+			damage: func(l *Log) error { return set2(l, appendHeader(nil, h2(l))) },
+			want:   "token 2 holds 0 rows, its header says 2",
+		},
+		"row length truncated": {
+			damage: func(l *Log) error { return set2(l, append(appendHeader(nil, h2(l)), 0x80)) },
+			want:   "token 2 row 0: malformed row length",
+		},
+		"row length overflows": {
+			damage: func(l *Log) error {
+				v := appendHeader(nil, h2(l))
+				for range 11 {
+					v = append(v, 0xff)
+				}
+				return set2(l, append(v, 1))
+			},
+			want: "token 2 row 0: malformed row length",
+		},
+		"row length past the end": {
+			damage: func(l *Log) error { return set2(l, append(appendHeader(nil, h2(l)), 200, 1, '[', ']')) },
+			want:   "token 2 row 0: length 200 runs past the end of the value (2 bytes left)",
 		},
 		"token missing": {
+			damage: func(l *Log) error { return l.db.Delete(key2, nil) },
+			want:   "expected token 2, found 3",
+		},
+		"token range missing": {
 			damage: func(l *Log) error {
-				return l.db.DeleteRange(appendRowKey(nil, rowKeyPrefix("events"), 2, 0), appendRowKey(nil, rowKeyPrefix("events"), 3, 0), nil)
+				return l.db.DeleteRange(key2, appendTokenKey(nil, tokenKeyPrefix("events"), 3), nil)
 			},
 			want: "expected token 2, found 3",
 		},
+		"value empty": {
+			damage: func(l *Log) error { return set2(l, nil) },
+			want:   "token 2: malformed token header: want 20 bytes, got 0",
+		},
 		"header malformed": {
-			damage: func(l *Log) error { return l.db.Set(appendRowKey(nil, rowKeyPrefix("events"), 2, 0), []byte("x"), nil) },
-			want:   "malformed token header",
+			damage: func(l *Log) error { return set2(l, []byte("x")) },
+			want:   "token 2: malformed token header",
 		},
 		"key malformed": {
 			damage: func(l *Log) error {
-				return l.db.Set(append(rowKeyPrefix("events"), 0, 0, 0, 0, 0, 0, 0, 2, 0), nil, nil)
+				return l.db.Set(append(tokenKeyPrefix("events"), 0, 0, 0, 0, 0, 0, 0, 2, 0), nil, nil)
 			},
-			want: "malformed row key",
+			want: "malformed token key",
 		},
 	}
 	for name, tc := range tests {
@@ -325,28 +377,34 @@ func TestDamagedLog(t *testing.T) {
 			mustAppend(t, l, "events", `[1]`)
 			mustAppend(t, l, "events", `[2]`, `[2]`)
 			mustAppend(t, l, "events", `[3]`)
+			// The page must not be served around the damage either.
+			if got := summary(mustRead(t, l, "events", 0, 3, 100)); got != "1:[1] 2:[2]|[2] 3:[3]" {
+				t.Fatalf("before the damage: %s", got)
+			}
 			if err := tc.damage(l); err != nil {
 				t.Fatal(err)
 			}
 			_, err := l.ReadAfter(context.Background(), "events", 0, 3, 100)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("ReadAfter on a damaged log: %v, want an error containing %q", err, tc.want)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `read stream "events"`) || !strings.Contains(err.Error(), "the log is damaged") {
+				t.Fatalf("ReadAfter on a damaged log: %v, want an error about stream %q saying the log is damaged, containing %q", err, "events", tc.want)
 			}
 		})
 	}
 }
 
+// TestDamagedHeaderStopsOpen: recovery reads the newest token's header; a
+// damaged one stops Open with an error naming the stream and token.
 func TestDamagedHeaderStopsOpen(t *testing.T) {
 	fs := vfs.NewMem()
 	l := openTest(t, Options{FS: fs, Dir: "db"})
 	mustAppend(t, l, "events", `[1]`)
-	if err := l.db.Delete(appendRowKey(nil, rowKeyPrefix("events"), 1, 0), nil); err != nil {
+	if err := l.db.Set(appendTokenKey(nil, tokenKeyPrefix("events"), 1), []byte("x"), nil); err != nil {
 		t.Fatal(err)
 	}
 	closeTest(t, l)
 	_, err := Open(Options{FS: fs, Dir: "db", Streams: testStreams, TrimInterval: -1})
-	if err == nil || !strings.Contains(err.Error(), "read header of token 1") {
-		t.Fatalf("Open with a missing header: %v", err)
+	if err == nil || !strings.Contains(err.Error(), `recover stream "events": token 1: malformed token header`) {
+		t.Fatalf("Open with a damaged header: %v", err)
 	}
 }
 
@@ -359,7 +417,7 @@ func TestRetentionAndTrimOnADamagedLog(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		mustAppend(t, l, "events", `[1]`)
 	}
-	if err := l.db.Delete(appendRowKey(nil, rowKeyPrefix("events"), 2, 0), nil); err != nil {
+	if err := l.db.Delete(appendTokenKey(nil, tokenKeyPrefix("events"), 2), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Trim("events", 2); err == nil || !strings.Contains(err.Error(), `trim stream "events" through token 2`) {

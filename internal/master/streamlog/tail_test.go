@@ -20,8 +20,8 @@ func TestTailCacheServesWithoutPebble(t *testing.T) {
 	u1 := mustAppend(t, l, "events", `[1]`)
 	mustAppend(t, l, "events", `[2]`, `[2]`)
 	mustAppend(t, l, "events", `[3]`)
-	prefix := rowKeyPrefix("events")
-	if err := l.db.DeleteRange(appendRowKey(nil, prefix, 0, 0), appendRowKey(nil, prefix, 99, 0), nil); err != nil {
+	prefix := tokenKeyPrefix("events")
+	if err := l.db.DeleteRange(appendTokenKey(nil, prefix, 0), appendTokenKey(nil, prefix, 99), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := summary(mustRead(t, l, "events", 0, 3, 100)); got != "1:[1] 2:[2]|[2] 3:[3]" {
@@ -188,12 +188,12 @@ func TestTokenTimeFromPebble(t *testing.T) {
 	if tt, err := l.TokenTime("events", 2); err != nil || !tt.Equal(clock.start.Add(time.Second)) {
 		t.Fatalf("TokenTime(2) = %v, %v", tt, err)
 	}
-	if err := l.db.Delete(appendRowKey(nil, rowKeyPrefix("events"), 2, 0), nil); err != nil {
+	if err := l.db.Delete(appendTokenKey(nil, tokenKeyPrefix("events"), 2), nil); err != nil {
 		t.Fatal(err)
 	}
 	_, err := l.TokenTime("events", 2)
 	wantTooOld(t, err, 2, 1) // a header gone from under the check reads as trimmed
-	if err := l.db.Set(appendRowKey(nil, rowKeyPrefix("events"), 1, 0), []byte("x"), nil); err != nil {
+	if err := l.db.Set(appendTokenKey(nil, tokenKeyPrefix("events"), 1), []byte("x"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.TokenTime("events", 1); err == nil || !strings.Contains(err.Error(), "malformed token header") {
