@@ -22,6 +22,7 @@ func newBenchCommand() *cobra.Command {
 		spawn      bool
 		output     string
 		cpuProfile string
+		phases     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -58,6 +59,9 @@ stream.`,
 			cfg.Logf = func(format string, args ...any) { fmt.Fprintf(errw, "bench: "+format+"\n", args...) }
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			for _, p := range phases {
+				cfg.Phases = append(cfg.Phases, bench.Phase(p))
+			}
 			cfg.Defaults()
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -103,6 +107,7 @@ stream.`,
 	fl.IntVar(&cfg.LatencyRate, "latency-rate", 0, "rows/s published in the latency phase (default 100000)")
 	fl.IntVar(&cfg.IdleConns, "idle-conns", 0, "connections opened to measure memory per idle connection (default 1000)")
 	fl.StringVarP(&output, "output", "o", "text", "text or json")
+	fl.StringSliceVar(&phases, "phases", nil, "phases to run, comma-separated: idle, catchup, publish-inprocess, publish-http, latency (default all)")
 	fl.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this process (the master too when in-process) to this file, for go tool pprof")
 	return cmd
 }
@@ -121,6 +126,7 @@ func printBench(w io.Writer, cfg bench.Config, r *bench.Results) {
 	}
 	if l := r.Latency; l != nil {
 		fmt.Fprintf(tw, "latency at %d rows/s, %d subscribers\tp50 %s\tp99 %s, max %s (%d samples, %.0f rows/s achieved)\n", l.RateRowsPerSec, l.Subscribers, l.P50, l.P99, l.Max, l.Samples, l.AchievedRate)
+		fmt.Fprintf(tw, "  of which publish to durable ack\tp50 %s\tp99 %s\n", l.AckP50, l.AckP99)
 	}
 	fmt.Fprintf(tw, "peak RSS\t%.1f MiB\t%s\n", float64(r.PeakRSSBytes)/(1<<20), r.PeakRSSOf)
 	if r.BytesPerIdleConn > 0 {

@@ -79,7 +79,29 @@ type Config struct {
 	LatencyRate    int // rows/s published during the latency phase
 	IdleConns      int // connections opened for the idle-memory phase
 
+	// Phases to run, in their fixed order; empty means all of them.
+	Phases []Phase
+
 	Logf func(format string, args ...any)
+}
+
+// Phase is one part of a run.
+type Phase string
+
+// The phases, in the order a run takes them.
+const (
+	PhaseIdle             Phase = "idle"
+	PhaseCatchUp          Phase = "catchup"
+	PhasePublishInProcess Phase = "publish-inprocess"
+	PhasePublishHTTP      Phase = "publish-http"
+	PhaseLatency          Phase = "latency"
+)
+
+// AllPhases lists every phase in run order.
+var AllPhases = []Phase{PhaseIdle, PhaseCatchUp, PhasePublishInProcess, PhasePublishHTTP, PhaseLatency}
+
+func (c *Config) runs(p Phase) bool {
+	return len(c.Phases) == 0 || slices.Contains(c.Phases, p)
 }
 
 // Defaults fills unset fields with the values the issue's aims are stated for.
@@ -180,6 +202,11 @@ type Latency struct {
 	P99            time.Duration `json:"p99"`
 	Max            time.Duration `json:"max"`
 	AchievedRate   float64       `json:"achievedRowsPerSec"`
+	// AckP50 and AckP99 are from the scheduled publish time to the
+	// publisher's acknowledgement (durable): the storage's share of the
+	// publish-to-deliver latency.
+	AckP50 time.Duration `json:"ackP50"`
+	AckP99 time.Duration `json:"ackP99"`
 }
 
 // Results is everything one run measured.
@@ -212,6 +239,11 @@ type target struct {
 // Run runs every phase in order and returns what it measured.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
 	cfg.Defaults()
+	for _, p := range cfg.Phases {
+		if !slices.Contains(AllPhases, p) {
+			return nil, fmt.Errorf("unknown phase %q: use any of %v", p, AllPhases)
+		}
+	}
 	if cfg.SubscriberKind != WireSubscribers && cfg.SubscriberKind != ClientSubscribers {
 		return nil, fmt.Errorf("unknown subscriber kind %q: use %s or %s", cfg.SubscriberKind, WireSubscribers, ClientSubscribers)
 	}
@@ -230,16 +262,20 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 func (t *target) run(ctx context.Context, res *Results) error {
 	logf := t.cfg.Logf
-	// Idle memory first, while the master is small and quiet.
-	logf("idle connections: opening %d", t.cfg.IdleConns)
-	per, method, err := t.idleConnBytes(ctx)
-	if err != nil {
-		return fmt.Errorf("idle connection phase: %w", err)
+	if t.cfg.runs(PhaseIdle) {
+		// Idle memory first, while the master is small and quiet.
+		logf("idle connections: opening %d", t.cfg.IdleConns)
+		per, method, err := t.idleConnBytes(ctx)
+		if err != nil {
+			return fmt.Errorf("idle connection phase: %w", err)
+		}
+		res.BytesPerIdleConn, res.IdleConnMethod = per, method
+		logf("idle connections: %.0f bytes each (%s)", per, method)
 	}
-	res.BytesPerIdleConn, res.IdleConnMethod = per, method
-	logf("idle connections: %.0f bytes each (%s)", per, method)
-
 	for _, n := range []int{1, 10} {
+		if !t.cfg.runs(PhaseCatchUp) {
+			break
+		}
 		logf("catch-up: %d rows to %d subscriber(s)", t.cfg.CatchUpRows, n)
 		cu, err := t.catchUp(ctx, n)
 		if err != nil {
@@ -248,9 +284,12 @@ func (t *target) run(ctx context.Context, res *Results) error {
 		res.CatchUp = append(res.CatchUp, cu)
 		logf("catch-up: %d subscriber(s): %.0f rows/s", n, cu.RowsPerSec)
 	}
-	publishers := []string{"http"}
-	if t.m != nil {
-		publishers = []string{"in-process", "http"}
+	var publishers []string
+	if t.m != nil && t.cfg.runs(PhasePublishInProcess) {
+		publishers = append(publishers, "in-process")
+	}
+	if t.cfg.runs(PhasePublishHTTP) {
+		publishers = append(publishers, "http")
 	}
 	for _, p := range publishers {
 		logf("publish: %s, %d publishers, batches of %d, %d subscribers, %s", p, t.cfg.Publishers, t.cfg.BatchRows, t.cfg.Subscribers, t.cfg.Duration)
@@ -260,6 +299,10 @@ func (t *target) run(ctx context.Context, res *Results) error {
 		}
 		res.Throughput = append(res.Throughput, tp)
 		logf("publish: %s: %.0f rows/s durable, %.0f rows/s delivered", p, tp.PublishRowsPerSec, tp.DeliveredRowsPerSec)
+	}
+	if !t.cfg.runs(PhaseLatency) {
+		res.PeakRSSBytes, res.PeakRSSOf = t.peakRSS()
+		return nil
 	}
 	logf("latency: %d rows/s to %d subscribers for %s", t.cfg.LatencyRate, t.cfg.Subscribers, t.cfg.Duration)
 	lat, err := t.latency(ctx)
@@ -854,8 +897,10 @@ func (t *target) latency(ctx context.Context) (*Latency, error) {
 	// another sits in fsync: each publish takes at least one commit round.
 	publishers := max(t.cfg.Publishers, 32)
 	var (
-		wg   sync.WaitGroup
-		errs = make(chan error, publishers)
+		wg    sync.WaitGroup
+		errs  = make(chan error, publishers)
+		ackMu sync.Mutex
+		acks  = make([]time.Duration, 0, batches)
 	)
 	for range publishers {
 		wg.Go(func() {
@@ -867,6 +912,10 @@ func (t *target) latency(ctx context.Context) (*Latency, error) {
 					errs <- err
 					return
 				}
+				ack := time.Duration(time.Now().UnixNano() - ts)
+				ackMu.Lock()
+				acks = append(acks, ack)
+				ackMu.Unlock()
 			}
 		})
 	}
@@ -899,12 +948,21 @@ func (t *target) latency(ctx context.Context) (*Latency, error) {
 		return nil, errors.New("no latency samples")
 	}
 	slices.Sort(all)
-	q := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
+	slices.Sort(acks)
 	return &Latency{
 		RateRowsPerSec: t.cfg.LatencyRate, Subscribers: len(subs), Samples: len(all),
-		P50: q(0.50), P99: q(0.99), Max: all[len(all)-1],
+		P50: quantile(all, 0.50), P99: quantile(all, 0.99), Max: all[len(all)-1],
 		AchievedRate: float64(want) / elapsed.Seconds(),
+		AckP50:       quantile(acks, 0.50), AckP99: quantile(acks, 0.99),
 	}, nil
+}
+
+// quantile of sorted durations; 0 for none.
+func quantile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
 // idleConnBytes opens IdleConns raw connections that name themselves and

@@ -49,6 +49,23 @@ func runSmall(t *testing.T, kind SubscriberKind) {
 	}
 }
 
+// TestRunPhases runs only the phases asked for.
+func TestRunPhases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a master")
+	}
+	res, err := Run(context.Background(), Config{
+		Duration: 200 * time.Millisecond, Subscribers: 2, Publishers: 2, BatchRows: 10,
+		CatchUpRows: 500, IdleConns: 5, Phases: []Phase{PhasePublishHTTP},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.CatchUp) != 0 || res.Latency != nil || len(res.Throughput) != 1 || res.Throughput[0].Publisher != "http" {
+		t.Fatalf("ran more than the HTTP publish phase: %+v", res)
+	}
+}
+
 func TestRunErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -57,6 +74,7 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{"external without addresses", Config{Mode: External}, "--master"},
 		{"unknown mode", Config{Mode: "elsewhere"}, "unknown mode"},
+		{"unknown phase", Config{Phases: []Phase{PhaseCatchUp, "warp"}}, "unknown phase"},
 		{"unknown subscriber kind", Config{SubscriberKind: "telepathic"}, "unknown subscriber kind"},
 		{"external master down", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1", MasterPID: os.Getpid(), IdleConns: 1}, "idle connection phase"},
 		{"external master down, no pid", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1"}, "catch-up phase"},
