@@ -131,6 +131,9 @@ type Log struct {
 	// order. Its capacity bounds the rounds waiting for one fsync.
 	syncq    chan *inflight
 	roundSeq uint64 // committer-owned
+	// keyBuf and valueBuf are the committer's buffers for one token's key
+	// and value, reused across tokens and rounds: Batch.Set copies them.
+	keyBuf, valueBuf []byte
 	// rounds counts applied rounds (benchmarks report appends per round).
 	rounds atomic.Uint64
 	// failed holds the first commit error. After it the log refuses every
@@ -606,8 +609,7 @@ func (l *Log) applyRound(round []*appendReq) *inflight {
 		return in
 	}
 	b := l.db.NewBatch()
-	var kb []byte
-	var vb []byte // one token's value, reused: Batch.Set copies it
+	kb, vb := l.keyBuf, l.valueBuf
 	var touched []*streamState
 	for _, req := range round {
 		st := req.st
@@ -628,6 +630,14 @@ func (l *Log) applyRound(round []*appendReq) *inflight {
 		vb = appendTokenValue(vb, header{time: req.time, rows: len(req.rows), cum: st.pendingCum}, req.rows)
 		_ = b.Set(kb, vb, nil) // Batch.Set only fails on a committed batch
 	}
+	// Keep the buffers for the next round, unless one huge append grew the
+	// value buffer past what a typical round needs.
+	l.keyBuf = kb
+	if cap(vb) <= maxKeptValueBuf {
+		l.valueBuf = vb
+	} else {
+		l.valueBuf = nil
+	}
 	for _, st := range touched {
 		in.marks = append(in.marks, streamMark{st: st, token: st.assigned, cum: st.pendingCum, pub: st.pendingT})
 	}
@@ -639,6 +649,10 @@ func (l *Log) applyRound(round []*appendReq) *inflight {
 	in.b = b
 	return in
 }
+
+// maxKeptValueBuf bounds the value buffer the committer keeps between
+// rounds.
+const maxKeptValueBuf = 1 << 20
 
 // cache adds a durable update to its stream's tail cache and keeps all
 // caches within the budget by evicting that stream's oldest updates.
