@@ -791,8 +791,11 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 	// so the phase measures the rate every subscriber keeps pace with. An
 	// unpaced in-process publisher otherwise outruns subscribers that share
 	// its CPUs and they are closed as slow consumers, which is the server's
-	// limit working, not a throughput figure.
-	window := int64(max(1, replication.DefaultMaxPendingCommands/2/t.cfg.BatchRows))
+	// limit working, not a throughput figure. The window (8,000 commands
+	// by default, counting publishes in flight) stays below the server's
+	// slow-consumer limit by construction; half of it starved 32
+	// publishers over HTTP of work.
+	window := int64(max(1, replication.DefaultMaxPendingCommands*8/10/t.cfg.BatchRows))
 	slowestSeen := func() int64 {
 		m := subs[0].lastTok.Load()
 		for _, s := range subs[1:] {
