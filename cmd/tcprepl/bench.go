@@ -100,7 +100,7 @@ stream.`,
 	fl.DurationVar(&cfg.Duration, "duration", 0, "length of each publish and latency phase (default 5s)")
 	fl.IntVar(&cfg.Subscribers, "subscribers", 0, "live subscribers (default 10)")
 	fl.StringVar((*string)(&cfg.SubscriberKind), "subscriber", string(bench.WireSubscribers), "subscriber kind: wire (split lines, check tokens, count rows: measures the master) or client (a full replication client that parses every line and validates every row)")
-	fl.IntVar(&cfg.Publishers, "publishers", 0, "concurrent publishers (default 16)")
+	fl.IntVar(&cfg.Publishers, "publishers", 0, "concurrent publishers (default 32)")
 	fl.IntVar(&cfg.BatchRows, "batch", 0, "rows per publish (default 100)")
 	fl.IntVar(&cfg.RowBytes, "row-bytes", 0, "approximate bytes of one row (default 100)")
 	fl.IntVar(&cfg.CatchUpRows, "catchup-rows", 0, "rows the catch-up subscribers read (default 1000000)")
