@@ -17,47 +17,50 @@ import (
 // every reconcile (which the probes trigger whenever what they see
 // changes), so they are fresher than the rate-limited status, and they are
 // what alerts should use: the names and labels are part of the chart's
-// PrometheusRule contract.
+// PrometheusRule contract. They are named tcprepl_operator_*: the master
+// and worker processes export their own tcprepl_master_* and
+// tcprepl_worker_* series (internal/master, internal/worker) from other
+// scrape jobs with other labels, and one name must mean one thing.
 var (
 	masterReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_master_ready",
+		Name: "tcprepl_operator_master_ready",
 		Help: "1 when the master's pod is ready and the operator's probe is caught up with it.",
 	}, []string{"namespace", "master"})
 	masterHeartbeatStale = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_master_heartbeat_stale",
+		Name: "tcprepl_operator_master_heartbeat_stale",
 		Help: "1 when a heartbeat sent through the master has not come back in time.",
 	}, []string{"namespace", "master"})
 	masterHeartbeatSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_master_heartbeat_seconds",
+		Name: "tcprepl_operator_master_heartbeat_seconds",
 		Help: "Latest heartbeat round trip through the master.",
 	}, []string{"namespace", "master"})
 	masterConnectedWorkers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_master_connected_workers",
+		Name: "tcprepl_operator_master_connected_workers",
 		Help: "Client connections the master holds, the operator's probe excluded.",
 	}, []string{"namespace", "master"})
 	masterStreamPosition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_master_stream_position",
+		Name: "tcprepl_operator_master_stream_position",
 		Help: "The master's current token per stream, as the probe last saw it.",
 	}, []string{"namespace", "master", "stream"})
 
 	workerDesiredReplicas = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_worker_desired_replicas",
+		Name: "tcprepl_operator_worker_desired_replicas",
 		Help: "spec.replicas of the ReplicationWorker.",
 	}, []string{"namespace", "worker", "master"})
 	workerReadyReplicas = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_worker_ready_replicas",
+		Name: "tcprepl_operator_worker_ready_replicas",
 		Help: "Ready worker pods.",
 	}, []string{"namespace", "worker", "master"})
 	workerConnectedReplicas = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_worker_connected_replicas",
+		Name: "tcprepl_operator_worker_connected_replicas",
 		Help: "Worker pods with a connection in the master's connection table.",
 	}, []string{"namespace", "worker", "master"})
 	workerMaxLagSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_worker_max_lag_seconds",
+		Name: "tcprepl_operator_worker_max_lag_seconds",
 		Help: "Worst seconds-behind over every stream of every pod of the ReplicationWorker.",
 	}, []string{"namespace", "worker", "master"})
 	workerLagging = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tcprepl_worker_lagging",
+		Name: "tcprepl_operator_worker_lagging",
 		Help: "1 when the Lagging condition is True (a stream is more than spec.maxLagSeconds behind).",
 	}, []string{"namespace", "worker", "master"})
 

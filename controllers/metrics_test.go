@@ -23,10 +23,10 @@ func TestMetricsFollowStatus(t *testing.T) {
 	for name, c := range map[string]struct {
 		got, want float64
 	}{
-		"tcprepl_master_ready":                    {testutil.ToFloat64(masterReady.WithLabelValues(ml...)), 1},
-		"tcprepl_master_stream_position{events}":  {testutil.ToFloat64(masterStreamPosition.WithLabelValues("metrics-ns", "m1", "events")), 42},
-		"tcprepl_master_connected_workers":        {testutil.ToFloat64(masterConnectedWorkers.WithLabelValues(ml...)), 1},
-		"tcprepl_master_heartbeat_seconds (x1e5)": {float64(int(testutil.ToFloat64(masterHeartbeatSeconds.WithLabelValues(ml...))*1e5 + 0.5)), 123},
+		"tcprepl_operator_master_ready":                    {testutil.ToFloat64(masterReady.WithLabelValues(ml...)), 1},
+		"tcprepl_operator_master_stream_position{events}":  {testutil.ToFloat64(masterStreamPosition.WithLabelValues("metrics-ns", "m1", "events")), 42},
+		"tcprepl_operator_master_connected_workers":        {testutil.ToFloat64(masterConnectedWorkers.WithLabelValues(ml...)), 1},
+		"tcprepl_operator_master_heartbeat_seconds (x1e5)": {float64(int(testutil.ToFloat64(masterHeartbeatSeconds.WithLabelValues(ml...))*1e5 + 0.5)), 123},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", name, c.got, c.want)
@@ -41,11 +41,11 @@ func TestMetricsFollowStatus(t *testing.T) {
 	for name, c := range map[string]struct {
 		got, want float64
 	}{
-		"tcprepl_worker_max_lag_seconds":    {testutil.ToFloat64(workerMaxLagSeconds.WithLabelValues(wl...)), 7.5},
-		"tcprepl_worker_lagging":            {testutil.ToFloat64(workerLagging.WithLabelValues(wl...)), 1},
-		"tcprepl_worker_connected_replicas": {testutil.ToFloat64(workerConnectedReplicas.WithLabelValues(wl...)), 1},
-		"tcprepl_worker_ready_replicas":     {testutil.ToFloat64(workerReadyReplicas.WithLabelValues(wl...)), 1},
-		"tcprepl_worker_desired_replicas":   {testutil.ToFloat64(workerDesiredReplicas.WithLabelValues(wl...)), 2},
+		"tcprepl_operator_worker_max_lag_seconds":    {testutil.ToFloat64(workerMaxLagSeconds.WithLabelValues(wl...)), 7.5},
+		"tcprepl_operator_worker_lagging":            {testutil.ToFloat64(workerLagging.WithLabelValues(wl...)), 1},
+		"tcprepl_operator_worker_connected_replicas": {testutil.ToFloat64(workerConnectedReplicas.WithLabelValues(wl...)), 1},
+		"tcprepl_operator_worker_ready_replicas":     {testutil.ToFloat64(workerReadyReplicas.WithLabelValues(wl...)), 1},
+		"tcprepl_operator_worker_desired_replicas":   {testutil.ToFloat64(workerDesiredReplicas.WithLabelValues(wl...)), 2},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", name, c.got, c.want)

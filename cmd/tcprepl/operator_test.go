@@ -206,8 +206,8 @@ func TestOperatorProcessWithShippedRBAC(t *testing.T) {
 			return err
 		}
 		for _, want := range []string{
-			`tcprepl_master_ready{master="m",namespace="apps"} 0`,
-			`tcprepl_worker_desired_replicas{master="m",namespace="apps",worker="w"} 2`,
+			`tcprepl_operator_master_ready{master="m",namespace="apps"} 0`,
+			`tcprepl_operator_worker_desired_replicas{master="m",namespace="apps",worker="w"} 2`,
 			`tcprepl_probe_up{master="m.apps.svc:9092"} 0`,
 		} {
 			if !strings.Contains(string(body), want) {

@@ -500,11 +500,11 @@ func checkAlertMetrics(t *testing.T, env *harness.Env, master, worker string) {
 		labels map[string]string
 		want   float64
 	}{
-		{"tcprepl_master_ready", m, 1},
-		{"tcprepl_master_heartbeat_stale", m, 0},
-		{"tcprepl_worker_lagging", w, 0},
-		{"tcprepl_worker_connected_replicas", w, 2},
-		{"tcprepl_worker_desired_replicas", w, 2},
+		{"tcprepl_operator_master_ready", m, 1},
+		{"tcprepl_operator_master_heartbeat_stale", m, 0},
+		{"tcprepl_operator_worker_lagging", w, 0},
+		{"tcprepl_operator_worker_connected_replicas", w, 2},
+		{"tcprepl_operator_worker_desired_replicas", w, 2},
 	} {
 		if got, ok := metricValue(body, c.name, c.labels); !ok || got != c.want {
 			t.Errorf("operator metric %s%v = %v (present %v), want %v in a healthy topology", c.name, c.labels, got, ok, c.want)
@@ -618,10 +618,10 @@ func TestNamespaceScopedInstall(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if v, ok := metricValue(body, "tcprepl_master_ready", map[string]string{"namespace": "team", "master": master}); !ok || v != 1 {
-			return fmt.Errorf("tcprepl_master_ready = %v (present %v)", v, ok)
+		if v, ok := metricValue(body, "tcprepl_operator_master_ready", map[string]string{"namespace": "team", "master": master}); !ok || v != 1 {
+			return fmt.Errorf("tcprepl_operator_master_ready = %v (present %v)", v, ok)
 		}
-		if _, ok := metricValue(body, "tcprepl_master_ready", map[string]string{"namespace": "other"}); ok {
+		if _, ok := metricValue(body, "tcprepl_operator_master_ready", map[string]string{"namespace": "other"}); ok {
 			return fmt.Errorf("a series for namespace other")
 		}
 		return nil
