@@ -336,7 +336,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
-	checkAlertMetrics(t, env, master, worker)
+	checkAlertMetrics(t, ctx, env, master, ports, worker)
 
 	// Fault: a worker process is killed. The status says it is
 	// disconnected, the kubelet restarts it, it resumes from its durable
@@ -442,74 +442,6 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// checkAlertMetrics checks that every tcprepl_* metric the chart's
-// PrometheusRule alerts on is exported on the operator's /metrics, which
-// the chart's ServiceMonitor scrapes: an alert on a metric nobody exports
-// never fires.
-func checkAlertMetrics(t *testing.T, env *harness.Env, master, worker string) {
-	t.Helper()
-	h := newHelmChart(t)
-	out, err := h.run("template", "tcprepl", h.chart, "--set", "metrics.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := map[string]bool{}
-	// Metric names in the rules' expressions are followed by their label
-	// matchers; names in comments and descriptions are not.
-	for _, m := range regexp.MustCompile(`(tcprepl_[a-z_]+)\{`).FindAllStringSubmatch(out, -1) {
-		names[m[1]] = true
-	}
-	if len(names) == 0 {
-		t.Fatal("the PrometheusRule names no tcprepl_ metric")
-	}
-	// The probe's series appear once it has measured; give it a few polls.
-	var missing []string
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		missing = missing[:0]
-		body, err := scrape(env.OperatorMetricsURL)
-		if err != nil {
-			missing = append(missing, err.Error())
-		}
-		for n := range names {
-			if err == nil && !strings.Contains(body, "\n"+n) && !strings.HasPrefix(body, n) {
-				missing = append(missing, n)
-			}
-		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	if len(missing) > 0 {
-		// Errorf, not Fatalf: the faults below are independent of this.
-		t.Errorf("the chart's alerts use metrics the operator does not export at %s: %v; export them (controllers/metrics.go) or change the chart's PrometheusRule", env.OperatorMetricsURL, missing)
-		return
-	}
-	// In this healthy state no alert may fire.
-	body, err := scrape(env.OperatorMetricsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[string]string{"namespace": ns, "master": master}
-	w := map[string]string{"namespace": ns, "master": master, "worker": worker}
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"tcprepl_operator_master_ready", m, 1},
-		{"tcprepl_operator_master_heartbeat_stale", m, 0},
-		{"tcprepl_operator_worker_lagging", w, 0},
-		{"tcprepl_operator_worker_connected_replicas", w, 2},
-		{"tcprepl_operator_worker_desired_replicas", w, 2},
-	} {
-		if got, ok := metricValue(body, c.name, c.labels); !ok || got != c.want {
-			t.Errorf("operator metric %s%v = %v (present %v), want %v in a healthy topology", c.name, c.labels, got, ok, c.want)
-		}
-	}
 }
 
 // metricValue finds the sample of name whose labels include want in the
