@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -176,7 +178,7 @@ func TestBuildMasterStatefulSet(t *testing.T) {
 				if !slices.Equal(c.Command, []string{"tcprepl"}) || c.Args[0] != "master" {
 					t.Errorf("command = %v %v", c.Command, c.Args)
 				}
-				for _, want := range []string{"--config=/etc/tcprepl/master.yaml", "--server-name=matrix.example.org", "--replication-listen=$(POD_IP):7000", "--http-listen=$(POD_IP):7001", "--data-dir=/var/lib/tcprepl"} {
+				for _, want := range []string{"--config=/etc/tcprepl/master.yaml", "--server-name=matrix.example.org", "--replication-listen=[$(POD_IP)]:7000", "--http-listen=[$(POD_IP)]:7001", "--data-dir=/var/lib/tcprepl"} {
 					if !slices.Contains(c.Args, want) {
 						t.Errorf("args %v lack %s", c.Args, want)
 					}
@@ -344,7 +346,7 @@ func TestBuildWorkerDeployment(t *testing.T) {
 		"reference worker with defaults": {
 			worker:      func(w *replv1.ReplicationWorker) {},
 			wantCommand: []string{"tcprepl"},
-			wantArgs:    []string{"worker", "--streams=ALL", "--sink=stdout", "--state-dir=" + WorkerStateDir, "--metrics-listen=$(POD_IP):8080"},
+			wantArgs:    []string{"worker", "--streams=ALL", "--sink=stdout", "--state-dir=" + WorkerStateDir, "--metrics-listen=[$(POD_IP)]:8080"},
 			wantImage:   testOpts.DefaultImage,
 		},
 		"reference worker with streams, sink and extra args": {
@@ -354,7 +356,7 @@ func TestBuildWorkerDeployment(t *testing.T) {
 				w.Spec.Args = []string{"--from=0"}
 			},
 			wantCommand: []string{"tcprepl"},
-			wantArgs:    []string{"worker", "--streams=events,caches", "--sink=file:/data/rows.jsonl", "--state-dir=" + WorkerStateDir, "--metrics-listen=$(POD_IP):8080", "--from=0"},
+			wantArgs:    []string{"worker", "--streams=events,caches", "--sink=file:/data/rows.jsonl", "--state-dir=" + WorkerStateDir, "--metrics-listen=[$(POD_IP)]:8080", "--from=0"},
 			wantImage:   testOpts.DefaultImage,
 		},
 		"custom program": {
@@ -466,3 +468,50 @@ func env(c corev1.Container, name string) *corev1.EnvVar {
 }
 
 func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
+
+// TestPodIPListenAddress checks that the listen flags the builders write
+// are valid host:port addresses once the kubelet has expanded $(POD_IP),
+// for an IPv4 and an IPv6 pod IP alike, and that Go listens on a bracketed
+// address of either family.
+func TestPodIPListenAddress(t *testing.T) {
+	m := newMaster()
+	sts := BuildMasterStatefulSet(m, testOpts, "h")
+	d := BuildWorkerDeployment(newWorker(), m, testOpts)
+	var flags []string
+	for _, a := range append(slices.Clone(sts.Spec.Template.Spec.Containers[0].Args), d.Spec.Template.Spec.Containers[0].Args...) {
+		if name, _, ok := strings.Cut(a, "="); ok && strings.HasSuffix(name, "-listen") {
+			flags = append(flags, a)
+		}
+	}
+	if len(flags) != 3 {
+		t.Fatalf("listen flags %v, want --replication-listen, --http-listen and --metrics-listen", flags)
+	}
+	for _, podIP := range []string{"10.1.2.3", "fd00::1", "2001:db8:0:1::a"} {
+		for _, f := range flags {
+			name, v, _ := strings.Cut(f, "=")
+			addr := strings.ReplaceAll(v, "$("+EnvPodIP+")", podIP)
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil || host != podIP || port == "" {
+				t.Errorf("%s with pod IP %s is %q: host %q port %q err %v, want host %s", name, podIP, addr, host, port, err, podIP)
+			}
+		}
+	}
+	// The unbracketed form is what this guards against.
+	if _, _, err := net.SplitHostPort("fd00::1:9092"); err == nil {
+		t.Error("SplitHostPort accepted an unbracketed IPv6 host:port; the brackets would not be needed")
+	}
+
+	for _, addr := range []string{"[127.0.0.1]:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			var op *net.OpError
+			if addr == "[::1]:0" && errors.As(err, &op) {
+				t.Logf("no IPv6 loopback here (%v); bracketed IPv6 listening not checked", err)
+				continue
+			}
+			t.Fatalf("net.Listen(%q): %v", addr, err)
+		}
+		t.Logf("net.Listen(%q) listens on %s", addr, ln.Addr())
+		_ = ln.Close()
+	}
+}

@@ -199,7 +199,6 @@ func applyPodOverrides(t *corev1.PodTemplateSpec, o *replv1.PodTemplateOverrides
 // BuildMasterStatefulSet returns the StatefulSet of one master pod.
 // configHash comes from ConfigHash over the rendered config and the token.
 func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configHash string) *appsv1.StatefulSet {
-	podIP := "$(" + EnvPodIP + ")"
 	container := corev1.Container{
 		Name:            masterContainer,
 		Image:           masterImage(m, o),
@@ -212,8 +211,8 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 			// Listening on the pod IP rather than every interface keeps two
 			// masters that share a network namespace (a test cluster of
 			// local processes) from colliding on the same port.
-			fmt.Sprintf("--replication-listen=%s:%d", podIP, m.Spec.ReplicationPort),
-			fmt.Sprintf("--http-listen=%s:%d", podIP, m.Spec.HTTPPort),
+			"--replication-listen=" + podIPListenAddress(m.Spec.ReplicationPort),
+			"--http-listen=" + podIPListenAddress(m.Spec.HTTPPort),
 			"--data-dir=" + MasterDataDir,
 		},
 		Env: []corev1.EnvVar{
@@ -295,6 +294,15 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 			},
 		},
 	}
+}
+
+// podIPListenAddress is a listen address on the pod's own IP, which the
+// kubelet expands from the POD_IP variable (status.podIP). The IP is in
+// brackets so that an IPv6 pod IP gives a valid host:port ("[fd00::1]:9092",
+// not "fd00::1:9092"); Go's net.Listen accepts brackets around an IPv4
+// address too ("[10.0.0.1]:9092").
+func podIPListenAddress(port int32) string {
+	return fmt.Sprintf("[$(%s)]:%d", EnvPodIP, port)
 }
 
 func httpProbe(path string, period, failures int32) *corev1.Probe {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -298,7 +299,7 @@ func matchConnection(pod *corev1.Pod, conns []probe.Connection) *probe.Connectio
 		byName := c.Name == pod.Name
 		byIP := false
 		if pod.Status.PodIP != "" {
-			if host, _, err := net.SplitHostPort(c.RemoteAddr); err == nil && host == pod.Status.PodIP {
+			if host, _, err := net.SplitHostPort(c.RemoteAddr); err == nil && sameIP(host, pod.Status.PodIP) {
 				byIP = true
 			}
 		}
@@ -310,6 +311,18 @@ func matchConnection(pod *corev1.Pod, conns []probe.Connection) *probe.Connectio
 		}
 	}
 	return best
+}
+
+// sameIP compares two textual IP addresses as addresses, so that the
+// spellings of one IPv6 address ("fd00::1", "fd00:0:0::1") and an IPv4
+// address seen through a dual-stack socket ("::ffff:10.0.0.1") match.
+func sameIP(a, b string) bool {
+	if a == b {
+		return true
+	}
+	x, errA := netip.ParseAddr(a)
+	y, errB := netip.ParseAddr(b)
+	return errA == nil && errB == nil && x.WithZone("").Unmap() == y.WithZone("").Unmap()
 }
 
 func podReady(pod *corev1.Pod) bool {

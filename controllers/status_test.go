@@ -340,3 +340,24 @@ func TestStatusLimiter(t *testing.T) {
 		t.Error("forget kept the entry")
 	}
 }
+
+func TestMatchConnectionByIP(t *testing.T) {
+	for _, c := range []struct {
+		podIP, remote string
+		match         bool
+	}{
+		{"10.0.0.1", "10.0.0.1:5", true},
+		{"10.0.0.1", "10.0.0.2:5", false},
+		{"fd00::1", "[fd00::1]:5", true},
+		{"fd00::1", "[fd00:0:0::1]:5", true},
+		{"fd00::1", "[fd00::2]:5", false},
+		{"10.0.0.1", "[::ffff:10.0.0.1]:5", true}, // a dual-stack listener
+		{"fd00::1", "fd00::1:5", false},           // not a host:port
+	} {
+		pod := workerPod("w1-a", c.podIP, true)
+		got := matchConnection(&pod, []probe.Connection{conn("another-name", c.remote, t0, 0, 0)})
+		if (got != nil) != c.match {
+			t.Errorf("pod IP %s, connection from %s: matched %v, want %v", c.podIP, c.remote, got != nil, c.match)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"fmt"
 	"maps"
 	"strings"
 
@@ -83,7 +82,7 @@ func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMas
 			"--state-dir=" + WorkerStateDir,
 			// On the pod IP, like the master, so that pods sharing a
 			// network namespace in a test cluster do not collide.
-			fmt.Sprintf("--metrics-listen=$(%s):%d", EnvPodIP, WorkerMetricsPort),
+			"--metrics-listen=" + podIPListenAddress(WorkerMetricsPort),
 		}, w.Spec.Args...)
 		container.Ports = []corev1.ContainerPort{{Name: portNameMetrics, ContainerPort: WorkerMetricsPort, Protocol: corev1.ProtocolTCP}}
 		container.LivenessProbe = httpProbeOn("/healthz", portNameMetrics, 10, 3)
