@@ -335,6 +335,33 @@ func TestTokenTooOldIsAnError(t *testing.T) {
 	}
 }
 
+// TestTokenAheadIsAnError: a token the stream has not reached means the log
+// was reset; serving it would skip rows silently. NOW and the current token
+// itself are fine.
+func TestTokenAheadIsAnError(t *testing.T) {
+	src := NewMemorySource("caches")
+	for i := 1; i <= 3; i++ {
+		src.Append("caches", cacheRow(i))
+	}
+	h := &recordingHandler{}
+	_, addr := startServer(t, ServerConfig{}, src, h)
+	for _, ok := range []string{"REPLICATE caches 3", "REPLICATE caches NOW"} {
+		r := dialRaw(t, addr)
+		r.handshake("test.server")
+		r.send(ok)
+		r.readUntil("POSITION caches 3")
+	}
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches 120")
+	got := r.expectClosed()
+	want := "ERROR failed to handle replicate: stream caches: token 120 is ahead of this server's newest token 3; its log was reset or the token came from another server, and rows 4..120 would be skipped: reset the subscriber's saved position to resync"
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	waitFor(t, "close reason", func() bool { return slices.Contains(h.closeReasons(), CloseSubscribeError) })
+}
+
 // TestConnectionInfo: the connection table has what the master shows.
 func TestConnectionInfo(t *testing.T) {
 	src := NewMemorySource("caches", "events")

@@ -57,3 +57,20 @@ type TokenTooOldError struct {
 func (e *TokenTooOldError) Error() string {
 	return fmt.Sprintf("stream %s: token %d is older than retention; the oldest token still held is %d", e.Stream, e.Token, e.Oldest)
 }
+
+// TokenAheadError says a subscription asked for rows after a token the
+// stream has not reached. Tokens are durable before anyone sees them, so
+// this happens only when the server's log was replaced (a new or ephemeral
+// data directory) or the token came from another server. Serving it would
+// skip every row up to that token without a word, so the server refuses.
+type TokenAheadError struct {
+	Stream string
+	// Token is the token the subscriber asked to continue from.
+	Token int64
+	// Current is the stream's newest token.
+	Current int64
+}
+
+func (e *TokenAheadError) Error() string {
+	return fmt.Sprintf("stream %s: token %d is ahead of this server's newest token %d; its log was reset or the token came from another server, and rows %d..%d would be skipped: reset the subscriber's saved position to resync", e.Stream, e.Token, e.Current, e.Current+1, e.Token)
+}

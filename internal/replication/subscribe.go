@@ -103,10 +103,13 @@ func (sc *ServerConn) subscribe(ctx context.Context, sub *subscription, from int
 	last := from
 	if !now {
 		// Chase the moving head without queuing live rows.
-		for {
+		for first := true; ; first = false {
 			head, err := src.CurrentToken(sub.stream)
 			if err != nil {
 				return err
+			}
+			if first && from > head {
+				return &TokenAheadError{Stream: sub.stream, Token: from, Current: head}
 			}
 			if last >= head {
 				break
