@@ -72,9 +72,13 @@ type StreamRequest struct {
 // the connection timed out.
 type ClientHandler interface {
 	// HandleRows receives a whole batch of rows sharing one token (one row
-	// when not batched). rows are the RDATA JSON as received; they are the
-	// handler's to keep. An error disconnects; the client then resumes
-	// from the last token handled successfully.
+	// when not batched). rows are the RDATA JSON as received; they and the
+	// slice are the handler's to keep: the client never writes to them
+	// again. The rows of one call share one allocation (their bytes are
+	// back to back, each row's capacity ends with it), so keeping any row
+	// keeps that call's rows in memory; copy a row to keep it alone. An
+	// error disconnects; the client then resumes from the last token
+	// handled successfully.
 	HandleRows(ctx context.Context, stream string, token int64, rows []json.RawMessage) error
 	// HandlePosition reports a POSITION: the stream is at token.
 	HandlePosition(stream string, token int64)
@@ -322,19 +326,69 @@ type session struct {
 	c          *Client
 	conn       *conn
 	ctx        context.Context
-	waiting    map[string]bool // streams asked for without their POSITION yet
-	waitingAll bool            // REPLICATE ALL NOW sent, no POSITION yet
-	sentAll    bool            // REPLICATE ALL NOW sent on this connection
-	explicit   map[string]bool // streams asked for by name
-	batches    map[string][]json.RawMessage
+	waiting    map[string]bool          // streams asked for without their POSITION yet
+	waitingAll bool                     // REPLICATE ALL NOW sent, no POSITION yet
+	sentAll    bool                     // REPLICATE ALL NOW sent on this connection
+	explicit   map[string]bool          // streams asked for by name
 	positions  map[string]*atomic.Int64 // this session's cache of Client.positions
-	lastStream string                   // the stream of the last RDATA handled...
-	lastPos    *atomic.Int64            // ...and its position cell
-	// rdataCounters caches the inbound_rdata_count counter per stream.
-	rdataCounters map[string]prometheus.Counter
-	caughtUp      atomic.Bool
-	remoteErr     *RemoteError
-	failure       error // why the session closed, when it chose to
+	// rdataStreams is the RDATA state of each stream seen on this
+	// connection; lastRdata is that of the last RDATA, as rows mostly come
+	// in runs of one stream.
+	rdataStreams map[string]*rdataStream
+	lastRdata    *rdataStream
+	caughtUp     atomic.Bool
+	remoteErr    *RemoteError
+	failure      error // why the session closed, when it chose to
+}
+
+// rdataStream is a session's RDATA state for one stream.
+type rdataStream struct {
+	name    string
+	counter prometheus.Counter // inbound_rdata_count{stream}; nil without metrics
+	pos     *atomic.Int64      // the client's position cell, once rows were handled
+	// The rows of the batch being received, back to back, and the end of
+	// each in batch. Both are scratch, reused from one batch to the next:
+	// the handler gets a copy.
+	batch []byte
+	ends  []int
+}
+
+// Scratch kept after a batch is handed over; a larger batch's is dropped so
+// that one huge batch does not stay allocated for the connection's life.
+const (
+	maxKeptBatchBytes = 256 << 10
+	maxKeptBatchRows  = 4096
+)
+
+// take returns the stream's pending batch rows followed by last, as the
+// handler gets them: one allocation for all their bytes and one for the
+// slice, each row's capacity ending with it so that appending to one
+// cannot overwrite the next. The scratch is reset for the next batch.
+func (st *rdataStream) take(last []byte) []json.RawMessage {
+	n := len(st.ends)
+	if n == 0 {
+		return []json.RawMessage{bytes.Clone(last)}
+	}
+	st.batch = append(st.batch, last...)
+	data := bytes.Clone(st.batch)
+	rows := make([]json.RawMessage, n+1)
+	start := 0
+	for i, end := range st.ends {
+		rows[i] = data[start:end:end]
+		start = end
+	}
+	rows[n] = data[start:len(data):len(data)]
+	if cap(st.batch) > maxKeptBatchBytes {
+		st.batch = nil
+	} else {
+		st.batch = st.batch[:0]
+	}
+	if cap(st.ends) > maxKeptBatchRows {
+		st.ends = nil
+	} else {
+		st.ends = st.ends[:0]
+	}
+	return rows
 }
 
 func (c *Client) runOnce(ctx context.Context) (caughtUp bool, err error) {
@@ -346,8 +400,8 @@ func (c *Client) runOnce(ctx context.Context) (caughtUp bool, err error) {
 	cn := newConn(c.connCfg, nc, c.ids.Add(1), c.cfg.Name)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &session{c: c, conn: cn, ctx: sctx, waiting: map[string]bool{}, explicit: map[string]bool{}, batches: map[string][]json.RawMessage{},
-		positions: map[string]*atomic.Int64{}, rdataCounters: map[string]prometheus.Counter{}}
+	s := &session{c: c, conn: cn, ctx: sctx, waiting: map[string]bool{}, explicit: map[string]bool{},
+		positions: map[string]*atomic.Int64{}, rdataStreams: map[string]*rdataStream{}}
 	cn.dispatch = s.dispatch
 	cn.rdata = s.handleRdata
 	cn.onClosing = cancel
@@ -482,38 +536,44 @@ func (s *session) position(stream string) *atomic.Int64 {
 	return p
 }
 
-// handleRdata handles one RDATA line, on the read loop. cmd.Row aliases the
-// read buffer: it is copied here, once, into memory the handler may keep.
-func (s *session) handleRdata(cmd *RdataCommand) error {
-	c := s.c
-	if c.metrics != nil {
-		ctr, ok := s.rdataCounters[cmd.Stream]
-		if !ok {
-			ctr = c.metrics.inboundRdata.WithLabelValues(cmd.Stream)
-			s.rdataCounters[cmd.Stream] = ctr
-		}
-		ctr.Inc()
+// rdataStream returns the session's RDATA state for a stream, creating it.
+func (s *session) rdataStream(stream string) *rdataStream {
+	if st := s.lastRdata; st != nil && st.name == stream {
+		return st
 	}
-	row := json.RawMessage(bytes.Clone(cmd.Row))
-	if cmd.Batch {
-		s.batches[cmd.Stream] = append(s.batches[cmd.Stream], row)
+	st, ok := s.rdataStreams[stream]
+	if !ok {
+		st = &rdataStream{name: stream}
+		if m := s.c.metrics; m != nil {
+			st.counter = m.inboundRdata.WithLabelValues(stream)
+		}
+		s.rdataStreams[stream] = st
+	}
+	s.lastRdata = st
+	return st
+}
+
+// handleRdata handles one RDATA line, on the read loop. row aliases the
+// read buffer: it is copied here, once (into the batch's scratch, then with
+// the whole batch into memory the handler may keep).
+func (s *session) handleRdata(stream string, token int64, batch bool, row []byte) error {
+	st := s.rdataStream(stream)
+	if st.counter != nil {
+		st.counter.Inc()
+	}
+	if batch {
+		st.batch = append(st.batch, row...)
+		st.ends = append(st.ends, len(st.batch))
 		return nil
 	}
-	rows := []json.RawMessage{row}
-	if len(s.batches) > 0 {
-		if batch, ok := s.batches[cmd.Stream]; ok {
-			rows = append(batch, row)
-			delete(s.batches, cmd.Stream)
-		}
+	rows := st.take(row)
+	if err := s.c.cfg.Handler.HandleRows(s.ctx, st.name, token, rows); err != nil {
+		return s.fail(CloseHandlerError, "", fmt.Errorf("handling %s rows at token %d: %w", stream, token, err))
 	}
-	if err := c.cfg.Handler.HandleRows(s.ctx, cmd.Stream, cmd.Token, rows); err != nil {
-		return s.fail(CloseHandlerError, "", fmt.Errorf("handling %s rows at token %d: %w", cmd.Stream, cmd.Token, err))
+	if st.pos == nil {
+		st.pos = s.position(stream)
 	}
-	// Rows mostly come in runs of one stream: remember its position cell.
-	if cmd.Stream != s.lastStream || s.lastPos == nil {
-		s.lastStream, s.lastPos = cmd.Stream, s.position(cmd.Stream)
-	}
-	s.lastPos.Store(cmd.Token)
+	st.pos.Store(token)
 	return nil
 }
 

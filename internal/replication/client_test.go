@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -403,6 +404,50 @@ func TestClientSendsFullOutboxOnConnect(t *testing.T) {
 	for i, cmd := range h.commands() {
 		if cmd != (FederationAckCommand{Token: int64(i)}) {
 			t.Fatalf("command %d: %#v", i, cmd)
+		}
+	}
+}
+
+// TestClientRowsAreTheHandlers: the rows (and slice) a handler gets stay as
+// they were after later batches reuse the client's scratch, and appending to
+// one row of a batch does not overwrite the next.
+func TestClientRowsAreTheHandlers(t *testing.T) {
+	fs := newFakeServer(t)
+	h := newRecordingClientHandler()
+	runClient(t, ClientConfig{Address: fs.addr(), Handler: h, InitialBackoff: time.Hour})
+	peer := fs.accept()
+	var lines, want []string
+	for tok := 1; tok <= 50; tok++ {
+		for i := range tok % 4 {
+			row := fmt.Sprintf(`["batch %d row %d", %d]`, tok, i, i)
+			lines = append(lines, "RDATA caches batch "+row)
+			want = append(want, row)
+		}
+		row := fmt.Sprintf(`{"token": %d}`, tok)
+		lines = append(lines, fmt.Sprintf("RDATA caches %d %s", tok, row), fmt.Sprintf(`RDATA typing %d []`, tok))
+		want = append(want, row)
+	}
+	peer.send(append([]string{"SERVER s"}, lines...)...)
+	waitFor(t, "rows", func() bool { return len(h.rowTokens("typing")) == 50 })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var got []string
+	for _, rows := range h.batches["caches"] {
+		for _, r := range rows {
+			got = append(got, string(r))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("kept rows changed:\n got %q\nwant %q", got, want)
+	}
+	for _, rows := range h.batches["caches"] {
+		if len(rows) < 2 {
+			continue
+		}
+		next := string(rows[1])
+		grown := append(rows[0], "garbage"...)
+		if string(rows[1]) != next || !strings.HasSuffix(string(grown), "garbage") {
+			t.Fatalf("appending to a row overwrote the next: %q", rows[1])
 		}
 	}
 }

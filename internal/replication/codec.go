@@ -139,19 +139,44 @@ func internName(name []byte) (string, int) {
 	return string(name), -1
 }
 
-// standardStreams are the streams of PROTOCOL.md; their names are interned
-// when parsing so the RDATA hot path does not allocate a string per line.
-var standardStreams = []string{
-	"events", "backfill", "presence", "typing", "receipts", "push_rules", "pushers",
-	"caches", "public_rooms", "device_lists", "to_device", "federation",
-	"tag_account_data", "account_data", "groups", "user_signature",
-}
-
+// internStream returns the constant for the name of a stream of
+// PROTOCOL.md, so parsing a line that names one does not allocate a string.
 func internStream(b []byte) string {
-	for _, s := range standardStreams {
-		if string(b) == s {
-			return s
-		}
+	// A switch on string(b) does not allocate and finds the case by length
+	// and a binary search rather than comparing each name in turn.
+	switch string(b) {
+	case "events":
+		return "events"
+	case "backfill":
+		return "backfill"
+	case "presence":
+		return "presence"
+	case "typing":
+		return "typing"
+	case "receipts":
+		return "receipts"
+	case "push_rules":
+		return "push_rules"
+	case "pushers":
+		return "pushers"
+	case "caches":
+		return "caches"
+	case "public_rooms":
+		return "public_rooms"
+	case "device_lists":
+		return "device_lists"
+	case "to_device":
+		return "to_device"
+	case "federation":
+		return "federation"
+	case "tag_account_data":
+		return "tag_account_data"
+	case "account_data":
+		return "account_data"
+	case "groups":
+		return "groups"
+	case "user_signature":
+		return "user_signature"
 	}
 	return string(b)
 }
@@ -323,38 +348,58 @@ func parseArgs(name string, rest []byte, copyBytes bool) (Command, error) {
 }
 
 // parseRdata parses RDATA's arguments. It returns the command by value so
-// that the connection's hot path does not box it into an interface.
+// that it is not boxed into an interface.
 func parseRdata(rest []byte, copyBytes bool) (RdataCommand, error) {
-	var buf [3][]byte
-	f, ok := splitArgs(rest, 3, buf[:0])
-	if !ok {
-		return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "expected <stream_name> <token> <row_json>"}
+	stream, token, batch, row, err := parseRdataArgs(rest, "")
+	if err != nil {
+		return RdataCommand{}, err
 	}
+	return RdataCommand{Stream: stream, Token: token, Batch: batch, Row: cloneIf(row, copyBytes)}, nil
+}
+
+// parseRdataArgs parses RDATA's arguments, `<stream> <token> <row>` split at
+// the first two spaces as splitArgs(rest, 3) does, without building a
+// command: it runs for every row a client receives. row aliases rest. A
+// stream name equal to known (a name this function returned before) is
+// returned as known, without allocating or checking it again.
+func parseRdataArgs(rest []byte, known string) (stream string, token int64, batch bool, row []byte, err error) {
+	i := bytes.IndexByte(rest, ' ')
+	j := -1
+	if i >= 0 {
+		j = bytes.IndexByte(rest[i+1:], ' ')
+	}
+	if j < 0 {
+		return "", 0, false, nil, &ProtocolError{Command: CmdRdata, Msg: "expected <stream_name> <token> <row_json>"}
+	}
+	name, tok, row := rest[:i], rest[i+1:i+1+j], rest[i+2+j:]
 	// The connection's read loop leaves the whole-line checks to this
 	// function for RDATA: the token is digits, the row is checked as JSON
 	// (UTF-8 and no NUL included), which leaves the stream name.
-	if bytes.IndexByte(f[0], 0) >= 0 || !utf8.Valid(f[0]) {
-		return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "stream name is not valid UTF-8 or contains a NUL byte"}
-	}
-	cmd := RdataCommand{Stream: internStream(f[0])}
-	if string(f[1]) == "batch" {
-		cmd.Batch = true
+	if string(name) == known {
+		stream = known
 	} else {
-		t, err := parseInt(f[1])
-		if err != nil {
-			return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "token: " + err.Error()}
+		if bytes.IndexByte(name, 0) >= 0 || !utf8.Valid(name) {
+			return "", 0, false, nil, &ProtocolError{Command: CmdRdata, Msg: "stream name is not valid UTF-8 or contains a NUL byte"}
 		}
-		cmd.Token = t
+		stream = internStream(name)
 	}
-	if !validJSON(f[2]) {
-		_, err := AppendPythonJSON(nil, f[2]) // for a precise message
+	if string(tok) == "batch" {
+		batch = true
+	} else {
+		t, err := parseInt(tok)
+		if err != nil {
+			return "", 0, false, nil, &ProtocolError{Command: CmdRdata, Msg: "token: " + err.Error()}
+		}
+		token = t
+	}
+	if !validJSON(row) {
+		_, err := AppendPythonJSON(nil, row) // for a precise message
 		if err == nil {
 			err = errors.New("invalid JSON")
 		}
-		return RdataCommand{}, &ProtocolError{Command: CmdRdata, Msg: "row: " + err.Error(), Err: err}
+		return "", 0, false, nil, &ProtocolError{Command: CmdRdata, Msg: "row: " + err.Error(), Err: err}
 	}
-	cmd.Row = cloneIf(f[2], copyBytes)
-	return cmd, nil
+	return stream, token, batch, row, nil
 }
 
 func parseUserIP(name, userID string, raw []byte) (Command, error) {

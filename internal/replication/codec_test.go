@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // readExamples returns the example lines of PROTOCOL.md kept in testdata,
@@ -364,5 +365,30 @@ func TestInternNameMatchesAllCommands(t *testing.T) {
 	}
 	if _, idx := internName([]byte("NOPE")); idx != -1 {
 		t.Errorf("unknown name has index %d", idx)
+	}
+}
+
+// TestParseRdataArgsKnownStream: a stream name equal to the one passed as
+// known is reused as is; any other name is still checked.
+func TestParseRdataArgsKnownStream(t *testing.T) {
+	stream, token, batch, row, err := parseRdataArgs([]byte(`my_stream 12 [1]`), "")
+	if err != nil || stream != "my_stream" || token != 12 || batch || string(row) != "[1]" {
+		t.Fatalf("got %q %d %v %q %v", stream, token, batch, row, err)
+	}
+	again, _, batch, _, err := parseRdataArgs([]byte(`my_stream batch {}`), stream)
+	if err != nil || !batch || unsafe.StringData(again) != unsafe.StringData(stream) {
+		t.Fatalf("known stream not reused: %q %v %v", again, batch, err)
+	}
+	for _, bad := range []string{"my_str\xffeam 1 []", "my_stream\x00 1 []", "my_stream 1", "my_stream", "my_stream x []", "my_stream 1 [\x00]"} {
+		if _, _, _, _, err := parseRdataArgs([]byte(bad), stream); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	for _, name := range []string{"events", "caches", "typing", "user_signature"} {
+		s, _, _, _, err := parseRdataArgs([]byte(name+" 1 []"), "other")
+		b := []byte(name)
+		if err != nil || s != name || testing.AllocsPerRun(10, func() { _ = internStream(b) }) != 0 {
+			t.Errorf("standard stream %q not interned (%v)", name, err)
+		}
 	}
 }

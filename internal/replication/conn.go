@@ -133,10 +133,13 @@ type conn struct {
 	// dispatch handles a received command (other than PING bookkeeping);
 	// an error closes the connection, see dispatchError.
 	dispatch func(Command) error
-	// rdata, if set, receives RDATA instead of dispatch; the row aliases
-	// the read buffer and is valid only during the call.
-	rdata    func(*RdataCommand) error
-	rdataCmd RdataCommand // the read loop's scratch RDATA
+	// rdata, if set, receives RDATA instead of dispatch, unboxed (token is
+	// 0 when batch); the row aliases the read buffer and is valid only
+	// during the call.
+	rdata func(stream string, token int64, batch bool, row []byte) error
+	// rdataStream is the stream name of the last RDATA read (read loop
+	// only): the next line naming it again reuses the string as checked.
+	rdataStream string
 	// onClosing, if set, is called once when a close begins (to cancel
 	// work done on the connection's behalf).
 	onClosing func()
@@ -618,17 +621,16 @@ func (c *conn) handleLine(line []byte) bool {
 	}
 	var err error
 	if fastRdata {
-		// The hot path: no interface boxing, the row aliases the buffer.
-		cmd, perr := parseRdata(rest, false)
+		// The hot path: no interface boxing, no command struct, the row
+		// aliases the buffer.
+		stream, token, batch, row, perr := parseRdataArgs(rest, c.rdataStream)
 		if perr != nil {
 			c.closeWith(CloseParseError, perr.Error(), false, perr)
 			return false
 		}
+		c.rdataStream = stream
 		c.commandsIn[idx].Add(1)
-		// Passed by pointer to a field, as a local would escape to the heap.
-		c.rdataCmd = cmd
-		err = c.rdata(&c.rdataCmd)
-		c.rdataCmd = RdataCommand{}
+		err = c.rdata(stream, token, batch, row)
 	} else {
 		// Only RDATA rows may alias the read buffer (the client copies
 		// them into its batch); handlers may keep anything else.
