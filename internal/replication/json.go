@@ -133,19 +133,14 @@ func scanNumber(in []byte, i int) (int, bool) {
 	case in[i] == '0':
 		i++
 	case in[i] >= '1' && in[i] <= '9':
-		for i < len(in) && in[i] >= '0' && in[i] <= '9' {
-			i++
-		}
+		i = skipDigits(in, i+1)
 	default:
 		return i, false
 	}
 	if i < len(in) && in[i] == '.' {
 		i++
 		digits := i
-		for i < len(in) && in[i] >= '0' && in[i] <= '9' {
-			i++
-		}
-		if i == digits {
+		if i = skipDigits(in, i); i == digits {
 			return i, false
 		}
 	}
@@ -155,14 +150,36 @@ func scanNumber(in []byte, i int) (int, bool) {
 			i++
 		}
 		digits := i
-		for i < len(in) && in[i] >= '0' && in[i] <= '9' {
-			i++
-		}
-		if i == digits {
+		if i = skipDigits(in, i); i == digits {
 			return i, false
 		}
 	}
 	return i, true
+}
+
+// skipDigits returns the index of the first byte at or after i that is not
+// an ASCII digit (len(in) if there is none), eight bytes at a time while
+// eight remain: rows carry long numbers (timestamps, ids).
+func skipDigits(in []byte, i int) int {
+	for i+8 <= len(in) {
+		if m := nonDigitMask(binary.LittleEndian.Uint64(in[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+		i += 8
+	}
+	for i < len(in) && in[i] >= '0' && in[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+// nonDigitMask flags, in the high bit of each byte of x, the bytes that are
+// not ASCII digits: below '0' (the subtraction borrows), above '9' (adding
+// 0x80-':' reaches the high bit) or non-ASCII. As in stringSpecialMask,
+// borrows and carries can only flag bytes above a true match, so the lowest
+// flagged byte is exact.
+func nonDigitMask(x uint64) uint64 {
+	return ((x - swarOnes*'0') | (x + swarOnes*(0x80-':')) | x) & swarHigh
 }
 
 func (e *pyEncoder) array(depth int) error {

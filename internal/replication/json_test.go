@@ -192,3 +192,52 @@ func TestDepthLimitAgrees(t *testing.T) {
 		}
 	}
 }
+
+// TestNonDigitMask checks the eight-bytes-at-a-time digit scan against a
+// byte-by-byte one: the first flagged byte must be the first non-digit.
+func TestNonDigitMask(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	interesting := []byte{'0', '5', '9', '/', ':', 0, 0x7f, 0x80, 0xb0, 0xb9, 0xba, 0xff, '.', 'e', '-', ']'}
+	for n := 0; n < 200000; n++ {
+		var b [8]byte
+		for i := range b {
+			switch rng.IntN(3) {
+			case 0:
+				b[i] = interesting[rng.IntN(len(interesting))]
+			case 1:
+				b[i] = '0' + byte(rng.IntN(10))
+			default:
+				b[i] = byte(rng.IntN(256))
+			}
+		}
+		want := 8
+		for i, c := range b {
+			if c < '0' || c > '9' {
+				want = i
+				break
+			}
+		}
+		m := nonDigitMask(binary.LittleEndian.Uint64(b[:]))
+		got := 8
+		if m != 0 {
+			got = bits.TrailingZeros64(m) >> 3
+		}
+		if got != want {
+			t.Fatalf("bytes % x: first non-digit at %d, mask says %d", b, want, got)
+		}
+	}
+	// Exhaustively for one non-digit after a run of digits, at every place.
+	for c := range 256 {
+		for at := range 8 {
+			b := []byte("12345678")
+			b[at] = byte(c)
+			want := 8
+			if c < '0' || c > '9' {
+				want = at
+			}
+			if got := skipDigits(append(b, 'x'), 0); got != want {
+				t.Fatalf("skipDigits(%q) = %d, want %d", b, got, want)
+			}
+		}
+	}
+}
