@@ -162,8 +162,11 @@ type conn struct {
 	// for the peer to read.
 	sentFinalError bool
 
-	wake       chan struct{} // cap 1: the writer has work or must close
-	closingCh  chan struct{} // closed when a close begins
+	wake      chan struct{} // cap 1: the writer has work or must close
+	closingCh chan struct{} // closed when a close begins
+	// closingSet is set when closingCh is closed, for the read loop to
+	// check per line more cheaply than a select.
+	closingSet atomic.Bool
 	readerDone chan struct{} // closed when the read loop has ended
 	netClosed  chan struct{} // closed once the socket is closed
 	closeNet   sync.Once
@@ -263,6 +266,7 @@ func (c *conn) closeWith(reason, errText string, dropQueue bool, err error) {
 	}
 	c.wakeRoomLocked()
 	c.mu.Unlock()
+	c.closingSet.Store(true)
 	close(c.closingCh)
 	if c.onClosing != nil {
 		c.onClosing()
@@ -553,6 +557,11 @@ func (c *conn) readLoop() {
 	defer close(c.readerDone)
 	size := max(64<<10, c.cfg.maxLineLength+2)
 	br := newLineReader(c.nc, size)
+	// Bytes received but not yet added to bytesIn: like the time of
+	// receipt, the counter is updated once per read from the socket (and
+	// every 128 lines), before the lines are handled, not per line.
+	inBytes := 0
+	defer func() { c.bytesIn.Add(uint64(inBytes)) }()
 	for lines := 0; ; lines++ {
 		line, err := br.ReadSlice()
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -564,11 +573,13 @@ func (c *conn) readLoop() {
 			c.closeWith(readCloseReason(err), "", false, err)
 			return
 		}
-		c.bytesIn.Add(uint64(len(line)))
+		inBytes += len(line)
 		// Note the time of receipt once per read from the socket (and
 		// every 128 lines), not per line: reading the clock would be a
 		// tenth of a line's cost, and keep-alive needs only seconds.
 		if br.Buffered() == 0 || lines%128 == 0 {
+			c.bytesIn.Add(uint64(inBytes))
+			inBytes = 0
 			c.lastRecvNS.Store(c.cfg.clock.Now().UnixNano())
 		}
 		line = line[:len(line)-1]
@@ -598,12 +609,10 @@ func (c *conn) handleLine(line []byte) bool {
 	if isBlank(line) {
 		return true
 	}
-	select {
-	case <-c.closingCh:
+	if c.closingSet.Load() {
 		// Closing: what the peer still sends is read and dropped, so the
 		// close is not turned into a reset.
 		return true
-	default:
 	}
 	name, rest := splitName(line)
 	known, idx := internName(name)
