@@ -360,6 +360,24 @@ const (
 	maxKeptBatchRows  = 4096
 )
 
+// add appends a row to the pending batch. While the scratch has room it
+// only reslices, so that the fields' pointers are not rewritten (with a GC
+// write barrier) per row.
+func (st *rdataStream) add(row []byte) {
+	if n := len(st.batch); n+len(row) <= cap(st.batch) {
+		st.batch = st.batch[:n+len(row)]
+		copy(st.batch[n:], row)
+	} else {
+		st.batch = append(st.batch, row...)
+	}
+	if n := len(st.ends); n < cap(st.ends) {
+		st.ends = st.ends[:n+1]
+		st.ends[n] = len(st.batch)
+	} else {
+		st.ends = append(st.ends, len(st.batch))
+	}
+}
+
 // take returns the stream's pending batch rows followed by last, as the
 // handler gets them: one allocation for all their bytes and one for the
 // slice, each row's capacity ending with it so that appending to one
@@ -562,8 +580,7 @@ func (s *session) handleRdata(stream string, token int64, batch bool, row []byte
 		st.counter.Inc()
 	}
 	if batch {
-		st.batch = append(st.batch, row...)
-		st.ends = append(st.ends, len(st.batch))
+		st.add(row)
 		return nil
 	}
 	rows := st.take(row)

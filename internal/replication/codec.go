@@ -363,7 +363,13 @@ func parseRdata(rest []byte, copyBytes bool) (RdataCommand, error) {
 // stream name equal to known (a name this function returned before) is
 // returned as known, without allocating or checking it again.
 func parseRdataArgs(rest []byte, known string) (stream string, token int64, batch bool, row []byte, err error) {
-	i := bytes.IndexByte(rest, ' ')
+	var i int
+	if n := len(known); len(rest) > n && rest[n] == ' ' && string(rest[:n]) == known {
+		// The same first space IndexByte would find: known has no space.
+		i = n
+	} else {
+		i = bytes.IndexByte(rest, ' ')
+	}
 	j := -1
 	if i >= 0 {
 		j = bytes.IndexByte(rest[i+1:], ' ')

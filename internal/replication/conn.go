@@ -637,7 +637,9 @@ func (c *conn) handleLine(line []byte) bool {
 			c.closeWith(CloseParseError, perr.Error(), false, perr)
 			return false
 		}
-		c.rdataStream = stream
+		if stream != c.rdataStream { // no write (barrier) per line
+			c.rdataStream = stream
+		}
 		c.commandsIn[idx].Add(1)
 		err = c.rdata(stream, token, batch, row)
 	} else {
