@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -440,14 +441,31 @@ func TestClientRowsAreTheHandlers(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("kept rows changed:\n got %q\nwant %q", got, want)
 	}
+	// Rows of one call, and of consecutive calls, may share a block, and
+	// so may their slices: appending to any row or slice must copy it,
+	// not overwrite its neighbours.
 	for _, rows := range h.batches["caches"] {
-		if len(rows) < 2 {
-			continue
+		if grown := append(rows, json.RawMessage("garbage")); len(grown) != len(rows)+1 {
+			t.Fatal("append to rows")
 		}
-		next := string(rows[1])
-		grown := append(rows[0], "garbage"...)
-		if string(rows[1]) != next || !strings.HasSuffix(string(grown), "garbage") {
-			t.Fatalf("appending to a row overwrote the next: %q", rows[1])
+		for _, r := range rows {
+			if grown := append(r, "garbage"...); !strings.HasSuffix(string(grown), "garbage") {
+				t.Fatalf("append to %q", r)
+			}
+		}
+	}
+	got = got[:0]
+	for _, rows := range h.batches["caches"] {
+		for _, r := range rows {
+			got = append(got, string(r))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("appending to rows overwrote others:\n got %q\nwant %q", got, want)
+	}
+	for _, rows := range h.batches["typing"] {
+		if len(rows) != 1 || string(rows[0]) != "[]" {
+			t.Fatalf("appending to rows overwrote typing rows %q", rows)
 		}
 	}
 }
