@@ -210,6 +210,20 @@ func parseInt(b []byte) (int64, error) {
 	if len(digits) == 0 {
 		return 0, fmt.Errorf("%q is not an integer", b)
 	}
+	if len(digits) <= 18 {
+		// Up to 18 digits cannot overflow: no range check per digit.
+		var n int64
+		for _, c := range digits {
+			if c < '0' || c > '9' {
+				return 0, fmt.Errorf("%q is not an integer", b)
+			}
+			n = n*10 + int64(c-'0')
+		}
+		if neg {
+			n = -n
+		}
+		return n, nil
+	}
 	// Accumulate negatively so that the most negative int64 parses too.
 	var n int64
 	for _, c := range digits {

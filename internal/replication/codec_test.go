@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -389,6 +391,37 @@ func TestParseRdataArgsKnownStream(t *testing.T) {
 		b := []byte(name)
 		if err != nil || s != name || testing.AllocsPerRun(10, func() { _ = internStream(b) }) != 0 {
 			t.Errorf("standard stream %q not interned (%v)", name, err)
+		}
+	}
+}
+
+// TestParseIntAgreesWithStrconv: parseInt (with its fast path for up to 18
+// digits) accepts exactly what strconv.ParseInt does in base 10, with the
+// same value, around every length and the int64 limits.
+func TestParseIntAgreesWithStrconv(t *testing.T) {
+	inputs := []string{"", "+", "-", "0", "-0", "+0", "7", "-7", "1a", "a1", " 1", "1 ", "--1", "+-1",
+		"999999999999999999", "-999999999999999999", "1000000000000000000", "9223372036854775807",
+		"9223372036854775808", "-9223372036854775808", "-9223372036854775809", "00000000000000000000012",
+		"99999999999999999999", "12345678901234567x", "123456789012345678x"}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 20000 {
+		b := make([]byte, rng.IntN(22))
+		for i := range b {
+			b[i] = '0' + byte(rng.IntN(10))
+		}
+		if len(b) > 0 && rng.IntN(4) == 0 {
+			b[0] = "+-"[rng.IntN(2)]
+		}
+		if len(b) > 0 && rng.IntN(10) == 0 {
+			b[rng.IntN(len(b))] = "x/:"[rng.IntN(3)]
+		}
+		inputs = append(inputs, string(b))
+	}
+	for _, in := range inputs {
+		got, err := parseInt([]byte(in))
+		want, werr := strconv.ParseInt(in, 10, 64)
+		if (err == nil) != (werr == nil) || got != want && err == nil {
+			t.Fatalf("parseInt(%q) = %d, %v; strconv: %d, %v", in, got, err, want, werr)
 		}
 	}
 }

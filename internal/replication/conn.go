@@ -614,8 +614,16 @@ func (c *conn) handleLine(line []byte) bool {
 		// close is not turned into a reset.
 		return true
 	}
-	name, rest := splitName(line)
-	known, idx := internName(name)
+	var name, rest []byte
+	var known string
+	var idx int
+	if len(line) >= len("RDATA ") && string(line[:len("RDATA ")]) == "RDATA " {
+		// Most lines: what splitName and internName would find.
+		name, rest, known, idx = line[:len(CmdRdata)], line[len("RDATA "):], CmdRdata, idxRdata
+	} else {
+		name, rest = splitName(line)
+		known, idx = internName(name)
+	}
 	if idx < 0 || !c.cfg.inboundOK(known) {
 		perr := &ProtocolError{Command: safeName(name), Invalid: true}
 		c.closeWith(CloseInvalidCommand, perr.Error(), false, perr)

@@ -515,6 +515,9 @@ func objectKey(b []byte, i int) int {
 }
 
 func skipJSONSpace(b []byte, i int) int {
+	if i < len(b) && b[i] > ' ' {
+		return i // the usual case: no space, or the one after ", " skipped
+	}
 	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
 		i++
 	}
