@@ -414,7 +414,8 @@ type rowArena struct {
 func (a *rowArena) clone(b []byte) ([]byte, bool) {
 	n := len(b)
 	if n > arenaMaxCopy {
-		return bytes.Clone(b), false
+		c := bytes.Clone(b)
+		return c[:n:n], false
 	}
 	if n > len(a.block)-a.used {
 		a.block, a.used = make([]byte, arenaBlock), 0

@@ -469,3 +469,60 @@ func TestClientRowsAreTheHandlers(t *testing.T) {
 		}
 	}
 }
+
+// TestClientRowsOfEverySize: calls of every shape the row arena treats
+// differently (many tiny rows, rows over the shared-block limit, a batch
+// larger than the scratch kept between batches) arrive intact and stay so.
+func TestClientRowsOfEverySize(t *testing.T) {
+	fs := newFakeServer(t)
+	h := newRecordingClientHandler()
+	runClient(t, ClientConfig{Address: fs.addr(), Handler: h, InitialBackoff: time.Hour})
+	peer := fs.accept()
+	var lines []string
+	var want [][]string
+	token := 0
+	call := func(rows ...string) {
+		token++
+		for _, r := range rows[:len(rows)-1] {
+			lines = append(lines, "RDATA caches batch "+r)
+		}
+		lines = append(lines, fmt.Sprintf("RDATA caches %d %s", token, rows[len(rows)-1]))
+		want = append(want, rows)
+	}
+	str := func(n int, c string) string { return `"` + strings.Repeat(c, n-2) + `"` }
+	var tiny, big []string
+	for i := range 200 {
+		tiny = append(tiny, strconv.Itoa(i%10))
+	}
+	for range 300 {
+		big = append(big, str(1000, "b"))
+	}
+	call("1")
+	call(tiny...)                      // over 128 rows in under 1 KiB
+	call(str(1024, "s"))               // exactly the shared-block limit
+	call(str(1025, "l"))               // just over it
+	call(str(4000, "m"), str(10, "n")) // a batch over it
+	call(big...)                       // more than the scratch kept between batches
+	call(str(6000, "a"), "2", "3")
+	for i := range 100 {
+		call(str(10+i*7, "x")) // fills several shared blocks
+	}
+	peer.send(append([]string{"SERVER s"}, lines...)...)
+	waitFor(t, "rows", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.batches["caches"]) == len(want)
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, rows := range h.batches["caches"] {
+		if len(rows) != len(want[i]) || cap(rows) != len(rows) {
+			t.Fatalf("call %d: %d rows (cap %d), want %d", i, len(rows), cap(rows), len(want[i]))
+		}
+		for j, r := range rows {
+			if string(r) != want[i][j] || cap(r) != len(r) {
+				t.Fatalf("call %d row %d: %.40q (len %d cap %d), want %.40q", i, j, r, len(r), cap(r), want[i][j])
+			}
+		}
+	}
+}
