@@ -126,8 +126,9 @@ func ParseCustomStream(s string) (CustomStream, error) {
 // Storage sizes the log's memory. Zero means the log's default; together
 // they are most of the master's resident memory.
 type Storage struct {
-	// MemTableBytes is Pebble's memtable size (default 64 MiB; up to two
-	// are in memory while one is flushed).
+	// MemTableBytes is Pebble's memtable size (default 16 MiB; up to four
+	// are in memory while earlier ones are flushed). Larger memtables
+	// flush less often but stall publishes longer when they do.
 	MemTableBytes int64 `json:"memTableBytes,omitempty"`
 	// BlockCacheBytes is Pebble's block cache (default 32 MiB).
 	BlockCacheBytes int64 `json:"blockCacheBytes,omitempty"`

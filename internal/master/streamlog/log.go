@@ -96,7 +96,11 @@ type Options struct {
 	// subscriber would stop at its token. Pass the server's line limit.
 	MaxLineLength int
 
-	// MemTableSize is Pebble's memtable size; zero means 64 MiB.
+	// MemTableSize is Pebble's memtable size; zero means 16 MiB. Each
+	// full memtable is flushed at once, and while a flush runs commits
+	// wait longer: 64 MiB memtables made the append p99 at 100k rows/s
+	// 3.3-3.6 ms with stalls to 18-20 ms, 16 MiB 1.9-2.7 ms with
+	// 9-12 ms (docs/benchmarks.md).
 	MemTableSize uint64
 	// TailCacheBytes is the memory for the most recent updates of all
 	// streams, served to catching-up readers without Pebble and without
@@ -208,7 +212,7 @@ func Open(opts Options) (*Log, error) {
 	}
 	memTable := opts.MemTableSize
 	if memTable == 0 {
-		memTable = 64 << 20
+		memTable = 16 << 20
 	}
 	l := &Log{
 		log:            opts.Logger,
