@@ -824,8 +824,8 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 				s := seq.Add(int64(t.cfg.BatchRows)) - int64(t.cfg.BatchRows)
 				batch, buf = appendBatch(batch, buf, pad, s, t.cfg.BatchRows, time.Now().UnixNano())
 				tok, err := pub(ctx, batch)
-				inFlight.Add(-1)
 				if err != nil {
+					inFlight.Add(-1)
 					errs <- err
 					return
 				}
@@ -836,6 +836,9 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 						break
 					}
 				}
+				// Only now: the other order let others see the publish
+				// neither in flight nor acknowledged, and overshoot.
+				inFlight.Add(-1)
 			}
 		})
 	}
