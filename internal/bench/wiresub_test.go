@@ -96,8 +96,8 @@ func TestWireSubscriberReadLoop(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err %v, want %q", err, tc.want)
 			}
-			if w.s.failures.Load() != 1 || w.s.lastErr.Load() == nil {
-				t.Fatalf("failure not recorded: %d", w.s.failures.Load())
+			if p := w.s.failed.Load(); p == nil || *p != err {
+				t.Fatalf("failure not recorded as the loop's error: %v", p)
 			}
 		})
 	}
