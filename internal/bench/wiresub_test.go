@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -96,7 +97,7 @@ func TestWireSubscriberReadLoop(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err %v, want %q", err, tc.want)
 			}
-			if p := w.s.failed.Load(); p == nil || *p != err {
+			if p := w.s.failed.Load(); p == nil || !errors.Is(*p, err) {
 				t.Fatalf("failure not recorded as the loop's error: %v", p)
 			}
 		})
