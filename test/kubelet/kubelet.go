@@ -49,6 +49,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -87,6 +88,12 @@ type Options struct {
 	// the command a container without one runs, standing in for the image's
 	// ENTRYPOINT.
 	Entrypoints map[string][]string
+	// ImageLayouts are OCI image layouts (such as `make image`'s
+	// bin/image/oci). With any, the kubelet is in image mode (see image.go):
+	// every container runs from its image, found by reference in these
+	// layouts, chrooted and as the image's or securityContext's user;
+	// Commands and Entrypoints are not used. Image mode needs root.
+	ImageLayouts []string
 	// Schedule makes the kubelet bind pods that have no node to itself.
 	// Default true (set DisableScheduling to turn it off).
 	DisableScheduling bool
@@ -121,6 +128,11 @@ type Kubelet struct {
 	probeClient *http.Client
 	removeDir   bool
 	logf        func(string, ...any)
+	// images is nil unless Options.ImageLayouts were given.
+	images *imageStore
+	// apiHost and apiPort are the API server's address, which image-mode
+	// containers get as KUBERNETES_SERVICE_HOST/PORT for in-cluster config.
+	apiHost, apiPort string
 
 	mu      sync.Mutex
 	workers map[string]*podWorker // "ns/name"
@@ -178,6 +190,22 @@ func New(opts Options) (*Kubelet, error) {
 		}
 		opts.Dir, removeDir = d, true
 	}
+	var images *imageStore
+	var apiHost, apiPort string
+	if len(opts.ImageLayouts) > 0 {
+		var err error
+		if images, err = newImageStore(filepath.Join(opts.Dir, "images"), opts.ImageLayouts); err != nil {
+			return nil, fmt.Errorf("kubelet: %w", err)
+		}
+		u, err := url.Parse(opts.RESTConfig.Host)
+		if err != nil || u.Hostname() == "" {
+			return nil, fmt.Errorf("kubelet: API server address %q: want https://host:port (%v)", opts.RESTConfig.Host, err)
+		}
+		apiHost, apiPort = u.Hostname(), u.Port()
+		if apiPort == "" {
+			apiPort = "443"
+		}
+	}
 	cfg := rest.CopyConfig(opts.RESTConfig)
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 50, 100
@@ -215,6 +243,9 @@ func New(opts Options) (*Kubelet, error) {
 		},
 		removeDir: removeDir,
 		logf:      opts.Logf,
+		images:    images,
+		apiHost:   apiHost,
+		apiPort:   apiPort,
 		workers:   map[string]*podWorker{},
 		wake:      make(chan struct{}, 1),
 		pending:   map[string]bool{},
@@ -285,6 +316,7 @@ func (k *Kubelet) builder(pod *corev1.Pod, ip, dir string) *specBuilder {
 		client: k.client, pod: pod, podIP: ip, hostIP: k.hostIP, podDir: dir,
 		pvcDir:  filepath.Join(k.opts.Dir, "claims"),
 		resolve: k.proxy.resolve, commands: k.opts.Commands, entrypoints: k.opts.Entrypoints,
+		imageMode: k.images != nil,
 	}
 }
 

@@ -39,6 +39,7 @@ type container struct {
 	lastState corev1.ContainerState
 	ready     bool
 	started   bool
+	launch    *launch // image mode: how the running process was started
 }
 
 // podWorker runs one pod: it prepares its directory and volumes, runs init
@@ -246,6 +247,11 @@ func (w *podWorker) runOnce(c *container) (code int, ok bool) {
 		case errors.Is(err, errUnresolved):
 			// The process would not find its server's name yet.
 			reason = "ServiceNotResolvable"
+		case errors.Is(err, errImagePull):
+			reason = "ErrImagePull"
+			if attempt > 0 {
+				reason = "ImagePullBackOff"
+			}
 		}
 		w.mu.Lock()
 		c.state = waiting(reason, err.Error())
@@ -311,6 +317,9 @@ func (w *podWorker) runOnce(c *container) (code int, ok bool) {
 func containerID(p *proc.Process) string { return "testkubelet://" + strconv.Itoa(p.Pid()) }
 
 func (w *podWorker) startProcess(c *container, lenient bool) (*proc.Process, error) {
+	if w.k.images != nil {
+		return w.startFromImage(c, lenient)
+	}
 	w.mu.Lock()
 	pod := w.pod.DeepCopy()
 	w.mu.Unlock()
@@ -325,7 +334,7 @@ func (w *podWorker) startProcess(c *container, lenient bool) (*proc.Process, err
 	if err != nil {
 		return nil, err
 	}
-	env, vars, err := b.env(ctx, &c.spec)
+	env, vars, err := b.env(ctx, &c.spec, b.hostEnv())
 	if err != nil {
 		return nil, err
 	}
@@ -608,6 +617,9 @@ func (w *podWorker) execProbe(ctx context.Context, c *container, command []strin
 	if len(command) == 0 {
 		return false
 	}
+	if w.k.images != nil {
+		return w.execProbeInImage(ctx, c, command)
+	}
 	w.mu.Lock()
 	pod := w.pod.DeepCopy()
 	w.mu.Unlock()
@@ -620,7 +632,7 @@ func (w *podWorker) execProbe(ctx context.Context, c *container, command []strin
 	if err != nil {
 		return false
 	}
-	env, vars, err := b.env(ctx, &c.spec)
+	env, vars, err := b.env(ctx, &c.spec, b.hostEnv())
 	if err != nil {
 		return false
 	}

@@ -35,6 +35,10 @@ type specBuilder struct {
 	resolve     hostResolver
 	commands    map[string]string
 	entrypoints map[string][]string
+	// imageMode: containers run from images in a root of their own, where
+	// volumes are at their mountPaths (no path rewriting) and get a
+	// kubelet's ownership and modes.
+	imageMode bool
 }
 
 // volumeDirs materialises every volume of the pod and returns volume name ->
@@ -58,7 +62,9 @@ func (b *specBuilder) volumeDirs(ctx context.Context) (map[string]string, error)
 		if err != nil {
 			return nil, err
 		}
-		mounts = append(mounts, ms...)
+		if !b.imageMode {
+			mounts = append(mounts, ms...)
+		}
 	}
 	rw := newRewriter(b.podIP, b.pod.Namespace, mounts, b.resolve)
 	for _, v := range b.pod.Spec.Volumes {
@@ -112,8 +118,29 @@ func (b *specBuilder) volumeDirs(ctx context.Context) (map[string]string, error)
 				}
 			}
 		}
+		if b.imageMode {
+			if err := b.ownVolume(v, dir, files != nil); err != nil {
+				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+		}
 	}
 	return dirs, nil
+}
+
+// ownVolume sets a volume's ownership as a kubelet does: an emptyDir is
+// world-writable (0777), a claim's directory keeps what it was created
+// with (root, 0755, like a new file system), files from the API are root's
+// and 0644; fsGroup then makes all of it group-owned and group-accessible.
+func (b *specBuilder) ownVolume(v corev1.Volume, dir string, fromAPI bool) error {
+	if v.EmptyDir != nil || v.Ephemeral != nil {
+		if err := os.Chmod(dir, 0o777); err != nil {
+			return err
+		}
+	}
+	if sc := b.pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
+		return volumeOwnership(dir, *sc.FSGroup, fromAPI)
+	}
+	return nil
 }
 
 // containerMounts maps a container's volumeMounts to host paths.
@@ -319,11 +346,20 @@ func (b *specBuilder) fieldValue(fp string) (string, error) {
 	return "", fmt.Errorf("%w: fieldRef %q is not supported by the test kubelet", errConfig, fp)
 }
 
-// env builds the container's environment in Kubernetes order (envFrom,
-// then env, each able to refer to earlier ones with $(VAR)), before any
-// rewriting. The process also gets PATH, HOME (the pod dir), HOSTNAME, and
-// TCPREPL_POD_IP/POD_IP with the pod's own address.
-func (b *specBuilder) env(ctx context.Context, c *corev1.Container) ([]envVar, map[string]string, error) {
+// hostEnv is what a host-mode process gets before its spec's environment:
+// PATH, HOME (the pod dir), HOSTNAME, and TCPREPL_POD_IP/POD_IP with the
+// pod's own address.
+func (b *specBuilder) hostEnv() []envVar {
+	return []envVar{
+		{name: "PATH", value: os.Getenv("PATH")}, {name: "HOME", value: b.podDir}, {name: "HOSTNAME", value: b.pod.Name},
+		{name: "POD_IP", value: b.podIP}, {name: "TCPREPL_POD_IP", value: b.podIP},
+	}
+}
+
+// env builds the container's environment in Kubernetes order (the base:
+// the image's and the kubelet's variables, then envFrom, then env, each
+// able to refer to earlier ones with $(VAR)), before any rewriting.
+func (b *specBuilder) env(ctx context.Context, c *corev1.Container, base []envVar) ([]envVar, map[string]string, error) {
 	vals := map[string]string{}
 	var order []string
 	set := func(k, v string) {
@@ -332,12 +368,10 @@ func (b *specBuilder) env(ctx context.Context, c *corev1.Container) ([]envVar, m
 		}
 		vals[k] = v
 	}
-	kubeletVars := map[string]string{
-		"PATH": os.Getenv("PATH"), "HOME": b.podDir, "HOSTNAME": b.pod.Name,
-		"POD_IP": b.podIP, "TCPREPL_POD_IP": b.podIP,
-	}
-	for _, k := range []string{"PATH", "HOME", "HOSTNAME", "POD_IP", "TCPREPL_POD_IP"} {
-		set(k, kubeletVars[k])
+	kubeletVars := map[string]string{}
+	for _, e := range base {
+		kubeletVars[e.name] = e.value
+		set(e.name, e.value)
 	}
 	for _, ef := range c.EnvFrom {
 		var data map[string][]byte
@@ -428,7 +462,8 @@ func (b *specBuilder) env(ctx context.Context, c *corev1.Container) ([]envVar, m
 	}
 	out := make([]envVar, 0, len(order))
 	for _, k := range order {
-		out = append(out, envVar{name: k, value: vals[k], fromKubelet: kubeletVars[k] == vals[k]})
+		kv, fromBase := kubeletVars[k]
+		out = append(out, envVar{name: k, value: vals[k], fromKubelet: fromBase && kv == vals[k]})
 	}
 	return out, vals, nil
 }
