@@ -147,9 +147,9 @@ help: ## Show this help.
 E2E_TOOLS := $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBECTL) $(ETCD) $(HELM)
 
 .PHONY: test-e2e
-test-e2e: $(E2E_TOOLS) build ## End-to-end on a local cluster of real parts: chart, operator, master, workers, faults.
-	TCPREPL_E2E_REQUIRED=1 TCPREPL_BINARY=$(TCPREPL) $(GO) test -count=1 -timeout 20m -v ./test/cluster/ ./test/kubelet/ ./test/e2e/
+test-e2e: $(E2E_TOOLS) build image ## End-to-end on a local cluster of real parts: chart, operator, master, workers (pods from the image), faults.
+	TCPREPL_E2E_REQUIRED=1 TCPREPL_BINARY=$(TCPREPL) TCPREPL_IMAGE_LAYOUT=$(IMAGE_DIR)/oci $(GO) test -count=1 -timeout 20m -v ./test/cluster/ ./test/kubelet/ ./test/e2e/
 
 .PHONY: demo
-demo: $(E2E_TOOLS) build ## Local cluster + chart + operator + sample topology; publishes rows, prints kubectl get and tcprepl probe.
-	TCPREPL_BINARY=$(TCPREPL) hack/demo.sh $(DEMO_ARGS)
+demo: $(E2E_TOOLS) build image ## Local cluster + chart + operator + sample topology (pods from the image); publishes rows, prints kubectl get and tcprepl probe.
+	TCPREPL_BINARY=$(TCPREPL) TCPREPL_IMAGE_LAYOUT=$(IMAGE_DIR)/oci hack/demo.sh $(DEMO_ARGS)

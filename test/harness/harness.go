@@ -45,6 +45,12 @@ type Tools struct {
 	Cluster cluster.Binaries
 	Helm    string
 	Tcprepl string
+	// ImageLayout is the OCI layout `make image` writes (bin/image/oci):
+	// every pod runs from it.
+	ImageLayout string
+	// Image is the reference of the image in ImageLayout, which the chart
+	// is installed with (image.repository, image.tag).
+	Image string
 }
 
 // FindTools finds every program: the cluster's (see
@@ -64,7 +70,39 @@ func FindTools(repoRoot string) (Tools, error) {
 	errs = append(errs, err)
 	t.Tcprepl, err = cluster.LookBinary("TCPREPL_BINARY", filepath.Join(repoRoot, "bin", "tcprepl"))
 	errs = append(errs, err)
+	t.ImageLayout, t.Image, err = findImage(repoRoot)
+	errs = append(errs, err)
 	return t, errors.Join(errs...)
+}
+
+// findImage finds the OCI layout of `make image` ($TCPREPL_IMAGE_LAYOUT,
+// else bin/image/oci) and the one image in it.
+func findImage(repoRoot string) (layout, ref string, err error) {
+	layout = os.Getenv("TCPREPL_IMAGE_LAYOUT")
+	if layout == "" {
+		layout = filepath.Join(repoRoot, "bin", "image", "oci")
+	}
+	if _, err := os.Stat(filepath.Join(layout, "index.json")); err != nil {
+		return "", "", fmt.Errorf("%w: the image's OCI layout at %s ($TCPREPL_IMAGE_LAYOUT; run `make image`)", cluster.ErrBinaryNotFound, layout)
+	}
+	refs, err := kubelet.LayoutImages(layout)
+	if err != nil {
+		return "", "", err
+	}
+	if len(refs) != 1 {
+		return "", "", fmt.Errorf("image layout %s holds %d named images %v; want exactly one (`make image` writes one)", layout, len(refs), refs)
+	}
+	return layout, refs[0], nil
+}
+
+// imageValues are the chart values that select the built image, as a user
+// sets them: --set image.repository=... --set image.tag=...
+func imageValues(ref string) ([]string, error) {
+	i := strings.LastIndex(ref, ":")
+	if i < 0 || i < strings.LastIndex(ref, "/") || strings.Contains(ref, "@") {
+		return nil, fmt.Errorf("image %q has no tag; the chart needs repository and tag", ref)
+	}
+	return []string{"image.repository=" + ref[:i], "image.tag=" + ref[i+1:]}, nil
 }
 
 // Options configure Start.
@@ -129,13 +167,13 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("build client: %w", err)
 	}
+	// Every pod runs from the image `make image` built, as on a node: the
+	// image's binary, user and files, not bin/tcprepl.
 	e.Kubelet, err = kubelet.New(kubelet.Options{
-		RESTConfig: e.Cluster.RESTConfig,
-		Dir:        filepath.Join(dir, "kubelet"),
-		Commands:   map[string]string{"tcprepl": opts.Tools.Tcprepl, "/usr/local/bin/tcprepl": opts.Tools.Tcprepl},
-		// Pods without a command run the image's entrypoint, tcprepl.
-		Entrypoints: map[string][]string{"*": {"tcprepl"}},
-		Logf:        func(f string, a ...any) { logf("kubelet: "+f, a...) },
+		RESTConfig:   e.Cluster.RESTConfig,
+		Dir:          filepath.Join(dir, "kubelet"),
+		ImageLayouts: []string{opts.Tools.ImageLayout},
+		Logf:         func(f string, a ...any) { logf("kubelet: "+f, a...) },
 	})
 	if err != nil {
 		return nil, err
@@ -144,7 +182,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	e.stopKubelet = cancel
 	e.kubeletDone = make(chan error, 1)
 	go func() { e.kubeletDone <- e.Kubelet.Run(kctx) }()
-	logf("test kubelet: pods on 127.%d.0.0/16, work dir %s", e.Kubelet.Subnet(), e.Kubelet.Dir())
+	logf("test kubelet: pods on 127.%d.0.0/16 from image %s (%s), work dir %s", e.Kubelet.Subnet(), opts.Tools.Image, opts.Tools.ImageLayout, e.Kubelet.Dir())
 	return e, nil
 }
 
@@ -228,7 +266,13 @@ func (e *Env) InstallChart(ctx context.Context, release, ns string, set ...strin
 	// UseChartOperator's to wait for.
 	args := []string{"upgrade", "--install", release, e.ChartDir(), "--namespace", ns, "--create-namespace",
 		"--set", "operator.replicas=0"}
-	for _, s := range set {
+	// The built image, as the README tells a user to install it; the
+	// operator passes it on to the masters and workers it creates.
+	imageSet, err := imageValues(e.Tools.Image)
+	if err != nil {
+		return err
+	}
+	for _, s := range append(imageSet, set...) {
 		args = append(args, "--set", s)
 	}
 	if _, err := e.Helm(ctx, args...); err != nil {

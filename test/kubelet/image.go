@@ -454,3 +454,18 @@ func readIDFile(root, file string) []passwdEntry {
 	}
 	return out
 }
+
+// LayoutImages returns the references of the named images in an OCI image
+// layout, for wiring them into a chart (image.repository, image.tag).
+func LayoutImages(layout string) ([]string, error) {
+	s := &imageStore{byRef: map[string]*image{}}
+	if err := s.load(layout); err != nil {
+		return nil, fmt.Errorf("image layout %s: %w", layout, err)
+	}
+	refs := make([]string, 0, len(s.byRef))
+	for r := range s.byRef {
+		refs = append(refs, r)
+	}
+	sort.Strings(refs)
+	return refs, nil
+}
