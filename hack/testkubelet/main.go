@@ -51,8 +51,10 @@ func run() error {
 		startClust = flag.Bool("start-cluster", false, "start a local control plane (etcd, kube-apiserver, kube-controller-manager from `make tools`) and use it")
 		commands   listFlag
 		entries    listFlag
+		layouts    listFlag
 	)
 	flag.Var(&commands, "command", "NAME=PATH: run PATH when a container's command is NAME (repeatable), e.g. tcprepl=bin/tcprepl")
+	flag.Var(&layouts, "image-layout", "DIR: run every container from its image, found in this OCI image layout (repeatable; e.g. bin/image/oci from `make image`; needs root)")
 	flag.Var(&entries, "entrypoint", "IMAGE=PROGRAM: the entrypoint of IMAGE (name without tag; * for any) for containers without a command (repeatable)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -103,7 +105,7 @@ func run() error {
 	}
 	k, err := kubelet.New(kubelet.Options{
 		RESTConfig: cfg, NodeName: *nodeName, Dir: *dir, Subnet: *subnet,
-		Commands: cmdTable, Entrypoints: entrypoints,
+		Commands: cmdTable, Entrypoints: entrypoints, ImageLayouts: layouts,
 	})
 	if err != nil {
 		return err

@@ -302,6 +302,29 @@ func TestEndToEnd(t *testing.T) {
 		return condTrue(st.Conditions, "Ready")
 	})
 
+	// The operator gives the masters and workers it creates its own image
+	// (the chart's, which is the one `make image` built), and the kubelet
+	// ran them from it.
+	imageDigest := env.Tools.ImageDigest
+	eventually(t, time.Minute, "master and worker pods run the built image", func() error {
+		out, err := env.Kubectl(ctx, "get", "pods", "--namespace", ns,
+			"-o", `jsonpath={range .items[*]}{.metadata.name}={.spec.containers[0].image}={.status.containerStatuses[0].imageID}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		lines := strings.Fields(out)
+		if len(lines) < 3 {
+			return fmt.Errorf("%d pods, want the master and 2 workers: %q", len(lines), out)
+		}
+		for _, l := range lines {
+			f := strings.Split(l, "=")
+			if len(f) != 3 || f[1] != env.Tools.Image || !strings.HasSuffix(f[2], "@"+imageDigest) {
+				return fmt.Errorf("pod %s: image and imageID %q, want %s from %s", f[0], f[1:], env.Tools.Image, imageDigest)
+			}
+		}
+		return nil
+	})
+
 	// Publish, then see positions, heartbeat and lag in kubectl get.
 	tokens := publishBatches(t, ctx, env, master, ports, 5, "first")
 	last := tokens[len(tokens)-1]

@@ -51,6 +51,8 @@ type Tools struct {
 	// Image is the reference of the image in ImageLayout, which the chart
 	// is installed with (image.repository, image.tag).
 	Image string
+	// ImageDigest is its manifest digest.
+	ImageDigest string
 }
 
 // FindTools finds every program: the cluster's (see
@@ -70,29 +72,29 @@ func FindTools(repoRoot string) (Tools, error) {
 	errs = append(errs, err)
 	t.Tcprepl, err = cluster.LookBinary("TCPREPL_BINARY", filepath.Join(repoRoot, "bin", "tcprepl"))
 	errs = append(errs, err)
-	t.ImageLayout, t.Image, err = findImage(repoRoot)
+	t.ImageLayout, t.Image, t.ImageDigest, err = findImage(repoRoot)
 	errs = append(errs, err)
 	return t, errors.Join(errs...)
 }
 
 // findImage finds the OCI layout of `make image` ($TCPREPL_IMAGE_LAYOUT,
 // else bin/image/oci) and the one image in it.
-func findImage(repoRoot string) (layout, ref string, err error) {
+func findImage(repoRoot string) (layout, ref, digest string, err error) {
 	layout = os.Getenv("TCPREPL_IMAGE_LAYOUT")
 	if layout == "" {
 		layout = filepath.Join(repoRoot, "bin", "image", "oci")
 	}
 	if _, err := os.Stat(filepath.Join(layout, "index.json")); err != nil {
-		return "", "", fmt.Errorf("%w: the image's OCI layout at %s ($TCPREPL_IMAGE_LAYOUT; run `make image`)", cluster.ErrBinaryNotFound, layout)
+		return "", "", "", fmt.Errorf("%w: the image's OCI layout at %s ($TCPREPL_IMAGE_LAYOUT; run `make image`)", cluster.ErrBinaryNotFound, layout)
 	}
-	refs, err := kubelet.LayoutImages(layout)
+	imgs, err := kubelet.LayoutImages(layout)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	if len(refs) != 1 {
-		return "", "", fmt.Errorf("image layout %s holds %d named images %v; want exactly one (`make image` writes one)", layout, len(refs), refs)
+	if len(imgs) != 1 {
+		return "", "", "", fmt.Errorf("image layout %s holds %d named images %v; want exactly one (`make image` writes one)", layout, len(imgs), imgs)
 	}
-	return layout, refs[0], nil
+	return layout, imgs[0].Ref, imgs[0].Digest, nil
 }
 
 // imageValues are the chart values that select the built image, as a user

@@ -455,17 +455,26 @@ func readIDFile(root, file string) []passwdEntry {
 	return out
 }
 
-// LayoutImages returns the references of the named images in an OCI image
-// layout, for wiring them into a chart (image.repository, image.tag).
-func LayoutImages(layout string) ([]string, error) {
+// LayoutImage is a named image of an OCI image layout.
+type LayoutImage struct {
+	// Ref is the image's reference (repository:tag), as the kubelet
+	// compares them (see normalizeRef).
+	Ref string
+	// Digest is the manifest's digest (sha256:...).
+	Digest string
+}
+
+// LayoutImages returns the named images in an OCI image layout, sorted by
+// reference, for wiring them into a chart (image.repository, image.tag).
+func LayoutImages(layout string) ([]LayoutImage, error) {
 	s := &imageStore{byRef: map[string]*image{}}
 	if err := s.load(layout); err != nil {
 		return nil, fmt.Errorf("image layout %s: %w", layout, err)
 	}
-	refs := make([]string, 0, len(s.byRef))
-	for r := range s.byRef {
-		refs = append(refs, r)
+	out := make([]LayoutImage, 0, len(s.byRef))
+	for r, img := range s.byRef {
+		out = append(out, LayoutImage{Ref: r, Digest: img.digest})
 	}
-	sort.Strings(refs)
-	return refs, nil
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
+	return out, nil
 }

@@ -3,9 +3,13 @@
 // trivial scheduler), and runs each pod's containers as local processes from
 // the pod's own spec:
 //
-//   - command and args (the image is ignored; a table maps program names
-//     such as "tcprepl" to built binaries, and image names to entrypoints
-//     for containers without a command), env including fieldRef,
+//   - in image mode (Options.ImageLayouts), from the pod's image: its
+//     layers unpacked into a root of its own, with the pod's volumes
+//     mounted in it, as the image's or securityContext's user (see
+//     image.go); otherwise command and args from the host (the image is
+//     ignored; a table maps program names such as "tcprepl" to built
+//     binaries, and image names to entrypoints for containers without a
+//     command); env including fieldRef,
 //     configMapKeyRef, secretKeyRef and envFrom, $(VAR) expansion;
 //   - volumes as directories under a per-pod dir: ConfigMap, Secret,
 //     downwardAPI and projected (with ServiceAccount tokens from the
@@ -29,9 +33,10 @@
 //     deletion (SIGTERM, then SIGKILL after the grace period, capped), and
 //     the final delete of the pod object, as the kubelet does.
 //
-// Limits, by design: no isolation (every process runs as the test's user
-// with the host's file system, and a process that ignores the rewritten
-// addresses and binds a wildcard address can collide with another pod);
+// Limits, by design: no network or PID isolation, and outside image mode
+// no file system isolation either (a host-mode process runs as the test's
+// user with the host's file system); a process that ignores the rewritten
+// addresses and binds a wildcard address can collide with another pod;
 // names are only resolved where they appear in the pod spec or its
 // ConfigMap/Secret files, at container start (a container whose
 // cluster-DNS names do not resolve yet waits with reason

@@ -40,6 +40,7 @@ type container struct {
 	ready     bool
 	started   bool
 	launch    *launch // image mode: how the running process was started
+	imageID   string  // image mode: repository@digest of the image it ran
 }
 
 // podWorker runs one pod: it prepares its directory and volumes, runs init
@@ -685,8 +686,12 @@ func (w *podWorker) status() corev1.PodStatus {
 		QOSClass:  w.pod.Status.QOSClass,
 	}
 	cstatus := func(c *container) corev1.ContainerStatus {
+		imageID := "testkubelet://" + c.spec.Image
+		if c.imageID != "" {
+			imageID = c.imageID
+		}
 		cs := corev1.ContainerStatus{
-			Name: c.spec.Name, Image: c.spec.Image, ImageID: "testkubelet://" + c.spec.Image,
+			Name: c.spec.Name, Image: c.spec.Image, ImageID: imageID,
 			State: c.state, LastTerminationState: c.lastState,
 			Ready: c.ready, RestartCount: c.restarts,
 		}

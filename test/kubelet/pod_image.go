@@ -168,6 +168,7 @@ func (w *podWorker) startFromImage(c *container, lenient bool) (*proc.Process, e
 	}
 	w.mu.Lock()
 	c.launch = &launch{root: root, environ: environ, workDir: workDir, cred: cred}
+	c.imageID = imageName(img.ref) + "@" + img.digest
 	w.mu.Unlock()
 	w.k.logf("pod %s container %s: started pid %d from %s as %d:%d: %q", w.key, c.spec.Name, p.Pid(), img.ref, id.uid, id.gid, argv)
 	return p, nil
