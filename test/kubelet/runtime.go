@@ -22,6 +22,12 @@ import (
 // per container start, a mount namespace with the volumes in it, chroot and
 // the container's user.
 
+// init keeps the main goroutine on the main thread, so that the main thread
+// never runs startInRoot: a goroutine that ends locked to the main thread
+// leaves it parked rather than retired, and /proc/self (the main thread's
+// view) would then show a container's mounts.
+func init() { runtime.LockOSThread() }
+
 // bindMount puts a host path at a path inside the container's root.
 type bindMount struct {
 	src, dst string // dst is a path inside the container
