@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 )
@@ -412,5 +414,43 @@ func TestImageCommandLine(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestNamespaceThreadReturnsToHost: the thread that forks a container goes
+// back to the host's mount namespace and stays alive, because its ending
+// would send the parent-death signal to every process it ever forked (the
+// API server, other pods).
+func TestNamespaceThreadReturnsToHost(t *testing.T) {
+	requireRoot(t)
+	hostNS, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tid int
+	var inside string
+	err = inNamespace(func() error {
+		return unix.Unshare(unix.CLONE_NEWNS)
+	}, func() error {
+		tid = unix.Gettid()
+		inside, err = os.Readlink(fmt.Sprintf("/proc/self/task/%d/ns/mnt", tid))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inside == hostNS {
+		t.Fatalf("the thread was still in the host's namespace %s while starting", inside)
+	}
+	after, err := os.Readlink(fmt.Sprintf("/proc/self/task/%d/ns/mnt", tid))
+	if err != nil {
+		t.Fatalf("the thread %d is gone (its children would have been killed): %v", tid, err)
+	}
+	if after != hostNS {
+		t.Errorf("thread %d is in mount namespace %s after the start, want the host's %s", tid, after, hostNS)
+	}
+	cwd, _ := os.Getwd()
+	if got, err := os.Readlink(fmt.Sprintf("/proc/self/task/%d/cwd", tid)); err != nil || got != cwd {
+		t.Errorf("thread %d works in %q (%v), want the process's %s", tid, got, err, cwd)
 	}
 }

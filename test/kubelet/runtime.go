@@ -152,65 +152,110 @@ func setupMounts(root string, binds []bindMount, readOnlyRoot bool) error {
 	return nil
 }
 
-// startInRoot starts cmd (chrooted into root, with its credentials set by
-// the caller) in a new mount namespace holding binds. The namespace is made
-// on a locked OS thread, which the child inherits it from; that thread
-// stays alive, locked, until the process exits, because the kernel sends
-// the child its parent-death signal (proc.Start sets one) when the thread
-// that forked it ends. It is never unlocked, so Go retires it afterwards
-// instead of reusing a thread with a foreign mount namespace.
-func startInRoot(name string, cmd *exec.Cmd, root string, binds []bindMount, readOnlyRoot bool) (*proc.Process, error) {
-	type result struct {
-		p   *proc.Process
-		err error
+// Container processes are started from a locked OS thread that enters the
+// container's mount namespace first, because the child inherits the
+// namespace of the thread that forks it. That thread must not end
+// afterwards: the kernel sends a parent-death signal (proc.Start sets
+// SIGKILL) to every child a thread forked when that thread ends, and a
+// pooled thread may already have forked etcd, the API server or other pods.
+// So the thread goes back to the host's mount namespace and working
+// directory (those of the main thread, which init keeps out of this) and
+// is unlocked; if that fails it is parked for good instead of ending. Its
+// file system context stays unshared, which only matters to os.Chdir, which
+// nothing here uses.
+
+// restoreHostNamespace moves the calling thread back to the main thread's
+// mount namespace and working directory.
+func restoreHostNamespace() error {
+	ns, err := unix.Open("/proc/self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the host's mount namespace: %w", err)
 	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := syscall.Unshare(syscall.CLONE_NEWNS); err != nil {
-			res <- result{err: fmt.Errorf("new mount namespace (image mode needs root with CAP_SYS_ADMIN): %w", err)}
-			return
-		}
-		if err := setupMounts(root, binds, readOnlyRoot); err != nil {
-			res <- result{err: err}
-			return
-		}
-		p, err := proc.Start(name, cmd)
-		res <- result{p: p, err: err}
-		if err == nil {
-			<-p.Done()
-		}
-	}()
-	r := <-res
-	return r.p, r.err
+	defer unix.Close(ns)
+	if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("return to the host's mount namespace: %w", err)
+	}
+	cwd, err := unix.Open("/proc/self/cwd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the working directory: %w", err)
+	}
+	defer unix.Close(cwd)
+	if err := unix.Fchdir(cwd); err != nil {
+		return fmt.Errorf("return to the working directory: %w", err)
+	}
+	return nil
 }
 
-// runInContainer runs cmd in the mount namespace of the running process pid
-// (chrooted by the caller into the same root), for exec probes. Like
-// startInRoot, the thread that joins the namespace lives until cmd exits.
-func runInContainer(pid int, cmd *exec.Cmd) error {
+// inNamespace runs enter (which moves a locked thread into a mount
+// namespace) and then start (which forks) on that thread, returns the
+// thread to the host's namespace (see above) and returns the first error.
+func inNamespace(enter func() error, start func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		fd, err := syscall.Open("/proc/"+strconv.Itoa(pid)+"/ns/mnt", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open the container's mount namespace: %w", err)
-			return
+		err := enter()
+		if err == nil {
+			err = start()
 		}
-		defer syscall.Close(fd)
-		// setns into a mount namespace needs a file system context of the
-		// thread's own.
-		if err := syscall.Unshare(syscall.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare the file system context: %w", err)
-			return
+		if rerr := restoreHostNamespace(); rerr != nil {
+			errc <- errors.Join(err, rerr)
+			select {} // parked: ending this thread would kill its children
 		}
-		if err := unix.Setns(fd, unix.CLONE_NEWNS); err != nil {
-			errc <- fmt.Errorf("join the container's mount namespace: %w", err)
-			return
-		}
-		errc <- cmd.Run()
+		runtime.UnlockOSThread()
+		errc <- err
 	}()
 	return <-errc
+}
+
+// startInRoot starts cmd (chrooted into root, with its credentials set by
+// the caller) in a new mount namespace holding binds.
+func startInRoot(name string, cmd *exec.Cmd, root string, binds []bindMount, readOnlyRoot bool) (*proc.Process, error) {
+	var p *proc.Process
+	err := inNamespace(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("new mount namespace (image mode needs root with CAP_SYS_ADMIN): %w", err)
+		}
+		return setupMounts(root, binds, readOnlyRoot)
+	}, func() error {
+		var err error
+		p, err = proc.Start(name, cmd)
+		return err
+	})
+	return p, err
+}
+
+// runInContainer runs cmd in the mount namespace of the running process pid
+// (chrooted by the caller into the same root), for exec probes.
+func runInContainer(pid int, cmd *exec.Cmd) error {
+	var done <-chan error
+	err := inNamespace(func() error {
+		fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open the container's mount namespace: %w", err)
+		}
+		defer unix.Close(fd)
+		// setns into a mount namespace needs a file system context of the
+		// thread's own.
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return fmt.Errorf("unshare the file system context: %w", err)
+		}
+		if err := unix.Setns(fd, unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("join the container's mount namespace: %w", err)
+		}
+		return nil
+	}, func() error {
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		c := make(chan error, 1)
+		go func() { c <- cmd.Wait() }()
+		done = c
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return <-done
 }
 
 // resolveIdentity is who a container runs as: runAsUser/runAsGroup of the
