@@ -63,7 +63,7 @@ func checkBinary(bin []byte, arch string) error {
 	if err != nil {
 		return fmt.Errorf("binary is not an ELF executable (build it with GOOS=linux): %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if f.Machine != want {
 		return fmt.Errorf("binary is for %s, not %s: build it with GOARCH=%s", f.Machine, arch, arch)
 	}

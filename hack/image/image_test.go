@@ -151,7 +151,7 @@ func layerEntries(t *testing.T, l v1.Layer) []tarEntry {
 	var out []tarEntry
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return out
 		}
 		if err != nil {

@@ -255,7 +255,7 @@ func unpackLayer(layout string, l ociDescriptor, root string) error {
 		if err != nil {
 			return fmt.Errorf("gunzip: %w", err)
 		}
-		defer zr.Close()
+		defer func() { _ = zr.Close() }()
 		r = zr
 	case strings.HasSuffix(l.MediaType, ".tar") || strings.HasSuffix(l.MediaType, "tar"):
 	default:

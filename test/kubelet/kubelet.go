@@ -203,8 +203,11 @@ func New(opts Options) (*Kubelet, error) {
 			return nil, fmt.Errorf("kubelet: %w", err)
 		}
 		u, err := url.Parse(opts.RESTConfig.Host)
-		if err != nil || u.Hostname() == "" {
-			return nil, fmt.Errorf("kubelet: API server address %q: want https://host:port (%v)", opts.RESTConfig.Host, err)
+		if err != nil {
+			return nil, fmt.Errorf("kubelet: API server address %q: %w", opts.RESTConfig.Host, err)
+		}
+		if u.Hostname() == "" {
+			return nil, fmt.Errorf("kubelet: API server address %q: want https://host:port", opts.RESTConfig.Host)
 		}
 		apiHost, apiPort = u.Hostname(), u.Port()
 		if apiPort == "" {

@@ -171,7 +171,7 @@ func restoreHostNamespace() error {
 	if err != nil {
 		return fmt.Errorf("open the host's mount namespace: %w", err)
 	}
-	defer unix.Close(ns)
+	defer func() { _ = unix.Close(ns) }()
 	if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("return to the host's mount namespace: %w", err)
 	}
@@ -179,7 +179,7 @@ func restoreHostNamespace() error {
 	if err != nil {
 		return fmt.Errorf("open the working directory: %w", err)
 	}
-	defer unix.Close(cwd)
+	defer func() { _ = unix.Close(cwd) }()
 	if err := unix.Fchdir(cwd); err != nil {
 		return fmt.Errorf("return to the working directory: %w", err)
 	}
@@ -233,7 +233,7 @@ func runInContainer(pid int, cmd *exec.Cmd) error {
 		if err != nil {
 			return fmt.Errorf("open the container's mount namespace: %w", err)
 		}
-		defer unix.Close(fd)
+		defer func() { _ = unix.Close(fd) }()
 		// setns into a mount namespace needs a file system context of the
 		// thread's own.
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
@@ -286,23 +286,23 @@ func resolveIdentity(pod *corev1.Pod, c *corev1.Container, imageUser, root strin
 	users, groups := readIDFile(root, "passwd"), readIDFile(root, "group")
 	userPart, groupPart, _ := strings.Cut(imageUser, ":")
 	var id identity
-	var uidKnown bool
 	if runAsUser != nil {
-		id.uid, uidKnown = uint32(*runAsUser), true
+		id.uid = uint32(*runAsUser)
 	} else if userPart == "" {
-		id.uid, uidKnown = 0, true
+		id.uid = 0
 	} else if n, err := strconv.ParseUint(userPart, 10, 32); err == nil {
-		id.uid, uidKnown = uint32(n), true
+		id.uid = uint32(n)
 	} else {
 		if nonRoot != nil && *nonRoot {
 			return id, fmt.Errorf("%w: container %q: image has non-numeric user (%s), cannot verify user is non-root", errConfig, c.Name, userPart)
 		}
+		found := false
 		for _, u := range users {
 			if u.name == userPart {
-				id.uid, uidKnown = uint32(u.id), true
+				id.uid, found = uint32(u.id), true
 			}
 		}
-		if !uidKnown {
+		if !found {
 			return id, fmt.Errorf("container %q: unable to find user %s: no matching entries in the image's passwd file", c.Name, userPart)
 		}
 	}
