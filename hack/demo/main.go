@@ -84,7 +84,7 @@ func run(ctx context.Context, rows int, keep, verbose bool) (err error) {
 		return err
 	}
 
-	step("helm install %s charts/tcprepl --namespace %s (CRDs, RBAC, the operator Deployment)", release, operatorNS)
+	step("helm install %s charts/tcprepl --namespace %s --set image.repository=... --set image.tag=... (CRDs, RBAC, the operator Deployment; every pod runs from %s)", release, operatorNS, tools.Image)
 	// Statuses every second instead of the default, so the demo shows
 	// positions without waiting.
 	if err := env.InstallChart(ctx, release, operatorNS, "operator.replicas=1",
