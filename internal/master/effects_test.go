@@ -7,48 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/tcprepl/tcprepl/internal/replication"
 )
-
-func TestSequencerOrdersOutOfOrderCompletions(t *testing.T) {
-	s := &sequencer{next: 1, pending: map[int64]replication.Update{}}
-	var got []int64
-	publish := func(u replication.Update) { got = append(got, u.Token) }
-	for range 4 {
-		s.begin()
-	}
-	s.done(replication.Update{Token: 3}, publish)
-	s.done(replication.Update{Token: 2}, publish)
-	if len(got) != 0 {
-		t.Fatalf("published %v before token 1", got)
-	}
-	s.done(replication.Update{Token: 1}, publish)
-	s.done(replication.Update{Token: 4}, publish)
-	if !slices.Equal(got, []int64{1, 2, 3, 4}) {
-		t.Fatalf("published %v", got)
-	}
-}
-
-func TestSequencerSkipsATokenThatCanNeverArrive(t *testing.T) {
-	s := &sequencer{next: 1, pending: map[int64]replication.Update{}}
-	var got []int64
-	publish := func(u replication.Update) { got = append(got, u.Token) }
-	s.begin()
-	s.begin()
-	s.done(replication.Update{Token: 2}, publish)
-	// The append that took token 1 failed: with nothing else in flight,
-	// token 2 must not wait forever.
-	s.failed(publish)
-	if !slices.Equal(got, []int64{2}) {
-		t.Fatalf("published %v", got)
-	}
-	s.begin()
-	s.done(replication.Update{Token: 3}, publish)
-	if !slices.Equal(got, []int64{2, 3}) {
-		t.Fatalf("published %v", got)
-	}
-}
 
 func presenceRows(t *testing.T, log *memLog) [][]any {
 	t.Helper()
