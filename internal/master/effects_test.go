@@ -204,3 +204,42 @@ func TestUserIPTable(t *testing.T) {
 		t.Fatalf("limit: %d %v", code, body)
 	}
 }
+
+// TestConnectionClosedSplitsPresence: a connection that drops with more
+// users syncing than one publish may carry writes their offline rows in
+// batches within the limit, every user once, in order.
+func TestConnectionClosedSplitsPresence(t *testing.T) {
+	m, log, _, _ := newFakeMaster(t, Config{})
+	e := m.effects
+	users := 2*m.MaxRows() + 500
+	for i := range users {
+		if err := e.UserSync(1, fmt.Sprintf("@u%05d:x", i), true, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	online := len(log.updates["presence"])
+	e.ConnectionClosed(1)
+	batches := log.updates["presence"][online:]
+	if len(batches) != 3 {
+		t.Fatalf("%d offline batches for %d users, want 3", len(batches), users)
+	}
+	next := 0
+	for _, u := range batches {
+		if len(u.Rows) > m.MaxRows() {
+			t.Fatalf("token %d has %d rows, over the limit of %d", u.Token, len(u.Rows), m.MaxRows())
+		}
+		for _, r := range u.Rows {
+			var row []any
+			if err := json.Unmarshal(r, &row); err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("@u%05d:x", next); row[0] != want || row[1] != "offline" {
+				t.Fatalf("offline row %d: %v, want %s offline", next, row, want)
+			}
+			next++
+		}
+	}
+	if next != users {
+		t.Fatalf("%d offline rows, want %d", next, users)
+	}
+}
