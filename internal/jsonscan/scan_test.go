@@ -187,7 +187,9 @@ func FuzzScan(f *testing.F) {
 			return
 		}
 		var decoded []json.RawMessage
-		isArray := json.Unmarshal(in, &decoded) == nil
+		// Unmarshal also takes null as a nil slice; an array starts with [.
+		trimmed := bytes.TrimLeft(in, " \t\r\n")
+		isArray := len(trimmed) > 0 && trimmed[0] == '[' && json.Unmarshal(in, &decoded) == nil
 		if isArray != (res == OK) {
 			t.Fatalf("SplitArray(%q) = %d, but encoding/json decodes an array: %v", in, res, isArray)
 		}

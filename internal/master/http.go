@@ -197,6 +197,8 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 	token, err := m.appendRows(r.Context(), stream, rows)
 	if err != nil {
 		switch {
+		case errors.Is(err, replication.ErrRowTooLong):
+			writeError(w, http.StatusBadRequest, "invalid row, nothing stored: "+err.Error())
 		case errors.Is(err, ErrShuttingDown):
 			writeError(w, http.StatusServiceUnavailable, "master is shutting down; nothing stored, retry against the restarted master")
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

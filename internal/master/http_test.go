@@ -109,19 +109,25 @@ func TestPublishStoresAndFansOut(t *testing.T) {
 }
 
 func TestPublishRowTooLongForALine(t *testing.T) {
-	m, log, _, _ := newFakeMaster(t, Config{Limits: Limits{MaxLineLength: 1024}})
+	m, srv := newLogMaster(t, Config{Limits: Limits{MaxLineLength: 1024}})
 	// "RDATA caches " + 19 token digits + " " leaves 991 bytes for the row.
 	row := func(n int) json.RawMessage { return json.RawMessage(`["` + strings.Repeat("x", n-4) + `"]`) }
 	if _, err := m.Publish(context.Background(), "caches", []json.RawMessage{row(991)}); err != nil {
 		t.Fatalf("a row that fits the line was refused: %v", err)
 	}
 	_, err := m.Publish(context.Background(), "caches", []json.RawMessage{json.RawMessage(`["ok"]`), row(992)})
-	var rowErr *RowError
-	if !errors.As(err, &rowErr) || rowErr.Index != 1 || !strings.Contains(err.Error(), "line limit of 1024") {
+	if !errors.Is(err, replication.ErrRowTooLong) || !strings.Contains(err.Error(), "row 1: ") || !strings.Contains(err.Error(), "line limit of 1024") {
 		t.Fatalf("err = %v, want row 1 over the line limit", err)
 	}
-	if n := len(log.rows("caches")); n != 1 {
-		t.Fatalf("%d rows stored: a batch with an over-long row was partly stored", n)
+	code, reply, _ := do(t, m.Handler(), "POST", "/v1/streams/caches/rows", `{"rows": [`+string(row(992))+`]}`)
+	if msg, _ := reply["error"].(string); code != 400 || !strings.Contains(msg, "invalid row, nothing stored: ") || !strings.Contains(msg, "line limit of 1024") {
+		t.Fatalf("over-long row over HTTP: %d %q, want 400 naming the line limit", code, msg)
+	}
+	if cur, _ := m.store.CurrentToken("caches"); cur != 1 {
+		t.Fatalf("current token %d: a batch with an over-long row was partly stored", cur)
+	}
+	if n := len(srv.tokens("caches")); n != 1 {
+		t.Fatalf("%d tokens reached the server, want 1", n)
 	}
 }
 

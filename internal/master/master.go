@@ -352,14 +352,11 @@ func (m *Master) checkBatch(stream string, rows int) error {
 
 // checkRow checks row i of a publish, in wire form (valid JSON, as the
 // Python-form encoder wrote it) and split into its fields, against its
-// stream's shape and the line limit: the server could not send a row that
-// does not fit one RDATA line, so it is refused here, before anything is
-// stored.
+// stream's shape. Whether it fits one RDATA line is the log's check
+// (replication.CheckRDATARow, in AppendEncoded), made before anything of
+// the batch is stored.
 func (m *Master) checkRow(stream string, i int, row json.RawMessage, fields [][]byte) error {
 	if err := m.validate(stream, row, fields); err != nil {
-		return &RowError{Index: i, Err: err}
-	}
-	if err := replication.CheckRDATARow(stream, row, m.cfg.Limits.MaxLineLength); err != nil {
 		return &RowError{Index: i, Err: err}
 	}
 	return nil
@@ -374,6 +371,9 @@ func (m *Master) appendRows(ctx context.Context, stream string, rows []json.RawM
 	}
 	start := m.now()
 	u, err := m.store.AppendEncoded(ctx, stream, rows)
+	if errors.Is(err, replication.ErrRowTooLong) {
+		return 0, err // refused before anything was stored: the row's fault
+	}
 	if err != nil {
 		m.metrics.publishErrors.WithLabelValues(stream).Inc()
 		return 0, err // the log's error names the stream

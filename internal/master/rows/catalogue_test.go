@@ -378,3 +378,34 @@ func TestTypeOfIntBounds(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkValidateFields is the publish path's check: the row is already
+// valid JSON in wire form and arrives split into its fields (the split is
+// part of cutting the rows out of the request), so only the shape is left.
+func BenchmarkValidateFields(b *testing.B) {
+	c := testCatalogue(b)
+	rows := map[string]string{
+		StreamEvents:       validRows[StreamEvents],
+		StreamCaches:       validRows[StreamCaches],
+		StreamPresence:     validRows[StreamPresence],
+		"caches_bench_row": `["bench_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", [12345], 1700000000000000000]`,
+	}
+	for _, name := range []string{StreamEvents, StreamCaches, StreamPresence, "caches_bench_row"} {
+		stream := name
+		if name == "caches_bench_row" {
+			stream = StreamCaches
+		}
+		row := json.RawMessage(rows[name])
+		var buf [16][]byte
+		fields, _ := jsonscan.AppendElements(row, buf[:0])
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(row)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.ValidateFields(stream, row, fields); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
