@@ -269,9 +269,9 @@ func (c *Catalogue) Validate(stream string, row json.RawMessage) error {
 // ValidateFields is Validate for a row already checked as JSON and split
 // into its fields: row must be valid JSON (the master's rows have been
 // re-encoded, which validates them) and fields its elements, as
-// jsonscan.AppendElements gives them; nil fields with a row that does not
-// start with '[' mean the row is not an array. The publish path splits
-// rows while it cuts them out of the request, so this saves a pass.
+// jsonscan.AppendElements gives them; a row that is not an array is refused
+// whatever fields says. The publish path splits rows while it cuts them out
+// of the request, so this saves a pass over each row.
 func (c *Catalogue) ValidateFields(stream string, row json.RawMessage, fields [][]byte) error {
 	s, ok := c.shapes[stream]
 	if !ok {
