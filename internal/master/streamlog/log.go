@@ -9,7 +9,9 @@
 // one fsync runs the committer applies the next batches, and Pebble's WAL
 // writer covers them all with its next fsync. A token is therefore never
 // visible (CurrentToken, ReadAfter) or acknowledged before it is durable,
-// and tokens become visible strictly in order.
+// and tokens become visible strictly in order; the syncer then hands each
+// durable update to OnDurable (the protocol server's Publish), in that
+// order.
 //
 // Log implements replication.Source.
 package streamlog
@@ -493,12 +495,19 @@ func (l *Log) AppendEncoded(ctx context.Context, stream string, rows []json.RawM
 	}
 	size := 0
 	for i, r := range rows {
-		// One look at each row decides both: it is one line, and it fits.
-		err := l.checkLine(stream, i, r)
-		if errors.Is(err, ErrRowTooLong) {
-			return replication.Update{}, err
+		oneLine := true
+		if l.maxLineLength > 0 {
+			// CheckRDATARow looks for line breaks too: one look at the
+			// row decides both.
+			err := l.checkLine(stream, i, r)
+			if errors.Is(err, ErrRowTooLong) {
+				return replication.Update{}, err
+			}
+			oneLine = err == nil
+		} else {
+			oneLine = bytes.IndexByte(r, '\n') < 0 && bytes.IndexByte(r, '\r') < 0
 		}
-		if err != nil || len(r) == 0 || r[0] != '[' || l.maxLineLength <= 0 && (bytes.IndexByte(r, '\n') >= 0 || bytes.IndexByte(r, '\r') >= 0) {
+		if !oneLine || len(r) == 0 || r[0] != '[' {
 			return replication.Update{}, fmt.Errorf("append to stream %q: row %d: not in wire form (one line, a JSON array as replication.AppendPythonJSON writes it), got %s; use Append to have it encoded", stream, i, preview(r))
 		}
 		size += len(r)
@@ -714,8 +723,9 @@ func (l *Log) fail(cause error) error {
 }
 
 // syncLoop waits for each applied round's fsync, in order, then makes its
-// tokens visible, hands its updates to OnDurable and wakes its appenders. A round fails if it or any round
-// before it failed: its tokens would follow a gap otherwise.
+// tokens visible, hands its updates to OnDurable and wakes its appenders. A
+// round fails if it or any round before it failed: its tokens would follow a
+// gap otherwise.
 func (l *Log) syncLoop() {
 	defer close(l.pipelineDone)
 	var failed error
