@@ -495,7 +495,7 @@ func (l *Log) AppendEncoded(ctx context.Context, stream string, rows []json.RawM
 	}
 	size := 0
 	for i, r := range rows {
-		oneLine := true
+		var oneLine bool
 		if l.maxLineLength > 0 {
 			// CheckRDATARow looks for line breaks too: one look at the
 			// row decides both.
