@@ -320,6 +320,7 @@ func TestMasterProcessConfigFileAndToken(t *testing.T) {
 	}
 	req, _ := http.NewRequest("POST", p.httpURL+"/v1/streams/pairs/rows", strings.NewReader(`{"rows": [[1]]}`))
 	req.Header.Set("Authorization", "Bearer tok")
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -65,7 +65,9 @@ func BenchmarkPublishHTTP(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/streams/caches/rows", strings.NewReader(payload)))
+			req := httptest.NewRequest("POST", "/v1/streams/caches/rows", strings.NewReader(payload))
+			req.Header.Set("Content-Type", "application/json")
+			h.ServeHTTP(rec, req)
 			if rec.Code != 200 {
 				b.Errorf("%d %s", rec.Code, rec.Body)
 				return

@@ -29,6 +29,10 @@ const (
 	// batch of tens of thousands of typical rows while keeping one request
 	// from exhausting the pod's memory.
 	DefaultMaxRequestBytes = 8 << 20
+	// MaxRequestBytesLimit bounds limits.maxRequestBytes: a publish holds
+	// at most MaxRowsPerPublish rows of one line each, far less, and a
+	// larger limit only lets one request hold more of the master's memory.
+	MaxRequestBytesLimit = 256 << 20
 	// DefaultMaxUserIPs bounds the USER_IP table: one entry per
 	// (user, ip, device); the least recently seen entry is dropped beyond it.
 	DefaultMaxUserIPs = 100000
@@ -267,8 +271,8 @@ func (c Config) Validate() error {
 	if l.PingInterval.Duration > 0 && l.PingTimeout.Duration > 0 && l.PingTimeout.Duration <= l.PingInterval.Duration {
 		bad("limits.pingTimeout %s must be longer than pingInterval %s, or every idle peer times out", l.PingTimeout, l.PingInterval)
 	}
-	if l.MaxRequestBytes < 0 {
-		bad("limits.maxRequestBytes %d must be positive", l.MaxRequestBytes)
+	if l.MaxRequestBytes < 0 || l.MaxRequestBytes > MaxRequestBytesLimit {
+		bad("limits.maxRequestBytes %d must be positive and at most %d (256 MiB); a publish of %d rows needs far less", l.MaxRequestBytes, MaxRequestBytesLimit, MaxRowsPerPublish)
 	}
 	if l.MaxUserIPs < 0 {
 		bad("limits.maxUserIPs %d must be positive", l.MaxUserIPs)

@@ -105,6 +105,8 @@ func TestConfigValidate(t *testing.T) {
 		{"retention of disabled federation", func(c *Config) { c.Retention = map[string]Retention{"federation": {}} }, `retention for "federation"`},
 		{"negative rows", func(c *Config) { c.Retention = map[string]Retention{"*": {MaxRows: -1}} }, "maxRows"},
 		{"tiny line", func(c *Config) { c.Limits.MaxLineLength = 10 }, "maxLineLength"},
+		{"huge request limit", func(c *Config) { c.Limits.MaxRequestBytes = 1e14 }, "maxRequestBytes 100000000000000 must be positive and at most 268435456"},
+		{"negative request limit", func(c *Config) { c.Limits.MaxRequestBytes = -1 }, "maxRequestBytes -1"},
 		{"timeout under interval", func(c *Config) {
 			c.Limits.PingInterval = Duration{10 * time.Second}
 			c.Limits.PingTimeout = Duration{5 * time.Second}
@@ -126,6 +128,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := ok.WithDefaults().Validate(); err != nil {
 		t.Fatal(err)
+	}
+	atLimit := ok
+	atLimit.Limits.MaxRequestBytes = MaxRequestBytesLimit
+	if err := atLimit.WithDefaults().Validate(); err != nil {
+		t.Fatalf("maxRequestBytes at the limit: %v", err)
 	}
 	// Every problem is reported at once.
 	err := Config{CustomStreams: []CustomStream{{Name: "X"}}}.WithDefaults().Validate()

@@ -29,13 +29,19 @@ type StreamLog interface {
 	Stats(stream string) (streamlog.StreamStats, error)
 	// TokenTime returns when token of stream was published.
 	TokenTime(stream string, token int64) (time.Time, error)
+	// OnDurable makes the log hand every update to h once it is durable
+	// and visible to readers, before its append returns, in token order
+	// per stream: the log, which group-commits concurrent appends, is what
+	// knows durable order (streamlog.Log.OnDurable). h must not block.
+	OnDurable(h func(replication.Update))
 	// Close flushes and closes the log.
 	Close() error
 }
 
 // RowValidator checks one row against its stream's shape; the error names
-// the offending field.
-type RowValidator func(stream string, row json.RawMessage) error
+// the offending field. row is valid JSON in wire form, and fields are its
+// elements when it is an array (rows.Catalogue.ValidateFields).
+type RowValidator func(stream string, row json.RawMessage, fields [][]byte) error
 
 // ReplicationServer is the protocol server the master fans rows out with.
 type ReplicationServer interface {

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -150,24 +151,35 @@ type presenceChange struct {
 	lastSyncMS int64
 }
 
-// writePresence appends one presence row per change, as one token.
-// The row is [user_id, state, last_active_ts, last_federation_update_ts,
-// last_user_sync_ts, status_msg, currently_active].
+// writePresence appends one presence row per change, as one token per
+// Master.MaxRows changes: a connection that drops with thousands of users
+// syncing must not make one batch that every subscriber's queue would
+// count as thousands of commands at once. The row is [user_id, state,
+// last_active_ts, last_federation_update_ts, last_user_sync_ts,
+// status_msg, currently_active].
 func (e *Effects) writePresence(changes []presenceChange) error {
 	now := e.m.now().UnixMilli()
-	rows := make([]json.RawMessage, 0, len(changes))
-	for _, c := range changes {
-		state := "offline"
-		if c.online {
-			state = "online"
+	var errs []error
+	for batch := range slices.Chunk(changes, e.m.MaxRows()) {
+		rows := make([]json.RawMessage, 0, len(batch))
+		for _, c := range batch {
+			state := "offline"
+			if c.online {
+				state = "online"
+			}
+			row, err := json.Marshal([]any{c.user, state, now, now, c.lastSyncMS, nil, c.online})
+			if err != nil {
+				return fmt.Errorf("encode presence row: %w", err)
+			}
+			rows = append(rows, row)
 		}
-		row, err := json.Marshal([]any{c.user, state, now, now, c.lastSyncMS, nil, c.online})
-		if err != nil {
-			return fmt.Errorf("encode presence row: %w", err)
+		// A failed batch does not stop the next: each user's row is
+		// independent, and as many as possible should be recorded.
+		if err := e.publish("presence", rows); err != nil {
+			errs = append(errs, err)
 		}
-		rows = append(rows, row)
 	}
-	return e.publish("presence", rows)
+	return errors.Join(errs...)
 }
 
 func (e *Effects) publish(stream string, rows []json.RawMessage) error {

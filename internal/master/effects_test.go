@@ -7,48 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/tcprepl/tcprepl/internal/replication"
 )
-
-func TestSequencerOrdersOutOfOrderCompletions(t *testing.T) {
-	s := &sequencer{next: 1, pending: map[int64]replication.Update{}}
-	var got []int64
-	publish := func(u replication.Update) { got = append(got, u.Token) }
-	for range 4 {
-		s.begin()
-	}
-	s.done(replication.Update{Token: 3}, publish)
-	s.done(replication.Update{Token: 2}, publish)
-	if len(got) != 0 {
-		t.Fatalf("published %v before token 1", got)
-	}
-	s.done(replication.Update{Token: 1}, publish)
-	s.done(replication.Update{Token: 4}, publish)
-	if !slices.Equal(got, []int64{1, 2, 3, 4}) {
-		t.Fatalf("published %v", got)
-	}
-}
-
-func TestSequencerSkipsATokenThatCanNeverArrive(t *testing.T) {
-	s := &sequencer{next: 1, pending: map[int64]replication.Update{}}
-	var got []int64
-	publish := func(u replication.Update) { got = append(got, u.Token) }
-	s.begin()
-	s.begin()
-	s.done(replication.Update{Token: 2}, publish)
-	// The append that took token 1 failed: with nothing else in flight,
-	// token 2 must not wait forever.
-	s.failed(publish)
-	if !slices.Equal(got, []int64{2}) {
-		t.Fatalf("published %v", got)
-	}
-	s.begin()
-	s.done(replication.Update{Token: 3}, publish)
-	if !slices.Equal(got, []int64{2, 3}) {
-		t.Fatalf("published %v", got)
-	}
-}
 
 func presenceRows(t *testing.T, log *memLog) [][]any {
 	t.Helper()
@@ -243,5 +202,44 @@ func TestUserIPTable(t *testing.T) {
 	code, body, _ = do(t, m.Handler(), "GET", "/v1/userips?limit=1", "")
 	if code != 200 || len(body["userIPs"].([]any)) != 1 {
 		t.Fatalf("limit: %d %v", code, body)
+	}
+}
+
+// TestConnectionClosedSplitsPresence: a connection that drops with more
+// users syncing than one publish may carry writes their offline rows in
+// batches within the limit, every user once, in order.
+func TestConnectionClosedSplitsPresence(t *testing.T) {
+	m, log, _, _ := newFakeMaster(t, Config{})
+	e := m.effects
+	users := 2*m.MaxRows() + 500
+	for i := range users {
+		if err := e.UserSync(1, fmt.Sprintf("@u%05d:x", i), true, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	online := len(log.updates["presence"])
+	e.ConnectionClosed(1)
+	batches := log.updates["presence"][online:]
+	if len(batches) != 3 {
+		t.Fatalf("%d offline batches for %d users, want 3", len(batches), users)
+	}
+	next := 0
+	for _, u := range batches {
+		if len(u.Rows) > m.MaxRows() {
+			t.Fatalf("token %d has %d rows, over the limit of %d", u.Token, len(u.Rows), m.MaxRows())
+		}
+		for _, r := range u.Rows {
+			var row []any
+			if err := json.Unmarshal(r, &row); err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("@u%05d:x", next); row[0] != want || row[1] != "offline" {
+				t.Fatalf("offline row %d: %v, want %s offline", next, row, want)
+			}
+			next++
+		}
+	}
+	if next != users {
+		t.Fatalf("%d offline rows, want %d", next, users)
 	}
 }

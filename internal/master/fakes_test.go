@@ -31,6 +31,15 @@ type memLog struct {
 	burnToken bool
 	closed    bool
 	trims     []int64
+	// durable is the OnDurable hand-off, called in token order under mu
+	// as the real log calls it from its sync loop.
+	durable func(replication.Update)
+}
+
+func (l *memLog) OnDurable(h func(replication.Update)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.durable = h
 }
 
 func newMemLog(streams []string, now func() time.Time) *memLog {
@@ -87,6 +96,9 @@ func (l *memLog) AppendEncoded(_ context.Context, stream string, rows []json.Raw
 	}
 	u := replication.Update{Stream: stream, Token: l.current[stream], Rows: own, Time: l.now()}
 	l.updates[stream] = append(l.updates[stream], u)
+	if l.durable != nil {
+		l.durable(u)
+	}
 	return u, nil
 }
 
@@ -219,7 +231,7 @@ func (c *testClock) Advance(d time.Duration) {
 
 // acceptAll accepts any row that is a JSON array, so the master's own
 // logic is tested apart from the real row catalogue.
-func acceptAll(_ string, row json.RawMessage) error {
+func acceptAll(_ string, row json.RawMessage, _ [][]byte) error {
 	var a []json.RawMessage
 	if err := json.Unmarshal(row, &a); err != nil {
 		return fmt.Errorf("row must be a JSON array: %w", err)

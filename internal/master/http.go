@@ -1,13 +1,13 @@
 package master
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"slices"
 	"sort"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcprepl/tcprepl/internal/jsonscan"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -132,16 +133,23 @@ type PublishResponse struct {
 
 func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 	stream := r.PathValue("stream")
-	if _, ok := m.seq[stream]; !ok {
+	if !m.known[stream] {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown stream %q; GET /v1/streams lists the streams this master publishes", stream))
 		return
 	}
-	// The request's buffers (body, its re-encoding, the row slice) come
+	// A browser sends a cross-site form POST without asking first, but
+	// never one with Content-Type application/json: requiring it keeps a
+	// web page from publishing through a visitor's browser.
+	if ct := r.Header.Get("Content-Type"); !isJSONMediaType(ct) {
+		writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("publish needs Content-Type: application/json, got %q; send the rows as a JSON body with that header", ct))
+		return
+	}
+	// The request's buffers (body, its re-encoding, the row slices) come
 	// from a pool and go back once the reply is written: the log copies
 	// the rows it keeps (AppendEncoded), and nothing else holds them.
 	pb := getPublishBuf()
 	defer putPublishBuf(pb)
-	body, err := readBody(pb.body[:0], http.MaxBytesReader(w, r.Body, m.cfg.Limits.MaxRequestBytes), r.ContentLength, m.cfg.Limits.MaxRequestBytes)
+	body, err := readBody(pb.body[:0], http.MaxBytesReader(w, r.Body, m.cfg.Limits.MaxRequestBytes), r.ContentLength)
 	pb.body = body
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -152,8 +160,9 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// One pass re-encodes the whole body as Python's json.dumps would (and
-	// validates it); the rows are then cut out of that fixed layout, ready
-	// for the wire. This costs a fraction of decoding with encoding/json.
+	// validates it); a second cuts the rows out of that fixed layout, ready
+	// for the wire, splitting each into its fields for the row checks on
+	// the way. This costs a fraction of decoding with encoding/json.
 	enc, err := replication.AppendPythonJSON(slices.Grow(pb.enc[:0], len(body)+len(body)/8), body)
 	if enc != nil {
 		pb.enc = enc
@@ -162,21 +171,33 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `invalid JSON body: `+err.Error()+`; send {"rows": [[...], ...]}`)
 		return
 	}
-	rows, err := appendPublishRows(pb.rows[:0], enc)
-	pb.rows = rows
-	if err != nil {
+	check := func(i int, row json.RawMessage, fields [][]byte) error {
+		if i >= m.maxRows {
+			return m.tooManyRows(i + 1)
+		}
+		return m.checkRow(stream, i, row, fields)
+	}
+	rows, fields, err := appendPublishRows(pb.rows[:0], pb.fields[:0], enc, check)
+	pb.rows, pb.fields = rows, fields
+	var rowErr *RowError
+	switch {
+	case errors.Is(err, ErrTooManyRows):
+		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	case errors.As(err, &rowErr):
+		writeError(w, http.StatusBadRequest, "invalid row, nothing stored: "+err.Error())
+		return
+	case err != nil:
 		writeError(w, http.StatusBadRequest, "invalid body: "+err.Error()+`; send {"rows": [[...], ...]}`)
 		return
-	}
-	if len(rows) == 0 {
+	case len(rows) == 0:
 		writeError(w, http.StatusBadRequest, `"rows" is missing or empty: send {"rows": [[...], ...]} with at least one row`)
 		return
 	}
-	token, err := m.publishEncoded(r.Context(), stream, rows)
+	token, err := m.appendRows(r.Context(), stream, rows)
 	if err != nil {
-		var rowErr *RowError
 		switch {
-		case errors.As(err, &rowErr):
+		case errors.Is(err, replication.ErrRowTooLong):
 			writeError(w, http.StatusBadRequest, "invalid row, nothing stored: "+err.Error())
 		case errors.Is(err, ErrShuttingDown):
 			writeError(w, http.StatusServiceUnavailable, "master is shutting down; nothing stored, retry against the restarted master")
@@ -197,12 +218,20 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(reply)
 }
 
+// isJSONMediaType reports whether a Content-Type header names JSON
+// (application/json, with or without parameters such as charset).
+func isJSONMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
+}
+
 // publishBuf holds one publish request's buffers between requests.
 type publishBuf struct {
-	body  []byte
-	enc   []byte
-	rows  []json.RawMessage
-	reply []byte
+	body   []byte
+	enc    []byte
+	rows   []json.RawMessage
+	fields [][]byte
+	reply  []byte
 }
 
 // maxPooledBody is the largest body whose buffers go back to the pool; a
@@ -214,24 +243,30 @@ var publishBufs = sync.Pool{New: func() any { return new(publishBuf) }}
 func getPublishBuf() *publishBuf { return publishBufs.Get().(*publishBuf) }
 
 func putPublishBuf(pb *publishBuf) {
-	if cap(pb.body) > maxPooledBody || cap(pb.enc) > maxPooledBody+maxPooledBody/4 || cap(pb.rows) > maxPooledBody/16 {
+	if cap(pb.body) > maxPooledBody || cap(pb.enc) > maxPooledBody+maxPooledBody/4 || cap(pb.rows) > maxPooledBody/16 || cap(pb.fields) > maxPooledBody/16 {
 		return
 	}
 	clear(pb.rows[:cap(pb.rows)]) // drop references into enc
+	clear(pb.fields[:cap(pb.fields)])
 	publishBufs.Put(pb)
 }
 
-// readBody is io.ReadAll into dst, sized up front from the request's
-// Content-Length (when it is within limit) instead of growing by doubling.
-func readBody(dst []byte, r io.Reader, contentLength, limit int64) ([]byte, error) {
+// bodyPresize is the most readBody allocates before bytes arrive.
+const bodyPresize = 64 << 10
+
+// readBody is io.ReadAll into dst. The buffer grows as bytes arrive,
+// doubling: the request's Content-Length is only a hint for the first
+// bodyPresize bytes, since a client can declare any length and send nothing
+// (300 such requests once took 2 GiB).
+func readBody(dst []byte, r io.Reader, contentLength int64) ([]byte, error) {
 	b := dst[:0]
-	if contentLength > 0 && contentLength <= limit {
+	if contentLength > 0 {
 		// One byte more, so the read that sees EOF needs no growth.
-		b = slices.Grow(b, int(contentLength)+1)
+		b = slices.Grow(b, int(min(contentLength, bodyPresize))+1)
 	}
 	for {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			b = slices.Grow(b, max(512, cap(b)))
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -244,94 +279,59 @@ func readBody(dst []byte, r io.Reader, contentLength, limit int64) ([]byte, erro
 	}
 }
 
-// splitPublishBody returns the rows of {"rows": [row, ...]} from a body in
-// AppendPythonJSON's output form: valid JSON with no whitespace except one
-// space after each ',' and ':' outside strings.
-func splitPublishBody(enc []byte) ([]json.RawMessage, error) {
-	return appendPublishRows(nil, enc)
-}
-
-// appendPublishRows is splitPublishBody appending the rows to rows.
-func appendPublishRows(rows []json.RawMessage, enc []byte) ([]json.RawMessage, error) {
+// appendPublishRows appends the rows of a body in AppendPythonJSON's form
+// ({"rows": [row, ...]}: valid JSON with no whitespace but one space after
+// each ',' and ':' outside strings) to rows. Each row is split into its
+// fields in the same pass (into fieldBuf, reused row after row; nil for a
+// row that is not an array) and handed to check with its index; an error
+// from check stops the split and is returned.
+func appendPublishRows(rows []json.RawMessage, fieldBuf [][]byte, enc []byte, check func(i int, row json.RawMessage, fields [][]byte) error) ([]json.RawMessage, [][]byte, error) {
 	if len(enc) == 0 || enc[0] != '{' {
-		return rows, errors.New("the body must be a JSON object")
+		return rows, fieldBuf, errors.New("the body must be a JSON object")
 	}
 	seen := false
 	i := 1
 	for enc[i] != '}' {
-		keyEnd := skipJSON(enc, i)
+		keyEnd := jsonscan.SkipValue(enc, i)
 		key := enc[i:keyEnd]
 		valStart := keyEnd + len(": ")
-		valEnd := skipJSON(enc, valStart)
 		switch {
 		case string(key) != `"rows"`:
 			var name string
 			_ = json.Unmarshal(key, &name)
-			return rows, fmt.Errorf("unknown field %q", name)
+			return rows, fieldBuf, fmt.Errorf("unknown field %q", name)
 		case seen:
-			return rows, errors.New(`field "rows" given twice`)
+			return rows, fieldBuf, errors.New(`field "rows" given twice`)
 		case enc[valStart] != '[':
-			return rows, errors.New(`"rows" must be an array of rows`)
+			return rows, fieldBuf, errors.New(`"rows" must be an array of rows`)
 		}
 		seen = true
-		arr := enc[valStart:valEnd]
-		for j := 1; arr[j] != ']'; {
-			end := skipJSON(arr, j)
-			rows = append(rows, json.RawMessage(arr[j:end:end]))
+		j := valStart + 1
+		for n := 0; enc[j] != ']'; n++ {
+			var end int
+			var fields [][]byte
+			if enc[j] == '[' {
+				end, fieldBuf = jsonscan.ArrayAt(enc, j, fieldBuf[:0])
+				fields = fieldBuf
+			} else {
+				end = jsonscan.SkipValue(enc, j)
+			}
+			row := json.RawMessage(enc[j:end:end])
+			if err := check(n, row, fields); err != nil {
+				return rows, fieldBuf, err
+			}
+			rows = append(rows, row)
 			j = end
-			if arr[j] == ',' {
+			if enc[j] == ',' {
 				j += len(", ")
 			}
 		}
-		i = valEnd
+		i = j + 1 // after the rows' ']'
 		if enc[i] == ',' {
 			i += len(", ")
 		}
 	}
-	return rows, nil
-}
-
-// skipJSON returns the end of the JSON value starting at b[i]; b is valid
-// JSON in AppendPythonJSON's form, so only strings need care.
-func skipJSON(b []byte, i int) int {
-	depth := 0
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case '"':
-			// Jump to the closing quote: the next '"' not escaped. Rows
-			// are mostly strings, so this is most of the scan.
-			for i++; ; {
-				q := bytes.IndexByte(b[i:], '"')
-				if q < 0 {
-					return len(b)
-				}
-				e := bytes.IndexByte(b[i:i+q], '\\')
-				if e < 0 {
-					i += q
-					break
-				}
-				i += e + 2 // the backslash and the character it escapes
-			}
-			if depth == 0 {
-				return i + 1
-			}
-		case '[', '{':
-			depth++
-		case ']', '}':
-			if depth == 0 {
-				return i // the end of a scalar inside a container
-			}
-			depth--
-			if depth == 0 {
-				return i + 1
-			}
-		case ',':
-			if depth == 0 {
-				return i
-			}
-		}
-	}
-	return i
+	return rows, fieldBuf, nil
 }
 
 // StreamStatus is one stream in GET /v1/streams. Name, Token and

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,9 @@ import (
 func do(t *testing.T, h http.Handler, method, path, body string, header ...string) (int, map[string]any, http.Header) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
@@ -105,19 +109,25 @@ func TestPublishStoresAndFansOut(t *testing.T) {
 }
 
 func TestPublishRowTooLongForALine(t *testing.T) {
-	m, log, _, _ := newFakeMaster(t, Config{Limits: Limits{MaxLineLength: 1024}})
+	m, srv := newLogMaster(t, Config{Limits: Limits{MaxLineLength: 1024}})
 	// "RDATA caches " + 19 token digits + " " leaves 991 bytes for the row.
 	row := func(n int) json.RawMessage { return json.RawMessage(`["` + strings.Repeat("x", n-4) + `"]`) }
 	if _, err := m.Publish(context.Background(), "caches", []json.RawMessage{row(991)}); err != nil {
 		t.Fatalf("a row that fits the line was refused: %v", err)
 	}
 	_, err := m.Publish(context.Background(), "caches", []json.RawMessage{json.RawMessage(`["ok"]`), row(992)})
-	var rowErr *RowError
-	if !errors.As(err, &rowErr) || rowErr.Index != 1 || !strings.Contains(err.Error(), "line limit of 1024") {
+	if !errors.Is(err, replication.ErrRowTooLong) || !strings.Contains(err.Error(), "row 1: ") || !strings.Contains(err.Error(), "line limit of 1024") {
 		t.Fatalf("err = %v, want row 1 over the line limit", err)
 	}
-	if n := len(log.rows("caches")); n != 1 {
-		t.Fatalf("%d rows stored: a batch with an over-long row was partly stored", n)
+	code, reply, _ := do(t, m.Handler(), "POST", "/v1/streams/caches/rows", `{"rows": [`+string(row(992))+`]}`)
+	if msg, _ := reply["error"].(string); code != 400 || !strings.Contains(msg, "invalid row, nothing stored: ") || !strings.Contains(msg, "line limit of 1024") {
+		t.Fatalf("over-long row over HTTP: %d %q, want 400 naming the line limit", code, msg)
+	}
+	if cur, _ := m.store.CurrentToken("caches"); cur != 1 {
+		t.Fatalf("current token %d: a batch with an over-long row was partly stored", cur)
+	}
+	if n := len(srv.tokens("caches")); n != 1 {
+		t.Fatalf("%d tokens reached the server, want 1", n)
 	}
 }
 
@@ -356,56 +366,142 @@ func TestConcurrentPublishOrder(t *testing.T) {
 	}
 }
 
+// splitPublishBody is appendPublishRows with no row checks.
+func splitPublishBody(enc []byte) ([]json.RawMessage, error) {
+	rows, _, err := appendPublishRows(nil, nil, enc, func(int, json.RawMessage, [][]byte) error { return nil })
+	return rows, err
+}
+
 func TestSplitPublishBody(t *testing.T) {
-	for _, tc := range []struct {
+	tests := map[string]struct {
 		body string
 		want []string
 	}{
-		{`{"rows": []}`, nil},
-		{`{}`, nil},
-		{`{"rows":[["a"]]}`, []string{`["a"]`}},
-		{` { "rows" : [ ["a]\"},[", ["x, y"], {"k": "}"}], [1.5e3,null,true] , ["\u00e9\ud83d\ude00"] ] } `,
-			[]string{`["a]\"},[", ["x, y"], {"k": "}"}]`, `[1.5e3, null, true]`, `["\u00e9\ud83d\ude00"]`}},
-	} {
-		enc, err := replication.AppendPythonJSON(nil, []byte(tc.body))
-		if err != nil {
-			t.Fatalf("%s: %v", tc.body, err)
-		}
-		rows, err := splitPublishBody(enc)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.body, err)
-		}
-		var got []string
-		for _, r := range rows {
-			got = append(got, string(r))
-		}
-		if strings.Join(got, "|") != strings.Join(tc.want, "|") {
-			t.Fatalf("%s: rows %q, want %q", tc.body, got, tc.want)
-		}
+		"no rows":         {`{"rows": []}`, nil},
+		"no field":        {`{}`, nil},
+		"compact":         {`{"rows":[["a"]]}`, []string{`["a"]`}},
+		"string tricks":   {` { "rows" : [ ["a]\"},[", ["x, y"], {"k": "}"}], [1.5e3,null,true] , ["\u00e9\ud83d\ude00"] ] } `, []string{`["a]\"},[", ["x, y"], {"k": "}"}]`, `[1.5e3, null, true]`, `["\u00e9\ud83d\ude00"]`}},
+		"scalars as rows": {`{"rows": [1, "x", {"a": [2]}]}`, []string{`1`, `"x"`, `{"a": [2]}`}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			enc, err := replication.AppendPythonJSON(nil, []byte(tc.body))
+			if err != nil {
+				t.Fatalf("%s: %v", tc.body, err)
+			}
+			rows, err := splitPublishBody(enc)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.body, err)
+			}
+			var got []string
+			for _, r := range rows {
+				got = append(got, string(r))
+			}
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Fatalf("%s: rows %q, want %q", tc.body, got, tc.want)
+			}
+		})
 	}
 }
 
-// FuzzSplitPublishBody: whatever JSON a client sends, splitting it never
-// panics, and every row it returns is itself valid JSON.
+// TestSplitPublishBodyFields: each row's fields come out of the same pass,
+// as the row checks see them.
+func TestSplitPublishBodyFields(t *testing.T) {
+	enc, err := replication.AppendPythonJSON(nil, []byte(`{"rows": [["a", [1, 2], {"b": "]"}], [], 7]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	_, _, err = appendPublishRows(nil, nil, enc, func(i int, row json.RawMessage, fields [][]byte) error {
+		var fs []string
+		for _, f := range fields {
+			fs = append(fs, string(f))
+		}
+		got = append(got, fmt.Sprintf("%d %s nil=%v %q", i, row, fields == nil, fs))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`0 ["a", [1, 2], {"b": "]"}] nil=false ["\"a\"" "[1, 2]" "{\"b\": \"]\"}"]`,
+		`1 [] nil=false []`,
+		`2 7 nil=true []`,
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("rows and fields:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// FuzzSplitPublishBody: whatever JSON a client sends, the split agrees
+// with encoding/json's decoding of the same body: a body is accepted when
+// it is an object whose only field, given once, is an array "rows"; and
+// then the rows are the elements encoding/json decodes, in order, each in
+// Python's json.dumps form. A dropped, reordered or altered row fails.
 func FuzzSplitPublishBody(f *testing.F) {
-	for _, s := range []string{`{"rows": [["a"]]}`, `{}`, `[]`, `"x"`, `{"rows": [[1, {"a": "]"}]], "x": 1}`, `{"a": {"b": [1]}}`, `{"rows": ["\"", 2, null]}`} {
+	for _, s := range []string{`{"rows": [["a"]]}`, `{}`, `[]`, `"x"`, `{"rows": [[1, {"a": "]"}]], "x": 1}`, `{"a": {"b": [1]}}`, `{"rows": ["\"", 2, null]}`,
+		`{"rows": [["a"]], "rows": [["b"]]}`, `{"r\u006fws": [[1], [2]]}`, `{"rows": null}`, `{"rows": [[], [[]], ["x\\", "y"]]}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		enc, err := replication.AppendPythonJSON(nil, body)
 		if err != nil {
-			return
+			return // refused before the split (tested with the encoder)
 		}
 		rows, err := splitPublishBody(enc)
-		if err != nil {
+		want, ok := decodePublishBody(t, body)
+		if !ok {
+			if err == nil {
+				t.Fatalf("split accepted %q (rows %q), encoding/json does not", body, rows)
+			}
 			return
 		}
-		for _, r := range rows {
-			if !json.Valid(r) {
-				t.Fatalf("row %q of %q is not valid JSON", r, enc)
+		if err != nil {
+			t.Fatalf("split refused %q: %v; encoding/json decodes %d rows", body, err, len(want))
+		}
+		if len(rows) != len(want) {
+			t.Fatalf("split found %d rows in %q, encoding/json %d", len(rows), body, len(want))
+		}
+		for i := range want {
+			wire, err := replication.AppendPythonJSON(nil, want[i])
+			if err != nil {
+				t.Fatalf("row %d %q: %v", i, want[i], err)
+			}
+			if string(rows[i]) != string(wire) {
+				t.Fatalf("row %d of %q: split %q, encoding/json %q", i, body, rows[i], wire)
 			}
 		}
 	})
+}
+
+// decodePublishBody is the fuzz oracle: encoding/json's reading of a
+// publish body. ok is false unless the body is an object whose only key,
+// given once, is "rows", holding an array.
+func decodePublishBody(t *testing.T, body []byte) (rows []json.RawMessage, ok bool) {
+	t.Helper()
+	d := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	seen := false
+	for d.More() {
+		key, err := d.Token()
+		if err != nil {
+			t.Fatalf("encoding/json: key of %q: %v", body, err)
+		}
+		var val json.RawMessage
+		if err := d.Decode(&val); err != nil {
+			t.Fatalf("encoding/json: value of %q: %v", body, err)
+		}
+		if key != "rows" || seen || val[0] != '[' {
+			return nil, false
+		}
+		seen = true
+		if err := json.Unmarshal(val, &rows); err != nil {
+			t.Fatalf("encoding/json: rows of %q: %v", body, err)
+		}
+	}
+	return rows, true
 }
 
 // TestSecondsBehindAfterTrim: a connection whose next token was trimmed is
@@ -440,6 +536,7 @@ func TestPublishBodyBuffers(t *testing.T) {
 	h := m.Handler()
 	post := func(body string, contentLength int64) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "/v1/streams/caches/rows", io.MultiReader(strings.NewReader(body)))
+		req.Header.Set("Content-Type", "application/json")
 		req.ContentLength = contentLength
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

@@ -9,10 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tcprepl/tcprepl/internal/jsonscan"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -64,7 +63,8 @@ type Master struct {
 	effects      *Effects
 	publishToken string
 	streams      []string
-	seq          map[string]*sequencer
+	known        map[string]bool // streams, for lookups
+	maxRows      int             // rows per publish, see MaxRowsPerPublish
 	httpSrv      *http.Server
 
 	// storeMu is held shared by every append and exclusively by Close, so
@@ -96,8 +96,12 @@ func New(cfg Config, opts Options) (*Master, error) {
 		registry:     opts.Registry,
 		publishToken: token,
 		streams:      cfg.Streams(),
-		seq:          map[string]*sequencer{},
+		known:        map[string]bool{},
+		maxRows:      rowsPerPublish(cfg.Limits),
 		validate:     opts.Validate,
+	}
+	for _, s := range m.streams {
+		m.known[s] = true
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -124,11 +128,9 @@ func New(cfg Config, opts Options) (*Master, error) {
 		return nil, err
 	}
 	for _, s := range m.streams {
-		cur, err := m.store.CurrentToken(s)
-		if err != nil {
+		if _, err := m.store.CurrentToken(s); err != nil {
 			return fail(fmt.Errorf("read position of stream %s: %w", s, err))
 		}
-		m.seq[s] = &sequencer{next: cur + 1, pending: map[int64]replication.Update{}}
 	}
 	m.metrics, err = newMetrics(m)
 	if err != nil {
@@ -143,6 +145,9 @@ func New(cfg Config, opts Options) (*Master, error) {
 	if err != nil {
 		return fail(fmt.Errorf("create replication server: %w", err))
 	}
+	// The log decides durable order: it hands each update to the server
+	// once durable, in token order, whatever order the appends return in.
+	m.store.OnDurable(m.srv.Publish)
 	m.httpSrv = &http.Server{
 		Handler:           m.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -279,128 +284,101 @@ func (m *Master) closeStore() error {
 // Streams lists the streams this master publishes.
 func (m *Master) Streams() []string { return m.streams }
 
-// Publish validates rows, appends them to stream as one token, waits until
-// they are durable, then hands them to the protocol server for fan-out. It
-// returns the token. Either every row is stored or none is.
+// MaxRowsPerPublish is the most rows one publish (one token) may carry. A
+// token reaches each subscriber as one item of its queue, which counts its
+// rows against limits.maxPendingCommands (10000 by default): a batch near
+// that limit would drop every subscriber as a slow consumer, so batches
+// stay well below it. A master whose maxPendingCommands is under ten times
+// this allows a tenth of that instead. Split larger publishes; the master's
+// own effects (presence of a lost connection) are split the same way.
+const MaxRowsPerPublish = 1000
+
+// ErrTooManyRows is wrapped by Publish for a batch over the row limit.
+var ErrTooManyRows = errors.New("too many rows in one publish")
+
+// rowsPerPublish is the row limit of a master with these limits.
+func rowsPerPublish(l Limits) int {
+	return max(1, min(MaxRowsPerPublish, l.MaxPendingCommands/10))
+}
+
+// MaxRows is the most rows one Publish may carry.
+func (m *Master) MaxRows() int { return m.maxRows }
+
+// tooManyRows is the error for a publish of n rows (at least n, when
+// counting stopped at the limit).
+func (m *Master) tooManyRows(n int) error {
+	return fmt.Errorf("%w: %d rows or more, the limit is %d rows per publish, which keeps a batch well below a connection's queue limit of %d (limits.maxPendingCommands); split them over several publishes", ErrTooManyRows, n, m.maxRows, m.cfg.Limits.MaxPendingCommands)
+}
+
+// Publish validates rows, appends them to stream as one token and returns
+// that token once they are durable; the log then hands them to the protocol
+// server for fan-out, in token order. Either every row is stored or none is.
 func (m *Master) Publish(ctx context.Context, stream string, rows []json.RawMessage) (int64, error) {
+	if err := m.checkBatch(stream, len(rows)); err != nil {
+		return 0, err
+	}
 	encoded := make([]json.RawMessage, len(rows))
+	var fieldBuf [16][]byte
 	for i, row := range rows {
 		// Rows go on the wire exactly as Python's json.dumps would write
-		// them, so traces compare byte for byte with Synapse's.
+		// them, so traces compare byte for byte with Synapse's; encoding
+		// also validates them.
 		enc, err := replication.AppendPythonJSON(nil, row)
 		if err != nil {
 			return 0, &RowError{Index: i, Err: fmt.Errorf("not valid JSON; a row is a JSON array: %w", err)}
 		}
+		fields, _ := jsonscan.AppendElements(enc, fieldBuf[:0])
+		if err := m.checkRow(stream, i, enc, fields); err != nil {
+			return 0, err
+		}
 		encoded[i] = enc
 	}
-	return m.publishEncoded(ctx, stream, encoded)
+	return m.appendRows(ctx, stream, encoded)
 }
 
-// publishEncoded is Publish for rows already in Python's json.dumps form
-// (the HTTP handler encodes a whole request body in one pass).
-func (m *Master) publishEncoded(ctx context.Context, stream string, rows []json.RawMessage) (int64, error) {
-	seq, ok := m.seq[stream]
-	if !ok {
-		return 0, fmt.Errorf("stream %q: %w; this master publishes %v", stream, replication.ErrUnknownStream, m.streams)
+// checkBatch refuses a publish to an unknown stream, or of no rows or too
+// many.
+func (m *Master) checkBatch(stream string, rows int) error {
+	switch {
+	case !m.known[stream]:
+		return fmt.Errorf("stream %q: %w; this master publishes %v", stream, replication.ErrUnknownStream, m.streams)
+	case rows == 0:
+		return errors.New("no rows: send at least one row")
+	case rows > m.maxRows:
+		return m.tooManyRows(rows)
 	}
-	if len(rows) == 0 {
-		return 0, errors.New("no rows: send at least one row")
-	}
-	// The server skips a row that cannot go on the wire as one RDATA line;
-	// refuse it here instead, before anything is stored. Rows in Python
-	// form are never empty and hold no newline, so only the length can
-	// fail; the largest token gives the longest prefix, so the check holds
-	// whatever token the row gets.
-	maxRow := m.cfg.Limits.MaxLineLength - len("RDATA  ") - len(stream) - len(strconv.FormatInt(math.MaxInt64, 10)) - 1
-	for i, row := range rows {
-		if err := m.validate(stream, row); err != nil {
-			return 0, &RowError{Index: i, Err: err}
-		}
-		if len(row) > maxRow {
-			return 0, &RowError{Index: i, Err: fmt.Errorf("row encodes to %d bytes; with its RDATA prefix it is over the line limit of %d bytes (limits.maxLineLength)", len(row), m.cfg.Limits.MaxLineLength)}
-		}
-	}
-	return m.appendAndPublish(ctx, seq, stream, rows)
+	return nil
 }
 
-// appendAndPublish stores already-valid, wire-encoded rows and publishes them.
-func (m *Master) appendAndPublish(ctx context.Context, seq *sequencer, stream string, rows []json.RawMessage) (int64, error) {
+// checkRow checks row i of a publish, in wire form (valid JSON, as the
+// Python-form encoder wrote it) and split into its fields, against its
+// stream's shape. Whether it fits one RDATA line is the log's check
+// (replication.CheckRDATARow, in AppendEncoded), made before anything of
+// the batch is stored.
+func (m *Master) checkRow(stream string, i int, row json.RawMessage, fields [][]byte) error {
+	if err := m.validate(stream, row, fields); err != nil {
+		return &RowError{Index: i, Err: err}
+	}
+	return nil
+}
+
+// appendRows stores rows already checked and in wire form as one token.
+func (m *Master) appendRows(ctx context.Context, stream string, rows []json.RawMessage) (int64, error) {
 	m.storeMu.RLock()
 	defer m.storeMu.RUnlock()
 	if m.storeClosed {
 		return 0, ErrShuttingDown
 	}
 	start := m.now()
-	seq.begin()
 	u, err := m.store.AppendEncoded(ctx, stream, rows)
-	if err != nil {
-		seq.failed(m.srv.Publish)
-		m.metrics.publishErrors.WithLabelValues(stream).Inc()
-		return 0, fmt.Errorf("append to stream %s: %w", stream, err)
+	if errors.Is(err, replication.ErrRowTooLong) {
+		return 0, err // refused before anything was stored: the row's fault
 	}
-	seq.done(u, m.srv.Publish)
+	if err != nil {
+		m.metrics.publishErrors.WithLabelValues(stream).Inc()
+		return 0, err // the log's error names the stream
+	}
 	m.metrics.publishedRows.WithLabelValues(stream).Add(float64(len(rows)))
 	m.metrics.publishSeconds.Observe(m.now().Sub(start).Seconds())
 	return u.Token, nil
-}
-
-// sequencer hands a stream's durable updates to the server in token order.
-// Concurrent publishers to one stream are group-committed together by the
-// log, and their Append calls can return in any order; the server must see
-// tokens in order, so an update waits here until every earlier token has
-// been handed over.
-type sequencer struct {
-	mu       sync.Mutex
-	next     int64
-	inflight int
-	pending  map[int64]replication.Update
-}
-
-func (s *sequencer) begin() {
-	s.mu.Lock()
-	s.inflight++
-	s.mu.Unlock()
-}
-
-// done records a durable update and publishes every update now in order.
-// publish is called with the lock held so that two publishers cannot
-// interleave their hand-overs; it only queues, so this is short.
-func (s *sequencer) done(u replication.Update, publish func(replication.Update)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.inflight--
-	s.pending[u.Token] = u
-	s.drain(publish)
-}
-
-// failed records an Append that returned an error. Such an Append may or
-// may not have consumed a token; once nothing is in flight, any token still
-// missing can never arrive, so the queue skips over it.
-func (s *sequencer) failed(publish func(replication.Update)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.inflight--
-	s.drain(publish)
-}
-
-func (s *sequencer) drain(publish func(replication.Update)) {
-	for {
-		if u, ok := s.pending[s.next]; ok {
-			delete(s.pending, s.next)
-			s.next++
-			publish(u)
-			continue
-		}
-		if s.inflight > 0 || len(s.pending) == 0 {
-			return
-		}
-		// Nothing in flight, yet a gap: skip to the smallest pending token.
-		lowest := int64(-1)
-		for t := range s.pending {
-			if lowest < 0 || t < lowest {
-				lowest = t
-			}
-		}
-		s.next = lowest
-	}
 }

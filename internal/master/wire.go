@@ -30,7 +30,7 @@ func defaultValidator(cfg Config) (RowValidator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build stream catalogue: %w", err)
 	}
-	return cat.Validate, nil
+	return cat.ValidateFields, nil
 }
 
 // openLog opens the Pebble log with the configured streams and retention.

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/tcprepl/tcprepl/internal/jsonscan"
 )
 
 // benchRow returns a caches row of exactly 100 bytes, as the issue's
@@ -108,7 +110,7 @@ func BenchmarkJSON(b *testing.B) {
 		b.SetBytes(int64(len(r)))
 		b.ReportAllocs()
 		cpuLoop(b, func() {
-			if !validJSON(r) {
+			if !jsonscan.Valid(r) {
 				b.Fatal("invalid")
 			}
 		})

@@ -8,6 +8,8 @@ import (
 	"math"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/tcprepl/tcprepl/internal/jsonscan"
 )
 
 // ProtocolError is a line the protocol does not allow. Its Error text is what
@@ -346,7 +348,7 @@ func parseArgs(name string, rest []byte, copyBytes bool) (Command, error) {
 		if !ok {
 			return nil, bad("expected <cache_func> <keys_json>")
 		}
-		if !validJSON(f[1]) {
+		if !jsonscan.Valid(f[1]) {
 			return nil, bad("keys are not valid JSON")
 		}
 		return InvalidateCacheCommand{CacheFunc: string(f[0]), Keys: cloneIf(f[1], copyBytes)}, nil
@@ -412,7 +414,7 @@ func parseRdataArgs(rest []byte, known string) (stream string, token int64, batc
 		}
 		token = t
 	}
-	if !validJSON(row) {
+	if !jsonscan.Valid(row) {
 		_, err := AppendPythonJSON(nil, row) // for a precise message
 		if err == nil {
 			err = errors.New("invalid JSON")

@@ -2,15 +2,14 @@ package replication
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"math/bits"
-	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/tcprepl/tcprepl/internal/jsonscan"
 )
 
 // pythonCases pair JSON input with what Python 3's json.dumps(json.loads(x))
@@ -56,14 +55,14 @@ func TestAppendPythonJSON(t *testing.T) {
 		if string(got) != "pre"+tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.in, got[3:], tc.want)
 		}
-		if !validJSON([]byte(tc.in)) {
-			t.Errorf("validJSON(%s) = false", tc.in)
+		if !jsonscan.Valid([]byte(tc.in)) {
+			t.Errorf("Valid(%s) = false", tc.in)
 		}
 	}
 }
 
 func TestAppendPythonJSONRejectsInvalid(t *testing.T) {
-	deep := strings.Repeat("[", maxJSONDepth+2) + strings.Repeat("]", maxJSONDepth+2)
+	deep := strings.Repeat("[", jsonscan.MaxDepth+2) + strings.Repeat("]", jsonscan.MaxDepth+2)
 	for _, in := range []string{
 		``, ` `, `[`, `]`, `[1,]`, `[,1]`, `{"a"}`, `{"a":}`, `{a:1}`, `{"a":1,}`, `{"a" 1}`, `[1 2]`,
 		`"abc`, `"\x"`, `"\u12"`, `"\u12G4"`, "\"a\x01b\"", "\"\xff\"", "\"\xc3\"", `01`, `1.`, `.5`, `1e`, `-`, `+1`,
@@ -75,14 +74,14 @@ func TestAppendPythonJSONRejectsInvalid(t *testing.T) {
 			continue
 		}
 		var se *JSONSyntaxError
-		if !errors.As(err, &se) && !errors.Is(err, errJSONTooDeep) {
+		if !errors.As(err, &se) && !errors.Is(err, jsonscan.ErrTooDeep) {
 			t.Errorf("%q: error %T %v, want *JSONSyntaxError", in, err, err)
 		}
 		if string(out) != "keep" {
 			t.Errorf("%q: dst changed to %q on error", in, out)
 		}
-		if validJSON([]byte(in)) {
-			t.Errorf("validJSON(%q) = true", in)
+		if jsonscan.Valid([]byte(in)) {
+			t.Errorf("Valid(%q) = true", in)
 		}
 	}
 }
@@ -94,13 +93,13 @@ func checkPythonJSON(t *testing.T, in []byte) {
 	stdValid := json.Valid(in) && utf8.Valid(in)
 	if (err == nil) != stdValid {
 		// encoding/json has no depth limit; we do.
-		if !errors.Is(err, errJSONTooDeep) || !stdValid {
+		if !errors.Is(err, jsonscan.ErrTooDeep) || !stdValid {
 			t.Fatalf("AppendPythonJSON(%q) error %v, but encoding/json says valid=%v", in, err, stdValid)
 		}
 		return
 	}
-	if validJSON(in) != (err == nil) {
-		t.Fatalf("validJSON(%q) = %v, AppendPythonJSON error %v", in, validJSON(in), err)
+	if jsonscan.Valid(in) != (err == nil) {
+		t.Fatalf("Valid(%q) = %v, AppendPythonJSON error %v", in, jsonscan.Valid(in), err)
 	}
 	if err != nil {
 		return
@@ -147,96 +146,15 @@ func FuzzAppendPythonJSON(f *testing.F) {
 	})
 }
 
-// TestStringSpecialMask checks the eight-bytes-at-a-time scan against a
-// byte-by-byte one: the first flagged byte must be the first special byte.
-func TestStringSpecialMask(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	interesting := []byte{0, 0x1f, 0x20, '"', '\\', 0x7f, 0x80, 0xff, 'a', 0x21, 0x5b, 0x5d}
-	for n := 0; n < 200000; n++ {
-		var b [8]byte
-		for i := range b {
-			if rng.IntN(2) == 0 {
-				b[i] = interesting[rng.IntN(len(interesting))]
-			} else {
-				b[i] = byte(rng.IntN(256))
-			}
-		}
-		want := 8
-		for i, c := range b {
-			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-				want = i
-				break
-			}
-		}
-		m := stringSpecialMask(binary.LittleEndian.Uint64(b[:]))
-		got := 8
-		if m != 0 {
-			got = bits.TrailingZeros64(m) >> 3
-		}
-		if got != want {
-			t.Fatalf("bytes % x: first special at %d, mask says %d", b, want, got)
-		}
-	}
-}
-
 // TestDepthLimitAgrees: the validator and the re-encoder accept and refuse
 // the same nesting depths.
 func TestDepthLimitAgrees(t *testing.T) {
-	for n := maxJSONDepth - 1; n <= maxJSONDepth+3; n++ {
+	for n := jsonscan.MaxDepth - 1; n <= jsonscan.MaxDepth+3; n++ {
 		for _, inner := range []string{"", "1"} {
 			in := []byte(strings.Repeat("[", n) + inner + strings.Repeat("]", n))
 			_, err := AppendPythonJSON(nil, in)
-			if validJSON(in) != (err == nil) {
-				t.Errorf("depth %d, inner %q: validJSON %v, AppendPythonJSON error %v", n, inner, validJSON(in), err)
-			}
-		}
-	}
-}
-
-// TestNonDigitMask checks the eight-bytes-at-a-time digit scan against a
-// byte-by-byte one: the first flagged byte must be the first non-digit.
-func TestNonDigitMask(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	interesting := []byte{'0', '5', '9', '/', ':', 0, 0x7f, 0x80, 0xb0, 0xb9, 0xba, 0xff, '.', 'e', '-', ']'}
-	for n := 0; n < 200000; n++ {
-		var b [8]byte
-		for i := range b {
-			switch rng.IntN(3) {
-			case 0:
-				b[i] = interesting[rng.IntN(len(interesting))]
-			case 1:
-				b[i] = '0' + byte(rng.IntN(10))
-			default:
-				b[i] = byte(rng.IntN(256))
-			}
-		}
-		want := 8
-		for i, c := range b {
-			if c < '0' || c > '9' {
-				want = i
-				break
-			}
-		}
-		m := nonDigitMask(binary.LittleEndian.Uint64(b[:]))
-		got := 8
-		if m != 0 {
-			got = bits.TrailingZeros64(m) >> 3
-		}
-		if got != want {
-			t.Fatalf("bytes % x: first non-digit at %d, mask says %d", b, want, got)
-		}
-	}
-	// Exhaustively for one non-digit after a run of digits, at every place.
-	for c := range 256 {
-		for at := range 8 {
-			b := []byte("12345678")
-			b[at] = byte(c)
-			want := 8
-			if c < '0' || c > '9' {
-				want = at
-			}
-			if got := skipDigits(append(b, 'x'), 0); got != want {
-				t.Fatalf("skipDigits(%q) = %d, want %d", b, got, want)
+			if jsonscan.Valid(in) != (err == nil) {
+				t.Errorf("depth %d, inner %q: validJSON %v, AppendPythonJSON error %v", n, inner, jsonscan.Valid(in), err)
 			}
 		}
 	}

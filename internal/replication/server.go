@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -304,63 +303,13 @@ func (s *Server) encodeUpdate(u Update) (outItem, int) {
 	return outItem{b: b, n: n, cmd: idxRdata}, n
 }
 
-// ValidateUpdate checks that every row of u can be sent as one RDATA line
-// within maxLineLength (0 means the default). The master calls it before
-// storing rows, since the server skips rows that do not fit.
-func ValidateUpdate(u Update, maxLineLength int) error {
-	if maxLineLength <= 0 {
-		maxLineLength = DefaultMaxLineLength
-	}
-	if err := checkWord("stream", u.Stream); err != nil {
-		return err
-	}
-	prefix := rdataPrefixLen(u.Stream, u.Token, false)
-	for i, row := range u.Rows {
-		if err := checkRow(row); err != nil {
-			return fmt.Errorf("stream %s token %d row %d: %w", u.Stream, u.Token, i, err)
-		}
-		if l := prefix + len(row); l > maxLineLength {
-			return fmt.Errorf("stream %s token %d row %d: RDATA line would be %d bytes, over the limit of %d", u.Stream, u.Token, i, l, maxLineLength)
-		}
-	}
-	return nil
-}
-
-func rdataPrefixLen(stream string, token int64, batch bool) int {
-	var tmp [24]byte
-	n := len("RDATA ") + len(stream) + 2
-	if batch {
-		return n + len("batch")
-	}
-	return n + len(strconv.AppendInt(tmp[:0], token, 10))
-}
-
-var (
-	errRowEmpty   = errors.New("row is empty")
-	errRowNewline = errors.New("row contains a newline or carriage return")
-)
-
-// checkRow is the cheap check a stored row gets before it is copied onto the
-// wire: it must not break the line.
-func checkRow(row []byte) error {
-	if len(row) == 0 {
-		return errRowEmpty
-	}
-	if bytes.IndexByte(row, '\n') >= 0 || bytes.IndexByte(row, '\r') >= 0 {
-		return errRowNewline
-	}
-	return nil
-}
-
 // appendUpdateLines appends the RDATA lines of u to dst and returns them with
 // the number of lines.
 func appendUpdateLines(dst []byte, u Update, maxLine int, log logr.Logger) ([]byte, int) {
-	numeric := rdataPrefixLen(u.Stream, u.Token, false)
-	batch := rdataPrefixLen(u.Stream, u.Token, true)
-	// The last row that fits gets the numeric token.
+	// The last row that can be sent gets the numeric token.
 	last := -1
 	for i := len(u.Rows) - 1; i >= 0; i-- {
-		if checkRow(u.Rows[i]) == nil && numeric+len(u.Rows[i]) <= maxLine {
+		if CheckRDATARow(u.Stream, u.Rows[i], maxLine) == nil {
 			last = i
 			break
 		}
@@ -368,23 +317,17 @@ func appendUpdateLines(dst []byte, u Update, maxLine int, log logr.Logger) ([]by
 	// Size the buffer once: growing it line by line was most of the cost
 	// of publishing a small update.
 	need := 0
-	for i, row := range u.Rows[:last+1] {
-		if i == last {
-			need += numeric + len(row) + 1
-		} else {
-			need += batch + len(row) + 1
-		}
+	for _, row := range u.Rows[:last+1] {
+		need += maxRDATAOverhead + len(u.Stream) + len(row) + 1
 	}
 	dst = slices.Grow(dst, need)
 	n := 0
 	for i, row := range u.Rows[:last+1] {
-		prefix := batch
-		if i == last {
-			prefix = numeric
-		}
-		if err := checkRow(row); err != nil || prefix+len(row) > maxLine {
-			log.Error(err, "skipping a row that cannot be sent as one RDATA line", "stream", u.Stream, "token", u.Token, "row", i, "bytes", len(row), "maxLineLength", maxLine)
-			continue
+		if i != last {
+			if err := CheckRDATARow(u.Stream, row, maxLine); err != nil {
+				log.Error(err, "skipping a row that cannot be sent as one RDATA line", "stream", u.Stream, "token", u.Token, "row", i, "bytes", len(row), "maxLineLength", maxLine)
+				continue
+			}
 		}
 		dst = appendRdataPrefix(dst, u.Stream, u.Token, i != last)
 		dst = append(append(dst, row...), '\n')

@@ -1,17 +1,15 @@
 package rows
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
+	"github.com/tcprepl/tcprepl/internal/jsonscan"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -146,8 +144,8 @@ func TestValidate(t *testing.T) {
 		"invalid UTF-8":    {stream: "push_rules", row: "[\"\xff\"]", wantErr: `push_rules row: not valid UTF-8; rows are UTF-8 JSON`},
 		"unknown stream":   {stream: "nope", row: `[]`, wantErr: `stream "nope": unknown stream`},
 		"custom any":       {stream: "audit", row: `[1, "two", {"three": [3]}, null, 1.5]`},
-		"too deep":         {stream: "audit", row: strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1), wantErr: "audit row: nested deeper than 1000 levels"},
-		"deep enough":      {stream: "audit", row: strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth)},
+		"too deep":         {stream: "audit", row: strings.Repeat("[", jsonscan.MaxDepth+1) + strings.Repeat("]", jsonscan.MaxDepth+1), wantErr: "audit row: nested deeper than 1000 levels"},
+		"deep enough":      {stream: "audit", row: strings.Repeat("[", jsonscan.MaxDepth) + strings.Repeat("]", jsonscan.MaxDepth)},
 		"ts 19 digits":     {stream: "caches", row: `["f", [], 1234567890123456789]`},
 		"ts -19 digits":    {stream: "caches", row: `["f", [], -1234567890123456789]`},
 		"ts minus only":    {stream: "caches", row: `["f", [], -]`, wantErr: "caches row: not valid JSON; a row is a JSON array"},
@@ -317,30 +315,25 @@ func FuzzValidate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, which uint8, row []byte) {
 		stream := streams[int(which)%len(streams)]
 		err := c.Validate(stream, row)
+		// On valid JSON, the split-first entry of the publish path gives
+		// exactly the same verdict.
+		if jsonscan.Valid(row) {
+			fields, _ := jsonscan.AppendElements(row, nil)
+			if ferr := c.ValidateFields(stream, row, fields); fmt.Sprint(ferr) != fmt.Sprint(err) {
+				t.Fatalf("%s %q: Validate says %v, ValidateFields %v", stream, row, err, ferr)
+			}
+		}
 		if err == nil {
 			// Whatever passes is valid JSON and an array.
 			var vals []json.RawMessage
 			if uerr := json.Unmarshal(row, &vals); uerr != nil {
 				t.Fatalf("Validate(%s) accepted %q, which is not a JSON array: %v", stream, row, uerr)
 			}
-			// And the splitter agrees with encoding/json on the fields.
-			got, _ := splitArray(row, nil)
-			if len(got) != len(vals) {
-				t.Fatalf("splitArray found %d fields in %q, encoding/json %d", len(got), row, len(vals))
-			}
-			for i := range vals {
-				if string(got[i]) != string(trimSpace(vals[i])) {
-					t.Fatalf("field %d: splitArray %q, encoding/json %q", i, got[i], vals[i])
-				}
-			}
 			return
 		}
 		if !strings.Contains(err.Error(), stream) {
 			t.Fatalf("error %q does not name the stream %s", err, stream)
 		}
-		// The splitters must not panic on arbitrary bytes either.
-		_, _ = splitArray(row, nil)
-		_ = skipValue(row, 0)
 		_ = typeOf(row)
 		_ = fmt.Sprint(describe(Type(which)))
 	})
@@ -374,50 +367,6 @@ func BenchmarkValidate(b *testing.B) {
 	})
 }
 
-// FuzzScanRow checks the single-pass validator against encoding/json: the
-// same texts are valid (plus: valid UTF-8), and arrays split into the same
-// elements.
-func FuzzScanRow(f *testing.F) {
-	for _, row := range validRows {
-		f.Add([]byte(row))
-	}
-	for _, seed := range []string{``, ` `, `[`, `]`, `[]`, ` [ ] `, `[1,]`, `[,1]`, `{"a":1}`, `{"a" 1}`, `"x"`, `1`, `-`, `-0`, `01`, `1.`, `1.5e`, `1E+2`,
-		`tru`, `true`, `nul`, `[null, false]`, `["\u00e9"]`, `["\u00e"]`, `["\x"]`, "[\"\t\"]", "[\"\xff\"]", "[\"\xed\xa0\x80\"]", `[[[]]]`, `[{"a":[{}]}]`, `[1] 2`} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		vals, res := scanRow(b, nil)
-		if res == rowTooDeep {
-			return // encoding/json allows deeper nesting; ours is a deliberate limit
-		}
-		valid := utf8.Valid(b) && json.Valid(b)
-		if valid != (res != rowNotJSON) {
-			t.Fatalf("scanRow(%q) = %v; encoding/json valid = %v", b, res, valid)
-		}
-		if !valid {
-			return
-		}
-		var elems []json.RawMessage
-		// Unmarshal also takes null as a nil slice; an array starts with [.
-		trimmed := trimSpace(b)
-		isArray := len(trimmed) > 0 && trimmed[0] == '[' && json.Unmarshal(b, &elems) == nil
-		if isArray != (res == rowOK) {
-			t.Fatalf("scanRow(%q) = %v; encoding/json array = %v", b, res, isArray)
-		}
-		if !isArray {
-			return
-		}
-		if len(vals) != len(elems) {
-			t.Fatalf("scanRow(%q) found %d elements, encoding/json %d", b, len(vals), len(elems))
-		}
-		for i := range elems {
-			if string(vals[i]) != string(trimSpace(elems[i])) {
-				t.Fatalf("element %d: scanRow %q, encoding/json %q", i, vals[i], elems[i])
-			}
-		}
-	})
-}
-
 // TestTypeOfIntBounds: integers of 19 digits are ints up to the int64
 // bounds, exactly as strconv.ParseInt decides.
 func TestTypeOfIntBounds(t *testing.T) {
@@ -430,33 +379,33 @@ func TestTypeOfIntBounds(t *testing.T) {
 	}
 }
 
-// TestPlain8 checks the eight-byte fast path of the string scanner against
-// a byte-by-byte test, for every byte value in every position.
-func TestPlain8(t *testing.T) {
-	plain := func(c byte) bool { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' }
-	base := []byte("abcdefgh")
-	for pos := range 8 {
-		for c := range 256 {
-			b := slices.Clone(base)
-			b[pos] = byte(c)
-			want := plain(byte(c))
-			if got := plain8(binary.LittleEndian.Uint64(b)); got != want {
-				t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
-			}
-		}
+// BenchmarkValidateFields is the publish path's check: the row is already
+// valid JSON in wire form and arrives split into its fields (the split is
+// part of cutting the rows out of the request), so only the shape is left.
+func BenchmarkValidateFields(b *testing.B) {
+	c := testCatalogue(b)
+	rows := map[string]string{
+		StreamEvents:       validRows[StreamEvents],
+		StreamCaches:       validRows[StreamCaches],
+		StreamPresence:     validRows[StreamPresence],
+		"caches_bench_row": `["bench_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", [12345], 1700000000000000000]`,
 	}
-	for range 100000 {
-		var b [8]byte
-		want := true
-		for i := range b {
-			b[i] = byte(0x20 + rand.IntN(0x60)) // mostly printable
-			if rand.IntN(16) == 0 {
-				b[i] = byte(rand.IntN(256))
+	for _, name := range []string{StreamEvents, StreamCaches, StreamPresence, "caches_bench_row"} {
+		stream := name
+		if name == "caches_bench_row" {
+			stream = StreamCaches
+		}
+		row := json.RawMessage(rows[name])
+		var buf [16][]byte
+		fields, _ := jsonscan.AppendElements(row, buf[:0])
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(row)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.ValidateFields(stream, row, fields); err != nil {
+					b.Fatal(err)
+				}
 			}
-			want = want && plain(b[i])
-		}
-		if got := plain8(binary.LittleEndian.Uint64(b[:])); got != want {
-			t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
-		}
+		})
 	}
 }

@@ -3,99 +3,19 @@ package rows
 import (
 	"strconv"
 	"strings"
+
+	"github.com/tcprepl/tcprepl/internal/jsonscan"
 )
 
-// The helpers below walk JSON that json.Valid has already accepted, so they
-// only need to find value boundaries, not to diagnose syntax. They never
-// index past the input even so: the fuzz target feeds them raw bytes too.
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
-
+// trimSpace drops the JSON whitespace around b (for error messages).
 func trimSpace(b []byte) []byte {
-	for len(b) > 0 && isSpace(b[0]) {
+	for len(b) > 0 && jsonscan.IsSpace(b[0]) {
 		b = b[1:]
 	}
-	for len(b) > 0 && isSpace(b[len(b)-1]) {
+	for len(b) > 0 && jsonscan.IsSpace(b[len(b)-1]) {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && isSpace(b[i]) {
-		i++
-	}
-	return i
-}
-
-// splitArray appends the elements of the JSON array b to dst. ok is false
-// when b is not an array.
-func splitArray(b []byte, dst [][]byte) (vals [][]byte, ok bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '[' {
-		return dst, false
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == ']' {
-		return dst, true
-	}
-	for i < len(b) {
-		end := skipValue(b, i)
-		dst = append(dst, b[i:end])
-		i = skipSpace(b, end)
-		if i >= len(b) || b[i] != ',' {
-			break
-		}
-		i = skipSpace(b, i+1)
-	}
-	return dst, true
-}
-
-// skipValue returns the end of the value starting at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '[', '{':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i)
-				continue
-			case '[', '{':
-				depth++
-			case ']', '}':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	default:
-		for i < len(b) && !isSpace(b[i]) && b[i] != ',' && b[i] != ']' && b[i] != '}' {
-			i++
-		}
-		return i
-	}
-}
-
-// skipString returns the index after the string starting at b[i] (a quote).
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return i
 }
 
 // typeOf classifies one JSON value.

@@ -9,7 +9,9 @@
 // one fsync runs the committer applies the next batches, and Pebble's WAL
 // writer covers them all with its next fsync. A token is therefore never
 // visible (CurrentToken, ReadAfter) or acknowledged before it is durable,
-// and tokens become visible strictly in order.
+// and tokens become visible strictly in order; the syncer then hands each
+// durable update to OnDurable (the protocol server's Publish), in that
+// order.
 //
 // Log implements replication.Source.
 package streamlog
@@ -35,12 +37,9 @@ import (
 // ErrClosed is returned by operations on a closed Log.
 var ErrClosed = errors.New("stream log is closed")
 
-// ErrRowTooLong is wrapped by Append for a row too long to send.
-var ErrRowTooLong = errors.New("row too long")
-
-// rdataOverhead is the RDATA line without stream and row: "RDATA ", a space,
-// the longest token (19 digits of an int64) and a space.
-const rdataOverhead = len("RDATA ") + 1 + 19 + 1
+// ErrRowTooLong is wrapped by Append for a row too long to send: it is
+// replication.ErrRowTooLong, whose CheckRDATARow decides.
+var ErrRowTooLong = replication.ErrRowTooLong
 
 // ErrFailed is wrapped by every append after a commit to disk failed.
 var ErrFailed = errors.New("stream log failed")
@@ -92,9 +91,14 @@ type Options struct {
 	MaxCommitBytes int
 	// MaxLineLength, when positive, refuses a row whose RDATA line
 	// ("RDATA <stream> <token> <row>") could be longer than this many bytes
-	// in wire form: the protocol server could never send it, and every
-	// subscriber would stop at its token. Pass the server's line limit.
+	// in wire form (replication.CheckRDATARow): the protocol server could
+	// never send it, and every subscriber would stop at its token. Pass the
+	// server's line limit.
 	MaxLineLength int
+
+	// OnDurable, when set, receives every update once it is durable and
+	// visible; see Log.OnDurable.
+	OnDurable func(replication.Update)
 
 	// MemTableSize is Pebble's memtable size; zero means 16 MiB. Each
 	// full memtable is flushed at once, and while a flush runs commits
@@ -122,6 +126,10 @@ type Log struct {
 
 	maxCommitBytes int
 	maxLineLength  int
+
+	// onDurable is the hand-off of durable updates (OnDurable); nil until
+	// one is set.
+	onDurable atomic.Pointer[func(replication.Update)]
 
 	cacheBudget int64        // TailCacheBytes; 0 when disabled
 	cacheBytes  atomic.Int64 // bytes held by all streams' tail caches
@@ -231,6 +239,9 @@ func Open(opts Options) (*Log, error) {
 	}
 	if l.maxCommitBytes <= 0 {
 		l.maxCommitBytes = 32 << 20
+	}
+	if opts.OnDurable != nil {
+		l.OnDurable(opts.OnDurable)
 	}
 	switch {
 	case opts.TailCacheBytes == 0:
@@ -484,11 +495,20 @@ func (l *Log) AppendEncoded(ctx context.Context, stream string, rows []json.RawM
 	}
 	size := 0
 	for i, r := range rows {
-		if len(r) == 0 || r[0] != '[' || bytes.IndexByte(r, '\n') >= 0 || bytes.IndexByte(r, '\r') >= 0 {
-			return replication.Update{}, fmt.Errorf("append to stream %q: row %d: not in wire form (one line, a JSON array as replication.AppendPythonJSON writes it), got %s; use Append to have it encoded", stream, i, preview(r))
+		var oneLine bool
+		if l.maxLineLength > 0 {
+			// CheckRDATARow looks for line breaks too: one look at the
+			// row decides both.
+			err := l.checkLine(stream, i, r)
+			if errors.Is(err, ErrRowTooLong) {
+				return replication.Update{}, err
+			}
+			oneLine = err == nil
+		} else {
+			oneLine = bytes.IndexByte(r, '\n') < 0 && bytes.IndexByte(r, '\r') < 0
 		}
-		if err := l.checkLine(stream, i, r); err != nil {
-			return replication.Update{}, err
+		if !oneLine || len(r) == 0 || r[0] != '[' {
+			return replication.Update{}, fmt.Errorf("append to stream %q: row %d: not in wire form (one line, a JSON array as replication.AppendPythonJSON writes it), got %s; use Append to have it encoded", stream, i, preview(r))
 		}
 		size += len(r)
 	}
@@ -507,10 +527,28 @@ func (l *Log) checkLine(stream string, i int, row []byte) error {
 	if l.maxLineLength <= 0 {
 		return nil
 	}
-	if line := rdataOverhead + len(stream) + len(row); line > l.maxLineLength {
-		return fmt.Errorf("append to stream %q: row %d: %w: its RDATA line would be %d bytes, the protocol's limit is %d; split the data over smaller rows", stream, i, ErrRowTooLong, line, l.maxLineLength)
+	if err := replication.CheckRDATARow(stream, row, l.maxLineLength); err != nil {
+		return fmt.Errorf("append to stream %q: row %d: %w", stream, i, err)
 	}
 	return nil
+}
+
+// OnDurable makes the log hand every durable update to h: from its sync
+// loop, once the update's token is durable and visible to readers, before
+// its appender is acknowledged; in token order within a stream, and across
+// streams in the order their tokens became visible. This is the log's
+// promise of durable order, which the protocol server relies on to send
+// each stream's updates in order: concurrent appends to one stream are
+// committed together and their Append calls return in any order, so only
+// the log knows the order. h runs on the path of every append and must not
+// block (the server only queues). Set it before the first append; setting
+// it again replaces it, and nil stops the hand-off.
+func (l *Log) OnDurable(h func(replication.Update)) {
+	if h == nil {
+		l.onDurable.Store(nil)
+		return
+	}
+	l.onDurable.Store(&h)
 }
 
 // appendWire hands rows in wire form to the committer and waits until they
@@ -685,8 +723,9 @@ func (l *Log) fail(cause error) error {
 }
 
 // syncLoop waits for each applied round's fsync, in order, then makes its
-// tokens visible and wakes its appenders. A round fails if it or any round
-// before it failed: its tokens would follow a gap otherwise.
+// tokens visible, hands its updates to OnDurable and wakes its appenders. A
+// round fails if it or any round before it failed: its tokens would follow a
+// gap otherwise.
 func (l *Log) syncLoop() {
 	defer close(l.pipelineDone)
 	var failed error
@@ -713,6 +752,11 @@ func (l *Log) syncLoop() {
 				m.st.cum.Store(m.cum)
 				m.st.lastTime.Store(m.pub)
 				m.st.current.Store(m.token)
+			}
+			if h := l.onDurable.Load(); h != nil {
+				for _, req := range in.round {
+					(*h)(replication.Update{Stream: req.st.name, Token: req.token, Rows: req.rows, Time: req.time})
+				}
 			}
 			for _, req := range in.round {
 				req.st.rate.add(in.now, len(req.rows))

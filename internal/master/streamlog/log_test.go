@@ -724,10 +724,10 @@ func TestAppendRefusesRowsTooLongToSend(t *testing.T) {
 		rows []json.RawMessage
 		want string
 	}{
-		"one byte over": {rowsOf(`["1234567"]`), "row 0: row too long: its RDATA line would be 44 bytes, the protocol's limit is 43"},
+		"one byte over": {rowsOf(`["1234567"]`), "row 0: row too long for one RDATA line: the row is 11 bytes, so its RDATA line could be 44 bytes, over the line limit of 43 bytes"},
 		// 6 bytes as sent to Append, 10 in wire form (\u00e9).
-		"long only once escaped": {rowsOf(`["é"]`, `["éé"]`), "row 1: row too long: its RDATA line would be 49 bytes"},
-		"in a batch":             {rowsOf(`[1]`, `[2]`, `["1234567"]`), "row 2: row too long"},
+		"long only once escaped": {rowsOf(`["é"]`, `["éé"]`), "row 1: row too long for one RDATA line: the row is 16 bytes, so its RDATA line could be 49 bytes"},
+		"in a batch":             {rowsOf(`[1]`, `[2]`, `["1234567"]`), "row 2: row too long for one RDATA line"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
