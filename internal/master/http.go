@@ -29,9 +29,7 @@ func (m *Master) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/connections", m.handleConnections)
 	mux.HandleFunc("GET /v1/userips", m.handleUserIPs)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.HandleFunc("GET /healthz", m.handleHealth)
 	mux.HandleFunc("GET /readyz", m.handleReady)
 	return jsonErrors(mux)
 }
@@ -585,15 +583,4 @@ func (m *Master) handleUserIPs(w http.ResponseWriter, r *http.Request) {
 		ips = ips[:limit]
 	}
 	writeJSON(w, http.StatusOK, UserIPsResponse{UserIPs: ips})
-}
-
-func (m *Master) handleReady(w http.ResponseWriter, _ *http.Request) {
-	switch {
-	case m.closing.Load():
-		writeError(w, http.StatusServiceUnavailable, "shutting down")
-	case !m.serving.Load():
-		writeError(w, http.StatusServiceUnavailable, "not serving yet")
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	}
 }

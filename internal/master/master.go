@@ -198,6 +198,11 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 		"replication", replLn.Addr().String(), "http", httpLn.Addr().String(),
 		"dataDir", m.cfg.DataDir, "ephemeral", m.cfg.Ephemeral, "streams", len(m.streams))
 	m.serving.Store(true)
+	stopWatch, watchDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		m.watchLog(stopWatch)
+	}()
 	errc := make(chan error, 2)
 	go func() {
 		err := m.srv.Serve(replLn)
@@ -229,8 +234,13 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 		cancel()
 	}
 	second := <-errc
+	// If the watcher is shutting the master down, let it finish closing
+	// the log before returning.
+	close(stopWatch)
+	<-watchDone
 	m.serving.Store(false)
-	return errors.Join(first, second)
+	// A failed log ends the process with an error, so it is restarted.
+	return errors.Join(first, second, m.logFailure())
 }
 
 // Shutdown stops accepting, lets in-flight publishes finish, sends every
