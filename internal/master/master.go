@@ -198,7 +198,7 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 		"replication", replLn.Addr().String(), "http", httpLn.Addr().String(),
 		"dataDir", m.cfg.DataDir, "ephemeral", m.cfg.Ephemeral, "streams", len(m.streams))
 	if m.publishToken == "" && !isLoopback(httpLn.Addr()) {
-		m.logger.Info("WARNING: publishing needs no token and the HTTP API listens beyond loopback: anyone who reaches it can publish rows; set publishTokenFile or " + PublishTokenEnv,
+		m.logger.Info("WARNING: publishing needs no token and the HTTP API listens beyond loopback: anyone who reaches it can publish rows; set publishTokenFile or "+PublishTokenEnv,
 			"http", httpLn.Addr().String())
 	}
 	m.serving.Store(true)
