@@ -44,8 +44,10 @@ const (
 // Hardening defaults (issue 11): what clients control is bounded.
 const (
 	// DefaultMaxConnections bounds replication connections; each costs
-	// buffers and a connection-table entry, and none needs authentication.
-	DefaultMaxConnections = 1000
+	// buffers and a connection-table entry (about 24 KiB idle, so 4096
+	// hold about 100 MiB), and none needs authentication. A topology has
+	// tens of workers; the benchmark opens 1000 idle connections.
+	DefaultMaxConnections = 4096
 	// DefaultIdentifyTimeout closes a connection that has sent neither NAME
 	// nor REPLICATE this long after connecting.
 	DefaultIdentifyTimeout = 30 * time.Second
