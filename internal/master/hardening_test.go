@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +215,52 @@ func TestMasterAnnouncesItsLogID(t *testing.T) {
 	got := <-ids
 	if want := lm.store.(*streamlog.Log).LogID(); got != want || got == "" {
 		t.Fatalf("client got log id %q, the master's log is %q", got, want)
+	}
+}
+
+func TestHardeningSettingsValidated(t *testing.T) {
+	tests := map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"negative maxConnections":  {Config{Limits: Limits{MaxConnections: -1}}, "limits.maxConnections"},
+		"negative identifyTimeout": {Config{Limits: Limits{IdentifyTimeout: Duration{-time.Second}}}, "limits.identifyTimeout"},
+		"tiny maxNameLength":       {Config{Limits: Limits{MaxNameLength: 3}}, "limits.maxNameLength 3 is too small"},
+		"negative maxBytes":        {Config{Retention: map[string]Retention{"caches": {MaxBytes: -1}}}, `retention for "caches": maxBytes -1`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			tc.cfg.ServerName = "hs"
+			err := tc.cfg.WithDefaults().Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	cfg := Config{ServerName: "hs"}.WithDefaults()
+	if l := cfg.Limits; l.MaxConnections != DefaultMaxConnections || l.IdentifyTimeout.Duration != DefaultIdentifyTimeout || l.MaxNameLength != DefaultMaxNameLength {
+		t.Fatalf("defaults not applied: %+v", l)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+}
+
+// A config file sets the new bounds.
+func TestHardeningSettingsFromYAML(t *testing.T) {
+	path := t.TempDir() + "/m.yaml"
+	yaml := "serverName: hs\nlimits: {maxConnections: 10, identifyTimeout: 5s, maxNameLength: 64}\nretention: {\"*\": {maxBytes: 2097152, maxAge: 1h}}\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.Limits; l.MaxConnections != 10 || l.IdentifyTimeout.Duration != 5*time.Second || l.MaxNameLength != 64 {
+		t.Fatalf("limits from YAML: %+v", l)
+	}
+	if r := cfg.WithDefaults().RetentionFor("caches"); r.MaxBytes != 2<<20 || r.MaxAge.Duration != time.Hour {
+		t.Fatalf("retention from YAML: %+v", r)
 	}
 }
