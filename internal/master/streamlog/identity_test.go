@@ -154,3 +154,40 @@ func TestRetentionByBytes(t *testing.T) {
 		t.Fatalf("a small stream lost tokens: %+v", ev)
 	}
 }
+
+// A flood of 32 MiB of incompressible rows into one stream: with MaxBytes
+// the files on the volume stay a fraction of it (35 MB without retention).
+func TestFloodStaysWithinMaxBytesOnDisk(t *testing.T) {
+	fs := vfs.NewMem()
+	const maxBytes = 2 << 20
+	l := openTest(t, Options{FS: fs, Dir: "log", MemTableSize: 1 << 20, DefaultRetention: Retention{MaxBytes: maxBytes}})
+	defer closeTest(t, l)
+	row := make([]byte, 4<<10)
+	const tokens = 4000 // 8 KiB each
+	for i := range tokens {
+		_, _ = rand.Read(row)
+		mustAppend(t, l, "caches", fmt.Sprintf(`["f", [%q], %d]`, hex.EncodeToString(row), i))
+		if i%100 == 99 { // the trimmer's pace, deterministically
+			if err := l.ApplyRetention(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	names, err := fs.List("log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, n := range names {
+		if st, err := fs.Stat(fs.PathJoin("log", n)); err == nil {
+			total += st.Size()
+		}
+	}
+	// MaxBytes of sstables, plus memtables' WAL files and compaction lag.
+	if total > 6*maxBytes {
+		t.Fatalf("the log's files take %d bytes after a %d-byte flood with MaxBytes %d", total, tokens*8<<10, maxBytes)
+	}
+	if st, _ := l.Stats("caches"); st.CurrentToken != tokens || st.OldestToken < tokens/2 {
+		t.Fatalf("caches: %+v; want the old tokens dropped", st)
+	}
+}
