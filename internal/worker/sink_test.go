@@ -446,5 +446,5 @@ func TestFileSinkIsLocked(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open after the first worker closed it: %v", err)
 	}
-	again.Close()
+	_ = again.Close()
 }
