@@ -2,7 +2,6 @@ package probe
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -85,7 +84,7 @@ func TestProbeReportsLogIDAndFlagsATokenGoingBack(t *testing.T) {
 		s := p.Snapshot()
 		return position(s, "caches") == 5 && s.LogID == oldID
 	})
-	if s := p.Snapshot(); s.Error != nil || s.Streams[0].WentBackFrom != 0 {
+	if s := p.Snapshot(); s.Error != nil || len(s.Warnings) != 0 || s.Streams[0].WentBackFrom != 0 {
 		t.Fatalf("healthy master flagged: %+v", s)
 	}
 
@@ -99,14 +98,17 @@ func TestProbeReportsLogIDAndFlagsATokenGoingBack(t *testing.T) {
 	if s.LogChangedFrom != oldID || s.Streams[0].WentBackFrom != 5 {
 		t.Fatalf("log reset not flagged: logChangedFrom %q, stream %+v", s.LogChangedFrom, s.Streams[0])
 	}
-	if !errors.Is(s.Error, ErrLogReset) || !strings.Contains(s.Error.Error(), "caches 5 -> 2") || !strings.Contains(s.Error.Error(), "--resync") {
-		t.Fatalf("snapshot error %v, want ErrLogReset naming the stream and the way out", s.Error)
+	if s.Error != nil || !s.Reachable {
+		t.Fatalf("a master whose log was reset is still reachable: %v", s.Error)
+	}
+	if len(s.Warnings) != 1 || !strings.HasPrefix(s.Warnings[0], ErrLogReset.Error()) || !strings.Contains(s.Warnings[0], "caches 5 -> 2") || !strings.Contains(s.Warnings[0], "--resync") {
+		t.Fatalf("snapshot warnings %q, want the log reset naming the stream and the way out", s.Warnings)
 	}
 	var out strings.Builder
 	if err := WriteTable(&out, s, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "Log id:") || !strings.Contains(out.String(), "WENT BACK from 5") || !strings.Contains(out.String(), "LOG CHANGED") {
+	if !strings.Contains(out.String(), "WARNING:") || !strings.Contains(out.String(), "Log id:") || !strings.Contains(out.String(), "WENT BACK from 5") || !strings.Contains(out.String(), "LOG CHANGED") {
 		t.Fatalf("table does not show the reset:\n%s", out.String())
 	}
 }

@@ -391,8 +391,12 @@ func (p *Probe) Snapshot() Snapshot {
 		s.Error = fmt.Errorf("%w: %s: not connected yet (%s)", ErrUnreachable, p.cfg.Address, p.state)
 	case p.httpErr != nil:
 		s.Error = p.httpErr
-	case len(p.wentBack) > 0 || p.logChangedFrom != "":
-		s.Error = p.logResetError()
+	}
+	// A reset log is a warning, not an error: the master works (an
+	// ephemeral master's restart is expected), but workers resuming from
+	// the old log's positions must resync.
+	if len(p.wentBack) > 0 || p.logChangedFrom != "" {
+		s.Warnings = append(s.Warnings, p.logResetError().Error())
 	}
 	if s.Error != nil {
 		s.ErrorMessage = s.Error.Error()

@@ -51,6 +51,9 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 	if msg := errorText(s); msg != "" {
 		p("  Error:\t%s\n", msg)
 	}
+	for _, w := range s.Warnings {
+		p("  WARNING:\t%s\n", w)
+	}
 	p("  Measured at:\t%s\n", s.MeasuredAt.UTC().Format(time.RFC3339))
 	p("\n")
 

@@ -21,9 +21,10 @@ var (
 	// ErrHTTPUnreachable: the master's HTTP API (connection table) could not
 	// be read; positions from the protocol are still valid.
 	ErrHTTPUnreachable = errors.New("master HTTP API unreachable")
-	// ErrLogReset: the master's log was reset or replaced while the probe
-	// watched it: a stream's token went backwards, or its log id changed.
-	// Workers resuming from positions in the old log would skip rows.
+	// ErrLogReset begins the warning (Snapshot.Warnings) that the master's
+	// log was reset or replaced while the probe watched it: a stream's
+	// token went backwards, or its log id changed. Workers resuming from
+	// positions in the old log would skip rows.
 	ErrLogReset = errors.New("master log reset")
 )
 
@@ -38,6 +39,9 @@ type Snapshot struct {
 	Error error `json:"-"`
 	// ErrorMessage is Error's text, for JSON output.
 	ErrorMessage string `json:"error,omitempty"`
+	// Warnings are facts a reader should act on that do not make the
+	// master unreachable, e.g. that its log was reset (ErrLogReset).
+	Warnings []string `json:"warnings,omitempty"`
 	// ServerName is the name the master announced with SERVER.
 	ServerName string `json:"serverName,omitempty"`
 	// Address is the replication address the probe dials (host:port).
