@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // TestWorkerCLIRefusesAResetMasterLog is issue 11 item 1 end to end, with
@@ -87,5 +89,38 @@ func TestWorkerCLIRefusesAResetMasterLog(t *testing.T) {
 		if want := fmt.Sprintf(`"!new%d:x"`, i+1); line.Token != int64(i+1) || string(line.Row[0]) != want {
 			t.Fatalf("line %d of the new log: token %d row %s, want token %d row %s", i+1, line.Token, line.Row[0], i+1, want)
 		}
+	}
+}
+
+func TestWorkerLogChangeFlags(t *testing.T) {
+	tests := map[string]struct {
+		args             []string
+		resync, onChange bool
+		wantErr          string
+	}{
+		"default stops":        {args: nil},
+		"resync once":          {args: []string{"--resync"}, resync: true},
+		"resync on log change": {args: []string{"--on-log-change", "resync"}, onChange: true},
+		"unknown policy":       {args: []string{"--on-log-change", "ignore"}, wantErr: "use stop or resync"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var f workerFlags
+			cmd := &cobra.Command{}
+			f.addFlags(cmd.Flags())
+			if err := cmd.ParseFlags(append([]string{"--master", "m:1", "--server-name", "n", "--streams", "caches", "--state-dir", "/s"}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := f.config(cmd, func(string) string { return "" })
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("config: %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || cfg.Resync != tc.resync || cfg.ResyncOnLogChange != tc.onChange {
+				t.Fatalf("config %+v, %v", cfg, err)
+			}
+		})
 	}
 }

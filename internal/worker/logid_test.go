@@ -123,3 +123,26 @@ func TestWorkerAdoptsTheFirstLogID(t *testing.T) {
 	waitFor(t, 10*time.Second, "caught up", func() bool { return w2.Status().Ready })
 	stop2()
 }
+
+// With ResyncOnLogChange the worker resyncs by itself instead of stopping:
+// a pod restarted into the same error forever is worse than a replay.
+func TestWorkerResyncsOnLogChangeWhenAsked(t *testing.T) {
+	const oldID, newID = "11111111111111111111111111111111", "22222222222222222222222222222222"
+	cfg := baseConfig(t, startIdentifiedMaster(t, oldID, 5))
+	cfg.Streams = []string{"caches"}
+	sink := filepath.Join(t.TempDir(), "rows.jsonl")
+	cfg.Sink, cfg.From = "file:"+sink, from(0)
+	w, stop := startWorker(t, cfg)
+	waitFor(t, 10*time.Second, "rows 1-5 saved", func() bool { tok, _ := w.state.Position("caches"); return tok == 5 })
+	stop()
+
+	cfg.Address, cfg.From, cfg.ResyncOnLogChange = startIdentifiedMaster(t, newID, 8), nil, true
+	w2, stop2 := startWorker(t, cfg)
+	waitFor(t, 10*time.Second, "the new log replayed", func() bool { return len(fileLines(t, sink)) == 13 })
+	waitFor(t, 10*time.Second, "the new log's position saved", func() bool {
+		tok, _ := w2.state.Position("caches")
+		return tok == 8 && w2.state.LogID() == newID
+	})
+	stop2()
+	checkSequence(t, fileLines(t, sink)[5:], 1, 8)
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,12 @@ type Config struct {
 	// retained log, when From is nil). It is the way out of ErrLogChanged;
 	// give it once, for the restart after that error.
 	Resync bool
+	// ResyncOnLogChange makes the worker resync by itself (as Resync does,
+	// without a restart) when the master's log changes, instead of
+	// stopping with ErrLogChanged. For workers whose positions may be
+	// replayed without harm, e.g. pods that a supervisor would otherwise
+	// restart into the same error forever.
+	ResyncOnLogChange bool
 
 	Logger logr.Logger
 	// Registerer receives the worker's metrics and the replication
@@ -230,22 +237,8 @@ func New(cfg Config) (*Worker, error) {
 	if err := w.reconcile(); err != nil {
 		return nil, err
 	}
-	requests := w.streamRequests()
-	w.client, err = replication.NewClient(replication.ClientConfig{
-		Address:        cfg.Address,
-		ServerName:     cfg.ServerName,
-		Name:           cfg.Name,
-		Streams:        requests,
-		Handler:        (*handler)(w),
-		Dial:           cfg.Dial,
-		Logger:         w.log,
-		Registerer:     cfg.Registerer,
-		InitialBackoff: cfg.InitialBackoff,
-		MaxBackoff:     cfg.MaxBackoff,
-		OnLogID:        w.checkLogID,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
+	if w.client, err = w.newClient(); err != nil {
+		return nil, err
 	}
 	// Registered last, so a New that failed leaves the registry as it was.
 	if err := w.metrics.register(cfg.Registerer); err != nil {
@@ -258,6 +251,48 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
+// newClient builds the replication client from the saved positions.
+func (w *Worker) newClient() (*replication.Client, error) {
+	c, err := replication.NewClient(replication.ClientConfig{
+		Address:        w.cfg.Address,
+		ServerName:     w.cfg.ServerName,
+		Name:           w.cfg.Name,
+		Streams:        w.streamRequests(),
+		Handler:        (*handler)(w),
+		Dial:           w.cfg.Dial,
+		Logger:         w.log,
+		Registerer:     w.cfg.Registerer,
+		InitialBackoff: w.cfg.InitialBackoff,
+		MaxBackoff:     w.cfg.MaxBackoff,
+		OnLogID:        w.checkLogID,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	return c, nil
+}
+
+// resyncAfterLogChange is Config.ResyncOnLogChange: the positions of the
+// old log are dropped and a new client replays the new log after From (0
+// when unset).
+func (w *Worker) resyncAfterLogChange() error {
+	if w.cfg.From == nil && w.cfg.Streams[0] != AllStreams {
+		w.cfg.From = new(int64)
+	}
+	w.mu.Lock()
+	w.delivered, w.dirty = map[string]int64{}, false
+	w.mu.Unlock()
+	if err := w.resync(); err != nil {
+		return err
+	}
+	c, err := w.newClient()
+	if err != nil {
+		return err
+	}
+	w.client = c
+	return nil
+}
+
 // resync forgets the saved positions and log id (Config.Resync). What the
 // file sink holds stays; the sink's current end marks it as older than the
 // (now empty) positions, so it is not read back as positions.
@@ -267,7 +302,11 @@ func (w *Worker) resync() error {
 		size := w.fileSink.Size()
 		offset = &size
 	}
-	w.log.Info("resync: dropping the saved positions and master log id; replicating from the start", "positions", w.state.Positions(), "logId", w.state.LogID(), "from", *w.cfg.From)
+	from := "now (ALL)"
+	if w.cfg.From != nil {
+		from = strconv.FormatInt(*w.cfg.From, 10)
+	}
+	w.log.Info("resync: dropping the saved positions and master log id; replicating from the start", "positions", w.state.Positions(), "logId", w.state.LogID(), "after", from)
 	if err := w.state.Reset(offset); err != nil {
 		return fmt.Errorf("worker: resync: %w", err)
 	}
@@ -402,6 +441,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		})
 	}
 	err := w.client.Run(ctx)
+	for ctx.Err() == nil && errors.Is(err, ErrLogChanged) && w.cfg.ResyncOnLogChange {
+		w.log.Info("the master serves a new log; resyncing from it (--on-log-change=resync)", "error", err.Error())
+		// Delivered positions of the old log must not be saved over the
+		// reset; a save in flight finishes first.
+		w.saveMu.Lock()
+		rerr := w.resyncAfterLogChange()
+		w.saveMu.Unlock()
+		if rerr != nil {
+			err = rerr
+			break
+		}
+		err = w.client.Run(ctx)
+	}
 	stopFlush()
 	wg.Wait()
 	// The handler is done: save what it delivered last.
