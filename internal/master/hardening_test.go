@@ -216,6 +216,13 @@ func TestMasterAnnouncesItsLogID(t *testing.T) {
 	if want := lm.store.(*streamlog.Log).LogID(); got != want || got == "" {
 		t.Fatalf("client got log id %q, the master's log is %q", got, want)
 	}
+	var streams struct {
+		LogID string `json:"logId"`
+	}
+	lm.getJSON(t, "/v1/streams", &streams)
+	if streams.LogID != got {
+		t.Fatalf("GET /v1/streams logId %q, want %q", streams.LogID, got)
+	}
 }
 
 func TestHardeningSettingsValidated(t *testing.T) {

@@ -362,7 +362,11 @@ func (m *Master) StreamStatuses() []StreamStatus {
 }
 
 func (m *Master) handleStreams(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"serverName": m.cfg.ServerName, "streams": m.StreamStatuses()})
+	body := map[string]any{"serverName": m.cfg.ServerName, "streams": m.StreamStatuses()}
+	if li, ok := m.store.(replication.LogIdentity); ok {
+		body["logId"] = li.LogID()
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // Connection is one entry of GET /v1/connections. The first fields use the
