@@ -211,7 +211,12 @@ func TestMasterAnnouncesItsLogID(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { w.done <- c.Run(ctx) }()
-	defer func() { cancel(); <-w.done }()
+	defer func() {
+		cancel()
+		if err := <-w.done; !errors.Is(err, context.Canceled) {
+			t.Errorf("client Run: %v", err)
+		}
+	}()
 	got := <-ids
 	if want := lm.store.(*streamlog.Log).LogID(); got != want || got == "" {
 		t.Fatalf("client got log id %q, the master's log is %q", got, want)

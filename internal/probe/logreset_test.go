@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -75,7 +76,9 @@ func TestProbeReportsLogIDAndFlagsATokenGoingBack(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
-		<-served
+		if err := <-served; !errors.Is(err, replication.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
 	}()
 	proxy := probetest.StartProxy(t, ln.Addr().String())
 

@@ -44,7 +44,9 @@ func startIdentifiedMaster(t *testing.T, id string, n int) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
-		<-done
+		if err := <-done; !errors.Is(err, replication.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
 	})
 	return ln.Addr().String()
 }

@@ -322,10 +322,10 @@ func (w *Worker) checkLogID(id string) error {
 		return nil
 	}
 	saved := w.state.LogID()
-	switch {
-	case saved == id:
+	switch saved {
+	case id:
 		return nil
-	case saved == "":
+	case "":
 		if err := w.state.SetLogID(id); err != nil {
 			return fmt.Errorf("saving the master's log id: %w", err)
 		}
