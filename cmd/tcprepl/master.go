@@ -42,7 +42,16 @@ stored durably in the stream log, then sent to every subscribed worker over
 the replication protocol. Settings come from --config (YAML) and flags; a
 flag given on the command line wins over the file. SIGTERM or SIGINT shuts
 down gracefully: stop accepting, send "ERROR server shutting down" to every
-connection, flush the log, exit 0.`,
+connection, flush the log, exit 0.
+
+Both listeners default to loopback (127.0.0.1): the replication protocol has
+no authentication and publishing needs no token unless one is configured, so
+listening on other interfaces must be asked for with --replication-listen and
+--http-listen (the operator passes the pod IP).
+
+If a write to the log fails (a full or failing disk), /healthz and /readyz
+answer 503 and the master shuts down and exits 1 without flushing the failed
+log, so that it is restarted and re-reads what is really on disk.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.config(cmd)

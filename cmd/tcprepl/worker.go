@@ -31,6 +31,8 @@ type workerFlags struct {
 	from          int64
 	metricsListen string
 	saveInterval  time.Duration
+	resync        bool
+	onLogChange   string
 	verbosity     int
 }
 
@@ -49,6 +51,14 @@ func newWorkerCommand() *cobra.Command {
 Positions are saved in --state-dir after the sink has taken each batch, so a
 restart resumes after the last delivered token. The first start replicates
 from now on, or after --from. SIGTERM or SIGINT stops cleanly.
+
+The positions are saved with the identity of the master's log. If the master
+later serves another log (its data was wiped, or it runs ephemeral and
+restarted), its tokens mean other rows: the worker exits with "the master's
+log is not the one the saved positions belong to" instead of skipping them.
+Start it once with --resync to drop the saved positions and replay the new
+log after --from (default 0), or run it with --on-log-change=resync to do
+that by itself.
 
 --master, --server-name and --name fall back to TCPREPL_MASTER_ADDRESS,
 TCPREPL_SERVER_NAME and TCPREPL_WORKER_NAME, which the operator injects.`,
@@ -89,6 +99,8 @@ func (f *workerFlags) addFlags(fl *pflag.FlagSet) {
 	fl.Int64Var(&f.from, "from", 0, "first start only: replicate the rows after this token instead of from now (e.g. --from 0 for everything retained)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address for /metrics, /healthz and /readyz, e.g. :8080 (empty: none)")
 	fl.DurationVar(&f.saveInterval, "save-interval", 100*time.Millisecond, "how often positions are saved while rows flow (also on every POSITION and on stop); a crash re-delivers at most this much to stdout/http sinks")
+	fl.BoolVar(&f.resync, "resync", false, "drop the saved positions and master log id, and replicate every stream after --from (default 0): the way to resume after the master's log was replaced; give it once")
+	fl.StringVar(&f.onLogChange, "on-log-change", "stop", "when the master serves another log than the saved positions belong to: stop (exit with an error; restart once with --resync) or resync (drop the positions and replay the new log after --from, default 0, without exiting)")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
 }
 
@@ -114,6 +126,14 @@ func (f *workerFlags) config(cmd *cobra.Command, getenv func(string) string) (wo
 	if cmd.Flags().Changed("from") {
 		from := f.from
 		cfg.From = &from
+	}
+	cfg.Resync = f.resync
+	switch f.onLogChange {
+	case "stop":
+	case "resync":
+		cfg.ResyncOnLogChange = true
+	default:
+		return cfg, fmt.Errorf("--on-log-change %q: use stop or resync", f.onLogChange)
 	}
 	if cfg.StateDir == "" {
 		return cfg, errors.New("no state dir: pass --state-dir DIR (a directory that survives restarts, e.g. a volume)")

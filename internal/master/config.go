@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -19,8 +20,11 @@ import (
 // Defaults for the settings a user may leave out. The protocol values are
 // the 2020 Synapse ones so that a real Synapse worker sees what it expects.
 const (
-	DefaultReplicationListen  = ":9092"
-	DefaultHTTPListen         = ":9093"
+	// The bare CLI listens on loopback only: the replication port has no
+	// authentication and publishing is open without a token, so reaching
+	// other hosts must be asked for (the operator passes the pod IP).
+	DefaultReplicationListen  = "127.0.0.1:9092"
+	DefaultHTTPListen         = "127.0.0.1:9093"
 	DefaultMaxLineLength      = 16384
 	DefaultMaxPendingCommands = 10000
 	DefaultPingInterval       = 5 * time.Second
@@ -39,6 +43,28 @@ const (
 	// PublishTokenEnv names the environment variable that may carry the
 	// publish bearer token when no token file is configured.
 	PublishTokenEnv = "TCPREPL_PUBLISH_TOKEN"
+)
+
+// Hardening defaults (issue 11): what clients control is bounded.
+const (
+	// DefaultMaxConnections bounds replication connections; each costs
+	// buffers and a connection-table entry (about 24 KiB idle, so 4096
+	// hold about 100 MiB), and none needs authentication. A topology has
+	// tens of workers; the benchmark opens 1000 idle connections.
+	DefaultMaxConnections = 4096
+	// DefaultIdentifyTimeout closes a connection that has sent neither NAME
+	// nor REPLICATE this long after connecting.
+	DefaultIdentifyTimeout = 30 * time.Second
+	// DefaultMaxNameLength bounds the NAME a client gives itself; it is
+	// kept in the connection table and logs.
+	DefaultMaxNameLength = 256
+	// DefaultRetentionMaxBytes and DefaultRetentionMaxAge are the retention
+	// of every stream when the config has no "*" entry: enough for a
+	// worker to be down for days, while a flood of client commands (an
+	// INVALIDATE_CACHE flood filled 20 MiB in 1.8 s) cannot fill the
+	// data volume.
+	DefaultRetentionMaxBytes = 256 << 20
+	DefaultRetentionMaxAge   = 7 * 24 * time.Hour
 )
 
 // Duration is a time.Duration written in YAML/JSON as a Go duration string
@@ -74,6 +100,8 @@ type Retention struct {
 	MaxRows int64 `json:"maxRows,omitempty"`
 	// MaxAge drops tokens published longer ago than this.
 	MaxAge Duration `json:"maxAge,omitempty"`
+	// MaxBytes keeps the stream within about this many bytes on disk.
+	MaxBytes int64 `json:"maxBytes,omitempty"`
 }
 
 // Limits are the protocol and API limits.
@@ -85,6 +113,11 @@ type Limits struct {
 	WriteTimeout       Duration `json:"writeTimeout,omitempty"`
 	MaxRequestBytes    int64    `json:"maxRequestBytes,omitempty"`
 	MaxUserIPs         int      `json:"maxUserIPs,omitempty"`
+
+	// Connection bounds (issue 11, item 9).
+	MaxConnections  int      `json:"maxConnections,omitempty"`
+	IdentifyTimeout Duration `json:"identifyTimeout,omitempty"`
+	MaxNameLength   int      `json:"maxNameLength,omitempty"`
 }
 
 // CustomStream declares a custom stream. In YAML it is either a bare name
@@ -212,7 +245,49 @@ func (c Config) WithDefaults() Config {
 	if l.MaxUserIPs == 0 {
 		l.MaxUserIPs = DefaultMaxUserIPs
 	}
+	c.applyHardeningDefaults()
 	return c
+}
+
+// applyHardeningDefaults fills the connection bounds and, when the config
+// has no "*" retention entry, the default retention. An explicit "*" entry
+// is kept as written ({} means unbounded).
+func (c *Config) applyHardeningDefaults() {
+	l := &c.Limits
+	if l.MaxConnections == 0 {
+		l.MaxConnections = DefaultMaxConnections
+	}
+	if l.IdentifyTimeout.Duration == 0 {
+		l.IdentifyTimeout.Duration = DefaultIdentifyTimeout
+	}
+	if l.MaxNameLength == 0 {
+		l.MaxNameLength = DefaultMaxNameLength
+	}
+	if _, ok := c.Retention["*"]; !ok {
+		r := make(map[string]Retention, len(c.Retention)+1)
+		maps.Copy(r, c.Retention)
+		r["*"] = Retention{MaxBytes: DefaultRetentionMaxBytes, MaxAge: Duration{DefaultRetentionMaxAge}}
+		c.Retention = r
+	}
+}
+
+// validateHardening reports bad connection bounds and byte retention.
+func (c Config) validateHardening(bad func(format string, args ...any)) {
+	l := c.Limits
+	if l.MaxConnections < 0 {
+		bad("limits.maxConnections %d must be positive", l.MaxConnections)
+	}
+	if l.IdentifyTimeout.Duration < 0 {
+		bad("limits.identifyTimeout %s must not be negative", l.IdentifyTimeout)
+	}
+	if l.MaxNameLength < 0 || (l.MaxNameLength > 0 && l.MaxNameLength < 16) {
+		bad("limits.maxNameLength %d is too small: use at least 16 (worker names such as synapse.app.generic_worker)", l.MaxNameLength)
+	}
+	for name, r := range c.Retention {
+		if r.MaxBytes < 0 || (r.MaxBytes > 0 && r.MaxBytes < 1<<20) {
+			bad("retention for %q: maxBytes %d must be 0 (unbounded) or at least 1 MiB (1048576)", name, r.MaxBytes)
+		}
+	}
 }
 
 // Validate reports every problem in the config at once, each naming the
@@ -286,6 +361,7 @@ func (c Config) Validate() error {
 	if c.DataDir != "" && c.Ephemeral {
 		bad("dataDir %q and ephemeral are both set: choose one (ephemeral keeps the log in memory)", c.DataDir)
 	}
+	c.validateHardening(bad)
 	return errors.Join(errs...)
 }
 

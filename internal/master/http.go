@@ -30,9 +30,7 @@ func (m *Master) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/connections", m.handleConnections)
 	mux.HandleFunc("GET /v1/userips", m.handleUserIPs)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.HandleFunc("GET /healthz", m.handleHealth)
 	mux.HandleFunc("GET /readyz", m.handleReady)
 	return jsonErrors(mux)
 }
@@ -364,7 +362,11 @@ func (m *Master) StreamStatuses() []StreamStatus {
 }
 
 func (m *Master) handleStreams(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"serverName": m.cfg.ServerName, "streams": m.StreamStatuses()})
+	body := map[string]any{"serverName": m.cfg.ServerName, "streams": m.StreamStatuses()}
+	if li, ok := m.store.(replication.LogIdentity); ok {
+		body["logId"] = li.LogID()
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // Connection is one entry of GET /v1/connections. The first fields use the
@@ -585,15 +587,4 @@ func (m *Master) handleUserIPs(w http.ResponseWriter, r *http.Request) {
 		ips = ips[:limit]
 	}
 	writeJSON(w, http.StatusOK, UserIPsResponse{UserIPs: ips})
-}
-
-func (m *Master) handleReady(w http.ResponseWriter, _ *http.Request) {
-	switch {
-	case m.closing.Load():
-		writeError(w, http.StatusServiceUnavailable, "shutting down")
-	case !m.serving.Load():
-		writeError(w, http.StatusServiceUnavailable, "not serving yet")
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	}
 }

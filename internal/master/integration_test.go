@@ -395,7 +395,7 @@ func TestCommandEffectsOverTheWire(t *testing.T) {
 		"synapse_replication_tcp_resource_user_ip_cache 1",
 		"synapse_replication_tcp_resource_federation_ack 1",
 		`tcprepl_master_stream_position{stream="federation"} 3`,
-		`tcprepl_master_connection_tokens_behind{connection_id=`,
+		`tcprepl_master_connection_tokens_behind{name=`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -202,7 +202,16 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 	m.logger.Info("master serving", "serverName", m.cfg.ServerName,
 		"replication", replLn.Addr().String(), "http", httpLn.Addr().String(),
 		"dataDir", m.cfg.DataDir, "ephemeral", m.cfg.Ephemeral, "streams", len(m.streams))
+	if m.publishToken == "" && !isLoopback(httpLn.Addr()) {
+		m.logger.Info("WARNING: publishing needs no token and the HTTP API listens beyond loopback: anyone who reaches it can publish rows; set publishTokenFile or "+PublishTokenEnv,
+			"http", httpLn.Addr().String())
+	}
 	m.serving.Store(true)
+	stopWatch, watchDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		m.watchLog(stopWatch)
+	}()
 	errc := make(chan error, 2)
 	go func() {
 		err := m.srv.Serve(replLn)
@@ -234,8 +243,13 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 		cancel()
 	}
 	second := <-errc
+	// If the watcher is shutting the master down, let it finish closing
+	// the log before returning.
+	close(stopWatch)
+	<-watchDone
 	m.serving.Store(false)
-	return errors.Join(first, second)
+	// A failed log ends the process with an error, so it is restarted.
+	return errors.Join(first, second, m.logFailure())
 }
 
 // Shutdown stops accepting, lets in-flight publishes finish, sends every
@@ -266,6 +280,13 @@ func (m *Master) Shutdown(ctx context.Context) error {
 		}
 	})
 	return m.closeErr
+}
+
+// isLoopback reports whether a listener's address is reachable only from
+// this host.
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 func (m *Master) closeStore() error {

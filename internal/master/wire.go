@@ -38,7 +38,7 @@ func openLog(cfg Config, logger logr.Logger, now func() time.Time) (StreamLog, e
 	ret := map[string]streamlog.Retention{}
 	for _, s := range cfg.Streams() {
 		if r, ok := cfg.Retention[s]; ok {
-			ret[s] = streamlog.Retention{MaxRows: r.MaxRows, MaxAge: r.MaxAge.Duration}
+			ret[s] = streamlog.Retention{MaxRows: r.MaxRows, MaxAge: r.MaxAge.Duration, MaxBytes: r.MaxBytes}
 		}
 	}
 	def := cfg.Retention["*"]
@@ -47,7 +47,7 @@ func openLog(cfg Config, logger logr.Logger, now func() time.Time) (StreamLog, e
 		Ephemeral:        cfg.Ephemeral,
 		Streams:          cfg.Streams(),
 		Retention:        ret,
-		DefaultRetention: streamlog.Retention{MaxRows: def.MaxRows, MaxAge: def.MaxAge.Duration},
+		DefaultRetention: streamlog.Retention{MaxRows: def.MaxRows, MaxAge: def.MaxAge.Duration, MaxBytes: def.MaxBytes},
 		TrimInterval:     cfg.RetentionInterval.Duration,
 		MaxLineLength:    cfg.Limits.MaxLineLength,
 		MemTableSize:     uint64(cfg.Storage.MemTableBytes),
@@ -72,6 +72,9 @@ func newReplicationServer(cfg Config, src replication.Source, effects *Effects, 
 		WriteTimeout:       cfg.Limits.WriteTimeout.Duration,
 		PingInterval:       cfg.Limits.PingInterval.Duration,
 		PingTimeout:        cfg.Limits.PingTimeout.Duration,
+		MaxConnections:     cfg.Limits.MaxConnections,
+		IdentifyTimeout:    cfg.Limits.IdentifyTimeout.Duration,
+		MaxNameLength:      cfg.Limits.MaxNameLength,
 		Logger:             logger,
 		Registerer:         reg,
 	}, src, commandHandler{effects})

@@ -95,6 +95,12 @@ type Probe struct {
 	// runCtx is Run's context: a disconnect after it ended is the probe
 	// stopping, not a fact about the master.
 	runCtx context.Context
+	// logID is the master's log identity (empty if it announces none);
+	// logChangedFrom the previous one, once it changed.
+	logID, logChangedFrom string
+	// wentBack holds, per stream, the token seen before the stream's
+	// token went backwards (a master whose log was reset or replaced).
+	wentBack map[string]int64
 }
 
 // New checks cfg and returns a probe; Run connects it.
@@ -132,12 +138,23 @@ func New(cfg Config) (*Probe, error) {
 		state:     replication.ClientConnecting,
 		positions: map[string]int64{},
 		rates:     map[string]*rateWindow{},
+		wentBack:  map[string]int64{},
 		hb:        hb,
 		started:   time.Now(),
 	}
-	p.client, err = replication.NewClient(replication.ClientConfig{
-		Address:    cfg.Address,
-		ServerName: cfg.ServerName,
+	if p.client, err = p.newClient(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// newClient builds the replication client: ALL NOW, then each stream
+// resumed from its token. A new one starts over with ALL NOW (after the
+// master's log changed, its old positions mean nothing).
+func (p *Probe) newClient() (*replication.Client, error) {
+	c, err := replication.NewClient(replication.ClientConfig{
+		Address:    p.cfg.Address,
+		ServerName: p.cfg.ServerName,
 		Name:       ProbeName,
 		// ALL NOW: the probe wants every stream's position, not history.
 		// After the first POSITIONs the client resumes each stream from
@@ -146,14 +163,35 @@ func New(cfg Config) (*Probe, error) {
 		Handler:        (*handler)(p),
 		Dial:           p.dial,
 		Logger:         p.log,
-		Registerer:     cfg.Registerer,
-		InitialBackoff: cfg.InitialBackoff,
-		MaxBackoff:     cfg.MaxBackoff,
+		Registerer:     p.cfg.Registerer,
+		InitialBackoff: p.cfg.InitialBackoff,
+		MaxBackoff:     p.cfg.MaxBackoff,
+		OnLogID:        p.observeLogID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("probe: %w", err)
 	}
-	return p, nil
+	return c, nil
+}
+
+// observeLogID records the master's log id. A different id than on an
+// earlier connection means the master's log was replaced: its tokens
+// started again, and the client's positions belong to the old log, so the
+// client stops (ErrLogChanged) and Run starts a new one.
+func (p *Probe) observeLogID(id string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	prev := p.logID
+	if id == "" || id == prev {
+		return nil
+	}
+	p.logID = id
+	if prev == "" {
+		return nil
+	}
+	p.logChangedFrom = prev
+	p.log.Info("the master's log changed: its tokens started again; streams whose token went back are flagged", "from", prev, "to", id)
+	return fmt.Errorf("%w: log %s replaced %s", replication.ErrLogChanged, id, prev)
 }
 
 // dial dials the master (with Config.Dial if set) and records the local
@@ -198,11 +236,29 @@ func (p *Probe) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	var runErr error
 	wg.Go(func() {
-		err := p.client.Run(ctx)
-		if ctx.Err() == nil {
-			// The client only returns early on misuse.
+		for {
+			p.mu.Lock()
+			client := p.client
+			p.mu.Unlock()
+			err := client.Run(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, replication.ErrLogChanged) {
+				// Observe the new log from its current positions.
+				next, nerr := p.newClient()
+				if nerr == nil {
+					p.mu.Lock()
+					p.client = next
+					p.mu.Unlock()
+					continue
+				}
+				err = nerr
+			}
+			// Otherwise the client only returns early on misuse.
 			runErr = err
 			cancel()
+			return
 		}
 	})
 	wg.Go(func() { p.heartbeatLoop(ctx) })
@@ -242,13 +298,14 @@ func (p *Probe) sendHeartbeat() {
 		return
 	}
 	key := p.hb.next(time.Now())
+	client := p.client
 	p.mu.Unlock()
 	keys, err := json.Marshal([]string{key})
 	if err != nil {
 		p.log.Error(err, "encoding a heartbeat key")
 		return
 	}
-	if err := p.client.Send(replication.InvalidateCacheCommand{CacheFunc: HeartbeatCacheName, Keys: keys}); err != nil {
+	if err := client.Send(replication.InvalidateCacheCommand{CacheFunc: HeartbeatCacheName, Keys: keys}); err != nil {
 		p.log.Error(err, "sending a heartbeat")
 	}
 }
@@ -307,8 +364,9 @@ func (p *Probe) Snapshot() Snapshot {
 		// master announced.
 		s.ServerName = p.cfg.ServerName
 	}
+	s.LogID, s.LogChangedFrom = p.logID, p.logChangedFrom
 	for name, tok := range p.positions {
-		sp := StreamPosition{Name: name, Token: tok}
+		sp := StreamPosition{Name: name, Token: tok, WentBackFrom: p.wentBack[name]}
 		if r := p.rates[name]; r != nil {
 			sp.RowsPerSecond = r.rate(now)
 		}
@@ -334,10 +392,43 @@ func (p *Probe) Snapshot() Snapshot {
 	case p.httpErr != nil:
 		s.Error = p.httpErr
 	}
+	// A reset log is a warning, not an error: the master works (an
+	// ephemeral master's restart is expected), but workers resuming from
+	// the old log's positions must resync.
+	if len(p.wentBack) > 0 || p.logChangedFrom != "" {
+		s.Warnings = append(s.Warnings, p.logResetError().Error())
+	}
 	if s.Error != nil {
 		s.ErrorMessage = s.Error.Error()
 	}
 	return s
+}
+
+// logResetError describes a master whose log was reset; p.mu is held.
+func (p *Probe) logResetError() error {
+	var streams []string
+	for name, from := range p.wentBack {
+		streams = append(streams, fmt.Sprintf("%s %d -> %d", name, from, p.positions[name]))
+	}
+	slices.Sort(streams)
+	what := "its log id changed from " + p.logChangedFrom + " to " + p.logID
+	if len(streams) > 0 {
+		what = "stream tokens went backwards (" + strings.Join(streams, ", ") + ")"
+		if p.logChangedFrom != "" {
+			what += " and its log id changed from " + p.logChangedFrom + " to " + p.logID
+		}
+	}
+	return fmt.Errorf("%w: %s: %s; workers that saved positions in the old log must resync (tcprepl worker --resync)", ErrLogReset, p.cfg.Address, what)
+}
+
+// observeToken records a stream's token, flagging one that went backwards;
+// p.mu is held.
+func (p *Probe) observeToken(stream string, token int64) {
+	if prev, ok := p.positions[stream]; ok && token < prev {
+		p.wentBack[stream] = prev
+		p.log.Info("a stream's token went backwards: the master's log was reset or replaced", "stream", stream, "from", prev, "to", token)
+	}
+	p.positions[stream] = token
 }
 
 // allSettle is how long no new stream may appear before Once trusts that it
@@ -421,7 +512,7 @@ func (h *handler) HandleRows(_ context.Context, stream string, token int64, rows
 	p := (*Probe)(h)
 	now := time.Now()
 	p.mu.Lock()
-	p.positions[stream] = token
+	p.observeToken(stream, token)
 	p.rateFor(stream, now).add(now, len(rows))
 	matched := false
 	if stream == "caches" {
@@ -481,7 +572,7 @@ func (h *handler) HandlePosition(stream string, token int64) {
 	if _, known := p.positions[stream]; !known {
 		p.lastNewStream = now
 	}
-	p.positions[stream] = token
+	p.observeToken(stream, token)
 	p.rateFor(stream, now)
 	p.mu.Unlock()
 }
@@ -498,7 +589,9 @@ func (h *handler) HandleConnectionState(state replication.ClientState, err error
 		p.everCaughtUp, p.attempted, p.connErr = true, true, nil
 	case replication.ClientDisconnected:
 		p.hb.forget()
-		if err != nil && (p.runCtx == nil || p.runCtx.Err() == nil) {
+		// A changed log is not a connection failure: Run starts a new
+		// client for it, and the snapshot reports the reset.
+		if err != nil && !errors.Is(err, replication.ErrLogChanged) && (p.runCtx == nil || p.runCtx.Err() == nil) {
 			p.attempted = true
 			classified := classify(p.cfg, err)
 			if p.connErr == nil || p.connErr.Error() != classified.Error() {

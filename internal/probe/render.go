@@ -37,6 +37,12 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 		p("  Address:\t%s\n", s.Address)
 	}
 	p("  Server name:\t%s\n", orDash(s.ServerName))
+	if s.LogID != "" {
+		p("  Log id:\t%s\n", s.LogID)
+	}
+	if s.LogChangedFrom != "" {
+		p("  LOG CHANGED:\tfrom %s (the master's log was reset or replaced)\n", s.LogChangedFrom)
+	}
 	status := "reachable"
 	if !s.Reachable {
 		status = "UNREACHABLE"
@@ -44,6 +50,9 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 	p("  Status:\t%s\n", status)
 	if msg := errorText(s); msg != "" {
 		p("  Error:\t%s\n", msg)
+	}
+	for _, w := range s.Warnings {
+		p("  WARNING:\t%s\n", w)
 	}
 	p("  Measured at:\t%s\n", s.MeasuredAt.UTC().Format(time.RFC3339))
 	p("\n")
@@ -68,6 +77,10 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 	} else {
 		p("  NAME\tTOKEN\tROWS/S\n")
 		for _, st := range s.Streams {
+			if st.WentBackFrom != 0 {
+				p("  %s\t%d\t%.1f\tWENT BACK from %d\n", st.Name, st.Token, st.RowsPerSecond, st.WentBackFrom)
+				continue
+			}
 			p("  %s\t%d\t%.1f\n", st.Name, st.Token, st.RowsPerSecond)
 		}
 	}

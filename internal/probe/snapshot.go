@@ -21,6 +21,11 @@ var (
 	// ErrHTTPUnreachable: the master's HTTP API (connection table) could not
 	// be read; positions from the protocol are still valid.
 	ErrHTTPUnreachable = errors.New("master HTTP API unreachable")
+	// ErrLogReset begins the warning (Snapshot.Warnings) that the master's
+	// log was reset or replaced while the probe watched it: a stream's
+	// token went backwards, or its log id changed. Workers resuming from
+	// positions in the old log would skip rows.
+	ErrLogReset = errors.New("master log reset")
 )
 
 // Snapshot is what the probe knows about one master at one moment.
@@ -34,10 +39,18 @@ type Snapshot struct {
 	Error error `json:"-"`
 	// ErrorMessage is Error's text, for JSON output.
 	ErrorMessage string `json:"error,omitempty"`
+	// Warnings are facts a reader should act on that do not make the
+	// master unreachable, e.g. that its log was reset (ErrLogReset).
+	Warnings []string `json:"warnings,omitempty"`
 	// ServerName is the name the master announced with SERVER.
 	ServerName string `json:"serverName,omitempty"`
 	// Address is the replication address the probe dials (host:port).
 	Address string `json:"address,omitempty"`
+	// LogID is the identity of the master's log (tcprepl masters announce
+	// it; empty for a Synapse master). LogChangedFrom is the previous id
+	// when it changed while the probe watched.
+	LogID          string `json:"logId,omitempty"`
+	LogChangedFrom string `json:"logChangedFrom,omitempty"`
 	// Streams holds each stream's position, sorted by name.
 	Streams []StreamPosition `json:"streams"`
 	// Heartbeat is the round-trip latency of INVALIDATE_CACHE heartbeats
@@ -57,6 +70,9 @@ type StreamPosition struct {
 	Token int64  `json:"token"`
 	// RowsPerSecond is the recent rate of rows on the stream.
 	RowsPerSecond float64 `json:"rowsPerSecond"`
+	// WentBackFrom, when set, is the token the stream had before its token
+	// went backwards: the master's log was reset or replaced.
+	WentBackFrom int64 `json:"wentBackFrom,omitempty"`
 }
 
 // HeartbeatStats summarises heartbeat round trips over a recent window.

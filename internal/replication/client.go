@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,12 @@ func (s ClientState) String() string {
 // ErrWrongRemote is wrapped by the disconnect error when the server announced
 // a different SERVER name than ClientConfig.ServerName.
 var ErrWrongRemote = errors.New("wrong remote: the server announced a different server name")
+
+// ErrLogChanged is wrapped by the error of a ClientConfig.OnLogID hook that
+// refuses the server's log: the client's positions belong to another log
+// (the master's log was wiped and created anew), so resuming would skip the
+// new log's first rows. Run stops with it instead of reconnecting.
+var ErrLogChanged = errors.New("the master's log is not the one the saved positions belong to")
 
 // RemoteError is an ERROR the server sent. The client records it and reports
 // it with the disconnect that (usually) follows.
@@ -127,6 +134,14 @@ type ClientConfig struct {
 	// stream has caught up.
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
+
+	// OnLogID, when set, asks the server for its log's identity on every
+	// connection (the tcprepl extension "SYNC tcprepl-log-id", see
+	// docs/protocol.md) and is called with it before any RDATA or
+	// POSITION of that connection is handled; with "" when the server
+	// announces none (a 2020 Synapse master, an older tcprepl). An error
+	// closes the connection; one wrapping ErrLogChanged also stops Run.
+	OnLogID func(id string) error
 }
 
 // Client is the worker side: it keeps a connection to the server, replicates
@@ -144,6 +159,10 @@ type Client struct {
 	outbox     []Command
 	cur        *conn // nil while disconnected
 	running    bool
+	// noLogIDExt is set once the server refused the log-id request
+	// ("ERROR invalid command: SYNC", as a 2020 Synapse master answers):
+	// later connections do not ask again.
+	noLogIDExt atomic.Bool
 }
 
 // NewClient checks cfg and returns a client; Run connects it.
@@ -288,6 +307,9 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrLogChanged) {
+			return err
+		}
 		delay := b.next(caughtUp)
 		c.log.V(1).Info("replication connection lost; reconnecting", "delay", delay, "error", errString(err))
 		t := time.NewTimer(delay)
@@ -345,6 +367,8 @@ type session struct {
 	caughtUp     atomic.Bool
 	remoteErr    *RemoteError
 	failure      error // why the session closed, when it chose to
+	// awaitingLogID: the log-id request was sent and not yet answered.
+	askedLogID, awaitingLogID bool
 }
 
 // rdataStream is a session's RDATA state for one stream.
@@ -513,6 +537,12 @@ func (c *Client) runOnce(ctx context.Context) (caughtUp bool, err error) {
 	}
 	c.mu.Unlock()
 
+	if s.askedLogID && s.remoteErr != nil && s.remoteErr.Message == "invalid command: "+CmdSync {
+		// A 2020 Synapse master: it knows no log ids, and closes a
+		// connection that sends SYNC. Do not ask it again.
+		c.noLogIDExt.Store(true)
+		c.log.Info("the replication server does not announce a log id (a Synapse master?); resuming without checking it")
+	}
 	switch {
 	case s.failure != nil:
 		err = s.failure
@@ -541,6 +571,18 @@ func (c *Client) startSession(s *session) error {
 		opening = append(opening, NameCommand{ClientName: c.cfg.Name})
 	}
 	opening = append(opening, PingCommand{Data: strconv.FormatInt(c.cfg.Clock.Now().UnixMilli(), 10)})
+	if c.cfg.OnLogID != nil {
+		if c.noLogIDExt.Load() {
+			if err := c.cfg.OnLogID(""); err != nil {
+				return err
+			}
+		} else {
+			// Before the REPLICATEs: the server answers it before any
+			// RDATA or POSITION of this connection.
+			opening = append(opening, SyncCommand{Data: LogIDRequest})
+			s.askedLogID, s.awaitingLogID = true, true
+		}
+	}
 	for _, r := range c.replicateCommandsLocked(s) {
 		opening = append(opening, r)
 	}
@@ -644,6 +686,11 @@ func (s *session) rdataStream(stream string) *rdataStream {
 // read buffer: it is copied here, once (into the batch's scratch, then with
 // the whole batch into memory the handler may keep).
 func (s *session) handleRdata(stream string, token int64, batch bool, row []byte) error {
+	if s.awaitingLogID {
+		if err := s.logID(""); err != nil {
+			return err
+		}
+	}
 	st := s.rdataStream(stream)
 	if st.counter != nil {
 		st.counter.Inc()
@@ -672,6 +719,11 @@ func (s *session) dispatch(cmd Command) error {
 			return s.fail(CloseWrongRemote, "Wrong remote", fmt.Errorf("%w: expected %q, got %q", ErrWrongRemote, c.cfg.ServerName, cmd.ServerName))
 		}
 	case PositionCommand:
+		if s.awaitingLogID {
+			if err := s.logID(""); err != nil {
+				return err
+			}
+		}
 		s.position(cmd.Stream).Store(cmd.Token)
 		if !s.explicit[cmd.Stream] && s.sentAll {
 			c.mu.Lock()
@@ -693,9 +745,28 @@ func (s *session) dispatch(cmd Command) error {
 		s.remoteErr = &RemoteError{Message: cmd.Message}
 		c.log.Info("replication server reported an error", "error", cmd.Message)
 	case SyncCommand:
+		if s.awaitingLogID {
+			if id, ok := strings.CutPrefix(cmd.Data, LogIDReplyPrefix); ok {
+				return s.logID(id)
+			}
+			if cmd.Data == LogIDRequest {
+				// Echoed by a server that has no log identity.
+				return s.logID("")
+			}
+		}
 		if h, ok := c.cfg.Handler.(SyncHandler); ok {
 			h.HandleSync(cmd.Data)
 		}
+	}
+	return nil
+}
+
+// logID hands the server's log id ("" for none) to OnLogID, once per
+// connection, before anything of the streams is handled.
+func (s *session) logID(id string) error {
+	s.awaitingLogID = false
+	if err := s.c.cfg.OnLogID(id); err != nil {
+		return s.fail(CloseHandlerError, "", fmt.Errorf("checking the master's log id %q: %w", id, err))
 	}
 	return nil
 }

@@ -42,7 +42,44 @@ type ServerConfig struct {
 	Logger logr.Logger
 	// Registerer receives the Synapse-named metrics; nil registers none.
 	Registerer prometheus.Registerer
+
+	// Bounds on what unauthenticated clients control (issue 11). Zero
+	// means unbounded (the 2020 protocol had no such bounds).
+	//
+	// MaxConnections: a connection beyond it gets "ERROR too many
+	// connections ..." and is closed at once.
+	MaxConnections int
+	// IdentifyTimeout closes a connection that has sent neither NAME nor
+	// REPLICATE this long after connecting (real time, not Clock).
+	IdentifyTimeout time.Duration
+	// MaxNameLength refuses a longer NAME with an ERROR and a close.
+	MaxNameLength int
 }
+
+// Close reasons of the bounds above (synapse_..._close_reason{reason_type}).
+const (
+	CloseTooManyConnections = "too_many_connections"
+	CloseIdentifyTimeout    = "identify_timeout"
+	CloseNameTooLong        = "name_too_long"
+)
+
+// LogIdentity is implemented by a Source whose log has an identity: a
+// random id made with the log and kept across restarts, new when the log is
+// new (streamlog.Log). The server announces it to clients that ask (see
+// LogIDRequest).
+type LogIdentity interface {
+	LogID() string
+}
+
+// The log-id extension (docs/protocol.md, "Log identity"). A client that
+// wants the server's log id sends "SYNC tcprepl-log-id" before its
+// REPLICATEs; a tcprepl server answers "SYNC tcprepl-log-id=<id>" on that
+// connection, before any RDATA or POSITION. Nothing is sent to a client that
+// did not ask, so a 2020 Synapse worker sees exactly the 2020 protocol.
+const (
+	LogIDRequest     = "tcprepl-log-id"
+	LogIDReplyPrefix = LogIDRequest + "="
+)
 
 // Handler receives what clients send that is not protocol control (NAME,
 // PING and REPLICATE are handled by the server itself).
@@ -210,17 +247,29 @@ func (s *Server) startConn(nc net.Conn) bool {
 		sc.cancel()
 		return false
 	}
+	if limit := s.cfg.MaxConnections; limit > 0 && len(s.conns) >= limit {
+		s.mu.Unlock()
+		sc.cancel()
+		s.refuseConn(nc, limit)
+		return false
+	}
 	s.conns[sc] = struct{}{}
 	s.connWG.Add(1)
 	s.mu.Unlock()
 	s.metrics.addConn(sc.c)
 
+	if d := s.cfg.IdentifyTimeout; d > 0 {
+		sc.identifyTimer = time.AfterFunc(d, sc.identifyExpired)
+	}
 	go func() {
 		defer s.connWG.Done()
 		// SERVER first, then PING so the client knows it may time us out.
 		_ = sc.c.sendControl(ServerCommand{ServerName: s.cfg.ServerName})
 		_ = sc.c.sendControl(PingCommand{Data: strconv.FormatInt(s.cfg.Clock.Now().UnixMilli(), 10)})
 		reason, err := sc.c.run()
+		if sc.identifyTimer != nil {
+			sc.identifyTimer.Stop()
+		}
 		sc.cancel()
 		sc.subWG.Wait()
 		s.metrics.removeConn(sc.c)
@@ -231,6 +280,17 @@ func (s *Server) startConn(nc net.Conn) bool {
 		}
 	}()
 	return true
+}
+
+// refuseConn tells a connection over MaxConnections why it is refused, as
+// the first and only line, and closes it. The write is bounded so that a
+// peer that does not read cannot hold the accept loop.
+func (s *Server) refuseConn(nc net.Conn, limit int) {
+	s.metrics.connClosed(CloseTooManyConnections)
+	s.log.V(1).Info("refusing a replication connection: too many connections", "remote", nc.RemoteAddr().String(), "maxConnections", limit)
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = fmt.Fprintf(nc, "ERROR too many connections: this server accepts at most %d (limits.maxConnections)\n", limit)
+	_ = nc.Close()
 }
 
 func errString(err error) string {
@@ -430,6 +490,28 @@ type ServerConn struct {
 	// slots holds the subscription of each stream, guarded by c.mu, so
 	// that a delivery sees a subscription's state and queues in one step.
 	slots map[string]*streamSlot
+
+	// identified is set by the first NAME or REPLICATE; identifyTimer
+	// closes the connection if that has not happened in time.
+	identified    atomic.Bool
+	identifyTimer *time.Timer
+}
+
+// identifyExpired closes a connection that never said who it is.
+func (sc *ServerConn) identifyExpired() {
+	if sc.identified.Load() {
+		return
+	}
+	d := sc.s.cfg.IdentifyTimeout
+	sc.c.closeWith(CloseIdentifyTimeout, fmt.Sprintf("no NAME or REPLICATE within %s (limits.identifyTimeout)", d), false,
+		fmt.Errorf("the client sent neither NAME nor REPLICATE within %s", d))
+}
+
+// identify records that the client named itself or subscribed.
+func (sc *ServerConn) identify() {
+	if sc.identified.CompareAndSwap(false, true) && sc.identifyTimer != nil {
+		sc.identifyTimer.Stop()
+	}
 }
 
 // ID is unique among the server's connections.
@@ -490,11 +572,25 @@ func (sc *ServerConn) Info() ConnectionInfo {
 func (sc *ServerConn) dispatch(cmd Command) error {
 	switch cmd := cmd.(type) {
 	case NameCommand:
+		if limit := sc.s.cfg.MaxNameLength; limit > 0 && len(cmd.ClientName) > limit {
+			err := fmt.Errorf("NAME is %d bytes, the limit is %d (limits.maxNameLength)", len(cmd.ClientName), limit)
+			return &dispatchError{reason: CloseNameTooLong, errText: err.Error(), err: err}
+		}
 		sc.c.setName(cmd.ClientName)
+		sc.identify()
 		return nil
 	case ReplicateCommand:
+		sc.identify()
 		sc.startReplicate(cmd)
 		return nil
+	case SyncCommand:
+		if cmd.Data == LogIDRequest {
+			if li, ok := sc.s.src.(LogIdentity); ok {
+				return sc.Send(SyncCommand{Data: LogIDReplyPrefix + li.LogID()})
+			}
+			// No identity: the request falls through to the handler,
+			// whose echo tells the client that none is announced.
+		}
 	case ErrorCommand:
 		sc.s.log.Info("replication client reported an error", "conn", sc.ID(), "name", sc.Name(), "error", cmd.Message)
 	}

@@ -9,7 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
+
+// ErrSinkFileInUse means another worker holds the sink file's lock.
+var ErrSinkFileInUse = errors.New("sink file in use by another worker")
 
 // FileSink appends JSON lines to a file, exactly once across restarts: each
 // batch is written with one write and synced before it counts as delivered,
@@ -28,6 +32,16 @@ func OpenFileSink(path string) (*FileSink, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open %s: %w", ErrSinkFile, path, err)
+	}
+	// Locked before repair, which may truncate: two workers appending to
+	// one file (with different state dirs) overwrote each other's batches
+	// silently. flock is released by the kernel when the process dies.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %w: %s is being written by another worker; give each worker its own sink file", ErrSinkFile, ErrSinkFileInUse, path)
+		}
+		return nil, fmt.Errorf("%w: lock %s: %w", ErrSinkFile, path, err)
 	}
 	s := &FileSink{path: path, f: f}
 	if err := s.repair(); err != nil {

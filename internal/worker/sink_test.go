@@ -419,3 +419,32 @@ func TestFileSinkPositionsAfter(t *testing.T) {
 		t.Fatalf("offset inside a line: err = %v", err)
 	}
 }
+
+// Issue 11 item 6: two workers (different state dirs) with one sink file
+// overwrote each other silently. The file is locked as the state dir is.
+func TestFileSinkIsLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rows.jsonl")
+	first, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Deliver(context.Background(), Batch{Stream: "caches", Token: 1, Rows: []json.RawMessage{json.RawMessage(`[1]`)}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	_, err = OpenFileSink(path)
+	if !errors.Is(err, ErrSinkFileInUse) || !errors.Is(err, ErrSinkFile) || !strings.Contains(err.Error(), "its own sink file") {
+		t.Fatalf("second OpenFileSink: %v, want ErrSinkFileInUse saying what to do", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatalf("the refused open changed the file: %q -> %q", before, after)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatalf("open after the first worker closed it: %v", err)
+	}
+	_ = again.Close()
+}

@@ -37,6 +37,10 @@ type stateFile struct {
 	// every batch past it is newer than the positions, and is read back
 	// from the file on start. Absent for the other sinks.
 	SinkOffset *int64 `json:"sinkOffset,omitempty"`
+	// LogID is the identity of the master's log these positions belong
+	// to (empty before the master first announced one). Tokens of another
+	// log mean other rows.
+	LogID string `json:"logId,omitempty"`
 }
 
 // State is the worker's durable record of the last token delivered per
@@ -49,6 +53,7 @@ type State struct {
 	mu         sync.Mutex
 	positions  map[string]int64
 	sinkOffset *int64
+	logID      string
 }
 
 // OpenState locks dir (creating it if needed) and loads the saved positions.
@@ -107,6 +112,43 @@ func (s *State) load() error {
 		return fmt.Errorf("worker: %w: %s: negative sink offset %d", ErrStateCorrupt, s.path(), *f.SinkOffset)
 	}
 	s.sinkOffset = f.SinkOffset
+	s.logID = f.LogID
+	return nil
+}
+
+// LogID returns the identity of the master's log the positions belong to
+// ("" when none was recorded).
+func (s *State) LogID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logID
+}
+
+// SetLogID records the identity of the master's log the positions belong
+// to, durably.
+func (s *State) SetLogID(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id == s.logID {
+		return nil
+	}
+	if err := s.write(s.positions, s.sinkOffset, id); err != nil {
+		return err
+	}
+	s.logID = id
+	return nil
+}
+
+// Reset forgets every position and the log id, for a resync from another
+// log; sinkOffset (nil: none) marks what the file sink already holds, so it
+// is not read back as positions.
+func (s *State) Reset(sinkOffset *int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.write(map[string]int64{}, sinkOffset, ""); err != nil {
+		return err
+	}
+	s.positions, s.sinkOffset, s.logID = map[string]int64{}, sinkOffset, ""
 	return nil
 }
 
@@ -166,15 +208,15 @@ func (s *State) Commit(positions map[string]int64, sinkOffset *int64) error {
 	if !changed {
 		return nil
 	}
-	if err := s.write(next, offset); err != nil {
+	if err := s.write(next, offset, s.logID); err != nil {
 		return err
 	}
 	s.positions, s.sinkOffset = next, offset
 	return nil
 }
 
-func (s *State) write(positions map[string]int64, sinkOffset *int64) error {
-	data, err := json.Marshal(stateFile{Version: stateVersion, Streams: positions, SinkOffset: sinkOffset})
+func (s *State) write(positions map[string]int64, sinkOffset *int64, logID string) error {
+	data, err := json.Marshal(stateFile{Version: stateVersion, Streams: positions, SinkOffset: sinkOffset, LogID: logID})
 	if err != nil {
 		return fmt.Errorf("worker: encode positions: %w", err)
 	}

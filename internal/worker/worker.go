@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,11 @@ var (
 	// ErrMasterRefused: the master sent ERROR (e.g. a token older than its
 	// retention, an unknown stream).
 	ErrMasterRefused = errors.New("master refused")
+	// ErrLogChanged: the master serves another log than the one the saved
+	// positions belong to (its log was wiped or replaced, and its tokens
+	// started again from 1). The worker stops rather than skip the new
+	// log's first rows; see Config.Resync.
+	ErrLogChanged = replication.ErrLogChanged
 )
 
 // Config configures a Worker.
@@ -55,6 +61,17 @@ type Config struct {
 	// From is the token to start after for streams that have no saved
 	// position; nil starts them from now (only future rows).
 	From *int64
+	// Resync drops the saved positions and the master log id they belong
+	// to before starting, and starts every stream after From (0, the whole
+	// retained log, when From is nil). It is the way out of ErrLogChanged;
+	// give it once, for the restart after that error.
+	Resync bool
+	// ResyncOnLogChange makes the worker resync by itself (as Resync does,
+	// without a restart) when the master's log changes, instead of
+	// stopping with ErrLogChanged. For workers whose positions may be
+	// replayed without harm, e.g. pods that a supervisor would otherwise
+	// restart into the same error forever.
+	ResyncOnLogChange bool
 
 	Logger logr.Logger
 	// Registerer receives the worker's metrics and the replication
@@ -147,6 +164,12 @@ func New(cfg Config) (*Worker, error) {
 	if all && cfg.From != nil {
 		return nil, errors.New("worker: --from needs named --streams: the protocol replicates ALL only from NOW")
 	}
+	if all && cfg.Resync {
+		return nil, errors.New("worker: --resync needs named --streams: the protocol replicates ALL only from NOW, which would skip the new log's rows")
+	}
+	if cfg.Resync && cfg.From == nil {
+		cfg.From = new(int64)
+	}
 	if cfg.From != nil && *cfg.From < 0 {
 		return nil, fmt.Errorf("worker: --from %d: tokens are not negative", *cfg.From)
 	}
@@ -206,24 +229,16 @@ func New(cfg Config) (*Worker, error) {
 	case "http":
 		w.sink = NewHTTPSink(arg, hs)
 	}
+	if cfg.Resync {
+		if err := w.resync(); err != nil {
+			return nil, err
+		}
+	}
 	if err := w.reconcile(); err != nil {
 		return nil, err
 	}
-	requests := w.streamRequests()
-	w.client, err = replication.NewClient(replication.ClientConfig{
-		Address:        cfg.Address,
-		ServerName:     cfg.ServerName,
-		Name:           cfg.Name,
-		Streams:        requests,
-		Handler:        (*handler)(w),
-		Dial:           cfg.Dial,
-		Logger:         w.log,
-		Registerer:     cfg.Registerer,
-		InitialBackoff: cfg.InitialBackoff,
-		MaxBackoff:     cfg.MaxBackoff,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
+	if w.client, err = w.newClient(); err != nil {
+		return nil, err
 	}
 	// Registered last, so a New that failed leaves the registry as it was.
 	if err := w.metrics.register(cfg.Registerer); err != nil {
@@ -234,6 +249,91 @@ func New(cfg Config) (*Worker, error) {
 	}
 	ok = true
 	return w, nil
+}
+
+// newClient builds the replication client from the saved positions.
+func (w *Worker) newClient() (*replication.Client, error) {
+	c, err := replication.NewClient(replication.ClientConfig{
+		Address:        w.cfg.Address,
+		ServerName:     w.cfg.ServerName,
+		Name:           w.cfg.Name,
+		Streams:        w.streamRequests(),
+		Handler:        (*handler)(w),
+		Dial:           w.cfg.Dial,
+		Logger:         w.log,
+		Registerer:     w.cfg.Registerer,
+		InitialBackoff: w.cfg.InitialBackoff,
+		MaxBackoff:     w.cfg.MaxBackoff,
+		OnLogID:        w.checkLogID,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	return c, nil
+}
+
+// resyncAfterLogChange is Config.ResyncOnLogChange: the positions of the
+// old log are dropped and a new client replays the new log after From (0
+// when unset).
+func (w *Worker) resyncAfterLogChange() error {
+	if w.cfg.From == nil && w.cfg.Streams[0] != AllStreams {
+		w.cfg.From = new(int64)
+	}
+	w.mu.Lock()
+	w.delivered, w.dirty = map[string]int64{}, false
+	w.mu.Unlock()
+	if err := w.resync(); err != nil {
+		return err
+	}
+	c, err := w.newClient()
+	if err != nil {
+		return err
+	}
+	w.client = c
+	return nil
+}
+
+// resync forgets the saved positions and log id (Config.Resync). What the
+// file sink holds stays; the sink's current end marks it as older than the
+// (now empty) positions, so it is not read back as positions.
+func (w *Worker) resync() error {
+	var offset *int64
+	if w.fileSink != nil {
+		size := w.fileSink.Size()
+		offset = &size
+	}
+	from := "now (ALL)"
+	if w.cfg.From != nil {
+		from = strconv.FormatInt(*w.cfg.From, 10)
+	}
+	w.log.Info("resync: dropping the saved positions and master log id; replicating from the start", "positions", w.state.Positions(), "logId", w.state.LogID(), "after", from)
+	if err := w.state.Reset(offset); err != nil {
+		return fmt.Errorf("worker: resync: %w", err)
+	}
+	return nil
+}
+
+// checkLogID compares the master's log id with the one the saved positions
+// belong to. A state without one (new, or saved before log ids) adopts it.
+// It runs on the connection's read loop before any row is handled.
+func (w *Worker) checkLogID(id string) error {
+	if id == "" {
+		w.log.V(1).Info("the master announces no log id; a reset of its log cannot be detected")
+		return nil
+	}
+	saved := w.state.LogID()
+	switch saved {
+	case id:
+		return nil
+	case "":
+		if err := w.state.SetLogID(id); err != nil {
+			return fmt.Errorf("saving the master's log id: %w", err)
+		}
+		w.log.Info("recorded the master's log id with the positions", "logId", id)
+		return nil
+	}
+	return fmt.Errorf("%w: the saved positions %v in %s belong to master log %s, but %s serves log %s (its log was wiped or replaced, so its tokens started again and resuming would skip its first rows); to resync, restart the worker once with --resync (it replays the master's new log after --from, default 0)",
+		ErrLogChanged, w.state.Positions(), w.cfg.StateDir, saved, w.cfg.Address, id)
 }
 
 // reconcile brings the saved positions up to what the file sink holds:
@@ -341,6 +441,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		})
 	}
 	err := w.client.Run(ctx)
+	for ctx.Err() == nil && errors.Is(err, ErrLogChanged) && w.cfg.ResyncOnLogChange {
+		w.log.Info("the master serves a new log; resyncing from it (--on-log-change=resync)", "error", err.Error())
+		// Delivered positions of the old log must not be saved over the
+		// reset; a save in flight finishes first.
+		w.saveMu.Lock()
+		rerr := w.resyncAfterLogChange()
+		w.saveMu.Unlock()
+		if rerr != nil {
+			err = rerr
+			break
+		}
+		err = w.client.Run(ctx)
+	}
 	stopFlush()
 	wg.Wait()
 	// The handler is done: save what it delivered last.
@@ -506,6 +619,10 @@ func (h *handler) HandleConnectionState(state replication.ClientState, err error
 			return
 		}
 		w.connErr = classify(w.cfg, err)
+		if errors.Is(err, ErrLogChanged) {
+			w.log.Error(w.connErr, "stopping: the master's log is not the one the saved positions belong to")
+			return
+		}
 		if prevErr == nil || prevErr.Error() != w.connErr.Error() {
 			w.log.Error(w.connErr, "replication connection lost; reconnecting")
 		}
@@ -517,7 +634,7 @@ func classify(cfg Config, err error) error {
 	switch {
 	case errors.Is(err, replication.ErrWrongRemote):
 		return fmt.Errorf("%w: %s is not the master called %q: %w; check --server-name", ErrWrongServerName, cfg.Address, cfg.ServerName, err)
-	case errors.Is(err, ErrSinkUnavailable), errors.Is(err, ErrSinkRejected), errors.Is(err, ErrSinkFile), errors.Is(err, ErrStateCorrupt):
+	case errors.Is(err, ErrSinkUnavailable), errors.Is(err, ErrSinkRejected), errors.Is(err, ErrSinkFile), errors.Is(err, ErrStateCorrupt), errors.Is(err, ErrLogChanged):
 		return err // our own side failed; Status has it as SinkError/StateError
 	case errors.As(err, &remote) && strings.Contains(remote.Message, "shutting down"):
 		return fmt.Errorf("%w: %s: %w", ErrMasterUnreachable, cfg.Address, err)

@@ -14,6 +14,7 @@ import (
 //	'f'                         format record: the layout version (4 bytes, big-endian), formatV2
 //	'r' stream 0x00 token(8)    one token: header, then its rows
 //	'm' stream 0x00             retention state: oldest token held, rows before it
+//	'i'                         the log's identity: 32 hex digits (identity.go)
 //
 // A token's value is its header followed by its rows in order, each row as
 // its length (uvarint) and its bytes:

@@ -53,6 +53,12 @@ type Retention struct {
 	// MaxAge drops tokens published longer ago than this. It may empty a
 	// quiet stream; its current token is still remembered.
 	MaxAge time.Duration
+	// MaxBytes keeps the stream's tokens within about this many bytes on
+	// disk (compressed sstables, as Pebble estimates them), dropping whole
+	// tokens oldest first; the newest token is always kept. Rows still in
+	// the memtable are not counted until they are flushed, so the bound is
+	// MaxBytes plus at most the memtables.
+	MaxBytes int64
 }
 
 // Options configure Open.
@@ -152,7 +158,10 @@ type Log struct {
 	// append: whether that batch reached the disk is unknown, and a retried
 	// fsync can report success for data the kernel already dropped, so the
 	// only safe recovery is a restart that re-reads what is really on disk.
-	failed atomic.Pointer[error]
+	failed   atomic.Pointer[error]
+	failedCh chan struct{} // closed with the first failure
+
+	id string // the log's identity (identity.go)
 
 	reqs chan *appendReq
 	// closeMu orders Append's send on reqs against Close closing it.
@@ -233,6 +242,7 @@ func Open(opts Options) (*Log, error) {
 		syncq:          make(chan *inflight, 16),
 		trimStop:       make(chan struct{}),
 		trimDone:       make(chan struct{}),
+		failedCh:       make(chan struct{}),
 		trimEvery:      opts.TrimInterval,
 		retention:      opts.Retention,
 		defaultKeep:    opts.DefaultRetention,
@@ -289,6 +299,10 @@ func Open(opts Options) (*Log, error) {
 	}
 	l.db = db
 	if err := checkFormat(db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open stream log in %q: %w", dir, err)
+	}
+	if l.id, err = loadOrCreateLogID(db); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open stream log in %q: %w", dir, err)
 	}
@@ -716,6 +730,7 @@ func (l *Log) cache(st *streamState, u replication.Update) {
 func (l *Log) fail(cause error) error {
 	err := fmt.Errorf("%w: commit to disk: %w (the data volume may be full or failing; restart the master once it is fixed)", ErrFailed, cause)
 	if l.failed.CompareAndSwap(nil, &err) {
+		close(l.failedCh)
 		l.log.Error(err, "group commit failed; refusing further appends")
 		return err
 	}
@@ -795,7 +810,8 @@ func (l *Log) acquire() error {
 }
 
 // Close stops the trimmer, commits every append already queued, flushes the
-// memtable (so the next Open replays no WAL) and closes Pebble. Appends after
+// memtable (so the next Open replays no WAL; skipped once a commit failed)
+// and closes Pebble. Appends after
 // Close fail with ErrClosed.
 func (l *Log) Close() error {
 	l.closeMu.Lock()
@@ -813,8 +829,14 @@ func (l *Log) Close() error {
 	l.trimMu.Lock()
 	defer l.trimMu.Unlock()
 	var errs []error
-	if err := l.db.Flush(); err != nil {
-		errs = append(errs, fmt.Errorf("flush stream log: %w", err))
+	if l.Err() == nil {
+		// A flush after a failed commit made Pebble rotate its WAL and
+		// panic (Close after a failed write exited 2); a failed log may not
+		// be written anyway. What is durable is on disk already and the
+		// next Open replays the WAL.
+		if err := l.db.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("flush stream log: %w", err))
+		}
 	}
 	if err := l.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close stream log: %w", err))

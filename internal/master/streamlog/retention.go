@@ -29,6 +29,10 @@ func (l *Log) Trim(stream string, through int64) error {
 
 // trimLocked deletes tokens [oldest, through] of st. Caller holds trimMu.
 func (l *Log) trimLocked(st *streamState, through int64) error {
+	if err := l.Err(); err != nil {
+		// Nothing more may be written to a log whose commit failed.
+		return fmt.Errorf("trim stream %q: %w", st.name, err)
+	}
 	through = min(through, st.current.Load())
 	ret := st.retained.Load()
 	if through < ret.oldest {
@@ -125,6 +129,13 @@ func (l *Log) retentionCut(st *streamState, keep Retention) (int64, error) {
 			cut = min(cut, cur-1)
 		}
 	}
+	if keep.MaxBytes > 0 {
+		byteCut, err := l.bytesCut(st, ret.oldest, n, keep.MaxBytes)
+		if err != nil {
+			return 0, err
+		}
+		cut = max(cut, min(byteCut, cur-1))
+	}
 	if keep.MaxAge > 0 {
 		limit := l.now().Add(-keep.MaxAge)
 		// First token not older than the limit; everything before it goes.
@@ -135,6 +146,34 @@ func (l *Log) retentionCut(st *streamState, keep Retention) (int64, error) {
 		return 0, searchErr
 	}
 	return cut, nil
+}
+
+// bytesCut returns the newest token to drop so that the stream's tokens
+// from the next one on take at most maxBytes on disk (oldest-1 when they
+// already do). n tokens are held from oldest on.
+func (l *Log) bytesCut(st *streamState, oldest int64, n int, maxBytes int64) (int64, error) {
+	end := tokenKeysEnd(st.prefix)
+	var searchErr error
+	usageFrom := func(token int64) uint64 {
+		if searchErr != nil {
+			return 0
+		}
+		u, err := l.db.EstimateDiskUsage(appendTokenKey(nil, st.prefix, token), end)
+		if err != nil {
+			searchErr = fmt.Errorf("estimate disk usage from token %d: %w", token, err)
+		}
+		return u
+	}
+	if usageFrom(oldest) <= uint64(maxBytes) {
+		return oldest - 1, searchErr
+	}
+	// Usage from token oldest+i shrinks as i grows: find the first i
+	// that fits and drop everything before it.
+	i := sort.Search(n, func(i int) bool { return usageFrom(oldest+int64(i)) <= uint64(maxBytes) })
+	if searchErr != nil {
+		return 0, searchErr
+	}
+	return oldest + int64(i) - 1, nil
 }
 
 // trimLoop applies retention every trimEvery until Close.
