@@ -59,6 +59,9 @@ type ProbeManager struct {
 	factory      ProberFactory
 	log          logr.Logger
 	pollInterval time.Duration
+	// retryDelay is how long a probe whose Run failed waits before a new
+	// probe is made for the same target.
+	retryDelay time.Duration
 
 	mu          sync.Mutex
 	ctx         context.Context // set by Start; nil before
@@ -85,6 +88,7 @@ func NewProbeManager(factory ProberFactory, pollInterval time.Duration, log logr
 		factory:      factory,
 		log:          log,
 		pollInterval: pollInterval,
+		retryDelay:   defaultProbeRetryDelay,
 		probes:       map[types.NamespacedName]*runningProbe{},
 	}
 }
@@ -107,11 +111,23 @@ func (pm *ProbeManager) NeedLeaderElection() bool { return true }
 func (pm *ProbeManager) Ensure(key types.NamespacedName, target ProbeTarget) error {
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
-	if rp, ok := pm.probes[key]; ok {
+	// A loop, because another Ensure may install a probe for the key while
+	// this one waits without the lock.
+	for {
+		rp, ok := pm.probes[key]
+		if !ok {
+			break
+		}
 		if rp.target == target {
 			return nil
 		}
-		pm.stopLocked(key, rp)
+		// Waiting means a replaced probe never overlaps its successor; it
+		// happens without the lock, which the probe's goroutine may need
+		// to finish.
+		done := pm.detachLocked(key, rp)
+		pm.mu.Unlock()
+		<-done
+		pm.mu.Lock()
 	}
 	p, err := pm.factory(target)
 	if err != nil {
@@ -126,29 +142,44 @@ func (pm *ProbeManager) Ensure(key types.NamespacedName, target ProbeTarget) err
 	return nil
 }
 
-// Stop implements ProbeController.
+// Stop implements ProbeController. It returns once the probe has ended.
 func (pm *ProbeManager) Stop(key types.NamespacedName) {
 	pm.mu.Lock()
-	defer pm.mu.Unlock()
-	if rp, ok := pm.probes[key]; ok {
-		pm.stopLocked(key, rp)
+	rp, ok := pm.probes[key]
+	var done <-chan struct{}
+	if ok {
+		done = pm.detachLocked(key, rp)
+	}
+	pm.mu.Unlock()
+	if ok {
+		<-done
 		pm.log.Info("probe stopped", "master", key.String())
 	}
 }
 
-func (pm *ProbeManager) stopLocked(key types.NamespacedName, rp *runningProbe) {
+// detachLocked removes the master's probe from the table and cancels it.
+// The caller waits on the returned channel only after releasing pm.mu: the
+// probe's goroutine takes pm.mu to install a recreated prober, so waiting
+// with the lock held would deadlock both.
+func (pm *ProbeManager) detachLocked(key types.NamespacedName, rp *runningProbe) <-chan struct{} {
 	delete(pm.probes, key)
-	if rp.cancel != nil {
-		rp.cancel()
-		// Run returns promptly on cancel; waiting here means a replaced
-		// probe never overlaps its successor.
-		<-rp.done
+	if rp.cancel == nil {
+		// Ensured before Start: no goroutine to wait for.
+		return closedChannel
 	}
+	rp.cancel()
+	return rp.done
 }
 
-// probeRetryDelay is how long a probe whose Run failed waits before a new
-// probe is made for the same target.
-var probeRetryDelay = 5 * time.Second
+var closedChannel = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// defaultProbeRetryDelay is how long a probe whose Run failed waits before
+// a new probe is made for the same target.
+const defaultProbeRetryDelay = 5 * time.Second
 
 func (pm *ProbeManager) runLocked(key types.NamespacedName, rp *runningProbe) {
 	ctx, cancel := context.WithCancel(pm.ctx)
@@ -165,11 +196,11 @@ func (pm *ProbeManager) runLocked(key types.NamespacedName, rp *runningProbe) {
 			if ctx.Err() != nil {
 				return
 			}
-			pm.log.Error(err, "probe stopped unexpectedly; retrying", "master", key.String(), "in", probeRetryDelay)
+			pm.log.Error(err, "probe stopped unexpectedly; retrying", "master", key.String(), "in", pm.retryDelay)
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(probeRetryDelay):
+			case <-time.After(pm.retryDelay):
 			}
 			np, err := pm.factory(rp.target)
 			if err != nil {
@@ -177,6 +208,12 @@ func (pm *ProbeManager) runLocked(key types.NamespacedName, rp *runningProbe) {
 				return
 			}
 			pm.mu.Lock()
+			// Cancelled while the factory ran: the probe was detached
+			// (under this lock), so the new prober has no place to go.
+			if ctx.Err() != nil {
+				pm.mu.Unlock()
+				return
+			}
 			rp.prober = np
 			pm.mu.Unlock()
 			p = np
@@ -221,10 +258,14 @@ func (pm *ProbeManager) Start(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			pm.mu.Lock()
+			var running []<-chan struct{}
 			for key, rp := range pm.probes {
-				pm.stopLocked(key, rp)
+				running = append(running, pm.detachLocked(key, rp))
 			}
 			pm.mu.Unlock()
+			for _, done := range running {
+				<-done
+			}
 			return nil
 		case <-t.C:
 			pm.announceChanges(ctx)

@@ -81,6 +81,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 }
 
 func TestProbeManagerLifecycle(t *testing.T) {
+	t.Parallel()
 	pf := &proberFactory{}
 	pm := NewProbeManager(pf.new, 10*time.Millisecond, logr.Discard())
 	events := pm.Subscribe()
@@ -164,6 +165,7 @@ func TestProbeManagerLifecycle(t *testing.T) {
 }
 
 func TestProbeManagerFactoryError(t *testing.T) {
+	t.Parallel()
 	pf := &proberFactory{fail: errors.New("bad address")}
 	pm := NewProbeManager(pf.new, time.Second, logr.Discard())
 	err := pm.Ensure(types.NamespacedName{Namespace: "ns", Name: "m"}, ProbeTarget{Address: "nope"})
@@ -176,10 +178,10 @@ func TestProbeManagerFactoryError(t *testing.T) {
 }
 
 func TestProbeManagerProbeThatCannotRun(t *testing.T) {
-	defer func(d time.Duration) { probeRetryDelay = d }(probeRetryDelay)
-	probeRetryDelay = 10 * time.Millisecond
+	t.Parallel()
 	pf := &proberFactory{runFail: errors.New("metrics already registered")}
 	pm := NewProbeManager(pf.new, time.Second, logr.Discard())
+	pm.retryDelay = 10 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- pm.Start(ctx) }()
@@ -213,5 +215,124 @@ func TestProbeManagerProbeThatCannotRun(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Start: %v", err)
+	}
+}
+
+// failOnceFactory makes a first probe whose Run fails at once and remembers
+// the context it ran with; the retry's factory call then blocks until that
+// context is cancelled. That forces the interleaving in which a Stop, an
+// Ensure for a new target or the manager's shutdown cancels the probe while
+// its goroutine is between the factory call and installing the new prober.
+type failOnceFactory struct {
+	runCtx      chan context.Context // the first probe's Run context
+	retryCalled chan struct{}        // closed when the retry reaches the factory
+	calls       atomic.Int32
+	unblock     chan struct{} // closed by the test's cleanup so nothing leaks
+}
+
+func newFailOnceFactory(t *testing.T) *failOnceFactory {
+	f := &failOnceFactory{
+		runCtx:      make(chan context.Context, 1),
+		retryCalled: make(chan struct{}),
+		unblock:     make(chan struct{}),
+	}
+	t.Cleanup(func() { close(f.unblock) })
+	return f
+}
+
+func (f *failOnceFactory) new(target ProbeTarget) (Prober, error) {
+	switch f.calls.Add(1) {
+	case 1:
+		return proberFunc(func(ctx context.Context) error {
+			f.runCtx <- ctx
+			return errors.New("metrics already registered")
+		}), nil
+	case 2:
+		close(f.retryCalled)
+		ctx := <-f.runCtx
+		select {
+		case <-ctx.Done():
+		case <-f.unblock:
+		}
+		return proberFunc(func(ctx context.Context) error { <-ctx.Done(); return nil }), nil
+	default:
+		// Ensure's replacement for a new target.
+		return proberFunc(func(ctx context.Context) error { <-ctx.Done(); return nil }), nil
+	}
+}
+
+type proberFunc func(ctx context.Context) error
+
+func (p proberFunc) Run(ctx context.Context) error { return p(ctx) }
+func (p proberFunc) Snapshot() probe.Snapshot      { return probe.Snapshot{} }
+
+// A Stop, an Ensure or a shutdown that cancels a probe while its goroutine
+// is recreating the prober must return: the goroutine needs the manager's
+// lock to finish, so nobody may wait for it while holding that lock.
+func TestProbeManagerStopsAProbeBeingRecreated(t *testing.T) {
+	t.Parallel()
+	key := types.NamespacedName{Namespace: "ns", Name: "m"}
+	tests := map[string]struct {
+		interrupt func(pm *ProbeManager, stopManager context.CancelFunc) error
+	}{
+		"stop": {interrupt: func(pm *ProbeManager, _ context.CancelFunc) error {
+			pm.Stop(key)
+			return nil
+		}},
+		"ensure for a new target": {interrupt: func(pm *ProbeManager, _ context.CancelFunc) error {
+			return pm.Ensure(key, ProbeTarget{Address: "b:1"})
+		}},
+		"manager shutdown": {interrupt: func(_ *ProbeManager, stopManager context.CancelFunc) error {
+			stopManager()
+			return nil
+		}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFailOnceFactory(t)
+			pm := NewProbeManager(f.new, time.Hour, logr.Discard())
+			pm.retryDelay = time.Millisecond
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			started := make(chan error, 1)
+			go func() { started <- pm.Start(ctx) }()
+			if err := pm.Ensure(key, ProbeTarget{Address: "a:1"}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-f.retryCalled:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the failed probe was never recreated")
+			}
+
+			interrupted := make(chan error, 1)
+			go func() { interrupted <- tc.interrupt(pm, cancel) }()
+			select {
+			case err := <-interrupted:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("deadlock: the interrupt waits for a probe goroutine that waits for the manager's lock")
+			}
+			// The manager stays usable: Running takes the same lock.
+			running := make(chan int, 1)
+			go func() { running <- pm.Running() }()
+			select {
+			case <-running:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the manager's lock is still held after the interrupt returned")
+			}
+			cancel()
+			select {
+			case err := <-started:
+				if err != nil {
+					t.Fatalf("Start: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the manager did not shut down")
+			}
+		})
 	}
 }
