@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -17,7 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
-	"github.com/tcprepl/tcprepl/internal/master"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
 var testOpts = BuildOptions{
@@ -68,11 +69,22 @@ func newWorker(mut ...func(*replv1.ReplicationWorker)) *replv1.ReplicationWorker
 func TestRenderMasterConfigIsReadByTheMaster(t *testing.T) {
 	tests := map[string]struct {
 		master func(*replv1.ReplicationMaster)
-		check  func(t *testing.T, c master.Config)
+		// want is the rendered file, byte for byte: a change to it rolls
+		// every master pod, so it must be deliberate.
+		want  string
+		check func(t *testing.T, c masterapi.Config)
 	}{
 		"defaults": {
 			master: func(*replv1.ReplicationMaster) {},
-			check: func(t *testing.T, c master.Config) {
+			want: `dataDir: /var/lib/tcprepl
+limits:
+  maxLineLength: 16384
+  maxPendingCommands: 10000
+  pingInterval: 5s
+  pingTimeout: 25s
+serverName: matrix.example.org
+`,
+			check: func(t *testing.T, c masterapi.Config) {
 				if c.ServerName != "matrix.example.org" || c.DataDir != MasterDataDir {
 					t.Errorf("serverName/dataDir = %q/%q", c.ServerName, c.DataDir)
 				}
@@ -94,8 +106,29 @@ func TestRenderMasterConfigIsReadByTheMaster(t *testing.T) {
 				}
 				m.Spec.Limits = replv1.LimitsSpec{MaxPendingCommands: 500, MaxLineLength: 4096}
 			},
-			check: func(t *testing.T, c master.Config) {
-				if !c.Federation || !slices.Equal(c.CustomStreams, []master.CustomStream{{Name: "audit_log", Fields: 3}, {Name: "metrics2"}}) {
+			want: `customStreams:
+- fields: 3
+  name: audit_log
+- name: metrics2
+dataDir: /var/lib/tcprepl
+federation: true
+limits:
+  maxLineLength: 4096
+  maxPendingCommands: 500
+  pingInterval: 5s
+  pingTimeout: 25s
+retention:
+  '*':
+    maxAge: 168h0m0s
+    maxRows: 1000
+  audit_log:
+    maxAge: 1h0m0s
+  federation:
+    maxRows: 10
+serverName: matrix.example.org
+`,
+			check: func(t *testing.T, c masterapi.Config) {
+				if !c.Federation || !slices.Equal(c.CustomStreams, []masterapi.CustomStream{{Name: "audit_log", Fields: 3}, {Name: "metrics2"}}) {
 					t.Errorf("streams: federation=%v custom=%v", c.Federation, c.CustomStreams)
 				}
 				if r := c.RetentionFor("events"); r.MaxRows != 1000 || r.MaxAge.Duration != 168*time.Hour {
@@ -112,6 +145,21 @@ func TestRenderMasterConfigIsReadByTheMaster(t *testing.T) {
 				}
 			},
 		},
+		"no limits or keep-alive set": {
+			master: func(m *replv1.ReplicationMaster) {
+				m.Spec.KeepAlive = replv1.KeepAliveSpec{}
+				m.Spec.Limits = replv1.LimitsSpec{}
+			},
+			want: `dataDir: /var/lib/tcprepl
+limits: {}
+serverName: matrix.example.org
+`,
+			check: func(t *testing.T, c masterapi.Config) {
+				if c.Limits != (masterapi.Limits{}) {
+					t.Errorf("limits = %+v, want none (the master's defaults)", c.Limits)
+				}
+			},
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -120,13 +168,16 @@ func TestRenderMasterConfigIsReadByTheMaster(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if diff := cmp.Diff(tc.want, text); diff != "" {
+				t.Errorf("rendered config changed (-want +got):\n%s", diff)
+			}
 			path := filepath.Join(t.TempDir(), "master.yaml")
 			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			// The master's strict loader refuses unknown keys, so this
 			// catches any drift between the two structs.
-			c, err := master.LoadConfigFile(path)
+			c, err := masterapi.LoadConfigFile(path)
 			if err != nil {
 				t.Fatalf("master cannot read the rendered config: %v\n%s", err, text)
 			}

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
 // BuildOptions are the operator-wide settings the builders need.
@@ -30,66 +31,36 @@ type BuildOptions struct {
 	OperatorPodLabels map[string]string
 }
 
-// masterConfig mirrors the YAML the master reads with --config
-// (internal/master.Config). It is a copy rather than an import because the
-// operator must not link the master's storage engine; a unit test parses
-// what this renders with the master's own strict loader.
-type masterConfig struct {
-	ServerName    string                     `json:"serverName"`
-	DataDir       string                     `json:"dataDir"`
-	Federation    bool                       `json:"federation,omitempty"`
-	CustomStreams []masterCustomStream       `json:"customStreams,omitempty"`
-	Retention     map[string]masterRetention `json:"retention,omitempty"`
-	Limits        masterLimits               `json:"limits"`
-}
-
-type masterCustomStream struct {
-	Name   string `json:"name"`
-	Fields int32  `json:"fields,omitempty"`
-}
-
-type masterRetention struct {
-	MaxRows int64  `json:"maxRows,omitempty"`
-	MaxAge  string `json:"maxAge,omitempty"`
-}
-
-type masterLimits struct {
-	MaxLineLength      int32  `json:"maxLineLength,omitempty"`
-	MaxPendingCommands int32  `json:"maxPendingCommands,omitempty"`
-	PingInterval       string `json:"pingInterval,omitempty"`
-	PingTimeout        string `json:"pingTimeout,omitempty"`
-}
-
 // RenderMasterConfig returns the master's YAML configuration file. Listen
 // addresses are not in it: they need the pod IP, which only the container's
 // arguments can expand.
 func RenderMasterConfig(m *replv1.ReplicationMaster) (string, error) {
-	c := masterConfig{
+	c := masterapi.Config{
 		ServerName: m.Spec.ServerName,
 		DataDir:    MasterDataDir,
 		Federation: m.Spec.Streams.Federation,
-		Limits: masterLimits{
-			MaxLineLength:      m.Spec.Limits.MaxLineLength,
-			MaxPendingCommands: m.Spec.Limits.MaxPendingCommands,
+		Limits: masterapi.Limits{
+			MaxLineLength:      int(m.Spec.Limits.MaxLineLength),
+			MaxPendingCommands: int(m.Spec.Limits.MaxPendingCommands),
 		},
 	}
 	if d := m.Spec.KeepAlive.PingInterval; d != nil && d.Duration > 0 {
-		c.Limits.PingInterval = d.Duration.String()
+		c.Limits.PingInterval.Duration = d.Duration
 	}
 	if d := m.Spec.KeepAlive.PingTimeout; d != nil && d.Duration > 0 {
-		c.Limits.PingTimeout = d.Duration.String()
+		c.Limits.PingTimeout.Duration = d.Duration
 	}
 	for _, s := range m.Spec.Streams.Custom {
-		c.CustomStreams = append(c.CustomStreams, masterCustomStream{Name: s.Name, Fields: ptr.Deref(s.Fields, 0)})
+		c.CustomStreams = append(c.CustomStreams, masterapi.CustomStream{Name: s.Name, Fields: int(ptr.Deref(s.Fields, 0))})
 	}
 	r := m.Spec.Retention
 	if def, ok := retentionOf(r.MaxRows, r.MaxAge); ok {
-		c.Retention = map[string]masterRetention{"*": def}
+		c.Retention = map[string]masterapi.Retention{"*": def}
 	}
 	for _, s := range r.Streams {
 		if sr, ok := retentionOf(s.MaxRows, s.MaxAge); ok {
 			if c.Retention == nil {
-				c.Retention = map[string]masterRetention{}
+				c.Retention = map[string]masterapi.Retention{}
 			}
 			c.Retention[s.Name] = sr
 		}
@@ -101,15 +72,15 @@ func RenderMasterConfig(m *replv1.ReplicationMaster) (string, error) {
 	return string(out), nil
 }
 
-func retentionOf(rows *int64, age *metav1.Duration) (masterRetention, bool) {
-	var r masterRetention
+func retentionOf(rows *int64, age *metav1.Duration) (masterapi.Retention, bool) {
+	var r masterapi.Retention
 	if rows != nil {
 		r.MaxRows = *rows
 	}
 	if age != nil && age.Duration > 0 {
-		r.MaxAge = age.Duration.String()
+		r.MaxAge.Duration = age.Duration
 	}
-	return r, r.MaxRows > 0 || r.MaxAge != ""
+	return r, r.MaxRows > 0 || r.MaxAge.Duration != 0
 }
 
 // BuildMasterConfigMap returns the ConfigMap holding the master's config.

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcprepl/tcprepl/internal/bench"
-	"github.com/tcprepl/tcprepl/internal/master"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
 func newBenchCommand() *cobra.Command {
@@ -53,7 +53,7 @@ stream.`,
 				return fmt.Errorf("unknown output %q: use text or json", output)
 			}
 			if cfg.PublishToken == "" {
-				cfg.PublishToken = os.Getenv(master.PublishTokenEnv)
+				cfg.PublishToken = os.Getenv(masterapi.PublishTokenEnv)
 			}
 			errw := cmd.ErrOrStderr()
 			cfg.Logf = func(format string, args ...any) { fmt.Fprintf(errw, "bench: "+format+"\n", args...) }
@@ -95,7 +95,7 @@ stream.`,
 	fl.IntVar(&cfg.MasterPID, "master-pid", 0, "process id of the external master, to read its peak RSS")
 	fl.BoolVar(&spawn, "spawn", false, "run the master as a child process (tcprepl master) instead of in this process")
 	fl.StringVar(&cfg.ServerName, "server-name", "bench.tcprepl", "server name of the master")
-	fl.StringVar(&cfg.PublishToken, "publish-token", "", "bearer token for publishing (default $"+master.PublishTokenEnv+")")
+	fl.StringVar(&cfg.PublishToken, "publish-token", "", "bearer token for publishing (default $"+masterapi.PublishTokenEnv+")")
 	fl.StringVar(&cfg.DataDir, "data-dir", "", "log directory of an in-process or spawned master (default: a temporary directory)")
 	fl.DurationVar(&cfg.Duration, "duration", 0, "length of each publish and latency phase (default 5s)")
 	fl.IntVar(&cfg.Subscribers, "subscribers", 0, "live subscribers (default 10)")

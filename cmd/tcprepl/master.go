@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcprepl/tcprepl/internal/master"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
 type masterFlags struct {
@@ -67,24 +68,24 @@ log, so that it is restarted and re-reads what is really on disk.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.configFile, "config", "", "YAML config file (see docs/api.md); flags given on the command line override it")
 	fl.StringVar(&f.serverName, "server-name", "", "server name announced with SERVER; workers check it (required)")
-	fl.StringVar(&f.replication, "replication-listen", master.DefaultReplicationListen, "address for the replication protocol")
-	fl.StringVar(&f.http, "http-listen", master.DefaultHTTPListen, "address for the HTTP API, /metrics and health checks")
+	fl.StringVar(&f.replication, "replication-listen", masterapi.DefaultReplicationListen, "address for the replication protocol")
+	fl.StringVar(&f.http, "http-listen", masterapi.DefaultHTTPListen, "address for the HTTP API, /metrics and health checks")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the durable stream log; empty keeps the log in memory")
 	fl.BoolVar(&f.ephemeral, "ephemeral", false, "keep the log in memory: nothing survives a restart")
 	fl.BoolVar(&f.federation, "federation", false, "publish the federation stream (FEDERATION_ACK trims it)")
 	fl.StringSliceVar(&f.customStreams, "custom-stream", nil, "extra stream NAME or NAME:FIELDS (rows must have FIELDS fields); repeatable")
-	fl.StringVar(&f.publishTokenFile, "publish-token-file", "", "file holding the bearer token required to publish (default: $"+master.PublishTokenEnv+" if set, else no token)")
+	fl.StringVar(&f.publishTokenFile, "publish-token-file", "", "file holding the bearer token required to publish (default: $"+masterapi.PublishTokenEnv+" if set, else no token)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
 	return cmd
 }
 
 // config merges the config file and the flags set on the command line.
-func (f *masterFlags) config(cmd *cobra.Command) (master.Config, error) {
-	var cfg master.Config
+func (f *masterFlags) config(cmd *cobra.Command) (masterapi.Config, error) {
+	var cfg masterapi.Config
 	if f.configFile != "" {
 		var err error
-		if cfg, err = master.LoadConfigFile(f.configFile); err != nil {
+		if cfg, err = masterapi.LoadConfigFile(f.configFile); err != nil {
 			return cfg, err
 		}
 	}
@@ -114,7 +115,7 @@ func (f *masterFlags) config(cmd *cobra.Command) (master.Config, error) {
 	if set("custom-stream") {
 		cfg.CustomStreams = nil
 		for _, s := range f.customStreams {
-			cs, err := master.ParseCustomStream(s)
+			cs, err := masterapi.ParseCustomStream(s)
 			if err != nil {
 				return cfg, err
 			}
@@ -132,7 +133,7 @@ func (f *masterFlags) config(cmd *cobra.Command) (master.Config, error) {
 }
 
 // runMaster runs a master until ctx is done, then shuts it down gracefully.
-func runMaster(ctx context.Context, cfg master.Config, logger logr.Logger, shutdownTimeout time.Duration) error {
+func runMaster(ctx context.Context, cfg masterapi.Config, logger logr.Logger, shutdownTimeout time.Duration) error {
 	m, err := master.New(cfg, master.Options{Logger: logger})
 	if err != nil {
 		return err

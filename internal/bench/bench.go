@@ -27,6 +27,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/tcprepl/tcprepl/internal/master"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -335,8 +336,8 @@ func start(ctx context.Context, cfg Config) (*target, error) {
 		}
 		t.addr, t.httpURL, t.pid = cfg.MasterAddr, strings.TrimRight(cfg.HTTPURL, "/"), cfg.MasterPID
 	case InProcess:
-		m, err := master.New(master.Config{ServerName: cfg.ServerName, DataDir: dataDir,
-			Limits: master.Limits{MaxRequestBytes: 64 << 20}}, master.Options{Logger: logr.Discard()})
+		m, err := master.New(masterapi.Config{ServerName: cfg.ServerName, DataDir: dataDir,
+			Limits: masterapi.Limits{MaxRequestBytes: 64 << 20}}, master.Options{Logger: logr.Discard()})
 		if err != nil {
 			cleanup()
 			return nil, err
@@ -486,7 +487,7 @@ func (t *target) publisher(kind string) (publisher, error) {
 			if resp.StatusCode != http.StatusOK {
 				return 0, fmt.Errorf("POST %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
 			}
-			var out master.PublishResponse
+			var out masterapi.PublishResponse
 			if err := json.Unmarshal(b, &out); err != nil {
 				return 0, fmt.Errorf("POST %s: %w", url, err)
 			}
@@ -507,7 +508,7 @@ func (t *target) currentToken(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	var out struct{ Streams []master.StreamStatus }
+	var out struct{ Streams []masterapi.StreamStatus }
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return 0, fmt.Errorf("GET /v1/streams: %w", err)
 	}
@@ -1032,7 +1033,7 @@ func (t *target) countIdle(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	var out master.ConnectionsResponse
+	var out masterapi.ConnectionsResponse
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return 0, fmt.Errorf("GET /v1/connections: %w", err)
 	}

@@ -8,13 +8,15 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
 // BenchmarkPublish measures the master's publish path (validate, encode,
 // append to an in-memory Pebble log, hand to the server) for batches of
 // 100 caches rows of about 100 bytes, with no subscribers.
 func BenchmarkPublish(b *testing.B) {
-	m, err := New(Config{ServerName: "bench", Ephemeral: true}, Options{Logger: logr.Discard()})
+	m, err := New(masterapi.Config{ServerName: "bench", Ephemeral: true}, Options{Logger: logr.Discard()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -43,7 +45,7 @@ func BenchmarkPublish(b *testing.B) {
 // BenchmarkPublishHTTP is BenchmarkPublish through the HTTP handler (body
 // parsing and the JSON reply included, no network).
 func BenchmarkPublishHTTP(b *testing.B) {
-	m, err := New(Config{ServerName: "bench", Ephemeral: true}, Options{Logger: logr.Discard()})
+	m, err := New(masterapi.Config{ServerName: "bench", Ephemeral: true}, Options{Logger: logr.Discard()})
 	if err != nil {
 		b.Fatal(err)
 	}

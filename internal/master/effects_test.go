@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
 func presenceRows(t *testing.T, log *memLog) [][]any {
@@ -23,7 +25,7 @@ func presenceRows(t *testing.T, log *memLog) [][]any {
 }
 
 func TestUserSyncPresence(t *testing.T) {
-	m, log, _, clock := newFakeMaster(t, Config{})
+	m, log, _, clock := newFakeMaster(t, masterapi.Config{})
 	e := m.effects
 	now := float64(clock.Now().UnixMilli())
 	type step struct {
@@ -81,7 +83,7 @@ func TestUserSyncPresence(t *testing.T) {
 }
 
 func TestUserSyncUndoneWhenPresenceCannotBeWritten(t *testing.T) {
-	m, log, _, _ := newFakeMaster(t, Config{})
+	m, log, _, _ := newFakeMaster(t, masterapi.Config{})
 	e := m.effects
 	log.failNext = errors.New("disk full")
 	if err := e.UserSync(1, "@a:x", true, 1); err == nil || !strings.Contains(err.Error(), "disk full") {
@@ -125,7 +127,7 @@ func TestFederationAck(t *testing.T) {
 		{"federation disabled: nothing to trim", false, 2, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, log, _, _ := newFakeMaster(t, Config{Federation: tc.federation})
+			m, log, _, _ := newFakeMaster(t, masterapi.Config{Federation: tc.federation})
 			if tc.federation {
 				for range 3 {
 					if _, err := m.Publish(t.Context(), "federation", []json.RawMessage{json.RawMessage(`["edu", {}]`)}); err != nil {
@@ -144,7 +146,7 @@ func TestFederationAck(t *testing.T) {
 }
 
 func TestRemovePusherAndInvalidateCache(t *testing.T) {
-	m, log, srv, clock := newFakeMaster(t, Config{})
+	m, log, srv, clock := newFakeMaster(t, masterapi.Config{})
 	if err := m.effects.RemovePusher("app", "key 1", "@u:x"); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +172,7 @@ func TestRemovePusherAndInvalidateCache(t *testing.T) {
 }
 
 func TestUserIPTable(t *testing.T) {
-	m, _, _, _ := newFakeMaster(t, Config{Limits: Limits{MaxUserIPs: 3}})
+	m, _, _, _ := newFakeMaster(t, masterapi.Config{Limits: masterapi.Limits{MaxUserIPs: 3}})
 	dev := "DEV"
 	e := m.effects
 	e.UserIP("@a:x", "1.1.1.1", "curl", &dev, 100)
@@ -209,7 +211,7 @@ func TestUserIPTable(t *testing.T) {
 // users syncing than one publish may carry writes their offline rows in
 // batches within the limit, every user once, in order.
 func TestConnectionClosedSplitsPresence(t *testing.T) {
-	m, log, _, _ := newFakeMaster(t, Config{})
+	m, log, _, _ := newFakeMaster(t, masterapi.Config{})
 	e := m.effects
 	users := 2*m.MaxRows() + 500
 	for i := range users {

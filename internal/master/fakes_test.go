@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tcprepl/tcprepl/internal/master/streamlog"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -240,7 +241,7 @@ func acceptAll(_ string, row json.RawMessage, _ [][]byte) error {
 }
 
 // newFakeMaster builds a master over memLog and fakeServer.
-func newFakeMaster(t testing.TB, cfg Config) (*Master, *memLog, *fakeServer, *testClock) {
+func newFakeMaster(t testing.TB, cfg masterapi.Config) (*Master, *memLog, *fakeServer, *testClock) {
 	clock := &testClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	if cfg.ServerName == "" {
 		cfg.ServerName = "test.example"
@@ -252,7 +253,7 @@ func newFakeMaster(t testing.TB, cfg Config) (*Master, *memLog, *fakeServer, *te
 		Now:      clock.Now,
 		Log:      log,
 		Validate: acceptAll,
-		NewServer: func(Config, replication.Source, *Effects, prometheus.Registerer, logr.Logger) (ReplicationServer, error) {
+		NewServer: func(masterapi.Config, replication.Source, *Effects, prometheus.Registerer, logr.Logger) (ReplicationServer, error) {
 			return srv, nil
 		},
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/tcprepl/tcprepl/internal/master/streamlog"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -65,7 +66,7 @@ func TestFullDiskFailsHealthAndStopsTheMaster(t *testing.T) {
 		}
 		return nil
 	})}
-	cfg := Config{ServerName: "hs.test"}
+	cfg := masterapi.Config{ServerName: "hs.test"}
 	log, err := streamlog.Open(streamlog.Options{FS: errorfs.Wrap(vfs.NewMem(), disk), Dir: "log", Streams: cfg.Streams(), TrimInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -110,19 +111,19 @@ func TestFullDiskFailsHealthAndStopsTheMaster(t *testing.T) {
 // Issue 11 item 4: with no retention configured, a flood of client
 // commands filled the volume; the default retention bounds size and age.
 func TestDefaultRetentionBoundsSizeAndAge(t *testing.T) {
-	cfg := Config{ServerName: "hs"}.WithDefaults()
+	cfg := masterapi.Config{ServerName: "hs"}.WithDefaults()
 	def := cfg.RetentionFor("caches")
-	if def.MaxBytes != DefaultRetentionMaxBytes || def.MaxAge.Duration != DefaultRetentionMaxAge {
-		t.Fatalf("default retention %+v, want maxBytes %d and maxAge %s", def, DefaultRetentionMaxBytes, DefaultRetentionMaxAge)
+	if def.MaxBytes != masterapi.DefaultRetentionMaxBytes || def.MaxAge.Duration != masterapi.DefaultRetentionMaxAge {
+		t.Fatalf("default retention %+v, want maxBytes %d and maxAge %s", def, masterapi.DefaultRetentionMaxBytes, masterapi.DefaultRetentionMaxAge)
 	}
-	explicit := Config{ServerName: "hs", Retention: map[string]Retention{"*": {}, "events": {MaxRows: 5}}}
-	if got := explicit.WithDefaults().RetentionFor("caches"); got != (Retention{}) {
+	explicit := masterapi.Config{ServerName: "hs", Retention: map[string]masterapi.Retention{"*": {}, "events": {MaxRows: 5}}}
+	if got := explicit.WithDefaults().RetentionFor("caches"); got != (masterapi.Retention{}) {
 		t.Fatalf("an explicit \"*\" entry was replaced by the default: %+v", got)
 	}
 	if _, ok := explicit.Retention["*"]; !ok || len(explicit.Retention) != 2 {
 		t.Fatal("WithDefaults changed the caller's retention map")
 	}
-	bad := Config{ServerName: "hs", Retention: map[string]Retention{"*": {MaxBytes: 1000}}}
+	bad := masterapi.Config{ServerName: "hs", Retention: map[string]masterapi.Retention{"*": {MaxBytes: 1000}}}
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "maxBytes") {
 		t.Fatalf("Validate(maxBytes 1000) = %v, want an error naming maxBytes", err)
 	}
@@ -130,7 +131,7 @@ func TestDefaultRetentionBoundsSizeAndAge(t *testing.T) {
 
 // Issue 11 item 10: the bare CLI listened on every interface.
 func TestDefaultListenIsLoopback(t *testing.T) {
-	cfg := Config{ServerName: "hs"}.WithDefaults()
+	cfg := masterapi.Config{ServerName: "hs"}.WithDefaults()
 	for name, addr := range map[string]string{"replication": cfg.ReplicationListen, "http": cfg.HTTPListen} {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -146,7 +147,7 @@ func TestDefaultListenIsLoopback(t *testing.T) {
 // connection id) and 12 KB client-chosen NAMEs made it 21.7 MB. With
 // thousands of connections under distinct long names, /metrics stays small.
 func TestMetricsSizeBoundedUnderManyConnections(t *testing.T) {
-	lm := startMaster(t, Config{Limits: Limits{MaxConnections: 5000, MaxNameLength: 8192}})
+	lm := startMaster(t, masterapi.Config{Limits: masterapi.Limits{MaxConnections: 5000, MaxNameLength: 8192}})
 	lm.publish(t, "caches", `["f", ["k"], 1]`)
 	scrape := func() int {
 		resp, err := http.Get(lm.httpURL + "/metrics")
@@ -198,7 +199,7 @@ func TestMetricsSizeBoundedUnderManyConnections(t *testing.T) {
 
 // The log-id extension reaches a client through the real master.
 func TestMasterAnnouncesItsLogID(t *testing.T) {
-	lm := startMaster(t, Config{})
+	lm := startMaster(t, masterapi.Config{})
 	ids := make(chan string, 4)
 	w := &worker{rows: map[string][]string{}, tokens: map[string][]int64{}, positions: map[string]int64{}, done: make(chan error, 1)}
 	c, err := replication.NewClient(replication.ClientConfig{
@@ -232,13 +233,13 @@ func TestMasterAnnouncesItsLogID(t *testing.T) {
 
 func TestHardeningSettingsValidated(t *testing.T) {
 	tests := map[string]struct {
-		cfg  Config
+		cfg  masterapi.Config
 		want string
 	}{
-		"negative maxConnections":  {Config{Limits: Limits{MaxConnections: -1}}, "limits.maxConnections"},
-		"negative identifyTimeout": {Config{Limits: Limits{IdentifyTimeout: Duration{-time.Second}}}, "limits.identifyTimeout"},
-		"tiny maxNameLength":       {Config{Limits: Limits{MaxNameLength: 3}}, "limits.maxNameLength 3 is too small"},
-		"negative maxBytes":        {Config{Retention: map[string]Retention{"caches": {MaxBytes: -1}}}, `retention for "caches": maxBytes -1`},
+		"negative maxConnections":  {masterapi.Config{Limits: masterapi.Limits{MaxConnections: -1}}, "limits.maxConnections"},
+		"negative identifyTimeout": {masterapi.Config{Limits: masterapi.Limits{IdentifyTimeout: masterapi.Duration{Duration: -time.Second}}}, "limits.identifyTimeout"},
+		"tiny maxNameLength":       {masterapi.Config{Limits: masterapi.Limits{MaxNameLength: 3}}, "limits.maxNameLength 3 is too small"},
+		"negative maxBytes":        {masterapi.Config{Retention: map[string]masterapi.Retention{"caches": {MaxBytes: -1}}}, `retention for "caches": maxBytes -1`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -249,8 +250,8 @@ func TestHardeningSettingsValidated(t *testing.T) {
 			}
 		})
 	}
-	cfg := Config{ServerName: "hs"}.WithDefaults()
-	if l := cfg.Limits; l.MaxConnections != DefaultMaxConnections || l.IdentifyTimeout.Duration != DefaultIdentifyTimeout || l.MaxNameLength != DefaultMaxNameLength {
+	cfg := masterapi.Config{ServerName: "hs"}.WithDefaults()
+	if l := cfg.Limits; l.MaxConnections != masterapi.DefaultMaxConnections || l.IdentifyTimeout.Duration != masterapi.DefaultIdentifyTimeout || l.MaxNameLength != masterapi.DefaultMaxNameLength {
 		t.Fatalf("defaults not applied: %+v", l)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -265,7 +266,7 @@ func TestHardeningSettingsFromYAML(t *testing.T) {
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfigFile(path)
+	cfg, err := masterapi.LoadConfigFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tcprepl/tcprepl/internal/jsonscan"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -119,16 +120,6 @@ func (m *Master) requireToken(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// PublishRequest is the body of POST /v1/streams/{stream}/rows.
-type PublishRequest struct {
-	Rows []json.RawMessage `json:"rows"`
-}
-
-// PublishResponse is the reply once the rows are durable.
-type PublishResponse struct {
-	Token int64 `json:"token"`
-}
-
 func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 	stream := r.PathValue("stream")
 	if !m.known[stream] {
@@ -207,7 +198,7 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	// The reply json.Marshal would write for PublishResponse, without
+	// The reply json.Marshal would write for masterapi.PublishResponse, without
 	// reflection: {"token":N} and a newline.
 	reply := append(strconv.AppendInt(append(pb.reply[:0], `{"token":`...), token, 10), "}\n"...)
 	pb.reply = reply
@@ -332,27 +323,12 @@ func appendPublishRows(rows []json.RawMessage, fieldBuf [][]byte, enc []byte, ch
 	return rows, fieldBuf, nil
 }
 
-// StreamStatus is one stream in GET /v1/streams. Name, Token and
-// RowsPerSecond use the probe's StreamPosition field names.
-type StreamStatus struct {
-	Name  string `json:"name"`
-	Token int64  `json:"token"`
-	// OldestToken is the oldest token held (Token+1 when none is): a
-	// subscriber can continue from OldestToken-1 or later.
-	OldestToken   int64   `json:"oldestToken"`
-	RowsPerSecond float64 `json:"rowsPerSecond"`
-	// Rows is the number of rows the log holds for the stream.
-	Rows int64 `json:"rows"`
-	// Error is set when the log could not report the stream.
-	Error string `json:"error,omitempty"`
-}
-
 // StreamStatuses reports every stream's position from the log.
-func (m *Master) StreamStatuses() []StreamStatus {
-	out := make([]StreamStatus, 0, len(m.streams))
+func (m *Master) StreamStatuses() []masterapi.StreamStatus {
+	out := make([]masterapi.StreamStatus, 0, len(m.streams))
 	for _, s := range m.streams {
 		st, err := m.store.Stats(s)
-		ss := StreamStatus{Name: s, Token: st.CurrentToken, OldestToken: st.OldestToken, RowsPerSecond: st.RowsPerSecond, Rows: st.Rows}
+		ss := masterapi.StreamStatus{Name: s, Token: st.CurrentToken, OldestToken: st.OldestToken, RowsPerSecond: st.RowsPerSecond, Rows: st.Rows}
 		if err != nil {
 			ss.Error = err.Error()
 		}
@@ -369,42 +345,10 @@ func (m *Master) handleStreams(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
-// Connection is one entry of GET /v1/connections. The first fields use the
-// names internal/probe decodes into probe.Connection.
-type Connection struct {
-	ID               uint64             `json:"id"`
-	Name             string             `json:"name"`
-	RemoteAddr       string             `json:"remoteAddr"`
-	State            string             `json:"state"`
-	ConnectedSince   time.Time          `json:"connectedSince"`
-	Streams          []ConnectionStream `json:"streams"`
-	MaxSecondsBehind float64            `json:"maxSecondsBehind"`
-	MaxTokensBehind  int64              `json:"maxTokensBehind"`
-	PendingCommands  int                `json:"pendingCommands"`
-	PendingBytes     int                `json:"pendingBytes"`
-	CommandsIn       map[string]uint64  `json:"commandsIn"`
-	CommandsOut      map[string]uint64  `json:"commandsOut"`
-	BytesIn          uint64             `json:"bytesIn"`
-	BytesOut         uint64             `json:"bytesOut"`
-	LastReceived     time.Time          `json:"lastReceived"`
-	UptimeSeconds    float64            `json:"uptimeSeconds"`
-}
-
-// ConnectionStream is one subscription of a connection.
-type ConnectionStream struct {
-	Name string `json:"name"`
-	// State is the subscription's state (catching up, live).
-	State string `json:"state"`
-	// Token is the last token sent to the connection on this stream.
-	Token         int64   `json:"token"`
-	TokensBehind  int64   `json:"tokensBehind"`
-	SecondsBehind float64 `json:"secondsBehind"`
-}
-
 // ConnectionTable builds the connection table: the protocol server's view
 // of each connection, with lag computed against the log's positions and
 // the publish time of the oldest token not yet sent.
-func (m *Master) ConnectionTable() []Connection {
+func (m *Master) ConnectionTable() []masterapi.Connection {
 	now := m.now()
 	conns := m.srv.Connections()
 	current := map[string]int64{}
@@ -415,11 +359,11 @@ func (m *Master) ConnectionTable() []Connection {
 		token  int64
 	}
 	behind := map[streamToken]float64{}
-	out := make([]Connection, 0, len(conns))
+	out := make([]masterapi.Connection, 0, len(conns))
 	for _, c := range conns {
-		e := Connection{
+		e := masterapi.Connection{
 			ID: c.ID, Name: c.Name, RemoteAddr: c.RemoteAddr, State: c.State,
-			ConnectedSince: c.ConnectedSince, Streams: make([]ConnectionStream, 0, len(c.Subscriptions)),
+			ConnectedSince: c.ConnectedSince, Streams: make([]masterapi.ConnectionStream, 0, len(c.Subscriptions)),
 			PendingCommands: c.PendingCmds, PendingBytes: c.PendingBytes,
 			CommandsIn: c.CommandsIn, CommandsOut: c.CommandsOut,
 			BytesIn: c.BytesIn, BytesOut: c.BytesOut, LastReceived: c.LastReceived,
@@ -431,7 +375,7 @@ func (m *Master) ConnectionTable() []Connection {
 				cur, _ = m.store.CurrentToken(sub.Stream)
 				current[sub.Stream] = cur
 			}
-			cs := ConnectionStream{Name: sub.Stream, State: sub.State, Token: sub.LastToken}
+			cs := masterapi.ConnectionStream{Name: sub.Stream, State: sub.State, Token: sub.LastToken}
 			if cur > sub.LastToken {
 				cs.TokensBehind = cur - sub.LastToken
 				k := streamToken{sub.Stream, sub.LastToken}
@@ -471,19 +415,19 @@ func (m *Master) secondsBehind(now time.Time, stream string, last int64) float64
 
 // connectionSorts are the ?sort= values of /v1/connections, after NATS's
 // /connz: identity and age ascending, load and lag descending (worst first).
-var connectionSorts = map[string]func(a, b *Connection) bool{
-	"id":            func(a, b *Connection) bool { return a.ID < b.ID },
-	"name":          func(a, b *Connection) bool { return a.Name < b.Name },
-	"start":         func(a, b *Connection) bool { return a.ConnectedSince.Before(b.ConnectedSince) },
-	"uptime":        func(a, b *Connection) bool { return a.UptimeSeconds > b.UptimeSeconds },
-	"last":          func(a, b *Connection) bool { return a.LastReceived.After(b.LastReceived) },
-	"pending":       func(a, b *Connection) bool { return a.PendingBytes > b.PendingBytes },
-	"bytes_in":      func(a, b *Connection) bool { return a.BytesIn > b.BytesIn },
-	"bytes_out":     func(a, b *Connection) bool { return a.BytesOut > b.BytesOut },
-	"cmds_in":       func(a, b *Connection) bool { return sum(a.CommandsIn) > sum(b.CommandsIn) },
-	"cmds_out":      func(a, b *Connection) bool { return sum(a.CommandsOut) > sum(b.CommandsOut) },
-	"lag":           func(a, b *Connection) bool { return a.MaxSecondsBehind > b.MaxSecondsBehind },
-	"tokens_behind": func(a, b *Connection) bool { return a.MaxTokensBehind > b.MaxTokensBehind },
+var connectionSorts = map[string]func(a, b *masterapi.Connection) bool{
+	"id":            func(a, b *masterapi.Connection) bool { return a.ID < b.ID },
+	"name":          func(a, b *masterapi.Connection) bool { return a.Name < b.Name },
+	"start":         func(a, b *masterapi.Connection) bool { return a.ConnectedSince.Before(b.ConnectedSince) },
+	"uptime":        func(a, b *masterapi.Connection) bool { return a.UptimeSeconds > b.UptimeSeconds },
+	"last":          func(a, b *masterapi.Connection) bool { return a.LastReceived.After(b.LastReceived) },
+	"pending":       func(a, b *masterapi.Connection) bool { return a.PendingBytes > b.PendingBytes },
+	"bytes_in":      func(a, b *masterapi.Connection) bool { return a.BytesIn > b.BytesIn },
+	"bytes_out":     func(a, b *masterapi.Connection) bool { return a.BytesOut > b.BytesOut },
+	"cmds_in":       func(a, b *masterapi.Connection) bool { return sum(a.CommandsIn) > sum(b.CommandsIn) },
+	"cmds_out":      func(a, b *masterapi.Connection) bool { return sum(a.CommandsOut) > sum(b.CommandsOut) },
+	"lag":           func(a, b *masterapi.Connection) bool { return a.MaxSecondsBehind > b.MaxSecondsBehind },
+	"tokens_behind": func(a, b *masterapi.Connection) bool { return a.MaxTokensBehind > b.MaxTokensBehind },
 }
 
 func sum(m map[string]uint64) uint64 {
@@ -505,17 +449,6 @@ func sortNames() string {
 
 // DefaultConnectionsLimit is the page size of /v1/connections, as NATS's.
 const DefaultConnectionsLimit = 1024
-
-// ConnectionsResponse is the body of GET /v1/connections.
-type ConnectionsResponse struct {
-	Now time.Time `json:"now"`
-	// Total is the number of connections before offset and limit.
-	Total       int          `json:"total"`
-	Offset      int          `json:"offset"`
-	Limit       int          `json:"limit"`
-	Sort        string       `json:"sort"`
-	Connections []Connection `json:"connections"`
-}
 
 func (m *Master) handleConnections(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -548,7 +481,7 @@ func (m *Master) handleConnections(w http.ResponseWriter, r *http.Request) {
 		}
 		return conns[i].ID < conns[j].ID
 	})
-	resp := ConnectionsResponse{Now: m.now(), Total: len(conns), Offset: offset, Limit: limit, Sort: sortBy}
+	resp := masterapi.ConnectionsResponse{Now: m.now(), Total: len(conns), Offset: offset, Limit: limit, Sort: sortBy}
 	if offset < len(conns) {
 		conns = conns[offset:]
 	} else {
@@ -559,7 +492,7 @@ func (m *Master) handleConnections(w http.ResponseWriter, r *http.Request) {
 	}
 	resp.Connections = conns
 	if resp.Connections == nil {
-		resp.Connections = []Connection{}
+		resp.Connections = []masterapi.Connection{}
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

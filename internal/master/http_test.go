@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -41,7 +42,7 @@ func do(t *testing.T, h http.Handler, method, path, body string, header ...strin
 }
 
 func TestPublishErrors(t *testing.T) {
-	m, log, srv, _ := newFakeMaster(t, Config{Limits: Limits{MaxRequestBytes: 200}})
+	m, log, srv, _ := newFakeMaster(t, masterapi.Config{Limits: masterapi.Limits{MaxRequestBytes: 200}})
 	h := m.Handler()
 	tests := []struct {
 		name, method, path, body string
@@ -90,7 +91,7 @@ func TestPublishErrors(t *testing.T) {
 }
 
 func TestPublishStoresAndFansOut(t *testing.T) {
-	m, log, srv, _ := newFakeMaster(t, Config{})
+	m, log, srv, _ := newFakeMaster(t, masterapi.Config{})
 	h := m.Handler()
 	for i, want := range []float64{1, 2} {
 		code, body, _ := do(t, h, "POST", "/v1/streams/caches/rows", `{"rows": [["f",["k"],1],["g",  ["\u00e9"], 2]]}`)
@@ -109,7 +110,7 @@ func TestPublishStoresAndFansOut(t *testing.T) {
 }
 
 func TestPublishRowTooLongForALine(t *testing.T) {
-	m, srv := newLogMaster(t, Config{Limits: Limits{MaxLineLength: 1024}})
+	m, srv := newLogMaster(t, masterapi.Config{Limits: masterapi.Limits{MaxLineLength: 1024}})
 	// "RDATA caches " + 19 token digits + " " leaves 991 bytes for the row.
 	row := func(n int) json.RawMessage { return json.RawMessage(`["` + strings.Repeat("x", n-4) + `"]`) }
 	if _, err := m.Publish(context.Background(), "caches", []json.RawMessage{row(991)}); err != nil {
@@ -137,7 +138,7 @@ func TestPublishToken(t *testing.T) {
 	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m, log, _, _ := newFakeMaster(t, Config{PublishTokenFile: file})
+	m, log, _, _ := newFakeMaster(t, masterapi.Config{PublishTokenFile: file})
 	h := m.Handler()
 	body := `{"rows": [["a"]]}`
 	for _, tc := range []struct {
@@ -169,8 +170,8 @@ func TestPublishToken(t *testing.T) {
 }
 
 func TestPublishTokenFromEnv(t *testing.T) {
-	t.Setenv(PublishTokenEnv, "envtok")
-	m, _, _, _ := newFakeMaster(t, Config{})
+	t.Setenv(masterapi.PublishTokenEnv, "envtok")
+	m, _, _, _ := newFakeMaster(t, masterapi.Config{})
 	h := m.Handler()
 	if code, _, _ := do(t, h, "POST", "/v1/streams/caches/rows", `{"rows": [["a"]]}`); code != 401 {
 		t.Fatalf("without token: %d, want 401", code)
@@ -181,7 +182,7 @@ func TestPublishTokenFromEnv(t *testing.T) {
 }
 
 func TestPublishLogFailure(t *testing.T) {
-	m, log, srv, _ := newFakeMaster(t, Config{})
+	m, log, srv, _ := newFakeMaster(t, masterapi.Config{})
 	log.failNext = errors.New("disk on fire")
 	code, body, _ := do(t, m.Handler(), "POST", "/v1/streams/caches/rows", `{"rows": [["a"]]}`)
 	if code != 500 || !strings.Contains(body["error"].(string), "disk on fire") {
@@ -197,7 +198,7 @@ func TestPublishLogFailure(t *testing.T) {
 }
 
 func TestPublishAfterShutdown(t *testing.T) {
-	m, _, _, _ := newFakeMaster(t, Config{})
+	m, _, _, _ := newFakeMaster(t, masterapi.Config{})
 	if err := m.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestPublishAfterShutdown(t *testing.T) {
 }
 
 func TestStreamsEndpoint(t *testing.T) {
-	m, _, _, _ := newFakeMaster(t, Config{Federation: true, CustomStreams: []CustomStream{{Name: "my_stream"}}})
+	m, _, _, _ := newFakeMaster(t, masterapi.Config{Federation: true, CustomStreams: []masterapi.CustomStream{{Name: "my_stream"}}})
 	h := m.Handler()
 	do(t, h, "POST", "/v1/streams/my_stream/rows", `{"rows": [["a"], ["b"]]}`)
 	code, body, _ := do(t, h, "GET", "/v1/streams", "")
@@ -233,7 +234,7 @@ func TestStreamsEndpoint(t *testing.T) {
 }
 
 func TestConnectionsEndpoint(t *testing.T) {
-	m, _, srv, clock := newFakeMaster(t, Config{})
+	m, _, srv, clock := newFakeMaster(t, masterapi.Config{})
 	ctx := context.Background()
 	t0 := clock.Now()
 	for i := range 3 {
@@ -254,7 +255,7 @@ func TestConnectionsEndpoint(t *testing.T) {
 	h := m.Handler()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/connections", nil))
-	var resp ConnectionsResponse
+	var resp masterapi.ConnectionsResponse
 	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +292,7 @@ func TestConnectionsEndpoint(t *testing.T) {
 		t.Run(tc.query, func(t *testing.T) {
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/connections"+tc.query, nil))
-			var resp ConnectionsResponse
+			var resp masterapi.ConnectionsResponse
 			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || rec.Code != 200 {
 				t.Fatalf("%d %v %s", rec.Code, err, rec.Body)
 			}
@@ -312,7 +313,7 @@ func TestConnectionsEndpoint(t *testing.T) {
 }
 
 func TestHealthReadyMetrics(t *testing.T) {
-	m, _, _, _ := newFakeMaster(t, Config{})
+	m, _, _, _ := newFakeMaster(t, masterapi.Config{})
 	h := m.Handler()
 	if code, _, _ := do(t, h, "GET", "/healthz", ""); code != 200 {
 		t.Fatalf("healthz %d", code)
@@ -342,7 +343,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 // TestConcurrentPublishOrder: many publishers on one stream; the server
 // must see every token once, in order, whatever order Append returns in.
 func TestConcurrentPublishOrder(t *testing.T) {
-	m, _, srv, _ := newFakeMaster(t, Config{})
+	m, _, srv, _ := newFakeMaster(t, masterapi.Config{})
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -507,7 +508,7 @@ func decodePublishBody(t *testing.T, body []byte) (rows []json.RawMessage, ok bo
 // TestSecondsBehindAfterTrim: a connection whose next token was trimmed is
 // as far behind as the oldest token held, not zero.
 func TestSecondsBehindAfterTrim(t *testing.T) {
-	m, log, srv, clock := newFakeMaster(t, Config{})
+	m, log, srv, clock := newFakeMaster(t, masterapi.Config{})
 	for range 3 {
 		if _, err := m.Publish(t.Context(), "typing", []json.RawMessage{json.RawMessage(`["!r", []]`)}); err != nil {
 			t.Fatal(err)
@@ -532,7 +533,7 @@ func TestSecondsBehindAfterTrim(t *testing.T) {
 // what it stored intact while it reuses its request buffers for later
 // publishes.
 func TestPublishBodyBuffers(t *testing.T) {
-	m, log, _, _ := newFakeMaster(t, Config{Limits: Limits{MaxRequestBytes: 4096}})
+	m, log, _, _ := newFakeMaster(t, masterapi.Config{Limits: masterapi.Limits{MaxRequestBytes: 4096}})
 	h := m.Handler()
 	post := func(body string, contentLength int64) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "/v1/streams/caches/rows", io.MultiReader(strings.NewReader(body)))
@@ -572,9 +573,9 @@ func TestPublishBodyBuffers(t *testing.T) {
 	if rec := post(`{"rows": [["`+strings.Repeat("x", 5000)+`"]]}`, -1); rec.Code != 413 {
 		t.Fatalf("over the limit without Content-Length: %d %s", rec.Code, rec.Body)
 	}
-	// The reply is what encoding/json writes for PublishResponse.
+	// The reply is what encoding/json writes for masterapi.PublishResponse.
 	rec := post(`{"rows": [["z", [], 1]]}`, -1)
-	var resp PublishResponse
+	var resp masterapi.PublishResponse
 	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp.Token != 41 {
 		t.Fatalf("reply %q: %v", rec.Body, err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -27,7 +28,7 @@ type liveMaster struct {
 	served   chan error
 }
 
-func startMaster(t testing.TB, cfg Config) *liveMaster {
+func startMaster(t testing.TB, cfg masterapi.Config) *liveMaster {
 	t.Helper()
 	if cfg.ServerName == "" {
 		cfg.ServerName = "hs.test"
@@ -92,7 +93,7 @@ func (lm *liveMaster) publish(t testing.TB, stream string, rows ...string) int64
 	if resp.StatusCode != 200 {
 		t.Fatalf("publish to %s: %s: %s", stream, resp.Status, b)
 	}
-	var out PublishResponse
+	var out masterapi.PublishResponse
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +247,7 @@ func (w *worker) barrier(t testing.TB, id string) {
 }
 
 func TestPublishFanOutAndTables(t *testing.T) {
-	lm := startMaster(t, Config{})
+	lm := startMaster(t, masterapi.Config{})
 	w := startWorker(t, lm.replAddr, "synchrotron", replication.StreamRequest{Stream: "caches"}, replication.StreamRequest{Stream: "events", Now: true})
 	waitFor(t, "worker caught up", w.caughtUp)
 
@@ -276,7 +277,7 @@ func TestPublishFanOutAndTables(t *testing.T) {
 		t.Fatalf("bad pushers row: %s %s", resp.Status, b)
 	}
 
-	var streams struct{ Streams []StreamStatus }
+	var streams struct{ Streams []masterapi.StreamStatus }
 	lm.getJSON(t, "/v1/streams", &streams)
 	for _, s := range streams.Streams {
 		want := int64(0)
@@ -288,7 +289,7 @@ func TestPublishFanOutAndTables(t *testing.T) {
 		}
 	}
 
-	var conns ConnectionsResponse
+	var conns masterapi.ConnectionsResponse
 	waitFor(t, "connection listed", func() bool {
 		lm.getJSON(t, "/v1/connections", &conns)
 		return len(conns.Connections) == 1 && len(conns.Connections[0].Streams) == 2 && conns.Connections[0].Streams[0].Token == 1
@@ -303,7 +304,7 @@ func TestPublishFanOutAndTables(t *testing.T) {
 }
 
 func TestCommandEffectsOverTheWire(t *testing.T) {
-	lm := startMaster(t, Config{Federation: true})
+	lm := startMaster(t, masterapi.Config{Federation: true})
 	watcher := startWorker(t, lm.replAddr, "watcher",
 		replication.StreamRequest{Stream: "presence"}, replication.StreamRequest{Stream: "caches"}, replication.StreamRequest{Stream: "pushers"})
 	waitFor(t, "watcher caught up", watcher.caughtUp)
@@ -363,7 +364,7 @@ func TestCommandEffectsOverTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.barrier(t, "ack")
-	var streams struct{ Streams []StreamStatus }
+	var streams struct{ Streams []masterapi.StreamStatus }
 	lm.getJSON(t, "/v1/streams", &streams)
 	for _, s := range streams.Streams {
 		if s.Name == "federation" && (s.OldestToken != 3 || s.Token != 3) {
@@ -404,7 +405,7 @@ func TestCommandEffectsOverTheWire(t *testing.T) {
 }
 
 func TestGracefulShutdown(t *testing.T) {
-	lm := startMaster(t, Config{})
+	lm := startMaster(t, masterapi.Config{})
 	w := startWorker(t, lm.replAddr, "w", replication.StreamRequest{Stream: "caches"})
 	waitFor(t, "caught up", w.caughtUp)
 	if err := w.client.Send(replication.UserSyncCommand{UserID: "@a:x", Active: true, LastSyncMS: 1}); err != nil {
@@ -432,7 +433,7 @@ func TestGracefulShutdown(t *testing.T) {
 func TestDurableAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	// Small storage settings exercise their wiring; the log must work the same.
-	lm := startMaster(t, Config{DataDir: dir, Storage: Storage{MemTableBytes: 1 << 20, BlockCacheBytes: 1 << 20, TailCacheBytes: -1}})
+	lm := startMaster(t, masterapi.Config{DataDir: dir, Storage: masterapi.Storage{MemTableBytes: 1 << 20, BlockCacheBytes: 1 << 20, TailCacheBytes: -1}})
 	for i := range 3 {
 		if tok := lm.publish(t, "typing", fmt.Sprintf(`["!r%d", ["@a:x"]]`, i)); tok != int64(i+1) {
 			t.Fatalf("token %d", tok)
@@ -440,7 +441,7 @@ func TestDurableAcrossRestart(t *testing.T) {
 	}
 	lm.stop(t)
 
-	lm2 := startMaster(t, Config{DataDir: dir})
+	lm2 := startMaster(t, masterapi.Config{DataDir: dir})
 	if tok := lm2.publish(t, "typing", `["!r3", []]`); tok != 4 {
 		t.Fatalf("token after restart %d, want 4", tok)
 	}
@@ -457,7 +458,7 @@ func TestDurableAcrossRestart(t *testing.T) {
 // leave them online forever if their worker never comes back.
 func TestShutdownRecordsSyncingUsersOffline(t *testing.T) {
 	dir := t.TempDir()
-	lm := startMaster(t, Config{DataDir: dir})
+	lm := startMaster(t, masterapi.Config{DataDir: dir})
 	w := startWorker(t, lm.replAddr, "w", replication.StreamRequest{Stream: "caches", Now: true})
 	waitFor(t, "caught up", w.caughtUp)
 	for _, u := range []string{"@a:x", "@b:x"} {
@@ -469,7 +470,7 @@ func TestShutdownRecordsSyncingUsersOffline(t *testing.T) {
 	lm.stop(t)
 	w.stop()
 
-	lm2 := startMaster(t, Config{DataDir: dir})
+	lm2 := startMaster(t, masterapi.Config{DataDir: dir})
 	r := startWorker(t, lm2.replAddr, "reader", replication.StreamRequest{Stream: "presence"})
 	waitFor(t, "presence rows", func() bool { return len(r.rowsOf("presence")) == 4 })
 	var states []string
@@ -489,15 +490,15 @@ func TestShutdownRecordsSyncingUsersOffline(t *testing.T) {
 // shows the oldest token held, and a worker asking from before it gets the
 // ERROR naming that token, while one asking from it catches up.
 func TestRetentionAndTooOld(t *testing.T) {
-	lm := startMaster(t, Config{
-		Retention:         map[string]Retention{"typing": {MaxRows: 2}},
-		RetentionInterval: Duration{5 * time.Millisecond},
+	lm := startMaster(t, masterapi.Config{
+		Retention:         map[string]masterapi.Retention{"typing": {MaxRows: 2}},
+		RetentionInterval: masterapi.Duration{Duration: 5 * time.Millisecond},
 	})
 	for i := range 5 {
 		lm.publish(t, "typing", fmt.Sprintf(`["!r%d", []]`, i))
 	}
 	waitFor(t, "retention applied", func() bool {
-		var streams struct{ Streams []StreamStatus }
+		var streams struct{ Streams []masterapi.StreamStatus }
 		lm.getJSON(t, "/v1/streams", &streams)
 		for _, s := range streams.Streams {
 			if s.Name == "typing" {
@@ -571,7 +572,7 @@ func TestCatchUpMillionRows(t *testing.T) {
 	if testing.Short() {
 		t.Skip("catch-up of a million rows")
 	}
-	lm := startMaster(t, Config{Ephemeral: true, CustomStreams: []CustomStream{{Name: "seq", Fields: 1}}})
+	lm := startMaster(t, masterapi.Config{Ephemeral: true, CustomStreams: []masterapi.CustomStream{{Name: "seq", Fields: 1}}})
 	total, extra := int64(1_000_000), int64(100_000)
 	if raceEnabled {
 		total, extra = 200_000, 20_000

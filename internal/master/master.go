@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tcprepl/tcprepl/internal/jsonscan"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -47,12 +48,12 @@ type Options struct {
 	// Log, Validate and NewServer replace the real parts (wire.go) in tests.
 	Log       StreamLog
 	Validate  RowValidator
-	NewServer func(cfg Config, src replication.Source, effects *Effects, reg prometheus.Registerer, logger logr.Logger) (ReplicationServer, error)
+	NewServer func(cfg masterapi.Config, src replication.Source, effects *Effects, reg prometheus.Registerer, logger logr.Logger) (ReplicationServer, error)
 }
 
 // Master is one running master: log, protocol server and HTTP API.
 type Master struct {
-	cfg          Config
+	cfg          masterapi.Config
 	logger       logr.Logger
 	now          func() time.Time
 	store        StreamLog
@@ -64,7 +65,7 @@ type Master struct {
 	publishToken string
 	streams      []string
 	known        map[string]bool // streams, for lookups
-	maxRows      int             // rows per publish, see MaxRowsPerPublish
+	maxRows      int             // rows per publish, see masterapi.MaxRowsPerPublish
 	httpSrv      *http.Server
 
 	// storeMu is held shared by every append and exclusively by Close, so
@@ -80,7 +81,7 @@ type Master struct {
 
 // New opens the log and builds the protocol server and HTTP API. Nothing
 // listens until Serve or Run.
-func New(cfg Config, opts Options) (*Master, error) {
+func New(cfg masterapi.Config, opts Options) (*Master, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid master config: %w", err)
@@ -161,7 +162,7 @@ func New(cfg Config, opts Options) (*Master, error) {
 }
 
 // Config returns the effective configuration (defaults applied).
-func (m *Master) Config() Config { return m.cfg }
+func (m *Master) Config() masterapi.Config { return m.cfg }
 
 // Registry is the Prometheus registry /metrics serves.
 func (m *Master) Registry() *prometheus.Registry { return m.registry }
@@ -203,7 +204,7 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 		"replication", replLn.Addr().String(), "http", httpLn.Addr().String(),
 		"dataDir", m.cfg.DataDir, "ephemeral", m.cfg.Ephemeral, "streams", len(m.streams))
 	if m.publishToken == "" && !isLoopback(httpLn.Addr()) {
-		m.logger.Info("WARNING: publishing needs no token and the HTTP API listens beyond loopback: anyone who reaches it can publish rows; set publishTokenFile or "+PublishTokenEnv,
+		m.logger.Info("WARNING: publishing needs no token and the HTTP API listens beyond loopback: anyone who reaches it can publish rows; set publishTokenFile or "+masterapi.PublishTokenEnv,
 			"http", httpLn.Addr().String())
 	}
 	m.serving.Store(true)
@@ -305,21 +306,12 @@ func (m *Master) closeStore() error {
 // Streams lists the streams this master publishes.
 func (m *Master) Streams() []string { return m.streams }
 
-// MaxRowsPerPublish is the most rows one publish (one token) may carry. A
-// token reaches each subscriber as one item of its queue, which counts its
-// rows against limits.maxPendingCommands (10000 by default): a batch near
-// that limit would drop every subscriber as a slow consumer, so batches
-// stay well below it. A master whose maxPendingCommands is under ten times
-// this allows a tenth of that instead. Split larger publishes; the master's
-// own effects (presence of a lost connection) are split the same way.
-const MaxRowsPerPublish = 1000
-
 // ErrTooManyRows is wrapped by Publish for a batch over the row limit.
 var ErrTooManyRows = errors.New("too many rows in one publish")
 
 // rowsPerPublish is the row limit of a master with these limits.
-func rowsPerPublish(l Limits) int {
-	return max(1, min(MaxRowsPerPublish, l.MaxPendingCommands/10))
+func rowsPerPublish(l masterapi.Limits) int {
+	return max(1, min(masterapi.MaxRowsPerPublish, l.MaxPendingCommands/10))
 }
 
 // MaxRows is the most rows one Publish may carry.

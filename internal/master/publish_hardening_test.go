@@ -14,12 +14,13 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
 // newLogMaster builds a master over the real (ephemeral) stream log and a
 // fakeServer, to test what the master and the log do together.
-func newLogMaster(t *testing.T, cfg Config) (*Master, *fakeServer) {
+func newLogMaster(t *testing.T, cfg masterapi.Config) (*Master, *fakeServer) {
 	t.Helper()
 	cfg.Ephemeral = true
 	if cfg.ServerName == "" {
@@ -29,7 +30,7 @@ func newLogMaster(t *testing.T, cfg Config) (*Master, *fakeServer) {
 	m, err := New(cfg, Options{
 		Logger:   logr.Discard(),
 		Validate: acceptAll,
-		NewServer: func(Config, replication.Source, *Effects, prometheus.Registerer, logr.Logger) (ReplicationServer, error) {
+		NewServer: func(masterapi.Config, replication.Source, *Effects, prometheus.Registerer, logr.Logger) (ReplicationServer, error) {
 			return srv, nil
 		},
 	})
@@ -57,7 +58,7 @@ func TestPublishNeedsJSONContentType(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			m, log, _, _ := newFakeMaster(t, Config{})
+			m, log, _, _ := newFakeMaster(t, masterapi.Config{})
 			req := httptest.NewRequest("POST", "/v1/streams/caches/rows", strings.NewReader(`{"rows": [["a"]]}`))
 			if tc.contentType != "" {
 				req.Header.Set("Content-Type", tc.contentType)
@@ -84,13 +85,13 @@ func TestPublishRowLimit(t *testing.T) {
 		maxPending int
 		limit      int
 	}{
-		"default queue limit": {0, MaxRowsPerPublish},
+		"default queue limit": {0, masterapi.MaxRowsPerPublish},
 		"small queue limit":   {500, 50},
 		"tiny queue limit":    {5, 1},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			m, log, _, _ := newFakeMaster(t, Config{Limits: Limits{MaxPendingCommands: tc.maxPending}})
+			m, log, _, _ := newFakeMaster(t, masterapi.Config{Limits: masterapi.Limits{MaxPendingCommands: tc.maxPending}})
 			if m.MaxRows() != tc.limit {
 				t.Fatalf("MaxRows = %d, want %d", m.MaxRows(), tc.limit)
 			}
@@ -123,7 +124,7 @@ func TestPublishRowLimit(t *testing.T) {
 // and sends a small one costs memory for what it sent, not for what it
 // declared (300 such requests once took 2 GiB).
 func TestPublishBodyGrowsAsBytesArrive(t *testing.T) {
-	m, _, _, _ := newFakeMaster(t, Config{Limits: Limits{MaxRequestBytes: MaxRequestBytesLimit}})
+	m, _, _, _ := newFakeMaster(t, masterapi.Config{Limits: masterapi.Limits{MaxRequestBytes: masterapi.MaxRequestBytesLimit}})
 	h := m.Handler()
 	const declared = 200 << 20
 	req := httptest.NewRequest("POST", "/v1/streams/caches/rows", strings.NewReader(`{"rows": [["a"]]}`))
@@ -171,7 +172,7 @@ func TestReadBody(t *testing.T) {
 // TestPublishCancelledRequest: a publish whose client went away before the
 // append was queued gets 503 and stores nothing.
 func TestPublishCancelledRequest(t *testing.T) {
-	m, srv := newLogMaster(t, Config{})
+	m, srv := newLogMaster(t, masterapi.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	req := httptest.NewRequestWithContext(ctx, "POST", "/v1/streams/caches/rows", strings.NewReader(`{"rows": [["a"]]}`))
@@ -193,7 +194,7 @@ func TestPublishCancelledRequest(t *testing.T) {
 // the real log, whose group commits make Appends return in any order; the
 // server gets every token once, in order, from the log's hand-off.
 func TestConcurrentPublishOrderRealLog(t *testing.T) {
-	m, srv := newLogMaster(t, Config{})
+	m, srv := newLogMaster(t, masterapi.Config{})
 	var wg sync.WaitGroup
 	for p := range 8 {
 		wg.Go(func() {
@@ -223,7 +224,7 @@ func TestConcurrentPublishOrderRealLog(t *testing.T) {
 // TestPublishErrorSaysStreamOnce: a failed append names the stream once,
 // not once per layer.
 func TestPublishErrorSaysStreamOnce(t *testing.T) {
-	m, _ := newLogMaster(t, Config{})
+	m, _ := newLogMaster(t, masterapi.Config{})
 	if err := m.store.Close(); err != nil {
 		t.Fatal(err)
 	}

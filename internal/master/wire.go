@@ -11,6 +11,7 @@ import (
 
 	"github.com/tcprepl/tcprepl/internal/master/rows"
 	"github.com/tcprepl/tcprepl/internal/master/streamlog"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -21,7 +22,7 @@ var errServerClosed = replication.ErrServerClosed
 
 // defaultValidator checks rows against the stream catalogue: the standard
 // streams' row shapes and the custom streams' declared field counts.
-func defaultValidator(cfg Config) (RowValidator, error) {
+func defaultValidator(cfg masterapi.Config) (RowValidator, error) {
 	custom := make([]rows.Custom, len(cfg.CustomStreams))
 	for i, c := range cfg.CustomStreams {
 		custom[i] = rows.Custom{Name: c.Name, Fields: c.Fields}
@@ -34,7 +35,7 @@ func defaultValidator(cfg Config) (RowValidator, error) {
 }
 
 // openLog opens the Pebble log with the configured streams and retention.
-func openLog(cfg Config, logger logr.Logger, now func() time.Time) (StreamLog, error) {
+func openLog(cfg masterapi.Config, logger logr.Logger, now func() time.Time) (StreamLog, error) {
 	ret := map[string]streamlog.Retention{}
 	for _, s := range cfg.Streams() {
 		if r, ok := cfg.Retention[s]; ok {
@@ -64,7 +65,7 @@ func openLog(cfg Config, logger logr.Logger, now func() time.Time) (StreamLog, e
 
 // newReplicationServer builds the protocol server over the log, with the
 // master's effects as its command handler.
-func newReplicationServer(cfg Config, src replication.Source, effects *Effects, reg prometheus.Registerer, logger logr.Logger) (ReplicationServer, error) {
+func newReplicationServer(cfg masterapi.Config, src replication.Source, effects *Effects, reg prometheus.Registerer, logger logr.Logger) (ReplicationServer, error) {
 	srv, err := replication.NewServer(replication.ServerConfig{
 		ServerName:         cfg.ServerName,
 		MaxLineLength:      cfg.Limits.MaxLineLength,

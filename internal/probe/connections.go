@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
 // maxConnectionsBody bounds what the probe reads from /v1/connections, so a
@@ -89,29 +91,49 @@ func fetchConnectionsPage(ctx context.Context, client *http.Client, baseURL stri
 	return conns, total, nil
 }
 
-// decodeConnections accepts the table as tcprepl's master sends it,
-// {"total": N, "connections": [...]}, or as a bare JSON array.
+// decodeConnections accepts the table as tcprepl's master sends it
+// (masterapi.ConnectionsResponse), or as a bare JSON array of entries.
 func decodeConnections(body []byte) (conns []Connection, total int, err error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) > 0 && trimmed[0] == '[' {
-		if err := json.Unmarshal(trimmed, &conns); err != nil {
+		var entries []masterapi.Connection
+		if err := json.Unmarshal(trimmed, &entries); err != nil {
 			return nil, 0, fmt.Errorf("decode connection table: %w", err)
 		}
-		return conns, len(conns), nil
+		return connectionsOf(entries), len(entries), nil
 	}
-	var env struct {
-		Total       *int          `json:"total"`
-		Connections *[]Connection `json:"connections"`
+	var resp struct {
+		masterapi.ConnectionsResponse
+		// Total shadows the response's to tell "absent" (one page holds
+		// the whole table) from 0.
+		Total *int `json:"total"`
 	}
-	if err := json.Unmarshal(trimmed, &env); err != nil {
+	if err := json.Unmarshal(trimmed, &resp); err != nil {
 		return nil, 0, fmt.Errorf("decode connection table: %w", err)
 	}
-	if env.Connections == nil {
+	if resp.Connections == nil {
 		return nil, 0, fmt.Errorf("decode connection table: no \"connections\" field")
 	}
-	total = len(*env.Connections)
-	if env.Total != nil {
-		total = *env.Total
+	total = len(resp.Connections)
+	if resp.Total != nil {
+		total = *resp.Total
 	}
-	return *env.Connections, total, nil
+	return connectionsOf(resp.Connections), total, nil
+}
+
+// connectionsOf keeps what the probe reports of each entry of the master's
+// table.
+func connectionsOf(entries []masterapi.Connection) []Connection {
+	out := make([]Connection, 0, len(entries))
+	for _, e := range entries {
+		c := Connection{ID: e.ID, Name: e.Name, RemoteAddr: e.RemoteAddr, State: e.State, Since: e.ConnectedSince, MaxSecondsBehind: e.MaxSecondsBehind}
+		if e.Streams != nil {
+			c.Streams = make([]ConnectionStream, 0, len(e.Streams))
+		}
+		for _, s := range e.Streams {
+			c.Streams = append(c.Streams, ConnectionStream{Name: s.Name, Token: s.Token, TokensBehind: s.TokensBehind, SecondsBehind: s.SecondsBehind})
+		}
+		out = append(out, c)
+	}
+	return out
 }

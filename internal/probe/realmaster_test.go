@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/tcprepl/tcprepl/internal/master"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/worker"
 )
 
@@ -20,7 +21,7 @@ import (
 // 127.0.0.1 and returns its replication address and HTTP URL.
 func realMaster(t *testing.T) (replAddr, httpURL string, m *master.Master) {
 	t.Helper()
-	m, err := master.New(master.Config{ServerName: testServerName, Ephemeral: true}.WithDefaults(), master.Options{Logger: logr.Discard()})
+	m, err := master.New(masterapi.Config{ServerName: testServerName, Ephemeral: true}.WithDefaults(), master.Options{Logger: logr.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}

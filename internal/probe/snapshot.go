@@ -89,7 +89,10 @@ type HeartbeatStats struct {
 	Stale bool `json:"stale"`
 }
 
-// Connection is one client connection in the master's connection table.
+// Connection is what the probe reports of one client connection in the
+// master's connection table: the entry's identity and lag, not its
+// counters, which move all the time. The table's wire form is
+// masterapi.Connection.
 type Connection struct {
 	ID         uint64    `json:"id"`
 	Name       string    `json:"name"`

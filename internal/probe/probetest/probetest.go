@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -188,37 +189,17 @@ func (r relay) HandleCommand(_ *replication.ServerConn, cmd replication.Command)
 
 func (relay) ConnectionClosed(*replication.ServerConn, string) {}
 
-// ConnectionJSON is one entry of the connection table in the shape of the
-// master's GET /v1/connections.
-type ConnectionJSON struct {
-	ID               uint64                 `json:"id"`
-	Name             string                 `json:"name"`
-	RemoteAddr       string                 `json:"remoteAddr"`
-	State            string                 `json:"state"`
-	ConnectedSince   time.Time              `json:"connectedSince"`
-	Streams          []ConnectionStreamJSON `json:"streams"`
-	MaxSecondsBehind float64                `json:"maxSecondsBehind"`
-}
-
-// ConnectionStreamJSON is one subscription of a connection.
-type ConnectionStreamJSON struct {
-	Name          string  `json:"name"`
-	Token         int64   `json:"token"`
-	TokensBehind  int64   `json:"tokensBehind"`
-	SecondsBehind float64 `json:"secondsBehind"`
-}
-
 // HTTPHandler serves GET /v1/connections from the server's connection table
 // (seconds behind is left 0: the memory source keeps no publish times).
 func (m *Master) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/connections", func(w http.ResponseWriter, _ *http.Request) {
-		out := []ConnectionJSON{}
+		out := []masterapi.Connection{}
 		for _, c := range m.Connections() {
-			cj := ConnectionJSON{ID: c.ID, Name: c.Name, RemoteAddr: c.RemoteAddr, State: fmt.Sprint(c.State), ConnectedSince: c.ConnectedSince, Streams: []ConnectionStreamJSON{}}
+			cj := masterapi.Connection{ID: c.ID, Name: c.Name, RemoteAddr: c.RemoteAddr, State: fmt.Sprint(c.State), ConnectedSince: c.ConnectedSince, Streams: []masterapi.ConnectionStream{}}
 			for _, s := range c.Subscriptions {
 				cur, _ := m.Src.CurrentToken(s.Stream)
-				cj.Streams = append(cj.Streams, ConnectionStreamJSON{Name: s.Stream, Token: s.LastToken, TokensBehind: max(cur-s.LastToken, 0)})
+				cj.Streams = append(cj.Streams, masterapi.ConnectionStream{Name: s.Stream, Token: s.LastToken, TokensBehind: max(cur-s.LastToken, 0)})
 			}
 			out = append(out, cj)
 		}

@@ -1,4 +1,4 @@
-package master
+package masterapi
 
 import (
 	"bytes"
@@ -99,7 +99,7 @@ type Retention struct {
 	// MaxRows keeps at most this many rows (whole tokens are dropped).
 	MaxRows int64 `json:"maxRows,omitempty"`
 	// MaxAge drops tokens published longer ago than this.
-	MaxAge Duration `json:"maxAge,omitempty"`
+	MaxAge Duration `json:"maxAge,omitzero"`
 	// MaxBytes keeps the stream within about this many bytes on disk.
 	MaxBytes int64 `json:"maxBytes,omitempty"`
 }
@@ -108,15 +108,15 @@ type Retention struct {
 type Limits struct {
 	MaxLineLength      int      `json:"maxLineLength,omitempty"`
 	MaxPendingCommands int      `json:"maxPendingCommands,omitempty"`
-	PingInterval       Duration `json:"pingInterval,omitempty"`
-	PingTimeout        Duration `json:"pingTimeout,omitempty"`
-	WriteTimeout       Duration `json:"writeTimeout,omitempty"`
+	PingInterval       Duration `json:"pingInterval,omitzero"`
+	PingTimeout        Duration `json:"pingTimeout,omitzero"`
+	WriteTimeout       Duration `json:"writeTimeout,omitzero"`
 	MaxRequestBytes    int64    `json:"maxRequestBytes,omitempty"`
 	MaxUserIPs         int      `json:"maxUserIPs,omitempty"`
 
 	// Connection bounds (issue 11, item 9).
 	MaxConnections  int      `json:"maxConnections,omitempty"`
-	IdentifyTimeout Duration `json:"identifyTimeout,omitempty"`
+	IdentifyTimeout Duration `json:"identifyTimeout,omitzero"`
 	MaxNameLength   int      `json:"maxNameLength,omitempty"`
 }
 
@@ -176,6 +176,9 @@ type Storage struct {
 
 // Config is everything the master process is configured with. It is read
 // from a YAML file (see LoadConfigFile); command-line flags override it.
+// The operator renders it into the master's ConfigMap, so settings left
+// unset are omitted (omitzero): a new setting must not change what an
+// unchanged resource renders, which would roll every master pod.
 type Config struct {
 	// ServerName is announced with SERVER; workers check it.
 	ServerName        string `json:"serverName"`
@@ -193,9 +196,9 @@ type Config struct {
 	// Retention per stream name; "*" applies to streams not listed.
 	Retention map[string]Retention `json:"retention,omitempty"`
 	// RetentionInterval is how often retention is applied (default 10s).
-	RetentionInterval Duration `json:"retentionInterval,omitempty"`
+	RetentionInterval Duration `json:"retentionInterval,omitzero"`
 	Limits            Limits   `json:"limits,omitempty"`
-	Storage           Storage  `json:"storage,omitempty"`
+	Storage           Storage  `json:"storage,omitzero"`
 	// PublishTokenFile holds the bearer token required on writes. When empty
 	// the environment variable TCPREPL_PUBLISH_TOKEN is used if set.
 	PublishTokenFile string `json:"publishTokenFile,omitempty"`
