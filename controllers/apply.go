@@ -2,17 +2,25 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/tcprepl/tcprepl/controllers/specs"
 )
 
 // applyOutcome says what applyOwned did, for logs and tests.
@@ -63,7 +71,7 @@ func applyOwned[T client.Object](ctx context.Context, c client.Client, reader cl
 	err = c.Get(ctx, client.ObjectKeyFromObject(desired), live)
 	switch {
 	case apierrors.IsNotFound(err):
-		setAnnotation(desired, AnnotationSpecHash, hash)
+		setAnnotation(desired, specs.AnnotationSpecHash, hash)
 		if err := controllerutil.SetControllerReference(owner, desired, scheme); err != nil {
 			return zero, "", fmt.Errorf("set owner of %s %s: %w", kind, desired.GetName(), err)
 		}
@@ -81,7 +89,7 @@ func applyOwned[T client.Object](ctx context.Context, c client.Client, reader cl
 		return zero, "", fmt.Errorf("%s %s/%s exists and is not controlled by %s %s: delete or rename it so the operator can create its own", kind, live.GetNamespace(), live.GetName(), kindOf(scheme, owner), owner.GetName())
 	}
 	outcome := outcomeUpdated
-	if live.GetAnnotations()[AnnotationSpecHash] == hash {
+	if live.GetAnnotations()[specs.AnnotationSpecHash] == hash {
 		if equality.Semantic.DeepDerivative(st.fields(desired), st.fields(live)) {
 			return live, outcomeUnchanged, nil
 		}
@@ -94,11 +102,30 @@ func applyOwned[T client.Object](ctx context.Context, c client.Client, reader cl
 	}
 	maps.Copy(labels, desired.GetLabels())
 	live.SetLabels(labels)
-	setAnnotation(live, AnnotationSpecHash, hash)
+	setAnnotation(live, specs.AnnotationSpecHash, hash)
 	if err := c.Update(ctx, live); err != nil {
 		return zero, "", fmt.Errorf("update %s %s/%s: %w", kind, live.GetNamespace(), live.GetName(), err)
 	}
 	return live, outcome, nil
+}
+
+// applyLogged is applyOwned plus a log line for every write.
+func applyLogged[T client.Object](ctx context.Context, c client.Client, reader client.Reader, scheme *runtime.Scheme, rec events.EventRecorder, owner client.Object, obj T, st ownedState[T]) (T, error) {
+	live, out, err := applyOwned(ctx, c, reader, scheme, owner, obj, st)
+	if err != nil {
+		return live, err
+	}
+	if out != outcomeUnchanged {
+		kind := kindOf(scheme, obj)
+		logf.FromContext(ctx).Info("owned object "+string(out), "kind", kind, "name", obj.GetName())
+		reason := map[applyOutcome]string{outcomeCreated: "Created", outcomeUpdated: "Updated", outcomeRestored: "Restored"}[out]
+		note := fmt.Sprintf("%s %s %s", kind, obj.GetName(), out)
+		if out == outcomeRestored {
+			note += ": it had been edited by hand; the resource's spec is the source of truth"
+		}
+		emit(rec, owner, corev1.EventTypeNormal, reason, "Apply", note)
+	}
+	return live, nil
 }
 
 // errCacheBehind says the informer cache has not yet seen an object the
@@ -143,4 +170,16 @@ func setAnnotation(o client.Object, key, value string) {
 	}
 	a[key] = value
 	o.SetAnnotations(a)
+}
+
+// specHash digests an object's desired state. Objects are built
+// deterministically (encoding/json sorts map keys), so equal specs give
+// equal hashes.
+func specHash(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("hash desired object: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:16], nil
 }

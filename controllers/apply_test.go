@@ -14,6 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/tcprepl/tcprepl/controllers/specs"
 )
 
 // staleCache makes Get miss every object, as an informer cache that has not
@@ -28,7 +30,7 @@ func TestApplyOwned(t *testing.T) {
 	scheme := NewScheme()
 	m := newMaster()
 	desired := func() *corev1.ConfigMap {
-		cm, err := BuildMasterConfigMap(m)
+		cm, err := specs.BuildMasterConfigMap(m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +48,7 @@ func TestApplyOwned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	withHash := func(cm *corev1.ConfigMap) { cm.Annotations = map[string]string{AnnotationSpecHash: hash} }
+	withHash := func(cm *corev1.ConfigMap) { cm.Annotations = map[string]string{specs.AnnotationSpecHash: hash} }
 
 	tests := map[string]struct {
 		existing []client.Object
@@ -58,10 +60,10 @@ func TestApplyOwned(t *testing.T) {
 	}{
 		"created":                 {cached: true, want: outcomeCreated},
 		"unchanged":               {existing: []client.Object{owned(withHash)}, cached: true, want: outcomeUnchanged},
-		"updated when spec moved": {existing: []client.Object{owned(func(cm *corev1.ConfigMap) { cm.Annotations = map[string]string{AnnotationSpecHash: "old"} })}, cached: true, want: outcomeUpdated},
+		"updated when spec moved": {existing: []client.Object{owned(func(cm *corev1.ConfigMap) { cm.Annotations = map[string]string{specs.AnnotationSpecHash: "old"} })}, cached: true, want: outcomeUpdated},
 		"restored after hand edit": {existing: []client.Object{owned(func(cm *corev1.ConfigMap) {
 			withHash(cm)
-			cm.Data[MasterConfigFile] = "edited"
+			cm.Data[specs.MasterConfigFile] = "edited"
 		})}, cached: true, want: outcomeRestored},
 		"someone else's object":       {existing: []client.Object{&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "m1-config", Namespace: "ns"}}}, cached: true, wantErr: "is not controlled by ReplicationMaster m1"},
 		"cache behind our own object": {existing: []client.Object{owned(withHash)}, reader: true, wantErr: "cache is behind", isCache: true},
@@ -105,7 +107,7 @@ func TestApplyOwned(t *testing.T) {
 			if err := c.Get(context.Background(), client.ObjectKeyFromObject(desired()), &live); err != nil {
 				t.Fatal(err)
 			}
-			if live.Data[MasterConfigFile] != desired().Data[MasterConfigFile] || live.Annotations[AnnotationSpecHash] != hash || !metav1.IsControlledBy(&live, m) {
+			if live.Data[specs.MasterConfigFile] != desired().Data[specs.MasterConfigFile] || live.Annotations[specs.AnnotationSpecHash] != hash || !metav1.IsControlledBy(&live, m) {
 				t.Errorf("live = %+v", live)
 			}
 		})

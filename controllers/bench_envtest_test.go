@@ -24,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/internal/probe"
 )
 
@@ -242,7 +243,7 @@ func runScaleScenario(b *testing.B, masters, perMaster int, steady, statusInterv
 		for j := range perMaster {
 			wname := fmt.Sprintf("%s-w%02d", mname, j)
 			pod := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: wname + "-pod", Namespace: ns, Labels: workerPodLabels(minimalWorker(ns, wname, mname))},
+				ObjectMeta: metav1.ObjectMeta{Name: wname + "-pod", Namespace: ns, Labels: specs.WorkerPodLabels(minimalWorker(ns, wname, mname))},
 				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "x"}}},
 			}
 			if err := k8s.Create(ctx, pod); err != nil {

@@ -13,12 +13,14 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/internal/probe"
 )
 
@@ -86,8 +88,8 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 	if err := get(ctx, ns, "m1-publish-token", &secret); err != nil {
 		t.Fatal(err)
 	}
-	if len(secret.Data[PublishTokenKey]) != 64 {
-		t.Errorf("publish token has %d characters, want 64 hex", len(secret.Data[PublishTokenKey]))
+	if len(secret.Data[specs.PublishTokenKey]) != 64 {
+		t.Errorf("publish token has %d characters, want 64 hex", len(secret.Data[specs.PublishTokenKey]))
 	}
 
 	// Status: endpoint, token secret name, conditions, observedGeneration.
@@ -115,7 +117,7 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 	if err := get(ctx, ns, "m1", &sts); err != nil {
 		t.Fatal(err)
 	}
-	hash := sts.Spec.Template.Annotations[AnnotationConfigHash]
+	hash := sts.Spec.Template.Annotations[specs.AnnotationConfigHash]
 
 	// A spec change rewrites the ConfigMap and rolls the pod template.
 	var live replv1.ReplicationMaster
@@ -123,7 +125,7 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 		t.Fatal(err)
 	}
 	live.Spec.Streams.Custom = []replv1.CustomStream{{Name: "audit_log"}}
-	live.Spec.Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: *ptr.To(mustQuantity("512Mi"))}}
+	live.Spec.Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}}
 	if err := k8s.Update(ctx, &live); err != nil {
 		t.Fatal(err)
 	}
@@ -132,8 +134,8 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 		if err := get(ctx, ns, "m1-config", &cm); err != nil {
 			return err
 		}
-		if !strings.Contains(cm.Data[MasterConfigFile], "audit_log") {
-			return fmt.Errorf("config = %s", cm.Data[MasterConfigFile])
+		if !strings.Contains(cm.Data[specs.MasterConfigFile], "audit_log") {
+			return fmt.Errorf("config = %s", cm.Data[specs.MasterConfigFile])
 		}
 		return nil
 	})
@@ -142,7 +144,7 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 		if err := get(ctx, ns, "m1", &sts); err != nil {
 			return err
 		}
-		if sts.Spec.Template.Annotations[AnnotationConfigHash] == hash {
+		if sts.Spec.Template.Annotations[specs.AnnotationConfigHash] == hash {
 			return fmt.Errorf("config hash unchanged: %s", hash)
 		}
 		if got := sts.Spec.Template.Spec.Containers[0].Resources.Limits.Memory().String(); got != "512Mi" {
@@ -213,7 +215,7 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 	// The master pod gets an IP: the probe follows it. Then the
 	// annotations override it.
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "m1-0", Namespace: ns, Labels: masterLabels(&live)},
+		ObjectMeta: metav1.ObjectMeta{Name: "m1-0", Namespace: ns, Labels: specs.MasterLabels(&live)},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "master", Image: "x"}}},
 	}
 	if err := k8s.Create(ctx, pod); err != nil {
@@ -232,7 +234,7 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 	if err := k8s.Get(ctx, key, &live); err != nil {
 		t.Fatal(err)
 	}
-	live.Annotations = map[string]string{AnnotationProbeAddress: "127.0.0.1:1234", AnnotationProbeHTTPURL: "http://127.0.0.1:1235"}
+	live.Annotations = map[string]string{specs.AnnotationProbeAddress: "127.0.0.1:1234", specs.AnnotationProbeHTTPURL: "http://127.0.0.1:1235"}
 	if err := k8s.Update(ctx, &live); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +266,7 @@ func TestMasterReportsObjectItDoesNotOwn(t *testing.T) {
 	startOperator(t, ns, OperatorOptions{Observer: fp, ProbeController: fp})
 
 	// A ConfigMap of the same name that someone else made.
-	squatter := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "m2-config", Namespace: ns, Labels: map[string]string{LabelManagedBy: ManagedBy}}}
+	squatter := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "m2-config", Namespace: ns, Labels: map[string]string{specs.LabelManagedBy: specs.ManagedBy}}}
 	if err := k8s.Create(ctx, squatter); err != nil {
 		t.Fatal(err)
 	}
@@ -339,8 +341,8 @@ func TestWorkerMasterNotFoundThenFound(t *testing.T) {
 		return controlledBy(&d, w)
 	})
 	c := d.Spec.Template.Spec.Containers[0]
-	if e := env(c, EnvMasterAddress); e == nil || e.Value != "m3."+ns+".svc:9092" {
-		t.Errorf("%s = %+v", EnvMasterAddress, e)
+	if e := env(c, specs.EnvMasterAddress); e == nil || e.Value != "m3."+ns+".svc:9092" {
+		t.Errorf("%s = %+v", specs.EnvMasterAddress, e)
 	}
 	if *d.Spec.Replicas != 2 {
 		t.Errorf("replicas = %d", *d.Spec.Replicas)
@@ -497,4 +499,14 @@ func touchPods(t *testing.T, ns string, names ...string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// env finds a container's environment variable by name.
+func env(c corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
+	}
+	return nil
 }

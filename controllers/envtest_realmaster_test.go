@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/internal/probe"
 )
 
@@ -151,7 +152,7 @@ func TestStatusFromRealMasterAndProbe(t *testing.T) {
 
 	m := minimalMaster(ns, "real")
 	m.Spec.ServerName = "real.example.org"
-	m.Annotations = map[string]string{AnnotationProbeAddress: replAddr, AnnotationProbeHTTPURL: httpURL}
+	m.Annotations = map[string]string{specs.AnnotationProbeAddress: replAddr, specs.AnnotationProbeHTTPURL: httpURL}
 	if err := k8s.Create(ctx, m); err != nil {
 		t.Fatal(err)
 	}

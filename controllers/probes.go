@@ -31,16 +31,6 @@ type ProbeController interface {
 	Stop(key types.NamespacedName)
 }
 
-// ProbeTarget is where a probe connects.
-type ProbeTarget struct {
-	// Address is the replication host:port.
-	Address string
-	// ServerName is what the master must announce.
-	ServerName string
-	// HTTPURL is the base URL of the master's HTTP API.
-	HTTPURL string
-}
-
 // Prober is a running probe (internal/probe.Probe).
 type Prober interface {
 	Run(ctx context.Context) error

@@ -5,66 +5,33 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 )
-
-// transientRetry is how soon a reconcile that hit a stale cache or a write
-// conflict is retried.
-const transientRetry = 200 * time.Millisecond
-
-// DefaultStatusInterval is the least time between two status writes of one
-// resource that only carry new measurements.
-const DefaultStatusInterval = 10 * time.Second
 
 // ReplicationMasterReconciler turns a ReplicationMaster into a running
 // master and reports what its probe sees.
 type ReplicationMasterReconciler struct {
-	client.Client
-	Scheme  *runtime.Scheme
-	Options BuildOptions
+	ReconcilerBase
 	// Probes starts and stops the master's probe.
 	Probes ProbeController
-	// Observer gives the probe's snapshot.
-	Observer MasterObserver
-	// ProbeEvents, when set, announces masters whose snapshot changed.
-	ProbeEvents <-chan event.GenericEvent
-	// StatusInterval spaces out measurement-only status writes.
-	StatusInterval time.Duration
-	// Now is the clock (tests inject one); time.Now when nil.
-	Now func() time.Time
-	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
-	MaxConcurrentReconciles int
-	// Recorder, when set, receives an Event for every owned object written
-	// and every change of the Ready condition.
-	Recorder events.EventRecorder
-	// APIReader reads past the cache, to tell a stale cache from an object
-	// that is not the operator's. Optional.
-	APIReader client.Reader
-
-	limiter *statusLimiter
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationmasters,verbs=get;list;watch;update;patch
@@ -125,21 +92,21 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	if err != nil {
 		return obs, err
 	}
-	obs.tokenSecret = masterTokenSecretName(m)
+	obs.tokenSecret = specs.MasterTokenSecretName(m)
 
-	cm, err := BuildMasterConfigMap(m)
+	cm, err := specs.BuildMasterConfigMap(m)
 	if err != nil {
 		return obs, err
 	}
 	if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, cm, configMapState); err != nil {
 		return obs, err
 	}
-	for _, svc := range []*corev1.Service{BuildMasterService(m), BuildMasterHeadlessService(m)} {
+	for _, svc := range []*corev1.Service{specs.BuildMasterService(m), specs.BuildMasterHeadlessService(m)} {
 		if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, svc, serviceState); err != nil {
 			return obs, err
 		}
 	}
-	sts := BuildMasterStatefulSet(m, r.Options, ConfigHash(cm.Data[MasterConfigFile], token))
+	sts := specs.BuildMasterStatefulSet(m, r.Options, specs.ConfigHash(cm.Data[specs.MasterConfigFile], token))
 	live, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, sts, statefulSetState)
 	if err != nil {
 		return obs, err
@@ -150,11 +117,11 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	}
 
 	var pod corev1.Pod
-	switch err := r.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: masterPodName(m)}, &pod); {
+	switch err := r.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: specs.MasterPodName(m)}, &pod); {
 	case err == nil:
 		obs.pod = &pod
 	case !apierrors.IsNotFound(err):
-		return obs, fmt.Errorf("get master pod %s/%s: %w", m.Namespace, masterPodName(m), err)
+		return obs, fmt.Errorf("get master pod %s/%s: %w", m.Namespace, specs.MasterPodName(m), err)
 	}
 
 	target := ProbeTargetFor(m, obs.pod)
@@ -168,16 +135,16 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 // the token. An existing token is never replaced: producers hold it.
 func (r *ReplicationMasterReconciler) reconcileTokenSecret(ctx context.Context, m *replv1.ReplicationMaster) (string, error) {
 	var live corev1.Secret
-	key := types.NamespacedName{Namespace: m.Namespace, Name: masterTokenSecretName(m)}
+	key := types.NamespacedName{Namespace: m.Namespace, Name: specs.MasterTokenSecretName(m)}
 	err := r.Get(ctx, key, &live)
 	switch {
 	case err == nil:
 		if !metav1.IsControlledBy(&live, m) {
 			return "", fmt.Errorf("the Secret %s exists and is not controlled by ReplicationMaster %s: delete or rename it so the operator can create the publish token", key, m.Name)
 		}
-		tok := string(live.Data[PublishTokenKey])
+		tok := string(live.Data[specs.PublishTokenKey])
 		if tok == "" {
-			return "", fmt.Errorf("secret %s has no %q key: delete it and the operator will generate a new publish token", key, PublishTokenKey)
+			return "", fmt.Errorf("secret %s has no %q key: delete it and the operator will generate a new publish token", key, specs.PublishTokenKey)
 		}
 		return tok, nil
 	case !apierrors.IsNotFound(err):
@@ -187,7 +154,7 @@ func (r *ReplicationMasterReconciler) reconcileTokenSecret(ctx context.Context, 
 	if err != nil {
 		return "", err
 	}
-	s := BuildMasterTokenSecret(m, tok)
+	s := specs.BuildMasterTokenSecret(m, tok)
 	if err := ctrl.SetControllerReference(m, s, r.Scheme); err != nil {
 		return "", fmt.Errorf("set owner of Secret %s: %w", key, err)
 	}
@@ -209,7 +176,7 @@ func newToken() (string, error) {
 }
 
 func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context, m *replv1.ReplicationMaster) error {
-	np := BuildMasterNetworkPolicy(m, r.Options)
+	np := specs.BuildMasterNetworkPolicy(m, r.Options)
 	if m.Spec.NetworkPolicy.IsEnabled() {
 		_, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, np, networkPolicyState)
 		return err
@@ -228,132 +195,6 @@ func (r *ReplicationMasterReconciler) reconcileNetworkPolicy(ctx context.Context
 		return fmt.Errorf("delete NetworkPolicy %s/%s (spec.networkPolicy.enabled is false): %w", np.Namespace, np.Name, err)
 	}
 	return nil
-}
-
-// applyLogged is applyOwned plus a log line for every write.
-func applyLogged[T client.Object](ctx context.Context, c client.Client, reader client.Reader, scheme *runtime.Scheme, rec events.EventRecorder, owner client.Object, obj T, st ownedState[T]) (T, error) {
-	live, out, err := applyOwned(ctx, c, reader, scheme, owner, obj, st)
-	if err != nil {
-		return live, err
-	}
-	if out != outcomeUnchanged {
-		kind := kindOf(scheme, obj)
-		logf.FromContext(ctx).Info("owned object "+string(out), "kind", kind, "name", obj.GetName())
-		reason := map[applyOutcome]string{outcomeCreated: "Created", outcomeUpdated: "Updated", outcomeRestored: "Restored"}[out]
-		note := fmt.Sprintf("%s %s %s", kind, obj.GetName(), out)
-		if out == outcomeRestored {
-			note += ": it had been edited by hand; the resource's spec is the source of truth"
-		}
-		emit(rec, owner, corev1.EventTypeNormal, reason, "Apply", note)
-	}
-	return live, nil
-}
-
-// emit records an Event when a recorder is configured.
-func emit(rec events.EventRecorder, obj runtime.Object, eventType, reason, action, note string) {
-	if rec == nil {
-		return
-	}
-	// Notes are limited to 1 KiB by the Events API.
-	if len(note) > 1000 {
-		note = note[:1000]
-	}
-	rec.Eventf(obj, nil, eventType, reason, action, "%s", note)
-}
-
-// startingReasons are the Ready reasons every resource passes through
-// while it starts.
-var startingReasons = map[string]bool{
-	replv1.ReasonPodNotReady:      true,
-	replv1.ReasonProbePending:     true,
-	replv1.ReasonReplicasNotReady: true,
-}
-
-// emitReadyChange records an Event when the Ready condition changes status
-// or reason: these are the moments a user wants in `kubectl describe`.
-func emitReadyChange(rec events.EventRecorder, obj runtime.Object, before, after []metav1.Condition) {
-	b := meta.FindStatusCondition(before, replv1.ConditionReady)
-	a := meta.FindStatusCondition(after, replv1.ConditionReady)
-	if a == nil || (b != nil && b.Status == a.Status && b.Reason == a.Reason) {
-		return
-	}
-	// A new resource is not ready at first; saying so as a Warning for
-	// every resource created would bury the warnings that matter.
-	if b == nil && startingReasons[a.Reason] {
-		return
-	}
-	t := corev1.EventTypeNormal
-	if a.Status != metav1.ConditionTrue {
-		t = corev1.EventTypeWarning
-	}
-	emit(rec, obj, t, a.Reason, "Observe", a.Message)
-}
-
-var configMapState = ownedState[*corev1.ConfigMap]{
-	fields: func(c *corev1.ConfigMap) any { return c.Data },
-	mutate: func(live, want *corev1.ConfigMap) { live.Data = want.Data },
-}
-
-// serviceState keeps the cluster IPs the API server allocated.
-var serviceState = ownedState[*corev1.Service]{
-	fields: func(s *corev1.Service) any { return s.Spec },
-	mutate: func(live, want *corev1.Service) {
-		live.Spec.Ports = want.Spec.Ports
-		live.Spec.Selector = want.Spec.Selector
-		live.Spec.PublishNotReadyAddresses = want.Spec.PublishNotReadyAddresses
-	},
-}
-
-// statefulSetState changes only what a StatefulSet lets change: the
-// selector, service name and volume claim templates are immutable (the
-// API's CEL rule keeps spec.storage from changing for the same reason).
-var statefulSetState = ownedState[*appsv1.StatefulSet]{
-	fields: func(s *appsv1.StatefulSet) any { return s.Spec },
-	mutate: func(live, want *appsv1.StatefulSet) {
-		live.Spec.Replicas = want.Spec.Replicas
-		live.Spec.Template = keepRestartAnnotation(live.Spec.Template, want.Spec.Template)
-		live.Spec.UpdateStrategy = want.Spec.UpdateStrategy
-		live.Spec.PersistentVolumeClaimRetentionPolicy = want.Spec.PersistentVolumeClaimRetentionPolicy
-	},
-}
-
-var networkPolicyState = ownedState[*networkingv1.NetworkPolicy]{
-	fields: func(n *networkingv1.NetworkPolicy) any { return n.Spec },
-	mutate: func(live, want *networkingv1.NetworkPolicy) { live.Spec = want.Spec },
-}
-
-// keepRestartAnnotation returns want, carrying over the annotation
-// `kubectl rollout restart` sets: dropping it would restart the pods again.
-func keepRestartAnnotation(live, want corev1.PodTemplateSpec) corev1.PodTemplateSpec {
-	const restartedAt = "kubectl.kubernetes.io/restartedAt"
-	if v, ok := live.Annotations[restartedAt]; ok {
-		want = *want.DeepCopy()
-		if want.Annotations == nil {
-			want.Annotations = map[string]string{}
-		}
-		want.Annotations[restartedAt] = v
-	}
-	return want
-}
-
-// ProbeTargetFor is where the operator's probe reaches a master: the
-// annotations when set (an operator outside the cluster network), else the
-// pod's IP (the probe watches this pod, not whatever the Service balances
-// to), else the Service's DNS name until the pod has an IP.
-func ProbeTargetFor(m *replv1.ReplicationMaster, pod *corev1.Pod) ProbeTarget {
-	t := ProbeTarget{ServerName: m.Spec.ServerName, Address: MasterEndpoint(m), HTTPURL: MasterHTTPEndpoint(m)}
-	if pod != nil && pod.Status.PodIP != "" && pod.DeletionTimestamp == nil {
-		host := pod.Status.PodIP
-		t.Address = netJoin(host, m.Spec.ReplicationPort)
-		t.HTTPURL = "http://" + netJoin(host, m.Spec.HTTPPort)
-	}
-	if a := m.Annotations[AnnotationProbeAddress]; a != "" {
-		t.Address = a
-	}
-	if u := m.Annotations[AnnotationProbeHTTPURL]; u != "" {
-		t.HTTPURL = u
-	}
-	return t
 }
 
 // writeStatus writes the status if it changed: at once when something
@@ -389,10 +230,7 @@ func (r *ReplicationMasterReconciler) writeStatus(ctx context.Context, m *replv1
 // SetupWithManager registers the controller: it owns the objects it builds,
 // follows the master pod, and wakes on probe events.
 func (r *ReplicationMasterReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.StatusInterval <= 0 {
-		r.StatusInterval = DefaultStatusInterval
-	}
-	r.limiter = newStatusLimiter(r.StatusInterval, r.Now)
+	r.setupStatusLimiter()
 	b := ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("replicationmaster").
@@ -402,21 +240,9 @@ func (r *ReplicationMasterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.Secret{}).
 		Owns(&networkingv1.NetworkPolicy{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToOwner(ComponentMaster)))
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToOwner(specs.ComponentMaster)))
 	if r.ProbeEvents != nil {
 		b = b.WatchesRawSource(source.Channel(r.ProbeEvents, &handler.EnqueueRequestForObject{}))
 	}
 	return b.Complete(r)
-}
-
-// podToOwner maps a pod the operator created to the resource it belongs to,
-// by the instance label; other pods map to nothing.
-func podToOwner(component string) handler.MapFunc {
-	return func(_ context.Context, o client.Object) []reconcile.Request {
-		l := o.GetLabels()
-		if l[LabelManagedBy] != ManagedBy || l[LabelComponent] != component || l[LabelInstance] == "" {
-			return nil
-		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: l[LabelInstance]}}}
-	}
 }

@@ -3,20 +3,16 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -24,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 )
 
 // workerMasterIndex indexes ReplicationWorkers by spec.masterRef.name, so a
@@ -33,29 +30,7 @@ const workerMasterIndex = "spec.masterRef.name"
 // ReplicationWorkerReconciler turns a ReplicationWorker into a Deployment
 // of worker pods and reports each pod's connection and lag.
 type ReplicationWorkerReconciler struct {
-	client.Client
-	Scheme  *runtime.Scheme
-	Options BuildOptions
-	// Observer gives the master probe's snapshot, which holds the master's
-	// connection table.
-	Observer MasterObserver
-	// ProbeEvents, when set, announces masters whose snapshot changed; the
-	// master's workers are reconciled.
-	ProbeEvents <-chan event.GenericEvent
-	// StatusInterval spaces out measurement-only status writes.
-	StatusInterval time.Duration
-	// Now is the clock (tests inject one); time.Now when nil.
-	Now func() time.Time
-	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
-	MaxConcurrentReconciles int
-	// Recorder, when set, receives an Event for every owned object written
-	// and every change of the Ready condition.
-	Recorder events.EventRecorder
-	// APIReader reads past the cache, to tell a stale cache from an object
-	// that is not the operator's. Optional.
-	APIReader client.Reader
-
-	limiter *statusLimiter
+	ReconcilerBase
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationworkers,verbs=get;list;watch;update;patch
@@ -116,13 +91,13 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 }
 
 func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (*appsv1.Deployment, []corev1.Pod, error) {
-	d := BuildWorkerDeployment(w, m, r.Options)
+	d := specs.BuildWorkerDeployment(w, m, r.Options)
 	live, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, d, deploymentState)
 	if err != nil {
 		return nil, nil, err
 	}
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(w.Namespace), client.MatchingLabels(workerSelectorLabels(w))); err != nil {
+	if err := r.List(ctx, &pods, client.InNamespace(w.Namespace), client.MatchingLabels(specs.WorkerSelectorLabels(w))); err != nil {
 		return live, nil, fmt.Errorf("list pods of ReplicationWorker %s/%s: %w", w.Namespace, w.Name, err)
 	}
 	return live, pods.Items, nil
@@ -167,10 +142,7 @@ func (r *ReplicationWorkerReconciler) writeStatus(ctx context.Context, w *replv1
 
 // SetupWithManager registers the controller and the masterRef index.
 func (r *ReplicationWorkerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.StatusInterval <= 0 {
-		r.StatusInterval = DefaultStatusInterval
-	}
-	r.limiter = newStatusLimiter(r.StatusInterval, r.Now)
+	r.setupStatusLimiter()
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &replv1.ReplicationWorker{}, workerMasterIndex, func(o client.Object) []string {
 		w, ok := o.(*replv1.ReplicationWorker)
 		if !ok {
@@ -186,7 +158,7 @@ func (r *ReplicationWorkerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("replicationworker").
 		For(&replv1.ReplicationWorker{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&appsv1.Deployment{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToOwner(ComponentWorker))).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToOwner(specs.ComponentWorker))).
 		// A master's creation, deletion, or spec change (server name,
 		// port) changes its workers' pods and status.
 		Watches(&replv1.ReplicationMaster{}, toWorkers, builder.WithPredicates(predicate.GenerationChangedPredicate{}))

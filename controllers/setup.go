@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 )
 
 // NewScheme returns a scheme with the built-in types and the tcprepl API.
@@ -32,7 +33,7 @@ func NewScheme() *runtime.Scheme {
 // operator created (by the managed-by label). Caching every Secret, Pod and
 // ConfigMap of a cluster would cost memory and RBAC for nothing.
 func CacheOptions(watchNamespace string) cache.Options {
-	managed := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})
+	managed := labels.SelectorFromSet(labels.Set{specs.LabelManagedBy: specs.ManagedBy})
 	o := cache.Options{ByObject: map[client.Object]cache.ByObject{}}
 	for _, obj := range []client.Object{
 		&corev1.Pod{}, &corev1.Service{}, &corev1.ConfigMap{}, &corev1.Secret{},
@@ -48,7 +49,7 @@ func CacheOptions(watchNamespace string) cache.Options {
 
 // OperatorOptions configure SetupOperator.
 type OperatorOptions struct {
-	Build BuildOptions
+	Build specs.BuildOptions
 	// NewProber makes the probe of one master.
 	NewProber ProberFactory
 	// StatusInterval spaces out measurement-only status writes per resource.
@@ -94,17 +95,16 @@ func SetupOperator(mgr ctrl.Manager, o OperatorOptions) (*ProbeManager, error) {
 			probes = pm
 		}
 	}
-	rec := mgr.GetEventRecorder(ManagedBy)
-	mr := &ReplicationMasterReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec, APIReader: mgr.GetAPIReader(),
-		Probes: probes, Observer: observer, StatusInterval: o.StatusInterval,
-		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+	rec := mgr.GetEventRecorder(specs.ManagedBy)
+	base := func() ReconcilerBase {
+		return ReconcilerBase{
+			Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec, APIReader: mgr.GetAPIReader(),
+			Observer: observer, StatusInterval: o.StatusInterval,
+			MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		}
 	}
-	wr := &ReplicationWorkerReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec, APIReader: mgr.GetAPIReader(),
-		Observer: observer, StatusInterval: o.StatusInterval,
-		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
-	}
+	mr := &ReplicationMasterReconciler{ReconcilerBase: base(), Probes: probes}
+	wr := &ReplicationWorkerReconciler{ReconcilerBase: base()}
 	if pm != nil {
 		mr.ProbeEvents = pm.Subscribe()
 		wr.ProbeEvents = pm.Subscribe()

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/internal/probe"
 )
 
@@ -37,8 +38,8 @@ func MasterStatus(m *replv1.ReplicationMaster, obs masterObservation, snap probe
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
 	}
 
-	st.Endpoint = MasterEndpoint(m)
-	st.HTTPEndpoint = MasterHTTPEndpoint(m)
+	st.Endpoint = specs.MasterEndpoint(m)
+	st.HTTPEndpoint = specs.MasterHTTPEndpoint(m)
 	if obs.tokenSecret != "" {
 		st.PublishTokenSecret = obs.tokenSecret
 	}
@@ -146,8 +147,6 @@ func probeProblem(snap probe.Snapshot, haveSnap bool) (reason, msg string) {
 		return replv1.ReasonProtocolError, msg
 	case errors.Is(snap.Error, probe.ErrHTTPUnreachable):
 		return replv1.ReasonHTTPUnreachable, msg
-	case !snap.Reachable:
-		return replv1.ReasonMasterUnreachable, msg
 	}
 	return replv1.ReasonMasterUnreachable, msg
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -43,6 +44,7 @@ func cond(conds []metav1.Condition, t string) metav1.Condition {
 }
 
 func TestMasterStatus(t *testing.T) {
+	t.Parallel()
 	type want struct{ status, reason string }
 	tests := map[string]struct {
 		obs       masterObservation
@@ -73,6 +75,12 @@ func TestMasterStatus(t *testing.T) {
 			snap:  probe.Snapshot{MeasuredAt: t0, Error: fmt.Errorf("%w: got other", probe.ErrWrongServerName), ErrorMessage: "wrong server name: got other"},
 			ready: want{"False", replv1.ReasonWrongServerName}, available: want{"True", replv1.ReasonPodReady},
 			degraded: want{"True", replv1.ReasonWrongServerName}, progress: want{"False", replv1.ReasonRolloutComplete},
+		},
+		"protocol error": {
+			obs: masterObservation{statefulSet: readySTS()}, haveSnap: true,
+			snap:  probe.Snapshot{MeasuredAt: t0, Error: fmt.Errorf("%w: line too long", probe.ErrProtocol), ErrorMessage: "protocol error: line too long"},
+			ready: want{"False", replv1.ReasonProtocolError}, available: want{"True", replv1.ReasonPodReady},
+			degraded: want{"True", replv1.ReasonProtocolError}, progress: want{"False", replv1.ReasonRolloutComplete},
 		},
 		"unreachable": {
 			obs: masterObservation{statefulSet: readySTS()}, haveSnap: true,
@@ -141,15 +149,18 @@ func TestMasterStatus(t *testing.T) {
 }
 
 func TestMasterStatusMeasurements(t *testing.T) {
+	t.Parallel()
 	st := MasterStatus(newMaster(), masterObservation{statefulSet: readySTS(), tokenSecret: "m1-publish-token"}, reachable(), true, nil)
-	if st.StreamCount != 2 || st.Streams[1].Name != "events" || st.Streams[1].Token != 42 || st.Streams[1].RowsPerSecond != "12.3" {
-		t.Errorf("streams = %d %+v", st.StreamCount, st.Streams)
+	wantStreams := []replv1.StreamStatus{{Name: "caches", Token: 7, RowsPerSecond: "0.2"}, {Name: "events", Token: 42, RowsPerSecond: "12.3"}}
+	if diff := cmp.Diff(wantStreams, st.Streams); diff != "" || st.StreamCount != 2 {
+		t.Errorf("streams (count %d, want 2) (-want +got):\n%s", st.StreamCount, diff)
 	}
 	if st.ConnectedWorkers != 1 {
 		t.Errorf("connected workers = %d", st.ConnectedWorkers)
 	}
-	if st.Heartbeat == nil || st.Heartbeat.Last != "1.23ms" || st.Heartbeat.P99 != "2ms" {
-		t.Errorf("heartbeat = %+v", st.Heartbeat)
+	wantHeartbeat := &replv1.HeartbeatStatus{Last: "1.23ms", P50: "1ms", P99: "2ms", Max: "3ms"}
+	if diff := cmp.Diff(wantHeartbeat, st.Heartbeat); diff != "" {
+		t.Errorf("heartbeat (-want +got):\n%s", diff)
 	}
 	if st.PublishTokenSecret != "m1-publish-token" || st.LastProbeTime == nil || !st.LastProbeTime.Time.Equal(t0) {
 		t.Errorf("secret %q probe time %v", st.PublishTokenSecret, st.LastProbeTime)
@@ -157,6 +168,7 @@ func TestMasterStatusMeasurements(t *testing.T) {
 }
 
 func TestMasterConditionTransitionTimeKeptWhenUnchanged(t *testing.T) {
+	t.Parallel()
 	m := newMaster()
 	first := MasterStatus(m, masterObservation{statefulSet: readySTS()}, reachable(), true, nil)
 	m.Status = first
@@ -195,6 +207,7 @@ func conn(name, addr string, since time.Time, secondsBehind float64, tokensBehin
 }
 
 func TestWorkerStatus(t *testing.T) {
+	t.Parallel()
 	type want struct{ status, reason string }
 	snapWith := func(conns ...probe.Connection) probe.Snapshot {
 		s := reachable()
@@ -273,6 +286,7 @@ func TestWorkerStatus(t *testing.T) {
 }
 
 func TestWorkerStatusPerPod(t *testing.T) {
+	t.Parallel()
 	older, newer := t0.Add(-time.Minute), t0
 	snap := reachable()
 	snap.Connections = []probe.Connection{
@@ -280,18 +294,15 @@ func TestWorkerStatusPerPod(t *testing.T) {
 		conn("w1-a", "10.0.0.1:2", newer, 1.5, 15), // a reconnect: the newest counts
 	}
 	st := WorkerStatus(newWorker(), newMaster(), readyDeploy(1), []corev1.Pod{workerPod("w1-b", "10.0.0.2", false), workerPod("w1-a", "10.0.0.1", true)}, snap, true, nil)
-	if len(st.Pods) != 2 || st.Pods[0].Name != "w1-a" || st.Pods[1].Name != "w1-b" {
-		t.Fatalf("pods = %+v", st.Pods)
+	wantPods := []replv1.WorkerPodStatus{
+		{Name: "w1-a", PodIP: "10.0.0.1", Connected: true, ConnectedSince: &metav1.Time{Time: newer}, Streams: []replv1.WorkerStreamStatus{
+			{Name: "caches", Token: 7, SecondsBehind: "0.000"},
+			{Name: "events", Token: 40, TokensBehind: 15, SecondsBehind: "1.500"},
+		}},
+		{Name: "w1-b", PodIP: "10.0.0.2"},
 	}
-	a := st.Pods[0]
-	if !a.Connected || a.PodIP != "10.0.0.1" || a.ConnectedSince == nil || !a.ConnectedSince.Time.Equal(newer) {
-		t.Errorf("pod a = %+v", a)
-	}
-	if len(a.Streams) != 2 || a.Streams[0].Name != "caches" || a.Streams[1].Name != "events" || a.Streams[1].SecondsBehind != "1.500" || a.Streams[1].TokensBehind != 15 || a.Streams[1].Token != 40 {
-		t.Errorf("pod a streams = %+v", a.Streams)
-	}
-	if st.Pods[1].Connected {
-		t.Errorf("pod b connected: %+v", st.Pods[1])
+	if diff := cmp.Diff(wantPods, st.Pods); diff != "" {
+		t.Errorf("pods (-want +got):\n%s", diff)
 	}
 	if st.MaxTokensBehind != 15 || st.MaxLag != "1.5s" {
 		t.Errorf("worst = %d %s", st.MaxTokensBehind, st.MaxLag)
@@ -299,6 +310,7 @@ func TestWorkerStatusPerPod(t *testing.T) {
 }
 
 func TestWorkerStatusSignificance(t *testing.T) {
+	t.Parallel()
 	pods := []corev1.Pod{workerPod("w1-a", "10.0.0.1", true)}
 	s1 := reachable()
 	s1.Connections = []probe.Connection{conn("w1-a", "10.0.0.1:1", t0, 0.1, 1)}
@@ -320,6 +332,7 @@ func TestWorkerStatusSignificance(t *testing.T) {
 }
 
 func TestStatusLimiter(t *testing.T) {
+	t.Parallel()
 	now := t0
 	l := newStatusLimiter(10*time.Second, func() time.Time { return now })
 	k := types.NamespacedName{Namespace: "ns", Name: "x"}
@@ -342,6 +355,7 @@ func TestStatusLimiter(t *testing.T) {
 }
 
 func TestMatchConnectionByIP(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		podIP, remote string
 		match         bool

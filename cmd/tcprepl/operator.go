@@ -18,6 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tcprepl/tcprepl/controllers"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/internal/probe"
 	"github.com/tcprepl/tcprepl/internal/version"
 )
@@ -126,7 +127,7 @@ func runOperator(f operatorFlags, zapOpts zap.Options) error {
 	}
 	heartbeat := f.heartbeatInterval
 	_, err = controllers.SetupOperator(mgr, controllers.OperatorOptions{
-		Build: controllers.BuildOptions{
+		Build: specs.BuildOptions{
 			DefaultImage:      f.image,
 			OperatorNamespace: f.operatorNamespace,
 			OperatorPodLabels: podLabels,

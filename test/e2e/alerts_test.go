@@ -13,7 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/tcprepl/tcprepl/controllers"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/test/harness"
 )
 
@@ -433,7 +433,7 @@ func checkAlertMetrics(t *testing.T, ctx context.Context, env *harness.Env, mast
 	if err != nil {
 		t.Fatal(err)
 	}
-	workerURL := "http://" + net.JoinHostPort(workerIP, strconv.Itoa(controllers.WorkerMetricsPort)) + "/metrics"
+	workerURL := "http://" + net.JoinHostPort(workerIP, strconv.Itoa(specs.WorkerMetricsPort)) + "/metrics"
 
 	// The per-resource series appear with the first reconcile after the
 	// probe has measured; give it a few polls.

@@ -34,7 +34,7 @@ import (
 const HelmVersion = "3.22.0"
 
 // Annotations the operator reads to reach a master from outside the
-// cluster network (controllers.AnnotationProbeAddress/HTTPURL).
+// cluster network (specs.AnnotationProbeAddress/HTTPURL).
 const (
 	AnnotationProbeAddress = "tcprepl.io/probe-address"
 	AnnotationProbeHTTPURL = "tcprepl.io/probe-http-url"

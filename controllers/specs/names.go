@@ -1,4 +1,9 @@
-package controllers
+// Package specs builds the objects the operator owns (StatefulSets,
+// Deployments, Services, ConfigMaps, Secrets, NetworkPolicies) and names
+// them. Every builder is a pure function of the resource and the
+// operator's options; the package imports no client, so it cannot read or
+// write the cluster.
+package specs
 
 import (
 	"fmt"
@@ -73,11 +78,11 @@ func masterHeadlessServiceName(m *replv1.ReplicationMaster) string {
 	return m.Name + "-headless"
 }
 func masterConfigMapName(m *replv1.ReplicationMaster) string     { return m.Name + "-config" }
-func masterTokenSecretName(m *replv1.ReplicationMaster) string   { return m.Name + "-publish-token" }
+func MasterTokenSecretName(m *replv1.ReplicationMaster) string   { return m.Name + "-publish-token" }
 func masterNetworkPolicyName(m *replv1.ReplicationMaster) string { return m.Name }
 
-// masterPodName is the StatefulSet's only pod.
-func masterPodName(m *replv1.ReplicationMaster) string { return masterStatefulSetName(m) + "-0" }
+// MasterPodName is the StatefulSet's only pod.
+func MasterPodName(m *replv1.ReplicationMaster) string { return masterStatefulSetName(m) + "-0" }
 
 // MasterEndpoint is the in-cluster address of a master's replication port:
 // the Service's DNS name, which follows the pod across restarts.
@@ -94,23 +99,23 @@ func masterSelectorLabels(m *replv1.ReplicationMaster) map[string]string {
 	return map[string]string{LabelName: AppName, LabelComponent: ComponentMaster, LabelInstance: m.Name}
 }
 
-func masterLabels(m *replv1.ReplicationMaster) map[string]string {
+func MasterLabels(m *replv1.ReplicationMaster) map[string]string {
 	l := masterSelectorLabels(m)
 	l[LabelManagedBy] = ManagedBy
 	return l
 }
 
-func workerSelectorLabels(w *replv1.ReplicationWorker) map[string]string {
+func WorkerSelectorLabels(w *replv1.ReplicationWorker) map[string]string {
 	return map[string]string{LabelName: AppName, LabelComponent: ComponentWorker, LabelInstance: w.Name}
 }
 
 func workerLabels(w *replv1.ReplicationWorker) map[string]string {
-	l := workerSelectorLabels(w)
+	l := WorkerSelectorLabels(w)
 	l[LabelManagedBy] = ManagedBy
 	return l
 }
 
-// netJoin joins a host (an IPv4 or IPv6 address) and a port.
-func netJoin(host string, port int32) string {
+// HostPort joins a host (an IPv4 or IPv6 address) and a port.
+func HostPort(host string, port int32) string {
 	return net.JoinHostPort(host, strconv.Itoa(int(port)))
 }

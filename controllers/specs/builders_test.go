@@ -1,4 +1,4 @@
-package controllers
+package specs
 
 import (
 	"errors"
@@ -67,6 +67,7 @@ func newWorker(mut ...func(*replv1.ReplicationWorker)) *replv1.ReplicationWorker
 }
 
 func TestRenderMasterConfigIsReadByTheMaster(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		master func(*replv1.ReplicationMaster)
 		// want is the rendered file, byte for byte: a change to it rolls
@@ -128,8 +129,11 @@ retention:
 serverName: matrix.example.org
 `,
 			check: func(t *testing.T, c masterapi.Config) {
-				if !c.Federation || !slices.Equal(c.CustomStreams, []masterapi.CustomStream{{Name: "audit_log", Fields: 3}, {Name: "metrics2"}}) {
-					t.Errorf("streams: federation=%v custom=%v", c.Federation, c.CustomStreams)
+				if !c.Federation {
+					t.Error("federation is off, want on")
+				}
+				if diff := cmp.Diff([]masterapi.CustomStream{{Name: "audit_log", Fields: 3}, {Name: "metrics2"}}, c.CustomStreams); diff != "" {
+					t.Errorf("custom streams (-want +got):\n%s", diff)
 				}
 				if r := c.RetentionFor("events"); r.MaxRows != 1000 || r.MaxAge.Duration != 168*time.Hour {
 					t.Errorf("default retention = %+v", r)
@@ -190,6 +194,7 @@ serverName: matrix.example.org
 }
 
 func TestBuildMasterStatefulSet(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		master func(*replv1.ReplicationMaster)
 		check  func(t *testing.T, pod corev1.PodSpec, claims []corev1.PersistentVolumeClaim)
@@ -296,6 +301,7 @@ func TestBuildMasterStatefulSet(t *testing.T) {
 }
 
 func TestConfigHashChangesWithConfigAndToken(t *testing.T) {
+	t.Parallel()
 	base := ConfigHash("a", "t")
 	for name, h := range map[string]string{"config": ConfigHash("b", "t"), "token": ConfigHash("a", "u"), "boundary": ConfigHash("at", "")} {
 		if h == base {
@@ -308,6 +314,7 @@ func TestConfigHashChangesWithConfigAndToken(t *testing.T) {
 }
 
 func TestBuildMasterServices(t *testing.T) {
+	t.Parallel()
 	m := newMaster()
 	for name, svc := range map[string]*corev1.Service{"regular": BuildMasterService(m), "headless": BuildMasterHeadlessService(m)} {
 		t.Run(name, func(t *testing.T) {
@@ -328,6 +335,7 @@ func TestBuildMasterServices(t *testing.T) {
 }
 
 func TestBuildMasterNetworkPolicy(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		opts     BuildOptions
 		master   func(*replv1.ReplicationMaster)
@@ -388,6 +396,7 @@ func TestBuildMasterNetworkPolicy(t *testing.T) {
 }
 
 func TestBuildWorkerDeployment(t *testing.T) {
+	t.Parallel()
 	tests := map[string]struct {
 		worker      func(*replv1.ReplicationWorker)
 		wantCommand []string
@@ -426,8 +435,11 @@ func TestBuildWorkerDeployment(t *testing.T) {
 			w := newWorker(tc.worker)
 			d := BuildWorkerDeployment(w, newMaster(), testOpts)
 			c := d.Spec.Template.Spec.Containers[0]
-			if !slices.Equal(c.Command, tc.wantCommand) || !slices.Equal(c.Args, tc.wantArgs) {
-				t.Errorf("command %v args %v, want %v %v", c.Command, c.Args, tc.wantCommand, tc.wantArgs)
+			if diff := cmp.Diff(tc.wantCommand, c.Command); diff != "" {
+				t.Errorf("command (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantArgs, c.Args); diff != "" {
+				t.Errorf("args (-want +got):\n%s", diff)
 			}
 			if c.Image != tc.wantImage {
 				t.Errorf("image = %s, want %s", c.Image, tc.wantImage)
@@ -455,6 +467,7 @@ func TestBuildWorkerDeployment(t *testing.T) {
 }
 
 func TestWorkerUserEnvComesAfterInjected(t *testing.T) {
+	t.Parallel()
 	w := newWorker(func(w *replv1.ReplicationWorker) {
 		w.Spec.Env = []corev1.EnvVar{{Name: "EXTRA", Value: "1"}}
 	})
@@ -462,41 +475,6 @@ func TestWorkerUserEnvComesAfterInjected(t *testing.T) {
 	last := c.Env[len(c.Env)-1]
 	if last.Name != "EXTRA" || !strings.HasPrefix(c.Env[0].Name, "TCPREPL_") {
 		t.Errorf("env order = %+v", c.Env)
-	}
-}
-
-func TestProbeTargetFor(t *testing.T) {
-	withIP := &corev1.Pod{Status: corev1.PodStatus{PodIP: "10.0.0.7"}}
-	tests := map[string]struct {
-		annotations map[string]string
-		pod         *corev1.Pod
-		want        ProbeTarget
-	}{
-		"service until the pod has an IP": {
-			pod:  &corev1.Pod{},
-			want: ProbeTarget{Address: "m1.ns.svc:9092", HTTPURL: "http://m1.ns.svc:9093", ServerName: "matrix.example.org"},
-		},
-		"pod IP": {
-			pod:  withIP,
-			want: ProbeTarget{Address: "10.0.0.7:9092", HTTPURL: "http://10.0.0.7:9093", ServerName: "matrix.example.org"},
-		},
-		"IPv6 pod IP": {
-			pod:  &corev1.Pod{Status: corev1.PodStatus{PodIP: "fd00::7"}},
-			want: ProbeTarget{Address: "[fd00::7]:9092", HTTPURL: "http://[fd00::7]:9093", ServerName: "matrix.example.org"},
-		},
-		"annotations win": {
-			annotations: map[string]string{AnnotationProbeAddress: "127.0.0.1:1", AnnotationProbeHTTPURL: "http://127.0.0.1:2"},
-			pod:         withIP,
-			want:        ProbeTarget{Address: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:2", ServerName: "matrix.example.org"},
-		},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			m := newMaster(func(m *replv1.ReplicationMaster) { m.Annotations = tc.annotations })
-			if got := ProbeTargetFor(m, tc.pod); got != tc.want {
-				t.Errorf("got %+v, want %+v", got, tc.want)
-			}
-		})
 	}
 }
 
@@ -525,6 +503,7 @@ func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
 // for an IPv4 and an IPv6 pod IP alike, and that Go listens on a bracketed
 // address of either family.
 func TestPodIPListenAddress(t *testing.T) {
+	t.Parallel()
 	m := newMaster()
 	sts := BuildMasterStatefulSet(m, testOpts, "h")
 	d := BuildWorkerDeployment(newWorker(), m, testOpts)

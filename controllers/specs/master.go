@@ -1,9 +1,8 @@
-package controllers
+package specs
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"maps"
 
@@ -90,7 +89,7 @@ func BuildMasterConfigMap(m *replv1.ReplicationMaster) (*corev1.ConfigMap, error
 		return nil, err
 	}
 	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: masterConfigMapName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		ObjectMeta: metav1.ObjectMeta{Name: masterConfigMapName(m), Namespace: m.Namespace, Labels: MasterLabels(m)},
 		Data:       map[string]string{MasterConfigFile: cfg},
 	}, nil
 }
@@ -100,7 +99,7 @@ func BuildMasterConfigMap(m *replv1.ReplicationMaster) (*corev1.ConfigMap, error
 // lock out every producer.
 func BuildMasterTokenSecret(m *replv1.ReplicationMaster, token string) *corev1.Secret {
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: masterTokenSecretName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		ObjectMeta: metav1.ObjectMeta{Name: MasterTokenSecretName(m), Namespace: m.Namespace, Labels: MasterLabels(m)},
 		Type:       corev1.SecretTypeOpaque,
 		Data:       map[string][]byte{PublishTokenKey: []byte(token)},
 	}
@@ -189,7 +188,7 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 		Env: []corev1.EnvVar{
 			{Name: EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}},
 			{Name: EnvPublishToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: masterTokenSecretName(m)},
+				LocalObjectReference: corev1.LocalObjectReference{Name: MasterTokenSecretName(m)},
 				Key:                  PublishTokenKey,
 			}}},
 		},
@@ -222,7 +221,7 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 		volumes = append(volumes, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	} else {
 		pvc := corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: masterLabels(m)},
+			ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: MasterLabels(m)},
 			Spec: corev1.PersistentVolumeClaimSpec{
 				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 				StorageClassName: m.Spec.Storage.StorageClassName,
@@ -244,10 +243,10 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 			TerminationGracePeriodSeconds: ptr.To[int64](30),
 		},
 	}
-	applyPodOverrides(&tmpl, m.Spec.PodTemplate, masterLabels(m), map[string]string{AnnotationConfigHash: configHash})
+	applyPodOverrides(&tmpl, m.Spec.PodTemplate, MasterLabels(m), map[string]string{AnnotationConfigHash: configHash})
 
 	return &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: masterStatefulSetName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		ObjectMeta: metav1.ObjectMeta{Name: masterStatefulSetName(m), Namespace: m.Namespace, Labels: MasterLabels(m)},
 		Spec: appsv1.StatefulSetSpec{
 			// One master per resource: the protocol has exactly one writer.
 			Replicas:             ptr.To[int32](1),
@@ -302,7 +301,7 @@ func masterServicePorts(m *replv1.ReplicationMaster) []corev1.ServicePort {
 // BuildMasterService returns the Service workers and producers use.
 func BuildMasterService(m *replv1.ReplicationMaster) *corev1.Service {
 	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: masterServiceName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		ObjectMeta: metav1.ObjectMeta{Name: masterServiceName(m), Namespace: m.Namespace, Labels: MasterLabels(m)},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
 			Selector: masterSelectorLabels(m),
@@ -315,7 +314,7 @@ func BuildMasterService(m *replv1.ReplicationMaster) *corev1.Service {
 // which gives the pod a stable DNS name even before it is ready.
 func BuildMasterHeadlessService(m *replv1.ReplicationMaster) *corev1.Service {
 	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: masterHeadlessServiceName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		ObjectMeta: metav1.ObjectMeta{Name: masterHeadlessServiceName(m), Namespace: m.Namespace, Labels: MasterLabels(m)},
 		Spec: corev1.ServiceSpec{
 			Type:                     corev1.ServiceTypeClusterIP,
 			ClusterIP:                corev1.ClusterIPNone,
@@ -350,7 +349,7 @@ func BuildMasterNetworkPolicy(m *replv1.ReplicationMaster, o BuildOptions) *netw
 	replFrom := append([]networkingv1.NetworkPolicyPeer{workers, operatorPeer(o)}, m.Spec.NetworkPolicy.ReplicationFrom...)
 	httpFrom := append([]networkingv1.NetworkPolicyPeer{operatorPeer(o)}, m.Spec.NetworkPolicy.HTTPFrom...)
 	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: masterNetworkPolicyName(m), Namespace: m.Namespace, Labels: masterLabels(m)},
+		ObjectMeta: metav1.ObjectMeta{Name: masterNetworkPolicyName(m), Namespace: m.Namespace, Labels: MasterLabels(m)},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: masterSelectorLabels(m)},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
@@ -366,16 +365,4 @@ func BuildMasterNetworkPolicy(m *replv1.ReplicationMaster, o BuildOptions) *netw
 			},
 		},
 	}
-}
-
-// specHash digests an object's desired state. Objects are built
-// deterministically (encoding/json sorts map keys), so equal specs give
-// equal hashes.
-func specHash(v any) (string, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return "", fmt.Errorf("hash desired object: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])[:16], nil
 }

@@ -1,4 +1,4 @@
-package controllers
+package specs
 
 import (
 	"maps"
@@ -26,9 +26,9 @@ func workerImage(w *replv1.ReplicationWorker, o BuildOptions) string {
 	return o.DefaultImage
 }
 
-// workerPodLabels are the pod's labels: the selector labels plus the
+// WorkerPodLabels are the pod's labels: the selector labels plus the
 // master's name, which the master's NetworkPolicy admits by.
-func workerPodLabels(w *replv1.ReplicationWorker) map[string]string {
+func WorkerPodLabels(w *replv1.ReplicationWorker) map[string]string {
 	l := workerLabels(w)
 	l[LabelMaster] = w.Spec.MasterRef.Name
 	return l
@@ -105,7 +105,7 @@ func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMas
 			TerminationGracePeriodSeconds: ptr.To[int64](30),
 		},
 	}
-	applyPodOverrides(&tmpl, w.Spec.PodTemplate, workerPodLabels(w), nil)
+	applyPodOverrides(&tmpl, w.Spec.PodTemplate, WorkerPodLabels(w), nil)
 
 	replicas := ptr.To[int32](1)
 	if w.Spec.Replicas != nil {
@@ -115,7 +115,7 @@ func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMas
 		ObjectMeta: metav1.ObjectMeta{Name: w.Name, Namespace: w.Namespace, Labels: maps.Clone(workerLabels(w))},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: workerSelectorLabels(w)},
+			Selector: &metav1.LabelSelector{MatchLabels: WorkerSelectorLabels(w)},
 			Template: tmpl,
 		},
 	}
