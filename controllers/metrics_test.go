@@ -1,10 +1,16 @@
 package controllers
 
 import (
+	"context"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/internal/probe"
@@ -65,4 +71,67 @@ func TestMetricsFollowStatus(t *testing.T) {
 	if workerDesiredReplicas.DeleteLabelValues("metrics-ns", "w1", "m2") || masterReady.DeleteLabelValues(ml...) {
 		t.Error("series survived forget")
 	}
+}
+
+// TestDeletedWorkerMetricsGoAway reconciles a ReplicationWorker that no
+// longer exists, after its series were published: every series of that
+// worker goes, and another worker's stay.
+func TestDeletedWorkerMetricsGoAway(t *testing.T) {
+	if err := RegisterMetrics(); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "deleted-worker-ns"
+	m := newMaster(func(m *replv1.ReplicationMaster) { m.Namespace = ns })
+	snap := reachable()
+	snap.Connections = []probe.Connection{conn("w1-a", "10.0.0.1:1", t0, 7.5, 10)}
+	for _, name := range []string{"w1", "kept"} {
+		w := newWorker(func(w *replv1.ReplicationWorker) { w.Namespace = ns; w.Name = name })
+		recordWorkerMetrics(w, WorkerStatus(w, m, readyDeploy(1), []corev1.Pod{workerPod("w1-a", "10.0.0.1", true)}, snap, true, nil))
+	}
+	gauges := map[string]*prometheus.GaugeVec{
+		"desired_replicas": workerDesiredReplicas, "ready_replicas": workerReadyReplicas, "connected_replicas": workerConnectedReplicas,
+		"max_lag_seconds": workerMaxLagSeconds, "lagging": workerLagging,
+	}
+	for name, g := range gauges {
+		if n := seriesOf(t, g, ns, "w1"); n != 1 {
+			t.Fatalf("before the deletion %s has %d series of the worker, want 1", name, n)
+		}
+	}
+
+	r := &ReplicationWorkerReconciler{ReconcilerBase: ReconcilerBase{Client: fake.NewClientBuilder().WithScheme(NewScheme()).Build(), Scheme: NewScheme()}}
+	r.setupStatusLimiter()
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: "w1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range gauges {
+		if n := seriesOf(t, g, ns, "w1"); n != 0 {
+			t.Errorf("%s still has %d series of the deleted worker", name, n)
+		}
+		if n := seriesOf(t, g, ns, "kept"); n != 1 {
+			t.Errorf("%s has %d series of the other worker, want 1", name, n)
+		}
+	}
+	forgetWorkerMetrics(ns, "kept")
+}
+
+// seriesOf counts a gauge's series labelled with the worker.
+func seriesOf(t *testing.T, g *prometheus.GaugeVec, namespace, worker string) int {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 64)
+	go func() { g.Collect(ch); close(ch) }()
+	n := 0
+	for metric := range ch {
+		var pb dto.Metric
+		if err := metric.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		labels := map[string]string{}
+		for _, l := range pb.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["namespace"] == namespace && labels["worker"] == worker {
+			n++
+		}
+	}
+	return n
 }
