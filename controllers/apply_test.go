@@ -27,6 +27,7 @@ var staleCache = interceptor.Funcs{
 }
 
 func TestApplyOwned(t *testing.T) {
+	t.Parallel()
 	scheme := NewScheme()
 	m := newMaster()
 	desired := func() *corev1.ConfigMap {
@@ -115,6 +116,7 @@ func TestApplyOwned(t *testing.T) {
 }
 
 func TestIsTransient(t *testing.T) {
+	t.Parallel()
 	conflict := apierrors.NewConflict(schema.GroupResource{Resource: "statefulsets"}, "m1", errors.New("modified"))
 	for err, want := range map[error]bool{
 		conflict:                     true,

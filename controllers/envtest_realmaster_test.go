@@ -5,11 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -54,19 +54,32 @@ func tcpreplBinary(t *testing.T) string {
 	return binPath
 }
 
-func freePort(t *testing.T) int {
+// masterServing waits for the "master serving" line in a master's log
+// and returns the addresses it listens on: the master is started on port
+// 0, so the kernel picks free ports and nothing can take them first.
+func masterServing(t *testing.T, logPath string) (replAddr, httpAddr string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
+	eventually(t, 60*time.Second, "master serving", func() error {
+		b, err := os.ReadFile(logPath)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var ev struct{ Msg, Replication, HTTP string }
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Msg == "master serving" {
+				replAddr, httpAddr = ev.Replication, ev.HTTP
+				return nil
+			}
+		}
+		return fmt.Errorf("no \"master serving\" line yet in %s", logPath)
+	})
+	return replAddr, httpAddr
 }
 
 // startProcess runs the binary until the test ends, then stops it with
-// SIGTERM (the graceful path) and waits.
-func startProcess(t *testing.T, bin string, args ...string) {
+// SIGTERM (the graceful path) and waits. It returns the path of the
+// process's output.
+func startProcess(t *testing.T, bin string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	// No publish token: the test publishes without one.
@@ -96,6 +109,7 @@ func startProcess(t *testing.T, bin string, args ...string) {
 			t.Logf("%s output:\n%s", args[0], b)
 		}
 	})
+	return logPath
 }
 
 func publish(t *testing.T, httpURL, stream string, rows ...any) int64 {
@@ -126,10 +140,9 @@ func TestStatusFromRealMasterAndProbe(t *testing.T) {
 	requireEnv(t)
 	ctx := context.Background()
 	bin := tcpreplBinary(t)
-	replPort, httpPort := freePort(t), freePort(t)
-	replAddr := fmt.Sprintf("127.0.0.1:%d", replPort)
-	httpURL := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	startProcess(t, bin, "master", "--server-name=real.example.org", "--replication-listen="+replAddr, "--http-listen="+fmt.Sprintf("127.0.0.1:%d", httpPort), "--ephemeral")
+	masterLog := startProcess(t, bin, "master", "--server-name=real.example.org", "--replication-listen=127.0.0.1:0", "--http-listen=127.0.0.1:0", "--ephemeral")
+	replAddr, httpAddr := masterServing(t, masterLog)
+	httpURL := "http://" + httpAddr
 	eventually(t, 30*time.Second, "master ready", func() error {
 		resp, err := http.Get(httpURL + "/readyz")
 		if err != nil {

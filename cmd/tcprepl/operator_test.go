@@ -5,11 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -119,11 +120,11 @@ func TestOperatorProcessWithShippedRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	healthPort, metricsPort := freeTCPPort(t), freeTCPPort(t)
 	var logs syncBuffer
+	// Port 0: the kernel picks free ports; the test finds them afterwards.
 	cmd := exec.Command(bin, "operator", "--kubeconfig="+kcPath, "--watch-namespace=apps",
 		"--leader-elect", "--leader-election-namespace=tcprepl-system",
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort),
+		"--metrics-bind-address=127.0.0.1:0", "--health-probe-bind-address=127.0.0.1:0",
 		"--image=registry.local/tcprepl:test", "--operator-namespace=tcprepl-system")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -158,6 +159,7 @@ func TestOperatorProcessWithShippedRBAC(t *testing.T) {
 	if err := admin.Create(ctx, w); err != nil {
 		t.Fatal(err)
 	}
+	healthPort, metricsPort := operatorPorts(t, cmd.Process.Pid)
 	pollErr(t, 60*time.Second, "owned objects and status", func() error {
 		var sts appsv1.StatefulSet
 		if err := admin.Get(ctx, types.NamespacedName{Namespace: "apps", Name: "m"}, &sts); err != nil {
@@ -282,14 +284,79 @@ func applyYAMLFile(t *testing.T, c client.Client, path string) {
 	}
 }
 
-func freeTCPPort(t *testing.T) int {
+// operatorPorts finds the health and metrics ports of an operator started
+// with both bound to 127.0.0.1:0: the process's listening TCP sockets
+// (from /proc), told apart by which one serves /healthz.
+func operatorPorts(t *testing.T, pid int) (health, metrics int) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	pollErr(t, 60*time.Second, "the operator's health and metrics listeners", func() error {
+		ports, err := listeningPorts(pid)
+		if err != nil {
+			return err
+		}
+		if len(ports) != 2 {
+			return fmt.Errorf("the operator listens on ports %v, want two (health and metrics)", ports)
+		}
+		health, metrics = 0, 0
+		for _, p := range ports {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", p))
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				health = p
+			} else {
+				metrics = p
+			}
+		}
+		if health == 0 || metrics == 0 {
+			return fmt.Errorf("ports %v: cannot tell the health port from the metrics port", ports)
+		}
+		return nil
+	})
+	return health, metrics
+}
+
+// listeningPorts lists the TCP ports a process listens on, from the
+// socket inodes among its file descriptors and the kernel's socket tables.
+func listeningPorts(pid int) ([]int, error) {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("list the operator's file descriptors: %w", err)
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			inodes[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	var ports []int
+	for _, table := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			continue // no IPv6
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			port, err := strconv.ParseUint(hexPort, 16, 16)
+			if err != nil {
+				return nil, fmt.Errorf("parse %s line %q: %w", table, line, err)
+			}
+			ports = append(ports, int(port))
+		}
+	}
+	slices.Sort(ports)
+	return ports, nil
 }
 
 func pollErr(t *testing.T, timeout time.Duration, what string, cond func() error) {

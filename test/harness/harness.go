@@ -483,7 +483,7 @@ func (e *Env) ApplyMaster(ctx context.Context, ns, manifest string) (string, Mas
 	if v, ok := nested(obj, "spec", "httpPort").(float64); ok {
 		ports.HTTP = int(v)
 	}
-	// The master's Service is named like the master (controllers/names.go).
+	// The master's Service is named like the master (controllers/specs/names.go).
 	ip, err := e.Kubelet.ServiceIP(ns, name)
 	if err != nil {
 		return "", MasterPorts{}, err
