@@ -44,8 +44,8 @@ type StreamStatus struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Connection is one entry of GET /v1/connections. The first fields use the
-// names internal/probe decodes into probe.Connection.
+// Connection is one entry of GET /v1/connections; the probe decodes the
+// table into it.
 type Connection struct {
 	ID               uint64             `json:"id"`
 	Name             string             `json:"name"`
