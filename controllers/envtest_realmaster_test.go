@@ -23,6 +23,7 @@ import (
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/controllers/specs"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/probe"
 )
 
@@ -114,15 +115,24 @@ func startProcess(t *testing.T, bin string, args ...string) string {
 
 func publish(t *testing.T, httpURL, stream string, rows ...any) int64 {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"rows": rows})
+	var req masterapi.PublishRequest
+	for _, r := range rows {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Rows = append(req.Rows, b)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.Post(httpURL+"/v1/streams/"+stream+"/rows", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}
 	defer resp.Body.Close()
-	var out struct {
-		Token int64 `json:"token"`
-	}
+	var out masterapi.PublishResponse
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("publish: HTTP %d", resp.StatusCode)
 	}

@@ -496,8 +496,6 @@ func env(c corev1.Container, name string) *corev1.EnvVar {
 	return nil
 }
 
-func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
-
 // TestPodIPListenAddress checks that the listen flags the builders write
 // are valid host:port addresses once the kubelet has expanded $(POD_IP),
 // for an IPv4 and an IPv6 pod IP alike, and that Go listens on a bracketed
