@@ -271,7 +271,9 @@ func TestClientReplicateAllResumesPerStream(t *testing.T) {
 	srv.Publish(src.Append("events", row(`["ev", [2]]`)))
 	waitFor(t, "resumed", func() bool { return len(h.rowTokens("caches")) == 2 && len(h.rowTokens("events")) == 1 })
 	waitFor(t, "caught up again", func() bool { return h.caughtUpCount() == 2 })
-	subs := srv.Connections()[0].Subscriptions
+	// The server may still be tearing the first connection down: wait for
+	// it to leave the table, then check the resumed one.
+	subs := waitForConn(t, srv, "only the resumed connection", func(ConnectionInfo) bool { return true }).Subscriptions
 	if len(subs) != 2 || subs[0].Stream != "caches" || subs[1].Stream != "events" {
 		t.Fatalf("subscriptions after resume %+v", subs)
 	}
