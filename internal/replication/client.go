@@ -226,7 +226,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c.connCfg = connConfig{
 		maxLineLength: cfg.MaxLineLength,
-		maxPending:    cfg.MaxPendingCommands,
+		limits:        queueLimits{cmds: cfg.MaxPendingCommands, bytes: DefaultMaxPendingBytes},
 		writeTimeout:  cfg.WriteTimeout,
 		pingInterval:  cfg.PingInterval,
 		pingTimeout:   cfg.PingTimeout,

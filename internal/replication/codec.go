@@ -105,40 +105,40 @@ func safeName(name []byte) string {
 }
 
 // internName returns the constant for a known command name, so parsing a
-// line does not allocate for its name, and its index in AllCommands (-1 for
-// an unknown name).
-func internName(name []byte) (string, int) {
+// line does not allocate for its name, and its id (idUnknown for an unknown
+// name). TestInternNameCoversTheTable checks it against commandTable.
+func internName(name []byte) (string, commandID) {
 	// A switch on string(name) neither allocates nor compares against every
 	// name in turn.
 	switch string(name) {
 	case CmdServer:
-		return CmdServer, 0
+		return CmdServer, idServer
 	case CmdRdata:
-		return CmdRdata, 1
+		return CmdRdata, idRdata
 	case CmdPosition:
-		return CmdPosition, 2
+		return CmdPosition, idPosition
 	case CmdError:
-		return CmdError, 3
+		return CmdError, idError
 	case CmdPing:
-		return CmdPing, 4
+		return CmdPing, idPing
 	case CmdSync:
-		return CmdSync, 5
+		return CmdSync, idSync
 	case CmdName:
-		return CmdName, 6
+		return CmdName, idName
 	case CmdReplicate:
-		return CmdReplicate, 7
+		return CmdReplicate, idReplicate
 	case CmdUserSync:
-		return CmdUserSync, 8
+		return CmdUserSync, idUserSync
 	case CmdFederationAck:
-		return CmdFederationAck, 9
+		return CmdFederationAck, idFederationAck
 	case CmdRemovePusher:
-		return CmdRemovePusher, 10
+		return CmdRemovePusher, idRemovePusher
 	case CmdInvalidateCache:
-		return CmdInvalidateCache, 11
+		return CmdInvalidateCache, idInvalidateCache
 	case CmdUserIP:
-		return CmdUserIP, 12
+		return CmdUserIP, idUserIP
 	}
-	return string(name), -1
+	return string(name), idUnknown
 }
 
 // internStream returns the constant for the name of a stream of

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -356,17 +357,26 @@ func TestDirectionTables(t *testing.T) {
 	}
 }
 
-// TestInternNameMatchesAllCommands keeps internName's indexes in step with
-// AllCommands, which the per-connection counters are indexed by.
-func TestInternNameMatchesAllCommands(t *testing.T) {
-	for i, name := range AllCommands {
-		got, idx := internName([]byte(name))
-		if got != name || idx != i || commandIndex(name) != i {
-			t.Errorf("%s: internName gives %q, %d; want index %d", name, got, idx, i)
+// TestInternNameCoversTheTable keeps internName's switch in step with
+// commandTable, by which the counters and direction checks are indexed, and
+// checks the lists derived from the table.
+func TestInternNameCoversTheTable(t *testing.T) {
+	for id, entry := range commandTable {
+		got, gotID := internName([]byte(entry.name))
+		if got != entry.name || gotID != commandID(id) {
+			t.Errorf("%s: internName gives %q, %d; want id %d", entry.name, got, gotID, id)
+		}
+		if SentByServer(entry.name) != entry.fromServer || SentByClient(entry.name) != entry.fromClient {
+			t.Errorf("%s: direction checks disagree with the table", entry.name)
 		}
 	}
-	if _, idx := internName([]byte("NOPE")); idx != -1 {
-		t.Errorf("unknown name has index %d", idx)
+	if _, id := internName([]byte("NOPE")); id != idUnknown {
+		t.Errorf("unknown name has id %d", id)
+	}
+	wantServer := []string{CmdServer, CmdRdata, CmdPosition, CmdError, CmdPing, CmdSync}
+	wantClient := []string{CmdError, CmdPing, CmdSync, CmdName, CmdReplicate, CmdUserSync, CmdFederationAck, CmdRemovePusher, CmdInvalidateCache, CmdUserIP}
+	if !slices.Equal(ServerCommands, wantServer) || !slices.Equal(ClientCommands, wantClient) || len(AllCommands) != int(numCommands) {
+		t.Errorf("lists: server %v, client %v, all %v", ServerCommands, ClientCommands, AllCommands)
 	}
 }
 
