@@ -721,7 +721,7 @@ type connStats struct {
 func (c *conn) stats() connStats {
 	c.mu.Lock()
 	st := connStats{
-		name:            c.name,
+		name: c.name,
 	}
 	st.pendingCommands, st.pendingBytes = c.out.pending()
 	switch {

@@ -29,8 +29,8 @@ type pendingUpdate struct {
 // subscription is one stream replicated by one connection. Its fields are
 // guarded by the connection's mutex.
 type subscription struct {
-	stream      string
-	state       subState
+	stream       string
+	state        subState
 	pending      []pendingUpdate
 	pendingCmds  int
 	pendingBytes int
@@ -38,8 +38,8 @@ type subscription struct {
 	// pageRows is how many rows the next catch-up page asks for: pages aim
 	// at a size in bytes, so they hold fewer rows when rows are large.
 	pageRows int
-	cancel      context.CancelFunc
-	done        chan struct{} // closed when its goroutine has finished
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when its goroutine has finished
 }
 
 // startReplicate handles REPLICATE on the read loop. It installs the new
