@@ -38,8 +38,8 @@ type outQueue struct {
 	flightCmds  int
 	flightBytes int
 	flightSince time.Time // zero when no write is in progress
-	// peakQueuedBytes is the most bytes ever waiting behind the flight,
-	// what the byte limit bounds.
+	// peakQueuedBytes is the most bytes ever waiting behind the flight:
+	// the byte limit bounds it, plus the item at the head.
 	peakQueuedBytes int
 }
 
@@ -50,16 +50,18 @@ func (q *outQueue) push(it outItem) {
 	q.peakQueuedBytes = max(q.peakQueuedBytes, q.queuedBytes)
 }
 
-// admits reports whether a live item may join the queue. What counts is what
-// waits behind the write in progress, plus the item: a peer that keeps up
-// has at most one batch in flight and little or nothing queued. An item that
-// finds the queue empty is always taken, however large, so that one big
-// batch never drops a subscriber that is keeping up.
+// admits reports whether a live item may join the queue. What counts is
+// what waits behind the next write, plus the item: a peer that keeps up has
+// at most one batch in flight and one at the head of the queue, whatever
+// their size, and little or nothing behind them. So an item that finds the
+// queue empty is always taken, and one big batch never drops a subscriber
+// that is keeping up, nor the rows published after it.
 func (q *outQueue) admits(it outItem, lim queueLimits) bool {
 	if len(q.items) == 0 {
 		return true
 	}
-	return q.queuedCmds+it.n <= lim.cmds && q.queuedBytes+len(it.b) <= lim.bytes
+	head := q.items[0]
+	return q.queuedCmds-head.n+it.n <= lim.cmds && q.queuedBytes-len(head.b)+len(it.b) <= lim.bytes
 }
 
 // hasRoomForCatchUp reports whether a catch-up page may be read: catch-up
