@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -67,17 +68,97 @@ func TestGoldenProtocolExamples(t *testing.T) {
 	}
 }
 
-// TestGoldenExamplesMatchProtocolDoc keeps testdata in step with
-// PROTOCOL.md when the shared folder is beside the repository.
-func TestGoldenExamplesMatchProtocolDoc(t *testing.T) {
-	doc := "../../../shared/PROTOCOL.md"
-	if _, err := os.Stat(doc); err != nil {
-		t.Skipf("PROTOCOL.md not beside the repository (%v)", err)
+// protocolDoc is the protocol's description in the repository.
+const protocolDoc = "../../docs/protocol.md"
+
+// docExample is an example line of docs/protocol.md and where it is.
+type docExample struct {
+	line   string
+	where  string
+	fromS  bool // the doc says a server may send it
+	fromC  bool // the doc says a client may send it
+	exact  bool // the line is complete (not "[...]" for a row)
+	format bool // formatting it back must give the same bytes
+}
+
+// protocolDocExamples extracts the examples of docs/protocol.md: the
+// commands table (name, direction, example column), the indented example
+// blocks ("    RDATA ..." lines and "    > " / "    < " session lines,
+// whose comments after two spaces are dropped).
+func protocolDocExamples(t *testing.T) []docExample {
+	t.Helper()
+	data, err := os.ReadFile(protocolDoc)
+	if err != nil {
+		t.Fatalf("read the protocol's description: %v", err)
 	}
-	want, _ := readExamples(t, doc)
-	got, _ := readExamples(t, "testdata/protocol_examples.txt")
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("testdata/protocol_examples.txt is out of date with PROTOCOL.md:\n got %q\nwant %q", got, want)
+	var out []docExample
+	inCommands := false
+	for i, l := range strings.Split(string(data), "\n") {
+		where := fmt.Sprintf("%s:%d", protocolDoc, i+1)
+		if strings.HasPrefix(l, "## ") {
+			inCommands = l == "## Commands"
+		}
+		switch {
+		case inCommands && strings.HasPrefix(l, "| `"):
+			cells := strings.Split(strings.Trim(l, "| "), " | ")
+			if len(cells) != 4 {
+				t.Fatalf("%s: table row with %d cells: %q", where, len(cells), l)
+			}
+			dir := cells[1]
+			for _, ex := range strings.Split(cells[3], "`, `") {
+				out = append(out, docExample{line: strings.Trim(ex, "`"), where: where, fromS: strings.Contains(dir, "S"), fromC: strings.Contains(dir, "C"), exact: true, format: true})
+			}
+		case strings.HasPrefix(l, "    > ") || strings.HasPrefix(l, "    < "):
+			line, _, _ := strings.Cut(l[6:], "  ")
+			ex := docExample{line: line, where: where, fromS: l[4] == '>', fromC: l[4] == '<', exact: true}
+			if strings.Contains(line, "[...]") {
+				ex.line, ex.exact = strings.Replace(line, "[...]", "[]", 1), false
+			}
+			out = append(out, ex)
+		case strings.HasPrefix(l, "    RDATA "):
+			out = append(out, docExample{line: l[4:], where: where, fromS: true, exact: true, format: true})
+		}
+	}
+	return out
+}
+
+// TestGoldenExamplesMatchProtocolDoc: every example of docs/protocol.md
+// parses, is sent in the direction the doc gives (and the doc's table agrees
+// with commandTable), and the complete ones format back to the same bytes.
+// The doc is in the repository, so a missing example fails rather than
+// skips.
+func TestGoldenExamplesMatchProtocolDoc(t *testing.T) {
+	examples := protocolDocExamples(t)
+	tabled := map[string]bool{}
+	for _, ex := range examples {
+		cmd, err := ParseCommand([]byte(ex.line))
+		if err != nil {
+			t.Errorf("%s: %q does not parse: %v", ex.where, ex.line, err)
+			continue
+		}
+		if ex.fromS && !SentByServer(cmd.Name()) || ex.fromC && !SentByClient(cmd.Name()) {
+			t.Errorf("%s: %q is not allowed in the direction the doc gives", ex.where, ex.line)
+		}
+		if ex.format {
+			tabled[cmd.Name()] = true
+			id := commandIDOf(cmd.Name())
+			if commandTable[id].fromServer != ex.fromS || commandTable[id].fromClient != ex.fromC {
+				t.Errorf("%s: the doc's direction for %s disagrees with commandTable", ex.where, cmd.Name())
+			}
+		}
+		if ex.format {
+			if out, err := FormatCommand(cmd); err != nil || string(out) != ex.line {
+				t.Errorf("%s: %q formats back as %q (%v)", ex.where, ex.line, out, err)
+			}
+		}
+	}
+	for _, name := range AllCommands {
+		if !tabled[name] {
+			t.Errorf("%s has no example in the commands table of %s", name, protocolDoc)
+		}
+	}
+	if len(examples) < 30 {
+		t.Fatalf("only %d examples found in %s; the test reads its commands table and indented examples", len(examples), protocolDoc)
 	}
 }
 

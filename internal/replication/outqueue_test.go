@@ -24,7 +24,7 @@ func TestOutQueueAdmits(t *testing.T) {
 		"over the command limit":                     {queued: []outItem{item(1, 1), item(5, 50)}, add: item(6, 50), want: false},
 		"over the byte limit":                        {queued: []outItem{item(1, 1), item(1, 600)}, add: item(1, 401), want: false},
 		"a full write in flight does not count":      {queued: []outItem{item(10, 1000), item(1, 1)}, inFlight: true, add: item(9, 999), want: true},
-		"queued behind the head counts":              {queued: []outItem{item(10, 1000), item(1, 1), item(5, 500)}, inFlight: true, add: item(5, 500), want: false},
+		"queued behind the head counts":              {queued: []outItem{item(10, 1000), item(1, 1), item(5, 500)}, inFlight: true, add: item(6, 500), want: false},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
