@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcprepl/tcprepl/internal/backoff"
 )
 
 // ServerConfig configures a Server. Zero values take the protocol's defaults.
@@ -230,7 +232,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 
-	var backoff time.Duration
+	// Out of file descriptors and the like: wait and retry, as net/http
+	// does, rather than stop serving for good.
+	retry := backoff.New(5*time.Millisecond, time.Second)
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -243,14 +247,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("replication server: listener %s closed: %w", ln.Addr(), err)
 			}
-			// Out of file descriptors and the like: wait and retry, as
-			// net/http does, rather than stop serving for good.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Error(err, "accepting a replication connection; retrying", "delay", backoff)
-			time.Sleep(backoff)
+			delay := retry.Next()
+			s.log.Error(err, "accepting a replication connection; retrying", "delay", delay)
+			time.Sleep(delay)
 			continue
 		}
-		backoff = 0
+		retry.Reset()
 		if !s.startConn(nc) {
 			_ = nc.Close()
 		}
