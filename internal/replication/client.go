@@ -83,15 +83,11 @@ type ClientHandler interface {
 	// when not batched). rows are the RDATA JSON as received; they and the
 	// slice are the handler's to keep: the client never writes to them
 	// again, and each row's capacity, like the slice's, ends with it (an
-	// append copies). To save allocations they are carved from shared
-	// blocks: when a call's rows total at most 1 KiB, their bytes lie back
-	// to back in a 7 KiB block shared with other calls' rows, and the
-	// slice (of at most 128 rows) in a 3 KiB block of row headers that
-	// point into that 7 KiB block only. Otherwise a call's rows share one
-	// allocation of their own, and its slice is another. Keeping a row or
-	// the slice keeps its block(s) in memory; copy a row to keep it alone
-	// for long. An error disconnects; the client then resumes from the
-	// last token handled successfully.
+	// append copies). To save allocations, small rows (and their slice) are
+	// carved from blocks shared with other calls' rows, so keeping one keeps
+	// its block in memory: copy a row to keep it alone for long. An error
+	// disconnects; the client then resumes from the last token handled
+	// successfully.
 	HandleRows(ctx context.Context, stream string, token int64, rows []json.RawMessage) error
 	// HandlePosition reports a POSITION: the stream is at token.
 	HandlePosition(stream string, token int64)

@@ -14,9 +14,11 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/tcprepl/tcprepl/internal/replication/streams"
 )
 
-// readExamples returns the example lines of PROTOCOL.md kept in testdata,
+// readExamples returns the example lines of the 2020 protocol description kept in testdata,
 // each with its direction: '>' server to client, '<' client to server.
 func readExamples(t *testing.T, path string) (lines []string, dirs []byte) {
 	t.Helper()
@@ -41,7 +43,7 @@ func readExamples(t *testing.T, path string) (lines []string, dirs []byte) {
 	return lines, dirs
 }
 
-// TestGoldenProtocolExamples: every example line of PROTOCOL.md parses, is
+// TestGoldenProtocolExamples: every example line of the 2020 description parses, is
 // allowed in its direction, and formats back to the identical bytes.
 func TestGoldenProtocolExamples(t *testing.T) {
 	lines, dirs := readExamples(t, "testdata/protocol_examples.txt")
@@ -417,7 +419,7 @@ func TestDirectionTables(t *testing.T) {
 			t.Errorf("%s is in no direction", name)
 		}
 	}
-	// PROTOCOL.md: ERROR, PING and SYNC go both ways; the rest one way.
+	// docs/protocol.md: ERROR, PING and SYNC go both ways; the rest one way.
 	for _, both := range []string{CmdError, CmdPing, CmdSync} {
 		if !SentByServer(both) || !SentByClient(both) {
 			t.Errorf("%s must be valid in both directions", both)
@@ -513,6 +515,20 @@ func TestParseIntAgreesWithStrconv(t *testing.T) {
 		want, werr := strconv.ParseInt(in, 10, 64)
 		if (err == nil) != (werr == nil) || got != want && err == nil {
 			t.Fatalf("parseInt(%q) = %d, %v; strconv: %d, %v", in, got, err, want, werr)
+		}
+	}
+}
+
+// TestInternStreamCoversTheStandardStreams: every standard stream name is
+// interned (parsing a line that names it allocates no string).
+func TestInternStreamCoversTheStandardStreams(t *testing.T) {
+	for _, name := range streams.Standard() {
+		b := []byte(name)
+		if got := internStream(b); got != name {
+			t.Fatalf("internStream(%q) = %q", name, got)
+		}
+		if allocs := testing.AllocsPerRun(10, func() { _ = internStream(b) }); allocs != 0 {
+			t.Errorf("internStream(%q) allocates %v times", name, allocs)
 		}
 	}
 }

@@ -533,8 +533,9 @@ func (c *conn) readLoop() {
 		}
 		inBytes += len(line)
 		// Note the time of receipt once per read from the socket (and
-		// every 128 lines), not per line: reading the clock would be a
-		// tenth of a line's cost, and keep-alive needs only seconds.
+		// every 128 lines), not per line: keep-alive needs only seconds,
+		// and a clock read per line shows in the fan-out benchmarks
+		// (docs/benchmarks.md).
 		if br.Buffered() == 0 || lines%128 == 0 {
 			c.bytesIn.Add(uint64(inBytes))
 			inBytes = 0

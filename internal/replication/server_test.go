@@ -136,7 +136,7 @@ func TestBatchesOnTheWire(t *testing.T) {
 		row(`["get_user_by_id", ["@a:x"], 1490197670513]`),
 		row(`["get_user_by_id", ["@b:x"], 1490197670513]`),
 		row(`["get_user_by_id", ["@c:x"], 1490197670513]`)))
-	// PROTOCOL.md's batch example, byte for byte.
+	// docs/protocol.md's batch example, byte for byte.
 	r.expectLine(`RDATA caches batch ["get_user_by_id", ["@a:x"], 1490197670513]`)
 	r.expectLine(`RDATA caches batch ["get_user_by_id", ["@b:x"], 1490197670513]`)
 	r.expectLine(`RDATA caches 54 ["get_user_by_id", ["@c:x"], 1490197670513]`)
@@ -172,7 +172,7 @@ func (h *hookSource) CurrentToken(stream string) (int64, error) {
 	return h.MemorySource.CurrentToken(stream)
 }
 
-// TestRowsQueuedWhileConnecting covers steps 1 to 5 of PROTOCOL.md's
+// TestRowsQueuedWhileConnecting covers steps 1 to 5 of docs/protocol.md's
 // "Subscribing": a row published while the subscription is connecting, and
 // visible before the current token is read, goes out once (in the catch-up,
 // the queued copy dropped); one published after goes out after POSITION.

@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-// subState is where a subscription is in PROTOCOL.md's "Subscribing".
+// subState is where a subscription is in docs/protocol.md's "Subscribing".
 type subState int
 
 const (
@@ -97,7 +97,7 @@ func (sc *ServerConn) startReplicate(cmd ReplicateCommand) {
 	}()
 }
 
-// subscribe runs PROTOCOL.md's subscription algorithm for one stream, with
+// subscribe runs docs/protocol.md's subscription algorithm for one stream, with
 // one extension: a subscriber far behind is first caught up page by page
 // from the Source, with back-pressure, and only the last stretch near the
 // head uses the queue-while-connecting step. So any distance can be caught
