@@ -32,7 +32,7 @@ const ReplicateAll = "ALL"
 
 // commandID numbers the commands: it indexes commandTable and the
 // per-connection counters, which are arrays so the hot paths touch no map.
-type commandID int
+type commandID int8
 
 const (
 	idServer commandID = iota

@@ -86,6 +86,8 @@ type connConfig struct {
 	clock         Clock
 	logger        logr.Logger
 	metrics       *metrics
+	// catchUp is the server's budget of catch-up pages; nil on a client.
+	catchUp *byteBudget
 	// inboundOK says which commands this side may receive.
 	inboundOK func(name string) bool
 }
@@ -160,6 +162,7 @@ func newConn(cfg connConfig, nc net.Conn, id uint64, name string) *conn {
 		readerDone:     make(chan struct{}),
 		netClosed:      make(chan struct{}),
 	}
+	c.out.catchUp = cfg.catchUp
 	c.lastRecvNS.Store(now.UnixNano())
 	return c
 }
@@ -488,9 +491,7 @@ func (c *conn) writeLoop() {
 		if scratch != nil {
 			scratchPool.Put(scratch)
 		}
-		for i := range batch {
-			batch[i].release()
-		}
+		c.out.release(batch)
 		clear(batch) // drop references to queued lines
 		c.bytesOut.Add(uint64(n))
 

@@ -5,21 +5,17 @@ import "time"
 // outItem is a run of complete lines (each ending in "\n") of one command
 // name, queued for writing. b may be shared with other connections and is
 // never modified.
+//
+// Items are copied in and out of the queue once per delivery, so they are
+// kept small (32 bytes): the budget a page holds is the queue's, not a
+// pointer in every item.
 type outItem struct {
 	b   []byte
-	n   int       // commands in b
+	n   int32     // commands in b
 	cmd commandID // the lines' command
-	// budget, when set, holds len(b) bytes of the server's catch-up budget
-	// until the item has been written or dropped.
-	budget *byteBudget
-}
-
-// release returns what the item holds of a shared budget.
-func (it *outItem) release() {
-	if it.budget != nil {
-		it.budget.release(int64(len(it.b)))
-		it.budget = nil
-	}
+	// paged: a catch-up page, holding len(b) bytes of the queue's catch-up
+	// budget until it has been written or dropped.
+	paged bool
 }
 
 // queueLimits are the slow-consumer limits of a connection's queue.
@@ -32,6 +28,9 @@ type queueLimits struct {
 // writer and the batch it is writing (in flight). The connection's mutex
 // guards it; it has no lock of its own.
 type outQueue struct {
+	// catchUp is the budget pages hold (the server's, shared by all its
+	// connections); nil on a client, which sends no pages.
+	catchUp     *byteBudget
 	items       []outItem
 	queuedCmds  int
 	queuedBytes int
@@ -45,7 +44,7 @@ type outQueue struct {
 
 func (q *outQueue) push(it outItem) {
 	q.items = append(q.items, it)
-	q.queuedCmds += it.n
+	q.queuedCmds += int(it.n)
 	q.queuedBytes += len(it.b)
 	q.peakQueuedBytes = max(q.peakQueuedBytes, q.queuedBytes)
 }
@@ -60,8 +59,8 @@ func (q *outQueue) admits(it outItem, lim queueLimits) bool {
 	if len(q.items) == 0 {
 		return true
 	}
-	head := q.items[0]
-	return q.queuedCmds-head.n+it.n <= lim.cmds && q.queuedBytes-len(head.b)+len(it.b) <= lim.bytes
+	head := &q.items[0]
+	return q.queuedCmds-int(head.n)+int(it.n) <= lim.cmds && q.queuedBytes-len(head.b)+len(it.b) <= lim.bytes
 }
 
 // hasRoomForCatchUp reports whether a catch-up page may be read: catch-up
@@ -84,7 +83,7 @@ func (q *outQueue) take(dst []outItem, maxBytes int, now time.Time) []outItem {
 	n, nbytes, cmds := 0, 0, 0
 	for n < len(q.items) && (n == 0 || nbytes+len(q.items[n].b) <= maxBytes) {
 		nbytes += len(q.items[n].b)
-		cmds += q.items[n].n
+		cmds += int(q.items[n].n)
 		n++
 	}
 	if n == 0 {
@@ -107,11 +106,19 @@ func (q *outQueue) written() {
 	q.flightSince = time.Time{}
 }
 
+// release returns what written or dropped items held of the budget.
+func (q *outQueue) release(items []outItem) {
+	for i := range items {
+		if items[i].paged {
+			q.catchUp.release(int64(len(items[i].b)))
+			items[i].paged = false
+		}
+	}
+}
+
 // dropQueued discards what waits behind the flight, releasing what it holds.
 func (q *outQueue) dropQueued() {
-	for i := range q.items {
-		q.items[i].release()
-	}
+	q.release(q.items)
 	clear(q.items)
 	q.items = q.items[:0]
 	q.queuedCmds, q.queuedBytes = 0, 0

@@ -4,10 +4,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func item(n, size int) outItem {
-	return outItem{b: []byte(strings.Repeat("x", size-1) + "\n"), n: n, cmd: idRdata}
+	return outItem{b: []byte(strings.Repeat("x", size-1) + "\n"), n: int32(n), cmd: idRdata}
 }
 
 func TestOutQueueAdmits(t *testing.T) {
@@ -106,13 +107,13 @@ func TestOutQueueTakeAndWritten(t *testing.T) {
 
 func TestOutQueueDropReleasesBudget(t *testing.T) {
 	b := newByteBudget(1 << 20)
-	var q outQueue
+	q := outQueue{catchUp: b}
 	for range 3 {
 		it := item(1, 100)
 		if err := b.acquire(t.Context(), 100); err != nil {
 			t.Fatal(err)
 		}
-		it.budget = b
+		it.paged = true
 		q.push(it)
 	}
 	q.push(item(1, 10)) // a live row holds no budget
@@ -125,5 +126,13 @@ func TestOutQueueDropReleasesBudget(t *testing.T) {
 	}
 	if cmds, bytes := q.pending(); cmds != 0 || bytes != 0 {
 		t.Fatalf("pending %d/%d", cmds, bytes)
+	}
+}
+
+// TestOutItemIsSmall: items are copied several times per delivered update
+// (queue, batch, clear); keep them at four words.
+func TestOutItemIsSmall(t *testing.T) {
+	if size := unsafe.Sizeof(outItem{}); size > 32 {
+		t.Fatalf("outItem is %d bytes, want at most 32", size)
 	}
 }

@@ -201,6 +201,7 @@ func NewServer(cfg ServerConfig, src Source, h Handler) (*Server, error) {
 	s.connCfg = connConfig{
 		maxLineLength: cfg.MaxLineLength,
 		limits:        queueLimits{cmds: cfg.MaxPendingCommands, bytes: cfg.MaxPendingBytes},
+		catchUp:       s.catchUp,
 		writeTimeout:  cfg.WriteTimeout,
 		pingInterval:  cfg.PingInterval,
 		pingTimeout:   cfg.PingTimeout,
@@ -385,7 +386,7 @@ func (s *Server) Publish(u Update) {
 // stays well-formed.
 func (s *Server) encodeUpdate(u Update) (outItem, int) {
 	b, n := appendUpdateLines(nil, u, s.cfg.MaxLineLength, s.log)
-	return outItem{b: b, n: n, cmd: idRdata}, n
+	return outItem{b: b, n: int32(n), cmd: idRdata}, n
 }
 
 // appendUpdateLines appends the RDATA lines of u to dst and returns them with

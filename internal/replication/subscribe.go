@@ -199,7 +199,7 @@ func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int
 		s.catchUp.release(granted)
 	} else {
 		s.catchUp.adjust(int64(len(it.b)) - granted)
-		it.budget = s.catchUp
+		it.paged = true
 	}
 	if err != nil {
 		return false, err
@@ -216,7 +216,9 @@ func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		it.release()
+		if it.paged {
+			s.catchUp.release(int64(len(it.b)))
+		}
 		return false, errConnClosed
 	}
 	if it.n > 0 {
@@ -250,7 +252,7 @@ func (sc *ServerConn) readPage(ctx context.Context, sub *subscription, last, hea
 		lines += n
 		rows += len(u.Rows)
 	}
-	return outItem{b: buf, n: lines, cmd: idRdata}, rows, newLast, nil
+	return outItem{b: buf, n: int32(lines), cmd: idRdata}, rows, newLast, nil
 }
 
 func clampPageRows(n, maxRows int) int { return min(max(n, 1), maxRows) }
@@ -307,12 +309,12 @@ func (slot *streamSlot) deliver(token int64, it outItem) {
 		// apply to both together, and an update that finds both empty is
 		// taken whatever its size.
 		held := c.out.queuedCmds + sub.pendingCmds
-		if held > 0 && (held+it.n > c.cfg.limits.cmds || c.out.queuedBytes+sub.pendingBytes+len(it.b) > c.cfg.limits.bytes) {
+		if held > 0 && (held+int(it.n) > c.cfg.limits.cmds || c.out.queuedBytes+sub.pendingBytes+len(it.b) > c.cfg.limits.bytes) {
 			c.closeSlowConsumerLocked(sub.stream)
 			return
 		}
 		sub.pending = append(sub.pending, pendingUpdate{token: token, item: it})
-		sub.pendingCmds += it.n
+		sub.pendingCmds += int(it.n)
 		sub.pendingBytes += len(it.b)
 	}
 }
