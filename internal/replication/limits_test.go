@@ -197,3 +197,21 @@ func TestCatchUpBoundedAcrossConnections(t *testing.T) {
 		t.Errorf("%d bytes of catch-up budget still held after every page was written or dropped", used)
 	}
 }
+
+// TestCatchUpAcrossTokenZero: a catch-up page that ends at token 0 is a page
+// like any other (tokens are only required to grow).
+func TestCatchUpAcrossTokenZero(t *testing.T) {
+	src := NewMemorySource()
+	src.AddStream("caches", -3)
+	for i := 1; i <= 5; i++ { // tokens -2 to 2
+		src.Append("caches", cacheRow(i))
+	}
+	_, addr := startServer(t, ServerConfig{CatchUpPageRows: 3}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("REPLICATE caches -3")
+	for tok := -2; tok <= 2; tok++ {
+		r.expectLine(fmt.Sprintf("RDATA caches %d %s", tok, cacheRow(tok+3)))
+	}
+	r.expectLine("POSITION caches 2")
+}

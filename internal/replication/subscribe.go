@@ -194,7 +194,7 @@ func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int
 	if err := s.catchUp.acquire(ctx, granted); err != nil {
 		return false, err
 	}
-	it, rows, newLast, err := sc.readPage(ctx, sub, *last, head, limit)
+	it, rows, newLast, found, err := sc.readPage(ctx, sub, *last, head, limit)
 	if err != nil || it.n == 0 {
 		s.catchUp.release(granted)
 	} else {
@@ -204,7 +204,7 @@ func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int
 	if err != nil {
 		return false, err
 	}
-	if newLast == 0 {
+	if !found {
 		// Tokens without rows up to head: nothing more to send.
 		*last = head
 		return true, nil
@@ -230,19 +230,19 @@ func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int
 	return rows < limit || newLast >= head, nil
 }
 
-// readPage reads and encodes up to limit rows after last; newLast is 0 when
-// the stream has no more tokens up to head.
-func (sc *ServerConn) readPage(ctx context.Context, sub *subscription, last, head int64, limit int) (it outItem, rows int, newLast int64, err error) {
+// readPage reads and encodes up to limit rows after last; found is false
+// when the stream has no more tokens up to head.
+func (sc *ServerConn) readPage(ctx context.Context, sub *subscription, last, head int64, limit int) (it outItem, rows int, newLast int64, found bool, err error) {
 	updates, err := sc.s.src.ReadAfter(ctx, sub.stream, last, head, limit)
 	if err != nil {
-		return outItem{}, 0, 0, fmt.Errorf("read stream %s after token %d: %w", sub.stream, last, err)
+		return outItem{}, 0, 0, false, fmt.Errorf("read stream %s after token %d: %w", sub.stream, last, err)
 	}
 	if len(updates) == 0 {
-		return outItem{}, 0, 0, nil
+		return outItem{}, 0, 0, false, nil
 	}
 	newLast = updates[len(updates)-1].Token
 	if newLast <= last {
-		return outItem{}, 0, 0, fmt.Errorf("source returned stream %s token %d when asked for tokens after %d", sub.stream, newLast, last)
+		return outItem{}, 0, 0, false, fmt.Errorf("source returned stream %s token %d when asked for tokens after %d", sub.stream, newLast, last)
 	}
 	var buf []byte
 	lines := 0
@@ -252,7 +252,7 @@ func (sc *ServerConn) readPage(ctx context.Context, sub *subscription, last, hea
 		lines += n
 		rows += len(u.Rows)
 	}
-	return outItem{b: buf, n: int32(lines), cmd: idRdata}, rows, newLast, nil
+	return outItem{b: buf, n: int32(lines), cmd: idRdata}, rows, newLast, true, nil
 }
 
 func clampPageRows(n, maxRows int) int { return min(max(n, 1), maxRows) }
