@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // bigRow is a caches row of about 16 KB, just under the line limit.
@@ -168,12 +170,15 @@ func TestCatchUpBoundedAcrossConnections(t *testing.T) {
 		src.Append("caches", bigRow(i))
 	}
 	h := &recordingHandler{}
-	srv, addr := startServer(t, ServerConfig{MaxPendingBytes: pendingLimit, MaxCatchUpBytes: catchUpLimit, WriteTimeout: 2 * time.Second}, src, h)
+	reg := prometheus.NewRegistry()
+	srv, addr := startServer(t, ServerConfig{MaxPendingBytes: pendingLimit, MaxCatchUpBytes: catchUpLimit, WriteTimeout: 2 * time.Second, Registerer: reg}, src, h)
 	for range stalled {
 		r := dialRaw(t, addr)
 		r.send("NAME stalled", "REPLICATE caches 0")
 	}
 	waitFor(t, "stalled connections", func() bool { return len(srv.Connections()) == stalled })
+	// The gauge shows the pages the stalled connections hold.
+	waitFor(t, "catch-up bytes exported", func() bool { return gather(t, reg)[metricCatchUpBytes+"{}"] > 0 })
 	conns := serverConns(srv)
 	healthy := newRecordingClientHandler()
 	runClient(t, ClientConfig{Address: addr, Name: "healthy", Handler: healthy, Streams: []StreamRequest{{Stream: "caches", Token: 0}}})
@@ -195,6 +200,9 @@ func TestCatchUpBoundedAcrossConnections(t *testing.T) {
 	})
 	if used, _ := srv.catchUp.inUse(); used != 0 {
 		t.Errorf("%d bytes of catch-up budget still held after every page was written or dropped", used)
+	}
+	if g := gather(t, reg)[metricCatchUpBytes+"{}"]; g != 0 {
+		t.Errorf("%s = %v once every page was written or dropped", metricCatchUpBytes, g)
 	}
 }
 
