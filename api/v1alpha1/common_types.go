@@ -18,17 +18,15 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tcprepl/tcprepl/internal/replication/streams"
 )
 
 // StandardStreams are the streams of the 2020 Synapse replication protocol,
-// in the order PROTOCOL.md lists them. A custom stream may not reuse one of
-// these names; the CEL rule on CustomStream repeats this list, so keep the two
-// in step.
-var StandardStreams = []string{
-	"events", "backfill", "presence", "typing", "receipts", "push_rules",
-	"pushers", "caches", "public_rooms", "device_lists", "to_device",
-	"federation", "tag_account_data", "account_data", "groups", "user_signature",
-}
+// in the order docs/protocol.md lists them (internal/replication/streams owns
+// the list). A custom stream may not reuse one of these names; the CEL rule
+// on CustomStream repeats this list, so keep the two in step.
+var StandardStreams = streams.Standard()
 
 // PodTemplateOverrides are the parts of the generated pod template a user may
 // set. Everything else (command, ports, probes, security context) is owned by

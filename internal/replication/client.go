@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcprepl/tcprepl/internal/backoff"
 )
 
 // ClientState is the client's connection state, reported to the handler.
@@ -82,15 +83,11 @@ type ClientHandler interface {
 	// when not batched). rows are the RDATA JSON as received; they and the
 	// slice are the handler's to keep: the client never writes to them
 	// again, and each row's capacity, like the slice's, ends with it (an
-	// append copies). To save allocations they are carved from shared
-	// blocks: when a call's rows total at most 1 KiB, their bytes lie back
-	// to back in a 7 KiB block shared with other calls' rows, and the
-	// slice (of at most 128 rows) in a 3 KiB block of row headers that
-	// point into that 7 KiB block only. Otherwise a call's rows share one
-	// allocation of their own, and its slice is another. Keeping a row or
-	// the slice keeps its block(s) in memory; copy a row to keep it alone
-	// for long. An error disconnects; the client then resumes from the
-	// last token handled successfully.
+	// append copies). To save allocations, small rows (and their slice) are
+	// carved from blocks shared with other calls' rows, so keeping one keeps
+	// its block in memory: copy a row to keep it alone for long. An error
+	// disconnects; the client then resumes from the last token handled
+	// successfully.
 	HandleRows(ctx context.Context, stream string, token int64, rows []json.RawMessage) error
 	// HandlePosition reports a POSITION: the stream is at token.
 	HandlePosition(stream string, token int64)
@@ -202,10 +199,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.InitialBackoff <= 0 {
-		cfg.InitialBackoff = 100 * time.Millisecond
+		cfg.InitialBackoff = DefaultInitialBackoff
 	}
 	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = time.Second
+		cfg.MaxBackoff = DefaultMaxBackoff
 	}
 	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.InitialBackoff)
 	cfg.Clock = clockOrReal(cfg.Clock)
@@ -226,7 +223,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c.connCfg = connConfig{
 		maxLineLength: cfg.MaxLineLength,
-		maxPending:    cfg.MaxPendingCommands,
+		limits:        queueLimits{cmds: cfg.MaxPendingCommands, bytes: DefaultMaxPendingBytes},
 		writeTimeout:  cfg.WriteTimeout,
 		pingInterval:  cfg.PingInterval,
 		pingTimeout:   cfg.PingTimeout,
@@ -297,7 +294,10 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 
-	b := newBackoff(c.cfg.InitialBackoff, c.cfg.MaxBackoff)
+	// The delay starts again from InitialBackoff only after a connection on
+	// which every stream caught up (as Synapse did), so a server that
+	// accepts and then drops connections is not hammered.
+	b := backoff.New(c.cfg.InitialBackoff, c.cfg.MaxBackoff)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -310,7 +310,10 @@ func (c *Client) Run(ctx context.Context) error {
 		if errors.Is(err, ErrLogChanged) {
 			return err
 		}
-		delay := b.next(caughtUp)
+		if caughtUp {
+			b.Reset()
+		}
+		delay := b.Next()
 		c.log.V(1).Info("replication connection lost; reconnecting", "delay", delay, "error", errString(err))
 		t := time.NewTimer(delay)
 		select {
@@ -320,32 +323,6 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// backoff is the reconnect delay: it doubles from initial up to max, with
-// jitter, and starts again from initial only after a connection on which
-// every stream caught up (as Synapse did), so a server that accepts and
-// then drops connections is not hammered.
-type backoff struct {
-	initial, max, cur time.Duration
-	jitter            func(n time.Duration) time.Duration // uniform in [0, n]
-}
-
-func newBackoff(initial, maxDelay time.Duration) *backoff {
-	return &backoff{initial: initial, max: maxDelay, cur: initial, jitter: func(n time.Duration) time.Duration { return rand.N(n + 1) }}
-}
-
-// next returns the delay before the next attempt, after a connection that
-// did or did not catch up.
-func (b *backoff) next(caughtUp bool) time.Duration {
-	if caughtUp {
-		b.cur = b.initial
-	}
-	// Jitter in the upper half, so that workers restarted together do not
-	// reconnect in step.
-	d := b.cur/2 + b.jitter(b.cur/2)
-	b.cur = min(2*b.cur, b.max)
-	return d
 }
 
 // session is the client's state for one connection.

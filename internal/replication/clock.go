@@ -80,6 +80,19 @@ func (c *ManualClock) Tickers() int {
 	return len(c.tickers)
 }
 
+// TicksWaiting returns how many tickers hold a tick their receiver has not
+// taken yet; a test waits for 0 before the next Advance, so that no tick is
+// dropped.
+func (c *ManualClock) TicksWaiting() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for t := range c.tickers {
+		n += len(t.ch)
+	}
+	return n
+}
+
 // Advance moves the clock forward by d and fires every ticker whose deadline
 // has passed, in deadline order.
 func (c *ManualClock) Advance(d time.Duration) {

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tcprepl/tcprepl/internal/jsonscan"
+	"github.com/tcprepl/tcprepl/internal/replication/streams"
 )
 
 // ProtocolError is a line the protocol does not allow. Its Error text is what
@@ -105,80 +106,80 @@ func safeName(name []byte) string {
 }
 
 // internName returns the constant for a known command name, so parsing a
-// line does not allocate for its name, and its index in AllCommands (-1 for
-// an unknown name).
-func internName(name []byte) (string, int) {
+// line does not allocate for its name, and its id (idUnknown for an unknown
+// name). TestInternNameCoversTheTable checks it against commandTable.
+func internName(name []byte) (string, commandID) {
 	// A switch on string(name) neither allocates nor compares against every
 	// name in turn.
 	switch string(name) {
 	case CmdServer:
-		return CmdServer, 0
+		return CmdServer, idServer
 	case CmdRdata:
-		return CmdRdata, 1
+		return CmdRdata, idRdata
 	case CmdPosition:
-		return CmdPosition, 2
+		return CmdPosition, idPosition
 	case CmdError:
-		return CmdError, 3
+		return CmdError, idError
 	case CmdPing:
-		return CmdPing, 4
+		return CmdPing, idPing
 	case CmdSync:
-		return CmdSync, 5
+		return CmdSync, idSync
 	case CmdName:
-		return CmdName, 6
+		return CmdName, idName
 	case CmdReplicate:
-		return CmdReplicate, 7
+		return CmdReplicate, idReplicate
 	case CmdUserSync:
-		return CmdUserSync, 8
+		return CmdUserSync, idUserSync
 	case CmdFederationAck:
-		return CmdFederationAck, 9
+		return CmdFederationAck, idFederationAck
 	case CmdRemovePusher:
-		return CmdRemovePusher, 10
+		return CmdRemovePusher, idRemovePusher
 	case CmdInvalidateCache:
-		return CmdInvalidateCache, 11
+		return CmdInvalidateCache, idInvalidateCache
 	case CmdUserIP:
-		return CmdUserIP, 12
+		return CmdUserIP, idUserIP
 	}
-	return string(name), -1
+	return string(name), idUnknown
 }
 
 // internStream returns the constant for the name of a stream of
-// PROTOCOL.md, so parsing a line that names one does not allocate a string.
+// docs/protocol.md, so parsing a line that names one does not allocate a string.
 func internStream(b []byte) string {
 	// A switch on string(b) does not allocate and finds the case by length
 	// and a binary search rather than comparing each name in turn.
 	switch string(b) {
-	case "events":
-		return "events"
-	case "backfill":
-		return "backfill"
-	case "presence":
-		return "presence"
-	case "typing":
-		return "typing"
-	case "receipts":
-		return "receipts"
-	case "push_rules":
-		return "push_rules"
-	case "pushers":
-		return "pushers"
-	case "caches":
-		return "caches"
-	case "public_rooms":
-		return "public_rooms"
-	case "device_lists":
-		return "device_lists"
-	case "to_device":
-		return "to_device"
-	case "federation":
-		return "federation"
-	case "tag_account_data":
-		return "tag_account_data"
-	case "account_data":
-		return "account_data"
-	case "groups":
-		return "groups"
-	case "user_signature":
-		return "user_signature"
+	case streams.Events:
+		return streams.Events
+	case streams.Backfill:
+		return streams.Backfill
+	case streams.Presence:
+		return streams.Presence
+	case streams.Typing:
+		return streams.Typing
+	case streams.Receipts:
+		return streams.Receipts
+	case streams.PushRules:
+		return streams.PushRules
+	case streams.Pushers:
+		return streams.Pushers
+	case streams.Caches:
+		return streams.Caches
+	case streams.PublicRooms:
+		return streams.PublicRooms
+	case streams.DeviceLists:
+		return streams.DeviceLists
+	case streams.ToDevice:
+		return streams.ToDevice
+	case streams.Federation:
+		return streams.Federation
+	case streams.TagAccountData:
+		return streams.TagAccountData
+	case streams.AccountData:
+		return streams.AccountData
+	case streams.Groups:
+		return streams.Groups
+	case streams.UserSignature:
+		return streams.UserSignature
 	}
 	return string(b)
 }

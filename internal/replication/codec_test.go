@@ -5,16 +5,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/tcprepl/tcprepl/internal/replication/streams"
 )
 
-// readExamples returns the example lines of PROTOCOL.md kept in testdata,
+// readExamples returns the example lines of the 2020 protocol description kept in testdata,
 // each with its direction: '>' server to client, '<' client to server.
 func readExamples(t *testing.T, path string) (lines []string, dirs []byte) {
 	t.Helper()
@@ -39,7 +43,7 @@ func readExamples(t *testing.T, path string) (lines []string, dirs []byte) {
 	return lines, dirs
 }
 
-// TestGoldenProtocolExamples: every example line of PROTOCOL.md parses, is
+// TestGoldenProtocolExamples: every example line of the 2020 description parses, is
 // allowed in its direction, and formats back to the identical bytes.
 func TestGoldenProtocolExamples(t *testing.T) {
 	lines, dirs := readExamples(t, "testdata/protocol_examples.txt")
@@ -66,17 +70,97 @@ func TestGoldenProtocolExamples(t *testing.T) {
 	}
 }
 
-// TestGoldenExamplesMatchProtocolDoc keeps testdata in step with
-// PROTOCOL.md when the shared folder is beside the repository.
-func TestGoldenExamplesMatchProtocolDoc(t *testing.T) {
-	doc := "../../../shared/PROTOCOL.md"
-	if _, err := os.Stat(doc); err != nil {
-		t.Skipf("PROTOCOL.md not beside the repository (%v)", err)
+// protocolDoc is the protocol's description in the repository.
+const protocolDoc = "../../docs/protocol.md"
+
+// docExample is an example line of docs/protocol.md and where it is.
+type docExample struct {
+	line   string
+	where  string
+	fromS  bool // the doc says a server may send it
+	fromC  bool // the doc says a client may send it
+	exact  bool // the line is complete (not "[...]" for a row)
+	format bool // formatting it back must give the same bytes
+}
+
+// protocolDocExamples extracts the examples of docs/protocol.md: the
+// commands table (name, direction, example column), the indented example
+// blocks ("    RDATA ..." lines and "    > " / "    < " session lines,
+// whose comments after two spaces are dropped).
+func protocolDocExamples(t *testing.T) []docExample {
+	t.Helper()
+	data, err := os.ReadFile(protocolDoc)
+	if err != nil {
+		t.Fatalf("read the protocol's description: %v", err)
 	}
-	want, _ := readExamples(t, doc)
-	got, _ := readExamples(t, "testdata/protocol_examples.txt")
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("testdata/protocol_examples.txt is out of date with PROTOCOL.md:\n got %q\nwant %q", got, want)
+	var out []docExample
+	inCommands := false
+	for i, l := range strings.Split(string(data), "\n") {
+		where := fmt.Sprintf("%s:%d", protocolDoc, i+1)
+		if strings.HasPrefix(l, "## ") {
+			inCommands = l == "## Commands"
+		}
+		switch {
+		case inCommands && strings.HasPrefix(l, "| `"):
+			cells := strings.Split(strings.Trim(l, "| "), " | ")
+			if len(cells) != 4 {
+				t.Fatalf("%s: table row with %d cells: %q", where, len(cells), l)
+			}
+			dir := cells[1]
+			for _, ex := range strings.Split(cells[3], "`, `") {
+				out = append(out, docExample{line: strings.Trim(ex, "`"), where: where, fromS: strings.Contains(dir, "S"), fromC: strings.Contains(dir, "C"), exact: true, format: true})
+			}
+		case strings.HasPrefix(l, "    > ") || strings.HasPrefix(l, "    < "):
+			line, _, _ := strings.Cut(l[6:], "  ")
+			ex := docExample{line: line, where: where, fromS: l[4] == '>', fromC: l[4] == '<', exact: true}
+			if strings.Contains(line, "[...]") {
+				ex.line, ex.exact = strings.Replace(line, "[...]", "[]", 1), false
+			}
+			out = append(out, ex)
+		case strings.HasPrefix(l, "    RDATA "):
+			out = append(out, docExample{line: l[4:], where: where, fromS: true, exact: true, format: true})
+		}
+	}
+	return out
+}
+
+// TestGoldenExamplesMatchProtocolDoc: every example of docs/protocol.md
+// parses, is sent in the direction the doc gives (and the doc's table agrees
+// with commandTable), and the complete ones format back to the same bytes.
+// The doc is in the repository, so a missing example fails rather than
+// skips.
+func TestGoldenExamplesMatchProtocolDoc(t *testing.T) {
+	examples := protocolDocExamples(t)
+	tabled := map[string]bool{}
+	for _, ex := range examples {
+		cmd, err := ParseCommand([]byte(ex.line))
+		if err != nil {
+			t.Errorf("%s: %q does not parse: %v", ex.where, ex.line, err)
+			continue
+		}
+		if ex.fromS && !SentByServer(cmd.Name()) || ex.fromC && !SentByClient(cmd.Name()) {
+			t.Errorf("%s: %q is not allowed in the direction the doc gives", ex.where, ex.line)
+		}
+		if ex.format {
+			tabled[cmd.Name()] = true
+			id := commandIDOf(cmd.Name())
+			if commandTable[id].fromServer != ex.fromS || commandTable[id].fromClient != ex.fromC {
+				t.Errorf("%s: the doc's direction for %s disagrees with commandTable", ex.where, cmd.Name())
+			}
+		}
+		if ex.format {
+			if out, err := FormatCommand(cmd); err != nil || string(out) != ex.line {
+				t.Errorf("%s: %q formats back as %q (%v)", ex.where, ex.line, out, err)
+			}
+		}
+	}
+	for _, name := range AllCommands {
+		if !tabled[name] {
+			t.Errorf("%s has no example in the commands table of %s", name, protocolDoc)
+		}
+	}
+	if len(examples) < 30 {
+		t.Fatalf("only %d examples found in %s; the test reads its commands table and indented examples", len(examples), protocolDoc)
 	}
 }
 
@@ -335,7 +419,7 @@ func TestDirectionTables(t *testing.T) {
 			t.Errorf("%s is in no direction", name)
 		}
 	}
-	// PROTOCOL.md: ERROR, PING and SYNC go both ways; the rest one way.
+	// docs/protocol.md: ERROR, PING and SYNC go both ways; the rest one way.
 	for _, both := range []string{CmdError, CmdPing, CmdSync} {
 		if !SentByServer(both) || !SentByClient(both) {
 			t.Errorf("%s must be valid in both directions", both)
@@ -356,17 +440,26 @@ func TestDirectionTables(t *testing.T) {
 	}
 }
 
-// TestInternNameMatchesAllCommands keeps internName's indexes in step with
-// AllCommands, which the per-connection counters are indexed by.
-func TestInternNameMatchesAllCommands(t *testing.T) {
-	for i, name := range AllCommands {
-		got, idx := internName([]byte(name))
-		if got != name || idx != i || commandIndex(name) != i {
-			t.Errorf("%s: internName gives %q, %d; want index %d", name, got, idx, i)
+// TestInternNameCoversTheTable keeps internName's switch in step with
+// commandTable, by which the counters and direction checks are indexed, and
+// checks the lists derived from the table.
+func TestInternNameCoversTheTable(t *testing.T) {
+	for id, entry := range commandTable {
+		got, gotID := internName([]byte(entry.name))
+		if got != entry.name || gotID != commandID(id) {
+			t.Errorf("%s: internName gives %q, %d; want id %d", entry.name, got, gotID, id)
+		}
+		if SentByServer(entry.name) != entry.fromServer || SentByClient(entry.name) != entry.fromClient {
+			t.Errorf("%s: direction checks disagree with the table", entry.name)
 		}
 	}
-	if _, idx := internName([]byte("NOPE")); idx != -1 {
-		t.Errorf("unknown name has index %d", idx)
+	if _, id := internName([]byte("NOPE")); id != idUnknown {
+		t.Errorf("unknown name has id %d", id)
+	}
+	wantServer := []string{CmdServer, CmdRdata, CmdPosition, CmdError, CmdPing, CmdSync}
+	wantClient := []string{CmdError, CmdPing, CmdSync, CmdName, CmdReplicate, CmdUserSync, CmdFederationAck, CmdRemovePusher, CmdInvalidateCache, CmdUserIP}
+	if !slices.Equal(ServerCommands, wantServer) || !slices.Equal(ClientCommands, wantClient) || len(AllCommands) != int(numCommands) {
+		t.Errorf("lists: server %v, client %v, all %v", ServerCommands, ClientCommands, AllCommands)
 	}
 }
 
@@ -422,6 +515,20 @@ func TestParseIntAgreesWithStrconv(t *testing.T) {
 		want, werr := strconv.ParseInt(in, 10, 64)
 		if (err == nil) != (werr == nil) || got != want && err == nil {
 			t.Fatalf("parseInt(%q) = %d, %v; strconv: %d, %v", in, got, err, want, werr)
+		}
+	}
+}
+
+// TestInternStreamCoversTheStandardStreams: every standard stream name is
+// interned (parsing a line that names it allocates no string).
+func TestInternStreamCoversTheStandardStreams(t *testing.T) {
+	for _, name := range streams.Standard() {
+		b := []byte(name)
+		if got := internStream(b); got != name {
+			t.Fatalf("internStream(%q) = %q", name, got)
+		}
+		if allocs := testing.AllocsPerRun(10, func() { _ = internStream(b) }); allocs != 0 {
+			t.Errorf("internStream(%q) allocates %v times", name, allocs)
 		}
 	}
 }

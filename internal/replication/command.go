@@ -30,40 +30,89 @@ const (
 // the server publishes.
 const ReplicateAll = "ALL"
 
-// ServerCommands lists the commands a server may send (and so a client may
-// receive), in protocol order.
-var ServerCommands = []string{CmdServer, CmdRdata, CmdPosition, CmdError, CmdPing, CmdSync}
+// commandID numbers the commands: it indexes commandTable and the
+// per-connection counters, which are arrays so the hot paths touch no map.
+type commandID int8
 
-// ClientCommands lists the commands a client may send (and so a server may
-// receive), in protocol order.
-var ClientCommands = []string{
-	CmdName, CmdReplicate, CmdPing, CmdUserSync, CmdFederationAck, CmdRemovePusher,
-	CmdInvalidateCache, CmdUserIP, CmdError, CmdSync,
+const (
+	idServer commandID = iota
+	idRdata
+	idPosition
+	idError
+	idPing
+	idSync
+	idName
+	idReplicate
+	idUserSync
+	idFederationAck
+	idRemovePusher
+	idInvalidateCache
+	idUserIP
+	numCommands
+	// idUnknown is a name that is not a command of the protocol.
+	idUnknown commandID = -1
+)
+
+// commandTable is the one description of each command: its name on the
+// wire and which side may send it. Lists, direction checks, interning and
+// counters are all derived from it.
+var commandTable = [numCommands]struct {
+	name       string
+	fromServer bool
+	fromClient bool
+}{
+	idServer:          {CmdServer, true, false},
+	idRdata:           {CmdRdata, true, false},
+	idPosition:        {CmdPosition, true, false},
+	idError:           {CmdError, true, true},
+	idPing:            {CmdPing, true, true},
+	idSync:            {CmdSync, true, true},
+	idName:            {CmdName, false, true},
+	idReplicate:       {CmdReplicate, false, true},
+	idUserSync:        {CmdUserSync, false, true},
+	idFederationAck:   {CmdFederationAck, false, true},
+	idRemovePusher:    {CmdRemovePusher, false, true},
+	idInvalidateCache: {CmdInvalidateCache, false, true},
+	idUserIP:          {CmdUserIP, false, true},
 }
 
+// ServerCommands lists the commands a server may send (and so a client may
+// receive), in the order of commandTable.
+var ServerCommands = commandNames(func(id commandID) bool { return commandTable[id].fromServer })
+
+// ClientCommands lists the commands a client may send (and so a server may
+// receive), in the order of commandTable.
+var ClientCommands = commandNames(func(id commandID) bool { return commandTable[id].fromClient })
+
 // AllCommands lists every command name of the protocol.
-var AllCommands = []string{
-	CmdServer, CmdRdata, CmdPosition, CmdError, CmdPing, CmdSync, CmdName, CmdReplicate,
-	CmdUserSync, CmdFederationAck, CmdRemovePusher, CmdInvalidateCache, CmdUserIP,
+var AllCommands = commandNames(func(commandID) bool { return true })
+
+func commandNames(keep func(commandID) bool) []string {
+	var names []string
+	for id := range numCommands {
+		if keep(id) {
+			names = append(names, commandTable[id].name)
+		}
+	}
+	return names
+}
+
+// commandIDOf returns the id of a command name, idUnknown for another name.
+func commandIDOf(name string) commandID {
+	_, id := internName([]byte(name))
+	return id
 }
 
 // SentByServer reports whether a server may send the named command.
 func SentByServer(name string) bool {
-	switch name {
-	case CmdServer, CmdRdata, CmdPosition, CmdError, CmdPing, CmdSync:
-		return true
-	}
-	return false
+	id := commandIDOf(name)
+	return id != idUnknown && commandTable[id].fromServer
 }
 
 // SentByClient reports whether a client may send the named command.
 func SentByClient(name string) bool {
-	switch name {
-	case CmdName, CmdReplicate, CmdPing, CmdUserSync, CmdFederationAck, CmdRemovePusher,
-		CmdInvalidateCache, CmdUserIP, CmdError, CmdSync:
-		return true
-	}
-	return false
+	id := commandIDOf(name)
+	return id != idUnknown && commandTable[id].fromClient
 }
 
 // ServerCommand is the first line a server sends: its server name, which the

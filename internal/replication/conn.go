@@ -69,16 +69,6 @@ const (
 	CloseRequested      = "closed_by_owner" // ServerConn.CloseWithError
 )
 
-// Defaults of the protocol (PROTOCOL.md).
-const (
-	DefaultMaxLineLength      = 16384
-	DefaultMaxPendingCommands = 10000
-	DefaultPingInterval       = 5 * time.Second
-	DefaultPingTimeout        = 25 * time.Second
-	DefaultWriteTimeout       = 10 * time.Second
-	DefaultCatchUpPageRows    = 1000
-)
-
 // maxFlushBytes bounds one vectored write, so that pending counts drop (and
 // catch-up makes room) in steps rather than only after a huge write.
 const maxFlushBytes = 1 << 20
@@ -87,43 +77,28 @@ const maxFlushBytes = 1 << 20
 // itself paused.
 const pausedAfter = 500 * time.Millisecond
 
-// commandIndex numbers the commands for the per-connection counters, which
-// are arrays of atomics so the hot paths touch no map and take no lock.
-func commandIndex(name string) int {
-	for i, n := range AllCommands {
-		if n == name {
-			return i
-		}
-	}
-	return -1
-}
-
-var idxRdata = commandIndex(CmdRdata)
-
-// outItem is a run of complete lines (each ending in "\n") of one command
-// name, queued for writing. b may be shared with other connections and is
-// never modified.
-type outItem struct {
-	b   []byte
-	n   int // commands in b
-	cmd int // commandIndex of the lines' command
-}
-
 type connConfig struct {
 	maxLineLength int
-	maxPending    int
+	limits        queueLimits
 	writeTimeout  time.Duration
 	pingInterval  time.Duration
 	pingTimeout   time.Duration
 	clock         Clock
 	logger        logr.Logger
 	metrics       *metrics
+	// catchUp is the server's budget of catch-up pages; nil on a client.
+	catchUp *byteBudget
 	// inboundOK says which commands this side may receive.
 	inboundOK func(name string) bool
 }
 
 // conn is the engine shared by both sides: one read loop, one write loop
 // draining a bounded queue with vectored writes, and the keep-alive loop.
+//
+// Closing follows nats-server's client: whoever decides to close marks the
+// state under the lock (closeLocked) and wakes the writer, which flushes
+// what is left, lingers for the peer and closes the socket. Nothing that
+// holds the lock ever releases it to close.
 type conn struct {
 	cfg            connConfig
 	nc             net.Conn
@@ -140,18 +115,13 @@ type conn struct {
 	// rdataStream is the stream name of the last RDATA read (read loop
 	// only): the next line naming it again reuses the string as checked.
 	rdataStream string
-	// onClosing, if set, is called once when a close begins (to cancel
-	// work done on the connection's behalf).
+	// onClosing, if set, is called once, under mu, when a close begins (to
+	// cancel work done on the connection's behalf); it must not take mu.
 	onClosing func()
 
 	mu           sync.Mutex
 	name         string
-	queue        []outItem
-	queuedCmds   int
-	queuedBytes  int
-	flightCmds   int
-	flightBytes  int
-	flightSince  time.Time // zero when no flush is in progress
+	out          outQueue
 	roomCh       chan struct{}
 	writerIdle   bool // the writer waits on wake: pushes must signal it
 	closing      bool
@@ -171,12 +141,11 @@ type conn struct {
 	netClosed  chan struct{} // closed once the socket is closed
 	closeNet   sync.Once
 
-	commandsIn   [16]atomic.Uint64
-	commandsOut  [16]atomic.Uint64
+	commandsIn   [numCommands]atomic.Uint64
+	commandsOut  [numCommands]atomic.Uint64
 	bytesIn      atomic.Uint64
 	bytesOut     atomic.Uint64
 	lastRecvNS   atomic.Int64
-	lastSentNS   atomic.Int64
 	receivedPing atomic.Bool
 }
 
@@ -193,6 +162,7 @@ func newConn(cfg connConfig, nc net.Conn, id uint64, name string) *conn {
 		readerDone:     make(chan struct{}),
 		netClosed:      make(chan struct{}),
 	}
+	c.out.catchUp = cfg.catchUp
 	c.lastRecvNS.Store(now.UnixNano())
 	return c
 }
@@ -211,8 +181,14 @@ func (c *conn) run() (reason string, err error) {
 	wg.Wait()
 	c.mu.Lock()
 	reason, err = c.closeReason, c.closeErr
-	c.queue = nil
+	c.out.dropQueued()
+	c.out.items = nil
 	c.mu.Unlock()
+	if err != nil && !errors.Is(err, io.EOF) {
+		c.cfg.logger.V(1).Info("replication connection closed", "conn", c.id, "reason", reason, "error", err.Error())
+	} else {
+		c.cfg.logger.V(1).Info("replication connection closed", "conn", c.id, "reason", reason)
+	}
 	c.cfg.metrics.connClosed(reason)
 	return reason, err
 }
@@ -234,13 +210,19 @@ func (c *conn) shutNet() {
 // errLineTooLong is returned when a command would not fit the line limit.
 var errLineTooLong = errors.New("line too long")
 
-// closeWith begins closing: with errText the peer gets "ERROR errText" after
-// what is already queued (or instead of it, when dropQueue: a slow consumer
-// must not wait for 10000 lines). Only the first close counts.
+// closeWith begins closing; see closeLocked.
 func (c *conn) closeWith(reason, errText string, dropQueue bool, err error) {
 	c.mu.Lock()
+	c.closeLocked(reason, errText, dropQueue, err)
+	c.mu.Unlock()
+}
+
+// closeLocked marks the connection closing and wakes the writer, which does
+// the rest: with errText the peer gets "ERROR errText" after what is already
+// queued (or instead of it, when dropQueue: a slow consumer must not wait for
+// 10000 lines). Only the first close counts. c.mu is held, and stays held.
+func (c *conn) closeLocked(reason, errText string, dropQueue bool, err error) {
 	if c.closing {
-		c.mu.Unlock()
 		return
 	}
 	c.closing = true
@@ -248,9 +230,7 @@ func (c *conn) closeWith(reason, errText string, dropQueue bool, err error) {
 	c.closeErr = err
 	c.closeStarted = c.cfg.clock.Now()
 	if dropQueue {
-		clear(c.queue)
-		c.queue = c.queue[:0]
-		c.queuedCmds, c.queuedBytes = 0, 0
+		c.out.dropQueued()
 	}
 	if errText != "" {
 		text := sanitizeText(errText)
@@ -260,23 +240,15 @@ func (c *conn) closeWith(reason, errText string, dropQueue bool, err error) {
 		}
 		line := append(append([]byte("ERROR "), text...), '\n')
 		c.sentFinalError = true
-		c.queue = append(c.queue, outItem{b: line, n: 1, cmd: commandIndex(CmdError)})
-		c.queuedCmds++
-		c.queuedBytes += len(line)
+		c.out.push(outItem{b: line, n: 1, cmd: idError})
 	}
 	c.wakeRoomLocked()
-	c.mu.Unlock()
 	c.closingSet.Store(true)
 	close(c.closingCh)
 	if c.onClosing != nil {
 		c.onClosing()
 	}
 	c.signal()
-	if err != nil && !errors.Is(err, io.EOF) {
-		c.cfg.logger.V(1).Info("closing replication connection", "conn", c.id, "reason", reason, "error", err.Error())
-	} else {
-		c.cfg.logger.V(1).Info("closing replication connection", "conn", c.id, "reason", reason)
-	}
 }
 
 // sanitizeText keeps an error text on one line, whatever it quotes.
@@ -323,7 +295,7 @@ func (c *conn) sendControl(cmd Command) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.pushLiveLocked(outItem{b: line, n: 1, cmd: commandIndex(cmd.Name())}) {
+	if !c.pushLiveLocked(outItem{b: line, n: 1, cmd: commandIDOf(cmd.Name())}) {
 		return errConnClosed
 	}
 	return nil
@@ -341,15 +313,13 @@ func (c *conn) sendUnlimited(cmd Command) error {
 	if c.closing {
 		return errConnClosed
 	}
-	c.pushLocked(outItem{b: line, n: 1, cmd: commandIndex(cmd.Name())})
+	c.pushLocked(outItem{b: line, n: 1, cmd: commandIDOf(cmd.Name())})
 	return nil
 }
 
 // pushLocked appends an item to the queue; c.mu is held.
 func (c *conn) pushLocked(it outItem) {
-	c.queue = append(c.queue, it)
-	c.queuedCmds += it.n
-	c.queuedBytes += len(it.b)
+	c.out.push(it)
 	if it.cmd >= 0 {
 		c.commandsOut[it.cmd].Add(uint64(it.n))
 	}
@@ -359,38 +329,42 @@ func (c *conn) pushLocked(it outItem) {
 	}
 }
 
-// pendingLocked is what the slow-consumer limit counts: every command not
-// yet accepted by the socket.
-func (c *conn) pendingLocked() int { return c.queuedCmds + c.flightCmds }
-
 // pushLiveLocked queues live rows, or, when the peer is too far behind,
-// closes it as a slow consumer. It reports whether the rows were queued.
+// begins closing it as a slow consumer. It reports whether the rows were
+// queued; c.mu is held, and stays held.
 func (c *conn) pushLiveLocked(it outItem) bool {
 	if c.closing {
 		return false
 	}
-	if c.pendingLocked()+it.n > c.cfg.maxPending {
-		c.mu.Unlock()
-		c.closeWith(CloseSlowConsumer, "Failed to keep up", true, fmt.Errorf("more than %d commands pending", c.cfg.maxPending))
-		c.mu.Lock()
+	if !c.out.admits(it, c.cfg.limits) {
+		c.closeSlowConsumerLocked("")
 		return false
 	}
 	c.pushLocked(it)
 	return true
 }
 
-// pushWait queues rows once there is room, waiting for the writer to drain
-// the queue below half the limit (the other half is left for live rows, so
-// catch-up never makes a connection a slow consumer).
-func (c *conn) pushWait(ctx context.Context, it outItem) error {
+// closeSlowConsumerLocked closes a peer that does not read fast enough;
+// during names the subscription that found it, if any.
+func (c *conn) closeSlowConsumerLocked(during string) {
+	err := fmt.Errorf("more than %d commands or %d bytes queued beyond the write in progress (%d commands, %d bytes)",
+		c.cfg.limits.cmds, c.cfg.limits.bytes, c.out.queuedCmds, c.out.queuedBytes)
+	if during != "" {
+		err = fmt.Errorf("%w while subscribing to %s", err, during)
+	}
+	c.closeLocked(CloseSlowConsumer, "Failed to keep up", true, err)
+}
+
+// waitCatchUpRoom waits until the queue has room for a catch-up page (see
+// outQueue.hasRoomForCatchUp).
+func (c *conn) waitCatchUpRoom(ctx context.Context) error {
 	for {
 		c.mu.Lock()
 		if c.closing {
 			c.mu.Unlock()
 			return errConnClosed
 		}
-		if p := c.pendingLocked(); p == 0 || p+it.n <= c.cfg.maxPending/2 {
-			c.pushLocked(it)
+		if c.out.hasRoomForCatchUp(c.cfg.limits) {
 			c.mu.Unlock()
 			return nil
 		}
@@ -474,17 +448,10 @@ func (c *conn) writeLoop() {
 	var batch []outItem
 	for {
 		c.mu.Lock()
-		// Take up to maxFlushBytes of the queue.
-		take, nbytes, cmds := 0, 0, 0
-		for take < len(c.queue) && (take == 0 || nbytes+len(c.queue[take].b) <= maxFlushBytes) {
-			nbytes += len(c.queue[take].b)
-			cmds += c.queue[take].n
-			take++
-		}
-		closing := c.closing
-		if take == 0 {
+		batch = c.out.take(batch[:0], maxFlushBytes, c.cfg.clock.Now())
+		if len(batch) == 0 {
 			c.writerIdle = true
-			sentError := c.sentFinalError
+			closing, sentError := c.closing, c.sentFinalError
 			c.mu.Unlock()
 			if closing {
 				if sentError {
@@ -503,14 +470,6 @@ func (c *conn) writeLoop() {
 			}
 			continue
 		}
-		batch = append(batch[:0], c.queue[:take]...)
-		rest := copy(c.queue, c.queue[take:])
-		clear(c.queue[rest:])
-		c.queue = c.queue[:rest]
-		c.queuedCmds -= cmds
-		c.queuedBytes -= nbytes
-		c.flightCmds, c.flightBytes = cmds, nbytes
-		c.flightSince = time.Now()
 		c.mu.Unlock()
 
 		var scratch *[]byte
@@ -521,34 +480,34 @@ func (c *conn) writeLoop() {
 			scratch = scratchPool.Get().(*[]byte)
 			bufs = coalesce(bufs[:0], (*scratch)[:0], batch)
 		}
-		clear(batch) // drop references to queued lines
 		if c.cfg.writeTimeout > 0 {
+			// The socket's deadline is checked by the runtime against the
+			// wall clock, so it is set from the wall clock.
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.writeTimeout))
 		}
-		// Sent as of now: the time taken before the write, so that it can
-		// never be later than the peer's receipt.
-		c.lastSentNS.Store(c.cfg.clock.Now().UnixNano())
 		toWrite := bufs // WriteTo consumes its receiver
 		n, err := toWrite.WriteTo(c.nc)
 		clear(bufs) // drop references to written lines
 		if scratch != nil {
 			scratchPool.Put(scratch)
 		}
+		c.out.release(batch)
+		clear(batch) // drop references to queued lines
 		c.bytesOut.Add(uint64(n))
 
 		c.mu.Lock()
-		c.flightCmds, c.flightBytes = 0, 0
-		c.flightSince = time.Time{}
+		c.out.written()
 		c.wakeRoomLocked()
-		c.mu.Unlock()
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				c.closeWith(CloseWriteTimeout, "", false, fmt.Errorf("write did not finish within %s: %w", c.cfg.writeTimeout, err))
+				c.closeLocked(CloseWriteTimeout, "", false, fmt.Errorf("write did not finish within %s: %w", c.cfg.writeTimeout, err))
 			} else {
-				c.closeWith(CloseWriteError, "", false, fmt.Errorf("write: %w", err))
+				c.closeLocked(CloseWriteError, "", false, fmt.Errorf("write: %w", err))
 			}
+			c.mu.Unlock()
 			return
 		}
+		c.mu.Unlock()
 	}
 }
 
@@ -575,8 +534,9 @@ func (c *conn) readLoop() {
 		}
 		inBytes += len(line)
 		// Note the time of receipt once per read from the socket (and
-		// every 128 lines), not per line: reading the clock would be a
-		// tenth of a line's cost, and keep-alive needs only seconds.
+		// every 128 lines), not per line: keep-alive needs only seconds,
+		// and a clock read per line shows in the fan-out benchmarks
+		// (docs/benchmarks.md).
 		if br.Buffered() == 0 || lines%128 == 0 {
 			c.bytesIn.Add(uint64(inBytes))
 			inBytes = 0
@@ -616,15 +576,15 @@ func (c *conn) handleLine(line []byte) bool {
 	}
 	var name, rest []byte
 	var known string
-	var idx int
+	var idx commandID
 	if len(line) >= len("RDATA ") && string(line[:len("RDATA ")]) == "RDATA " {
 		// Most lines: what splitName and internName would find.
-		name, rest, known, idx = line[:len(CmdRdata)], line[len("RDATA "):], CmdRdata, idxRdata
+		name, rest, known, idx = line[:len(CmdRdata)], line[len("RDATA "):], CmdRdata, idRdata
 	} else {
 		name, rest = splitName(line)
 		known, idx = internName(name)
 	}
-	if idx < 0 || !c.cfg.inboundOK(known) {
+	if idx == idUnknown || !c.cfg.inboundOK(known) {
 		perr := &ProtocolError{Command: safeName(name), Invalid: true}
 		c.closeWith(CloseInvalidCommand, perr.Error(), false, perr)
 		return false
@@ -698,12 +658,21 @@ type dispatchError struct {
 func (e *dispatchError) Error() string { return e.err.Error() }
 func (e *dispatchError) Unwrap() error { return e.err }
 
-// keepAliveLoop sends PING when nothing was sent for a ping interval, closes
-// a peer silent for the ping timeout (once it has pinged us), and aborts a
-// close that has not finished within the ping timeout.
+// keepAliveLoop runs Synapse's keep-alive: every ping interval it sends
+// PING if nothing was sent since the previous tick, closes a peer silent for
+// the ping timeout (once it has pinged us), and aborts a close that has not
+// finished within the ping timeout.
+//
+// "Nothing sent since the previous tick" is counted in commands, not by
+// comparing times: Synapse's loop compares the time of its last send with
+// "now - 5 s" in milliseconds, so its own PING of the previous tick counts
+// as sent at that tick and it pings every 5 s. A timestamp taken when the
+// PING is written falls a little after the tick, and comparing it with the
+// interval would skip every other tick (a PING every 10 s).
 func (c *conn) keepAliveLoop() {
 	t := c.cfg.clock.NewTicker(c.cfg.pingInterval)
 	defer t.Stop()
+	queuedAtTick := c.commandsQueued()
 	for {
 		select {
 		case <-c.netClosed:
@@ -722,9 +691,10 @@ func (c *conn) keepAliveLoop() {
 			}
 			continue
 		}
-		if now.Sub(time.Unix(0, c.lastSentNS.Load())) >= c.cfg.pingInterval {
+		if c.commandsQueued() == queuedAtTick {
 			_ = c.sendControl(PingCommand{Data: strconv.FormatInt(now.UnixMilli(), 10)})
 		}
+		queuedAtTick = c.commandsQueued()
 		if c.receivedPing.Load() {
 			if silent := now.Sub(time.Unix(0, c.lastRecvNS.Load())); silent > c.cfg.pingTimeout {
 				c.closeWith(ClosePingTimeout, "ping timeout", false, fmt.Errorf("%w: nothing received for %s", ErrPingTimeout, silent))
@@ -753,14 +723,13 @@ type connStats struct {
 func (c *conn) stats() connStats {
 	c.mu.Lock()
 	st := connStats{
-		name:            c.name,
-		pendingCommands: c.queuedCmds + c.flightCmds,
-		pendingBytes:    c.queuedBytes + c.flightBytes,
+		name: c.name,
 	}
+	st.pendingCommands, st.pendingBytes = c.out.pending()
 	switch {
 	case c.closing:
 		st.state = ConnClosing
-	case !c.flightSince.IsZero() && time.Since(c.flightSince) > pausedAfter:
+	case c.out.flushingFor(c.cfg.clock.Now()) > pausedAfter:
 		st.state = ConnPaused
 	default:
 		st.state = ConnEstablished
@@ -779,14 +748,23 @@ func (c *conn) stats() connStats {
 	return st
 }
 
-func countersMap(a *[16]atomic.Uint64) map[string]uint64 {
+func countersMap(a *[numCommands]atomic.Uint64) map[string]uint64 {
 	m := map[string]uint64{}
-	for i, name := range AllCommands {
-		if n := a[i].Load(); n > 0 {
-			m[name] = n
+	for id := range numCommands {
+		if n := a[id].Load(); n > 0 {
+			m[commandTable[id].name] = n
 		}
 	}
 	return m
+}
+
+// commandsQueued is how many commands were ever queued for the peer.
+func (c *conn) commandsQueued() uint64 {
+	var n uint64
+	for id := range numCommands {
+		n += c.commandsOut[id].Load()
+	}
+	return n
 }
 
 func (c *conn) setName(name string) {

@@ -68,7 +68,9 @@ func TestServerAcceptsLooseLines(t *testing.T) {
 	if c := h.commands()[0]; c != (SyncCommand{Data: "s1"}) {
 		t.Fatalf("handler got %#v", c)
 	}
-	info := srv.Connections()[0]
+	// Established is a connection with no flush stuck for long; wait for
+	// the replies' write to finish rather than catch it in flight.
+	info := waitForConn(t, srv, "the queue drained", drained)
 	if info.Name != "crlf-worker" {
 		t.Fatalf("name %q", info.Name)
 	}

@@ -26,6 +26,33 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// waitForConn polls the server's only connection until cond holds and
+// returns that snapshot. A reader can see a line before the writer has
+// finished its accounting for it (pending counts drop, bytes out grow after
+// the write returns), so tests wait for the state the code guarantees
+// rather than assert on the first snapshot.
+func waitForConn(t *testing.T, srv *Server, what string, cond func(ConnectionInfo) bool) ConnectionInfo {
+	t.Helper()
+	var last ConnectionInfo
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		infos := srv.Connections()
+		if len(infos) == 1 {
+			last = infos[0]
+			if cond(last) {
+				return last
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; %d connections, last snapshot %+v", what, len(infos), last)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// drained reports a connection with nothing queued or in flight.
+func drained(c ConnectionInfo) bool { return c.PendingCommands == 0 && c.PendingBytes == 0 }
+
 // recordingHandler is a server Handler that records what it gets.
 type recordingHandler struct {
 	mu     sync.Mutex

@@ -200,3 +200,34 @@ func TestManualClockTickers(t *testing.T) {
 		zero.Stop()
 	}
 }
+
+// TestServerPingsEveryTickLikeSynapse: Synapse's 2020 master runs its
+// keep-alive every 5 s and pings when 5 s have passed since its last send,
+// its own previous PING included, so an idle connection gets a PING every
+// 5 s. Here the first tick is handled 1 ms late (the PING goes out at
+// 5.001 s) and the next one on time (10 s), 4.999 s after that send: it
+// must still ping. A command sent between two ticks makes the next tick
+// skip its PING, and the one after pings again.
+func TestServerPingsEveryTickLikeSynapse(t *testing.T) {
+	clock := NewManualClock(clockStart)
+	src := NewMemorySource("caches")
+	_, addr := startServer(t, ServerConfig{Clock: clock}, src, &recordingHandler{})
+	r := dialRaw(t, addr)
+	r.expectLine("SERVER test.server")
+	r.expectPing(clock)
+	waitTickers(t, clock, 1)
+	advance := func(d time.Duration) {
+		t.Helper()
+		clock.Advance(d)
+		waitFor(t, "tick taken", func() bool { return clock.TicksWaiting() == 0 })
+	}
+	advance(5*time.Second + time.Millisecond)
+	r.expectPing(clock) // at 5.001 s
+	advance(5*time.Second - time.Millisecond)
+	r.expectPing(clock) // at 10 s, 4.999 s after the last PING
+	r.send("REPLICATE caches NOW")
+	r.expectLine("POSITION caches 0")
+	advance(5 * time.Second) // 15 s: POSITION went out since the last tick
+	advance(5 * time.Second) // 20 s: nothing since the last tick
+	r.expectPing(clock)      // a PING stamped 15 s would fail here
+}

@@ -24,6 +24,8 @@ const (
 	metricTotalConnections     = "synapse_replication_tcp_resource_total_connections"
 	metricConnectionsPerStream = "synapse_replication_tcp_resource_connections_per_stream"
 	metricResourcePrefix       = "synapse_replication_tcp_resource_"
+	// metricCatchUpBytes is tcprepl's own: Synapse had no catch-up pages.
+	metricCatchUpBytes = "tcprepl_replication_catchup_bytes"
 )
 
 // resourceCounterNames maps each client command with an effect on the master
@@ -167,7 +169,7 @@ type liveCollector struct {
 	conns   map[*conn]struct{}
 	servers map[*Server]struct{}
 
-	pending, sendBuffer, inbound, outbound, total, perStream *prometheus.Desc
+	pending, sendBuffer, inbound, outbound, total, perStream, catchUp *prometheus.Desc
 }
 
 func newLiveCollector() *liveCollector {
@@ -180,6 +182,7 @@ func newLiveCollector() *liveCollector {
 		outbound:   prometheus.NewDesc(metricOutboundCommands, "Commands sent on live replication connections.", []string{"command", "name"}, nil),
 		total:      prometheus.NewDesc(metricTotalConnections, "Live replication server connections.", nil, nil),
 		perStream:  prometheus.NewDesc(metricConnectionsPerStream, "Replication server connections subscribed (or subscribing) to each stream.", []string{"stream_name"}, nil),
+		catchUp:    prometheus.NewDesc(metricCatchUpBytes, "Bytes of catch-up pages read from the log and not yet written to their connections, bounded by the server's MaxCatchUpBytes.", nil, nil),
 	}
 }
 
@@ -197,7 +200,7 @@ func (l *liveCollector) remove(c *conn) {
 
 // Describe implements prometheus.Collector.
 func (l *liveCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{l.pending, l.sendBuffer, l.inbound, l.outbound, l.total, l.perStream} {
+	for _, d := range []*prometheus.Desc{l.pending, l.sendBuffer, l.inbound, l.outbound, l.total, l.perStream, l.catchUp} {
 		ch <- d
 	}
 }
@@ -254,7 +257,10 @@ func (l *liveCollector) Collect(ch chan<- prometheus.Metric) {
 
 	total := 0
 	perStream := map[string]int{}
+	var catchUp int64
 	for _, s := range servers {
+		used, _ := s.catchUp.inUse()
+		catchUp += used
 		for _, info := range s.Connections() {
 			total++
 			for _, sub := range info.Subscriptions {
@@ -263,6 +269,7 @@ func (l *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(l.total, prometheus.GaugeValue, float64(total))
+	ch <- prometheus.MustNewConstMetric(l.catchUp, prometheus.GaugeValue, float64(catchUp))
 	for stream, v := range perStream {
 		ch <- prometheus.MustNewConstMetric(l.perStream, prometheus.GaugeValue, float64(v), stream)
 	}

@@ -63,6 +63,14 @@ func TestMetricsUseSynapseNames(t *testing.T) {
 		}
 	}
 	waitFor(t, "commands", func() bool { return len(h.commands()) == 5 })
+	// The gauges of both sides' queues fall to zero only once each writer
+	// has finished its write, which may be after the peer has read it.
+	pendingGauge := "synapse_replication_tcp_protocol_pending_commands{name=w1}"
+	sendBufferGauge := "synapse_replication_tcp_protocol_transport_send_buffer{name=w1}"
+	waitFor(t, "both queues drained", func() bool {
+		g := gather(t, reg)
+		return g[pendingGauge] == 0 && g[sendBufferGauge] == 0
+	})
 
 	got := gather(t, reg)
 	want := map[string]float64{

@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcprepl/tcprepl/internal/backoff"
 )
 
 // ServerConfig configures a Server. Zero values take the protocol's defaults.
@@ -33,8 +35,19 @@ type ServerConfig struct {
 	// PingInterval and PingTimeout are the keep-alive (defaults 5s, 25s).
 	PingInterval time.Duration
 	PingTimeout  time.Duration
-	// CatchUpPageRows is how many rows a subscription's catch-up reads from
-	// the Source at a time (default 1000).
+	// MaxPendingBytes is the slow-consumer limit in bytes: a connection with
+	// more than this queued behind the write in progress when live rows
+	// arrive is closed like one over MaxPendingCommands (default 8 MiB; an
+	// update that finds the queue empty is always taken, whatever its size).
+	// Catch-up fills at most half of either limit.
+	MaxPendingBytes int
+	// MaxCatchUpBytes bounds the catch-up pages that all connections
+	// together hold at once, read from the Source and not yet written to
+	// their sockets (default 64 MiB). Subscriptions wait for room.
+	MaxCatchUpBytes int
+	// CatchUpPageRows is the most rows a subscription's catch-up reads from
+	// the Source at a time (default 1000); pages hold fewer when rows are
+	// large, aiming at min(1 MiB, MaxPendingBytes/4).
 	CatchUpPageRows int
 	// Clock drives keep-alive; nil is the real clock.
 	Clock Clock
@@ -109,6 +122,10 @@ type Server struct {
 	metrics *metrics
 	connCfg connConfig
 	log     logr.Logger
+	// catchUp is the budget of catch-up pages held by all connections.
+	catchUp *byteBudget
+	// pageBytes is the size a catch-up page aims at.
+	pageBytes int
 
 	nextID atomic.Uint64
 
@@ -141,6 +158,12 @@ func (cfg *ServerConfig) setDefaults() {
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = DefaultPingTimeout
 	}
+	if cfg.MaxPendingBytes <= 0 {
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if cfg.MaxCatchUpBytes <= 0 {
+		cfg.MaxCatchUpBytes = DefaultMaxCatchUpBytes
+	}
 	if cfg.CatchUpPageRows <= 0 {
 		cfg.CatchUpPageRows = DefaultCatchUpPageRows
 	}
@@ -172,10 +195,13 @@ func NewServer(cfg ServerConfig, src Source, h Handler) (*Server, error) {
 		log:       cfg.Logger.WithName("replication-server"),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*ServerConn]struct{}{},
+		catchUp:   newByteBudget(int64(cfg.MaxCatchUpBytes)),
+		pageBytes: max(min(DefaultCatchUpPageBytes, cfg.MaxPendingBytes/4), 1),
 	}
 	s.connCfg = connConfig{
 		maxLineLength: cfg.MaxLineLength,
-		maxPending:    cfg.MaxPendingCommands,
+		limits:        queueLimits{cmds: cfg.MaxPendingCommands, bytes: cfg.MaxPendingBytes},
+		catchUp:       s.catchUp,
 		writeTimeout:  cfg.WriteTimeout,
 		pingInterval:  cfg.PingInterval,
 		pingTimeout:   cfg.PingTimeout,
@@ -207,7 +233,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 
-	var backoff time.Duration
+	// Out of file descriptors and the like: wait and retry, as net/http
+	// does, rather than stop serving for good.
+	retry := backoff.New(5*time.Millisecond, time.Second)
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -220,14 +248,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("replication server: listener %s closed: %w", ln.Addr(), err)
 			}
-			// Out of file descriptors and the like: wait and retry, as
-			// net/http does, rather than stop serving for good.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Error(err, "accepting a replication connection; retrying", "delay", backoff)
-			time.Sleep(backoff)
+			delay := retry.Next()
+			s.log.Error(err, "accepting a replication connection; retrying", "delay", delay)
+			time.Sleep(delay)
 			continue
 		}
-		backoff = 0
+		retry.Reset()
 		if !s.startConn(nc) {
 			_ = nc.Close()
 		}
@@ -360,7 +386,7 @@ func (s *Server) Publish(u Update) {
 // stays well-formed.
 func (s *Server) encodeUpdate(u Update) (outItem, int) {
 	b, n := appendUpdateLines(nil, u, s.cfg.MaxLineLength, s.log)
-	return outItem{b: b, n: n, cmd: idxRdata}, n
+	return outItem{b: b, n: int32(n), cmd: idRdata}, n
 }
 
 // appendUpdateLines appends the RDATA lines of u to dst and returns them with

@@ -136,7 +136,7 @@ func TestBatchesOnTheWire(t *testing.T) {
 		row(`["get_user_by_id", ["@a:x"], 1490197670513]`),
 		row(`["get_user_by_id", ["@b:x"], 1490197670513]`),
 		row(`["get_user_by_id", ["@c:x"], 1490197670513]`)))
-	// PROTOCOL.md's batch example, byte for byte.
+	// docs/protocol.md's batch example, byte for byte.
 	r.expectLine(`RDATA caches batch ["get_user_by_id", ["@a:x"], 1490197670513]`)
 	r.expectLine(`RDATA caches batch ["get_user_by_id", ["@b:x"], 1490197670513]`)
 	r.expectLine(`RDATA caches 54 ["get_user_by_id", ["@c:x"], 1490197670513]`)
@@ -172,7 +172,7 @@ func (h *hookSource) CurrentToken(stream string) (int64, error) {
 	return h.MemorySource.CurrentToken(stream)
 }
 
-// TestRowsQueuedWhileConnecting covers steps 1 to 5 of PROTOCOL.md's
+// TestRowsQueuedWhileConnecting covers steps 1 to 5 of docs/protocol.md's
 // "Subscribing": a row published while the subscription is connecting, and
 // visible before the current token is read, goes out once (in the catch-up,
 // the queued copy dropped); one published after goes out after POSITION.
@@ -378,11 +378,9 @@ func TestConnectionInfo(t *testing.T) {
 	waitForLive(t, srv, "events")
 	srv.Publish(src.Append("caches", cacheRow(5)))
 	r.readUntil("RDATA caches 5")
-	infos := srv.Connections()
-	if len(infos) != 1 {
-		t.Fatalf("%d connections", len(infos))
-	}
-	info := infos[0]
+	// The writer clears its pending counts after the write returns, so the
+	// row can be read first: wait for the accounting, then check it all.
+	info := waitForConn(t, srv, "the queue drained", drained)
 	if info.Name != "worker-7" || info.ID == 0 || info.RemoteAddr != r.nc.LocalAddr().String() {
 		t.Errorf("identity %+v", info)
 	}
@@ -399,7 +397,7 @@ func TestConnectionInfo(t *testing.T) {
 	if info.CommandsIn[CmdReplicate] != 2 || info.CommandsIn[CmdName] != 1 || info.CommandsIn[CmdPing] != 1 {
 		t.Errorf("inbound %v", info.CommandsIn)
 	}
-	if info.BytesIn == 0 || info.BytesOut == 0 || info.PendingCommands != 0 || info.PendingBytes != 0 {
+	if info.BytesIn == 0 || info.BytesOut == 0 {
 		t.Errorf("bytes in %d out %d pending %d/%d", info.BytesIn, info.BytesOut, info.PendingCommands, info.PendingBytes)
 	}
 	sc := srv.conns1(t)

@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-// subState is where a subscription is in PROTOCOL.md's "Subscribing".
+// subState is where a subscription is in docs/protocol.md's "Subscribing".
 type subState int
 
 const (
@@ -29,13 +29,17 @@ type pendingUpdate struct {
 // subscription is one stream replicated by one connection. Its fields are
 // guarded by the connection's mutex.
 type subscription struct {
-	stream      string
-	state       subState
-	pending     []pendingUpdate
-	pendingCmds int
-	lastToken   int64
-	cancel      context.CancelFunc
-	done        chan struct{} // closed when its goroutine has finished
+	stream       string
+	state        subState
+	pending      []pendingUpdate
+	pendingCmds  int
+	pendingBytes int
+	lastToken    int64
+	// pageRows is how many rows the next catch-up page asks for: pages aim
+	// at a size in bytes, so they hold fewer rows when rows are large.
+	pageRows int
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when its goroutine has finished
 }
 
 // startReplicate handles REPLICATE on the read loop. It installs the new
@@ -93,7 +97,7 @@ func (sc *ServerConn) startReplicate(cmd ReplicateCommand) {
 	}()
 }
 
-// subscribe runs PROTOCOL.md's subscription algorithm for one stream, with
+// subscribe runs docs/protocol.md's subscription algorithm for one stream, with
 // one extension: a subscriber far behind is first caught up page by page
 // from the Source, with back-pressure, and only the last stretch near the
 // head uses the queue-while-connecting step. So any distance can be caught
@@ -157,7 +161,7 @@ func (sc *ServerConn) subscribe(ctx context.Context, sub *subscription, from int
 	if err != nil {
 		return err
 	}
-	c.pushLocked(outItem{b: line, n: 1, cmd: commandIndex(CmdPosition)})
+	c.pushLocked(outItem{b: line, n: 1, cmd: idPosition})
 	sub.lastToken = head
 	for _, p := range sub.pending {
 		// A batch is one update and counts by its final token.
@@ -166,47 +170,92 @@ func (sc *ServerConn) subscribe(ctx context.Context, sub *subscription, from int
 			sub.lastToken = p.token
 		}
 	}
-	sub.pending, sub.pendingCmds = nil, 0
+	sub.pending, sub.pendingCmds, sub.pendingBytes = nil, 0, 0
 	sub.state = subLive
 	return nil
 }
 
-// sendPage reads one page of rows after *last up to head and queues them,
-// waiting for room. It advances *last and reports whether head was reached.
+// sendPage reads one page of rows after *last up to head and queues them.
+// It first waits for room in the connection's queue and then for the
+// server's catch-up budget, so that neither one connection nor all of them
+// together hold more than their limits of pages read but not yet written.
+// It advances *last and reports whether head was reached.
 func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int64, head int64) (bool, error) {
-	limit := sc.s.cfg.CatchUpPageRows
-	updates, err := sc.s.src.ReadAfter(ctx, sub.stream, *last, head, limit)
-	if err != nil {
-		return false, fmt.Errorf("read stream %s after token %d: %w", sub.stream, *last, err)
+	s := sc.s
+	if err := sc.c.waitCatchUpRoom(ctx); err != nil {
+		return false, err
 	}
-	if len(updates) == 0 {
+	if sub.pageRows == 0 {
+		// Until rows are seen, assume the largest that fit a line.
+		sub.pageRows = clampPageRows(s.pageBytes/s.cfg.MaxLineLength, s.cfg.CatchUpPageRows)
+	}
+	limit := sub.pageRows
+	granted := int64(s.pageBytes)
+	if err := s.catchUp.acquire(ctx, granted); err != nil {
+		return false, err
+	}
+	it, rows, newLast, found, err := sc.readPage(ctx, sub, *last, head, limit)
+	if err != nil || it.n == 0 {
+		s.catchUp.release(granted)
+	} else {
+		s.catchUp.adjust(int64(len(it.b)) - granted)
+		it.paged = true
+	}
+	if err != nil {
+		return false, err
+	}
+	if !found {
 		// Tokens without rows up to head: nothing more to send.
 		*last = head
 		return true, nil
 	}
+	if len(it.b) > 0 {
+		sub.pageRows = clampPageRows(int(int64(rows)*int64(s.pageBytes)/int64(len(it.b))), s.cfg.CatchUpPageRows)
+	}
+	c := sc.c
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		if it.paged {
+			s.catchUp.release(int64(len(it.b)))
+		}
+		return false, errConnClosed
+	}
+	if it.n > 0 {
+		c.pushLocked(it)
+	}
+	sub.lastToken = newLast
+	c.mu.Unlock()
+	*last = newLast
+	return rows < limit || newLast >= head, nil
+}
+
+// readPage reads and encodes up to limit rows after last; found is false
+// when the stream has no more tokens up to head.
+func (sc *ServerConn) readPage(ctx context.Context, sub *subscription, last, head int64, limit int) (it outItem, rows int, newLast int64, found bool, err error) {
+	updates, err := sc.s.src.ReadAfter(ctx, sub.stream, last, head, limit)
+	if err != nil {
+		return outItem{}, 0, 0, false, fmt.Errorf("read stream %s after token %d: %w", sub.stream, last, err)
+	}
+	if len(updates) == 0 {
+		return outItem{}, 0, 0, false, nil
+	}
+	newLast = updates[len(updates)-1].Token
+	if newLast <= last {
+		return outItem{}, 0, 0, false, fmt.Errorf("source returned stream %s token %d when asked for tokens after %d", sub.stream, newLast, last)
+	}
 	var buf []byte
-	lines, rows := 0, 0
+	lines := 0
 	for _, u := range updates {
 		var n int
 		buf, n = appendUpdateLines(buf, u, sc.s.cfg.MaxLineLength, sc.s.log)
 		lines += n
 		rows += len(u.Rows)
 	}
-	newLast := updates[len(updates)-1].Token
-	if newLast <= *last {
-		return false, fmt.Errorf("source returned stream %s token %d when asked for tokens after %d", sub.stream, newLast, *last)
-	}
-	if lines > 0 {
-		if err := sc.c.pushWait(ctx, outItem{b: buf, n: lines, cmd: idxRdata}); err != nil {
-			return false, err
-		}
-	}
-	*last = newLast
-	sc.c.mu.Lock()
-	sub.lastToken = newLast
-	sc.c.mu.Unlock()
-	return rows < limit || newLast >= head, nil
+	return outItem{b: buf, n: int32(lines), cmd: idRdata}, rows, newLast, true, nil
 }
+
+func clampPageRows(n, maxRows int) int { return min(max(n, 1), maxRows) }
 
 func (sc *ServerConn) setState(sub *subscription, st subState) bool {
 	sc.c.mu.Lock()
@@ -256,13 +305,16 @@ func (slot *streamSlot) deliver(token int64, it outItem) {
 			sub.lastToken = token
 		}
 	case subConnecting:
-		if c.pendingLocked()+sub.pendingCmds+it.n > c.cfg.maxPending {
-			c.mu.Unlock()
-			c.closeWith(CloseSlowConsumer, "Failed to keep up", true, fmt.Errorf("more than %d commands pending while subscribing to %s", c.cfg.maxPending, sub.stream))
-			c.mu.Lock()
+		// Held until POSITION, behind what is queued: the same limits
+		// apply to both together, and an update that finds both empty is
+		// taken whatever its size.
+		held := c.out.queuedCmds + sub.pendingCmds
+		if held > 0 && (held+int(it.n) > c.cfg.limits.cmds || c.out.queuedBytes+sub.pendingBytes+len(it.b) > c.cfg.limits.bytes) {
+			c.closeSlowConsumerLocked(sub.stream)
 			return
 		}
 		sub.pending = append(sub.pending, pendingUpdate{token: token, item: it})
-		sub.pendingCmds += it.n
+		sub.pendingCmds += int(it.n)
+		sub.pendingBytes += len(it.b)
 	}
 }

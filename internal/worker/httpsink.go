@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/tcprepl/tcprepl/internal/backoff"
 )
 
 // HTTPSinkConfig configures the HTTP sink.
@@ -20,7 +21,8 @@ type HTTPSinkConfig struct {
 	// Client sends the requests; a client with a 30 s timeout when nil.
 	Client *http.Client
 	// InitialBackoff and MaxBackoff bound the wait between retries of one
-	// batch (defaults 100 ms and 30 s); the wait doubles, with jitter.
+	// batch (defaults 100 ms and 30 s); the wait doubles, each drawn from
+	// the upper half of its step (see internal/backoff).
 	InitialBackoff, MaxBackoff time.Duration
 	// OnError, if set, is called with each failed attempt's error (for
 	// metrics); it must not block.
@@ -67,7 +69,7 @@ func (s *HTTPSink) Deliver(ctx context.Context, b Batch) error {
 	if err != nil {
 		return fmt.Errorf("encode batch %s/%d: %w", b.Stream, b.Token, err)
 	}
-	wait := s.cfg.InitialBackoff
+	retry := backoff.New(s.cfg.InitialBackoff, s.cfg.MaxBackoff)
 	for attempt := 1; ; attempt++ {
 		err := s.post(ctx, b, body)
 		if err == nil {
@@ -81,9 +83,9 @@ func (s *HTTPSink) Deliver(ctx context.Context, b Batch) error {
 		if s.cfg.OnError != nil {
 			s.cfg.OnError(err)
 		}
-		// Jitter (plus or minus 20%) spreads out many workers retrying
-		// against one endpoint that just came back.
-		sleep := time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64()))
+		// Jittered, so that many workers retrying against one endpoint
+		// that just came back do not retry in step.
+		sleep := retry.Next()
 		s.cfg.Logger.Error(err, "HTTP sink failed; retrying the same batch", "stream", b.Stream, "token", b.Token, "attempt", attempt, "retryIn", sleep)
 		t := time.NewTimer(sleep)
 		select {
@@ -92,7 +94,6 @@ func (s *HTTPSink) Deliver(ctx context.Context, b Batch) error {
 			return fmt.Errorf("delivering %s/%d to %s: %w (last attempt: %w)", b.Stream, b.Token, s.url, ctx.Err(), err)
 		case <-t.C:
 		}
-		wait = min(wait*2, s.cfg.MaxBackoff)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tcprepl/tcprepl/internal/jsonscan"
 	"github.com/tcprepl/tcprepl/internal/replication"
+	"github.com/tcprepl/tcprepl/internal/replication/streams"
 )
 
 // Type is a set of JSON types a field accepts.
@@ -50,24 +51,25 @@ const (
 	EventKindState = "state"
 )
 
-// Stream names of the 2020 protocol (PROTOCOL.md), in its order.
+// Stream names of the 2020 protocol, in docs/protocol.md's order (the list is
+// internal/replication/streams).
 const (
-	StreamEvents         = "events"
-	StreamBackfill       = "backfill"
-	StreamPresence       = "presence"
-	StreamTyping         = "typing"
-	StreamReceipts       = "receipts"
-	StreamPushRules      = "push_rules"
-	StreamPushers        = "pushers"
-	StreamCaches         = "caches"
-	StreamPublicRooms    = "public_rooms"
-	StreamDeviceLists    = "device_lists"
-	StreamToDevice       = "to_device"
-	StreamFederation     = "federation"
-	StreamTagAccountData = "tag_account_data"
-	StreamAccountData    = "account_data"
-	StreamGroups         = "groups"
-	StreamUserSignature  = "user_signature"
+	StreamEvents         = streams.Events
+	StreamBackfill       = streams.Backfill
+	StreamPresence       = streams.Presence
+	StreamTyping         = streams.Typing
+	StreamReceipts       = streams.Receipts
+	StreamPushRules      = streams.PushRules
+	StreamPushers        = streams.Pushers
+	StreamCaches         = streams.Caches
+	StreamPublicRooms    = streams.PublicRooms
+	StreamDeviceLists    = streams.DeviceLists
+	StreamToDevice       = streams.ToDevice
+	StreamFederation     = streams.Federation
+	StreamTagAccountData = streams.TagAccountData
+	StreamAccountData    = streams.AccountData
+	StreamGroups         = streams.Groups
+	StreamUserSignature  = streams.UserSignature
 )
 
 func str(name string) Field          { return Field{Name: name, Types: String} }
