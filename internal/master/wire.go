@@ -70,6 +70,8 @@ func newReplicationServer(cfg masterapi.Config, src replication.Source, effects 
 		ServerName:         cfg.ServerName,
 		MaxLineLength:      cfg.Limits.MaxLineLength,
 		MaxPendingCommands: cfg.Limits.MaxPendingCommands,
+		MaxPendingBytes:    cfg.Limits.MaxPendingBytes,
+		MaxCatchUpBytes:    cfg.Limits.MaxCatchUpBytes,
 		WriteTimeout:       cfg.Limits.WriteTimeout.Duration,
 		PingInterval:       cfg.Limits.PingInterval.Duration,
 		PingTimeout:        cfg.Limits.PingTimeout.Duration,

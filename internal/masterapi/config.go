@@ -15,6 +15,15 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tcprepl/tcprepl/internal/master/rows"
+	"github.com/tcprepl/tcprepl/internal/replication"
+)
+
+// The smallest byte limits that still let the protocol work: a connection
+// must queue a few lines of the longest allowed length, and catch-up needs
+// room for one page.
+const (
+	minPendingBytes = 64 << 10
+	minCatchUpBytes = 1 << 20
 )
 
 // Defaults for the settings a user may leave out. The protocol values are
@@ -25,10 +34,12 @@ const (
 	// other hosts must be asked for (the operator passes the pod IP).
 	DefaultReplicationListen  = "127.0.0.1:9092"
 	DefaultHTTPListen         = "127.0.0.1:9093"
-	DefaultMaxLineLength      = 16384
-	DefaultMaxPendingCommands = 10000
-	DefaultPingInterval       = 5 * time.Second
-	DefaultPingTimeout        = 25 * time.Second
+	DefaultMaxLineLength      = replication.DefaultMaxLineLength
+	DefaultMaxPendingCommands = replication.DefaultMaxPendingCommands
+	DefaultPingInterval       = replication.DefaultPingInterval
+	DefaultPingTimeout        = replication.DefaultPingTimeout
+	DefaultMaxPendingBytes    = replication.DefaultMaxPendingBytes
+	DefaultMaxCatchUpBytes    = replication.DefaultMaxCatchUpBytes
 	// DefaultMaxRequestBytes bounds a publish request body. 8 MiB holds a
 	// batch of tens of thousands of typical rows while keeping one request
 	// from exhausting the pod's memory.
@@ -113,6 +124,13 @@ type Limits struct {
 	WriteTimeout       Duration `json:"writeTimeout,omitzero"`
 	MaxRequestBytes    int64    `json:"maxRequestBytes,omitempty"`
 	MaxUserIPs         int      `json:"maxUserIPs,omitempty"`
+	// MaxPendingBytes closes a connection whose queued output, beyond the
+	// write in progress and the update at the head of the queue, exceeds
+	// it (Redis's client-output-buffer-limit, in spirit).
+	MaxPendingBytes int `json:"maxPendingBytes,omitempty"`
+	// MaxCatchUpBytes bounds the catch-up pages all connections hold at
+	// once; a catch-up waits for room instead of growing memory.
+	MaxCatchUpBytes int `json:"maxCatchUpBytes,omitempty"`
 
 	// Connection bounds (issue 11, item 9).
 	MaxConnections  int      `json:"maxConnections,omitempty"`
@@ -248,6 +266,12 @@ func (c Config) WithDefaults() Config {
 	if l.MaxUserIPs == 0 {
 		l.MaxUserIPs = DefaultMaxUserIPs
 	}
+	if l.MaxPendingBytes == 0 {
+		l.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if l.MaxCatchUpBytes == 0 {
+		l.MaxCatchUpBytes = DefaultMaxCatchUpBytes
+	}
 	c.applyHardeningDefaults()
 	return c
 }
@@ -354,6 +378,12 @@ func (c Config) Validate() error {
 	}
 	if l.MaxUserIPs < 0 {
 		bad("limits.maxUserIPs %d must be positive", l.MaxUserIPs)
+	}
+	if l.MaxPendingBytes < 0 || (l.MaxPendingBytes > 0 && l.MaxPendingBytes < minPendingBytes) {
+		bad("limits.maxPendingBytes %d is too small: use at least %d (64 KiB) so that a connection can queue a few full lines", l.MaxPendingBytes, minPendingBytes)
+	}
+	if l.MaxCatchUpBytes < 0 || (l.MaxCatchUpBytes > 0 && l.MaxCatchUpBytes < minCatchUpBytes) {
+		bad("limits.maxCatchUpBytes %d is too small: use at least %d (1 MiB), one catch-up page", l.MaxCatchUpBytes, minCatchUpBytes)
 	}
 	if st := c.Storage; st.MemTableBytes < 0 || st.BlockCacheBytes < 0 || st.TailCacheBytes < -1 {
 		bad("storage: memTableBytes and blockCacheBytes must not be negative; tailCacheBytes is -1 (off), 0 (default) or a size")

@@ -26,6 +26,7 @@ limits:
   maxLineLength: 32768
   pingInterval: 2s
   pingTimeout: 10s
+  maxPendingBytes: 1048576
 storage: {memTableBytes: 8388608, tailCacheBytes: -1}
 publishTokenFile: /etc/tcprepl/token
 `
@@ -55,7 +56,8 @@ publishTokenFile: /etc/tcprepl/token
 	if c.Storage != (Storage{MemTableBytes: 8 << 20, TailCacheBytes: -1}) {
 		t.Fatalf("storage %+v", c.Storage)
 	}
-	if c.Limits.PingInterval.Duration != 2*time.Second || c.Limits.MaxPendingCommands != DefaultMaxPendingCommands {
+	if c.Limits.PingInterval.Duration != 2*time.Second || c.Limits.MaxPendingCommands != DefaultMaxPendingCommands ||
+		c.Limits.MaxPendingBytes != 1<<20 || c.Limits.MaxCatchUpBytes != DefaultMaxCatchUpBytes {
 		t.Fatalf("limits %+v", c.Limits)
 	}
 	streams := c.Streams()
@@ -116,6 +118,9 @@ func TestConfigValidate(t *testing.T) {
 		{"tail cache below -1", func(c *Config) { c.Storage.TailCacheBytes = -2 }, "tailCacheBytes"},
 		{"tiny memtable", func(c *Config) { c.Storage.MemTableBytes = 1000 }, "memTableBytes"},
 		{"negative retention interval", func(c *Config) { c.RetentionInterval = Duration{-time.Second} }, "retentionInterval"},
+		{"tiny pending bytes", func(c *Config) { c.Limits.MaxPendingBytes = 1000 }, "maxPendingBytes 1000 is too small"},
+		{"negative pending bytes", func(c *Config) { c.Limits.MaxPendingBytes = -1 }, "maxPendingBytes -1"},
+		{"tiny catch-up bytes", func(c *Config) { c.Limits.MaxCatchUpBytes = 4096 }, "maxCatchUpBytes 4096 is too small"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
