@@ -1,6 +1,7 @@
 package synapse
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -85,9 +86,9 @@ func parseClientList(text string) []PubSubClient {
 	}
 	slices.SortFunc(clients, func(a, b PubSubClient) int {
 		if a.OutputBufferBytes != b.OutputBufferBytes {
-			return int(b.OutputBufferBytes - a.OutputBufferBytes)
+			return cmp.Compare(b.OutputBufferBytes, a.OutputBufferBytes)
 		}
-		return int(a.ID - b.ID)
+		return cmp.Compare(a.ID, b.ID)
 	})
 	if len(clients) > maxListedClients {
 		clients = clients[:maxListedClients]

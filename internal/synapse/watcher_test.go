@@ -175,7 +175,7 @@ func TestWatcherEmulatedDeployment(t *testing.T) {
 	ep0.write("events", 3)
 	ep0.write("events", 1)
 	ep1.write("events", 2)
-	ep1.restart("events", 130) // missed 99..129: prev_token 130 ahead of 99
+	ep1.restart("events", 130)  // missed 99..129: prev_token 130 ahead of 99
 	master.restart("typing", 0) // typing lives in memory: it resets
 	master.publish(UserSync{InstanceID: "synchrotron-0", UserID: "@alice:example.org", DeviceID: "ABC", Syncing: true, LastSyncMS: 1767225600000})
 	master.publish(ClearUserSync{InstanceID: "synchrotron-0"})
