@@ -108,8 +108,11 @@ func (f *probeFlags) synapseConfig(cmd *cobra.Command, getenv func(string) strin
 		logger = newLogger(cmd.ErrOrStderr(), f.verbosity)
 	}
 	solicit := f.redis.solicitInterval
+	// Rates cover the print interval, or half of --wait for one look.
+	rateWindow := f.interval
 	if !f.watch {
 		solicit = 0 // one look: the REPLICATE on connect is the one that counts
+		rateWindow = f.wait / 2
 	}
 	return synapse.Config{
 		Addr:            f.redis.addr,
@@ -124,7 +127,7 @@ func (f *probeFlags) synapseConfig(cmd *cobra.Command, getenv func(string) strin
 		// Answers to REPLICATE must have settled before --wait ends, or
 		// no writer could be reported missing.
 		SettleTime:   min(3*time.Second, f.wait/2),
-		RateInterval: min(5*time.Second, max(f.interval, time.Second)),
+		RateInterval: min(5*time.Second, max(rateWindow, 100*time.Millisecond)),
 		DialTimeout:  min(5*time.Second, f.wait),
 	}, nil
 }
