@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -312,6 +313,9 @@ func (w *Watcher) session(ctx context.Context, client *redis.Client) (time.Durat
 					return time.Since(start), classify("PING", w.cfg.Addr, perr)
 				}
 				continue
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return time.Since(start), fmt.Errorf("%w: Redis at %s closed the subscription (restarted, or the watcher fell behind and hit client-output-buffer-limit pubsub): %w", ErrRedisUnreachable, w.cfg.Addr, err)
 			}
 			return time.Since(start), classify("reading the subscription", w.cfg.Addr, err)
 		}
