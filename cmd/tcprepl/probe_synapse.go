@@ -148,7 +148,9 @@ func runSynapseProbe(cmd *cobra.Command, f *probeFlags, getenv func(string) stri
 	go func() { done <- w.Run(ctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), "tcprepl: watcher:", err)
+		}
 	}()
 	out := cmd.OutOrStdout()
 	if f.watch {

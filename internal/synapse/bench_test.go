@@ -89,7 +89,12 @@ func BenchmarkWatcherRedis(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}()
 	for !w.Snapshot().Subscribed {
 		time.Sleep(time.Millisecond)
 	}
@@ -144,7 +149,12 @@ func BenchmarkWatcherCPUAt10k(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}()
 	for !w.Snapshot().Subscribed {
 		time.Sleep(time.Millisecond)
 	}

@@ -191,7 +191,7 @@ func TestWatcherEmulatedDeployment(t *testing.T) {
 	// The processes keep answering the restarts' REPLICATEs for a moment, so
 	// what was published is read again at every poll.
 	var want map[string]uint64
-	s := waitFor(t, w, "every published command to be counted", func(s Snapshot) bool {
+	waitFor(t, w, "every published command to be counted", func(s Snapshot) bool {
 		want = d.sent()
 		want[CountUnknown] = 1
 		want[CountMalformed] = 1
@@ -199,7 +199,7 @@ func TestWatcherEmulatedDeployment(t *testing.T) {
 	})
 	// The restarts' REPLICATEs must have settled before missing writers are
 	// judged again.
-	s = waitFor(t, w, "the restarts' REPLICATE to settle", func(s Snapshot) bool {
+	s := waitFor(t, w, "the restarts' REPLICATE to settle", func(s Snapshot) bool {
 		return s.MeasuredAt.Sub(s.LastMessageAt) > 400*time.Millisecond
 	})
 	end := time.Now()

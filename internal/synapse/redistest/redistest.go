@@ -30,7 +30,8 @@ type Server struct {
 	dir  string
 	args []string
 	cmd  *exec.Cmd
-	exit chan error
+	// exited is closed when the process has been waited for.
+	exited chan struct{}
 }
 
 // StartRedis starts redis-server with extra config directives (for example
@@ -105,10 +106,10 @@ func (s *Server) Stop() {
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.exit:
+	case <-s.exited:
 	case <-time.After(10 * time.Second):
 		_ = s.cmd.Process.Kill()
-		<-s.exit
+		<-s.exited
 	}
 	s.cmd = nil
 }
@@ -144,24 +145,28 @@ func (s *Server) start() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("run %s: %w", Binary, err)
 	}
-	exit := make(chan error, 1)
-	go func() { exit <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
-		case err := <-exit:
-			return fmt.Errorf("redis-server exited (%v): %s", err, s.LogTail())
+		case <-exited:
+			return fmt.Errorf("redis-server exited (%w): %s", waitErr, s.LogTail())
 		default:
 		}
 		// The log, not a PING, says it is ours: another process may have
 		// taken the port between freePort and the bind.
 		if s.logSays("Ready to accept connections") && ready(s.Addr) {
-			s.cmd, s.exit = cmd, exit
+			s.cmd, s.exited = cmd, exited
 			return nil
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
-			<-exit
+			<-exited
 			return fmt.Errorf("redis-server did not answer PING on %s within 10s: %s", s.Addr, s.LogTail())
 		}
 		time.Sleep(20 * time.Millisecond)
