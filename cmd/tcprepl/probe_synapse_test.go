@@ -167,6 +167,19 @@ func TestProbeSynapseCLI(t *testing.T) {
 		"unreachable":    {args: []string{"--redis", closedAddr(t)}, mention: []string{"redis unreachable", "connection refused"}},
 		"nothing heard":  {args: []string{"--redis", addr, "--server-name", "nobody.example.org"}, mention: []string{"nothing heard on the replication channel", `"nobody.example.org"`}},
 	}
+	tlsSrv := redistest.StartTLS(t)
+	// Over TLS with the CA the probe subscribes: nobody speaks on the
+	// channel, so it says so, not that Redis is unreachable.
+	failures["TLS with the CA"] = struct {
+		args    []string
+		env     string
+		mention []string
+	}{args: []string{"--redis", tlsSrv.Addr, "--redis-tls", "--redis-ca", tlsSrv.CAFile}, mention: []string{"nothing heard"}}
+	failures["TLS without the CA"] = struct {
+		args    []string
+		env     string
+		mention []string
+	}{args: []string{"--redis", tlsSrv.Addr, "--redis-tls"}, mention: []string{"redis unreachable", "certificate"}}
 	for tname, tc := range failures {
 		t.Run(tname, func(t *testing.T) {
 			args := append([]string{"probe", "--server-name", name, "--wait", "1s"}, tc.args...)

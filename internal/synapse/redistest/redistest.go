@@ -8,6 +8,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -30,6 +31,10 @@ type Server struct {
 	dir  string
 	args []string
 	cmd  *exec.Cmd
+	// CAFile is the PEM file of the CA that signed the server's
+	// certificate, when started with StartTLS.
+	CAFile string
+	tls    bool
 	// exited is closed when the process has been waited for.
 	exited chan struct{}
 }
@@ -46,8 +51,30 @@ func StartRedis(t testing.TB, args ...string) (addr string, stop func()) {
 // Start is StartRedis returning the Server, for tests that restart it.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
+	return start(t, &Server{dir: t.TempDir(), args: args})
+}
+
+// StartTLS starts redis-server serving TLS only, with a certificate for
+// 127.0.0.1 signed by a fresh CA whose PEM file is Server.CAFile.
+func StartTLS(t testing.TB, args ...string) *Server {
+	t.Helper()
+	s := &Server{dir: t.TempDir(), tls: true}
+	if err := writeCerts(s.dir); err != nil {
+		t.Fatalf("redistest: make TLS certificates: %v", err)
+	}
+	s.CAFile = filepath.Join(s.dir, "ca.pem")
+	s.args = append([]string{
+		"--tls-cert-file", filepath.Join(s.dir, "server.pem"),
+		"--tls-key-file", filepath.Join(s.dir, "server-key.pem"),
+		"--tls-ca-cert-file", s.CAFile,
+		"--tls-auth-clients", "no",
+	}, args...)
+	return start(t, s)
+}
+
+func start(t testing.TB, s *Server) *Server {
+	t.Helper()
 	RequireBinary(t)
-	s := &Server{dir: t.TempDir(), args: args}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
@@ -133,11 +160,14 @@ func (s *Server) start() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
 	logFile := filepath.Join(s.dir, "redis.log")
 	_ = os.Remove(logFile)
-	args := append([]string{
-		"--port", port, "--bind", "127.0.0.1", "--dir", s.dir,
+	listen := []string{"--port", port}
+	if s.tls {
+		listen = []string{"--port", "0", "--tls-port", port}
+	}
+	args := append(listen, "--bind", "127.0.0.1", "--dir", s.dir,
 		"--logfile", logFile, "--save", "", "--appendonly", "no",
-		"--daemonize", "no", "--protected-mode", "no",
-	}, s.args...)
+		"--daemonize", "no", "--protected-mode", "no")
+	args = append(args, s.args...)
 	cmd := exec.Command(Binary, args...)
 	// Its own process group: a test binary killed mid-run leaves no
 	// redis-server holding the terminal's signals.
@@ -160,7 +190,7 @@ func (s *Server) start() error {
 		}
 		// The log, not a PING, says it is ours: another process may have
 		// taken the port between freePort and the bind.
-		if s.logSays("Ready to accept connections") && ready(s.Addr) {
+		if s.logSays("Ready to accept connections") && ready(s.Addr, s.tls) {
 			s.cmd, s.exited = cmd, exited
 			return nil
 		}
@@ -175,8 +205,15 @@ func (s *Server) start() error {
 
 // ready tells whether a Redis answers on addr: +PONG, or -NOAUTH when it
 // wants a password.
-func ready(addr string) bool {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
+func ready(addr string, useTLS bool) bool {
+	var conn net.Conn
+	var err error
+	if useTLS {
+		// Only asks whether it answers; the tests check the certificate.
+		conn, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // readiness probe of a test server
+	} else {
+		conn, err = net.DialTimeout("tcp", addr, time.Second)
+	}
 	if err != nil {
 		return false
 	}
