@@ -43,7 +43,7 @@ func TestWatcherTLS(t *testing.T) {
 			s := waitFor(t, w, "the error", func(s Snapshot) bool {
 				return s.Error != nil && strings.Contains(s.ErrorMessage, tc.mention) && !strings.Contains(s.ErrorMessage, "not connected yet")
 			})
-			if s.Subscribed || !(errors.Is(s.Error, ErrRedisUnreachable) || errors.Is(s.Error, ErrRedisAuth)) {
+			if named := errors.Is(s.Error, ErrRedisUnreachable) || errors.Is(s.Error, ErrRedisAuth); s.Subscribed || !named {
 				t.Fatalf("Subscribed=%v Error=%v", s.Subscribed, s.Error)
 			}
 		})
