@@ -259,3 +259,25 @@ func TestWatcherRunsOnce(t *testing.T) {
 		t.Fatal("a second Run returned nil; want an error")
 	}
 }
+
+// TestWatcherOutputBufferLimit: a message larger than Redis's pub/sub output
+// buffer limit makes Redis drop the watcher's subscription, as it drops a
+// Synapse worker that falls behind; the watcher says why and resubscribes.
+func TestWatcherOutputBufferLimit(t *testing.T) {
+	addr, _ := redistest.StartRedis(t, "--client-output-buffer-limit", "pubsub", "65536", "32768", "60")
+	var logs testLogger
+	w := startWatcher(t, Config{Addr: addr, Logger: logs.logr()})
+	first := waitFor(t, w, "the subscription", func(s Snapshot) bool { return s.Subscribed }).LastSolicitAt
+	d := newDeployment(t, addr, testServerName)
+	d.publishRaw(testServerName, "RDATA events master 5 "+`["`+strings.Repeat("x", 1<<20)+`"]`)
+	s := waitFor(t, w, "the new subscription", func(s Snapshot) bool { return s.Subscribed && s.LastSolicitAt.After(first) })
+	if s.Redis.OutputBufferHardLimitBytes != 65536 {
+		t.Errorf("hard limit = %d, want 65536", s.Redis.OutputBufferHardLimitBytes)
+	}
+	if !logs.has("Redis subscription lost", "closed the subscription", "client-output-buffer-limit pubsub") {
+		t.Errorf("no log line saying Redis closed the subscription: %v", logs.lines)
+	}
+	// Still following the channel.
+	d.publishRaw(testServerName, "POSITION events master 6 6")
+	waitFor(t, w, "events at 6", func(s Snapshot) bool { wr, _ := findWriter(s, "events", MainInstance); return wr.Position == 6 })
+}

@@ -95,19 +95,8 @@ func WriteTable(w io.Writer, s Snapshot, now time.Time) error {
 		return err
 	}
 
-	r := s.Redis
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "redis: %d subscribers on %s", r.Subscribers, s.ServerName)
-	if len(r.Clients) > 0 {
-		fmt.Fprintf(&b, "; largest pub/sub output buffer %s (%s)", formatBytes(r.Clients[0].OutputBufferBytes), r.Clients[0].Addr)
-	}
-	if r.OutputBufferHardLimitBytes > 0 || r.OutputBufferSoftLimitBytes > 0 {
-		fmt.Fprintf(&b, "; limit %s hard, %s for %ds", formatBytes(r.OutputBufferHardLimitBytes), formatBytes(r.OutputBufferSoftLimitBytes), r.OutputBufferSoftSeconds)
-	}
-	b.WriteString("\n")
-	if r.Unavailable != "" {
-		fmt.Fprintf(&b, "redis: not available: %s\n", r.Unavailable)
-	}
+	writeRedisStats(&b, s)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write to stdout: %w", err)
 	}
@@ -160,5 +149,26 @@ func formatAgo(now, t time.Time) string {
 		return fmt.Sprintf("%dh ago", int(d/time.Hour))
 	default:
 		return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
+	}
+}
+
+// writeRedisStats says what Redis reports about the pub/sub side.
+func writeRedisStats(b *strings.Builder, s Snapshot) {
+	r := s.Redis
+	if r.Subscribers == 0 && r.Unavailable == "" {
+		// Never read: the watcher itself would be one subscriber.
+		b.WriteString("redis: statistics not read yet\n")
+		return
+	}
+	fmt.Fprintf(b, "redis: %d subscribers on %s", r.Subscribers, s.ServerName)
+	if len(r.Clients) > 0 {
+		fmt.Fprintf(b, "; largest pub/sub output buffer %s (%s)", formatBytes(r.Clients[0].OutputBufferBytes), r.Clients[0].Addr)
+	}
+	if r.OutputBufferHardLimitBytes > 0 || r.OutputBufferSoftLimitBytes > 0 {
+		fmt.Fprintf(b, "; limit %s hard, %s for %ds", formatBytes(r.OutputBufferHardLimitBytes), formatBytes(r.OutputBufferSoftLimitBytes), r.OutputBufferSoftSeconds)
+	}
+	b.WriteString("\n")
+	if r.Unavailable != "" {
+		fmt.Fprintf(b, "redis: not available: %s\n", r.Unavailable)
 	}
 }

@@ -79,7 +79,12 @@ func TestWriteTable(t *testing.T) {
 	if err := WriteTable(&b, s, now); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "NOT SUBSCRIBED") || !strings.Contains(b.String(), "ERROR: redis unreachable") {
+	s.Redis = RedisStats{}
+	b.Reset()
+	if err := WriteTable(&b, s, now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "NOT SUBSCRIBED") || !strings.Contains(b.String(), "ERROR: redis unreachable") || !strings.Contains(b.String(), "redis: statistics not read yet") {
 		t.Fatalf("the error is not shown first:\n%s", b.String())
 	}
 }
