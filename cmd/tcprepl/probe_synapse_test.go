@@ -12,39 +12,22 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/tcprepl/tcprepl/internal/synapse"
 	"github.com/tcprepl/tcprepl/internal/synapse/redistest"
+	"github.com/tcprepl/tcprepl/internal/synapse/synapsetest"
 )
 
-// answerReplicate emulates a Synapse main process on channel: on every
-// `REPLICATE ` it announces its streams, as Synapse does.
-func answerReplicate(t *testing.T, addr, password, channel string, positions ...string) {
+// emulateMain runs an emulated Synapse main process writing streams on
+// channel: it answers every `REPLICATE ` with its positions.
+func emulateMain(t *testing.T, addr, password, channel string, streams map[string]int64) {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, Protocol: 2, DisableIdentity: true})
-	ps := c.Subscribe(context.Background(), channel)
-	if _, err := ps.Receive(context.Background()); err != nil {
-		t.Fatalf("emulated Synapse: subscribe: %v", err)
+	d := synapsetest.New(addr, password, channel)
+	t.Cleanup(d.Close)
+	if _, err := d.Start(context.Background(), synapsetest.MainInstance, streams); err != nil {
+		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for msg := range ps.Channel() {
-			if msg.Payload != "REPLICATE " {
-				continue
-			}
-			for _, p := range positions {
-				_ = c.Publish(context.Background(), channel, p).Err()
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ps.Close()
-		<-done
-		_ = c.Close()
-	})
 }
 
 func TestProbeSynapseCLI(t *testing.T) {
@@ -54,12 +37,12 @@ func TestProbeSynapseCLI(t *testing.T) {
 	const name = "cli.example.org"
 	// Main writes every stream stream_writers leaves to it; media-0 is
 	// configured for quarantined_media and never says a word.
-	mainStreams := []string{"POSITION events master 53 53", "POSITION caches master 900 900", "POSITION typing master 4 4"}
+	mainStreams := map[string]int64{"events": 53, "caches": 900, "typing": 4}
 	for _, s := range []string{"account_data", "backfill", "device_lists", "presence", "presence_federation", "push_rules", "receipts", "thread_subscriptions", "to_device"} {
-		mainStreams = append(mainStreams, "POSITION "+s+" master 1 1")
+		mainStreams[s] = 1
 	}
-	answerReplicate(t, addr, "", name, mainStreams...)
-	answerReplicate(t, locked.Addr, "s3cret", name, "POSITION events master 7 7")
+	emulateMain(t, addr, "", name, mainStreams)
+	emulateMain(t, locked.Addr, "s3cret", name, map[string]int64{"events": 7})
 
 	dir := t.TempDir()
 	hsConfig := filepath.Join(dir, "homeserver.yaml")

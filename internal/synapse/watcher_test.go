@@ -343,8 +343,13 @@ func TestWatcherEmulatedDeployment(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(5 * time.Millisecond):
-				ep0.write("events", 2)
-				master.publish(UserIP{UserID: "@bob:example.org", JSON: `["syt","10.0.0.8","Element","DEF",1767225600000]`})
+				// Not the Fatal helpers: this is not the test's goroutine.
+				if _, err := ep0.Write(context.Background(), "events", 2); err != nil {
+					t.Error(err)
+				}
+				if err := master.Publish(context.Background(), Format(UserIP{UserID: "@bob:example.org", JSON: `["syt","10.0.0.8","Element","DEF",1767225600000]`})); err != nil {
+					t.Error(err)
+				}
 			}
 		}
 	}()
@@ -362,7 +367,7 @@ func TestWatcherEmulatedDeployment(t *testing.T) {
 		return ew.RowsPerSecond == 0 && ew.CommandsPerSecond == 0 && s.CommandsPerSecond == 0 && s.UserIPPerSecond == 0
 	})
 	if t.Failed() {
-		t.Logf("deployment: %s", d)
+		t.Logf("deployment published: %v", d.sent())
 	}
 }
 
