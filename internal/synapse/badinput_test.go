@@ -168,7 +168,8 @@ func TestWatcherRedisErrors(t *testing.T) {
 	protected := redistest.Start(t, "--requirepass", "s3cret")
 	acl := redistest.Start(t,
 		"--user", "default", "off",
-		"--user", "watcher", "on", ">pw", "~*", "&*", "+@all", "-client", "-config")
+		"--user", "watcher", "on", ">pw", "~*", "&*", "+@all", "-client", "-config",
+		"--user", "listener", "on", ">pw", "~*", "&*", "+@all", "-publish")
 	closedAddr := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -213,6 +214,13 @@ func TestWatcherRedisErrors(t *testing.T) {
 	t.Run("right password", func(t *testing.T) {
 		w := startWatcher(t, Config{Addr: protected.Addr, Password: "s3cret", DB: 3})
 		waitFor(t, w, "the subscription", func(s Snapshot) bool { return s.Subscribed && s.Error == nil })
+	})
+	t.Run("ACL forbids PUBLISH", func(t *testing.T) {
+		w := startWatcher(t, Config{Addr: acl.Addr, Username: "listener", Password: "pw"})
+		s := waitFor(t, w, "the refused REPLICATE", func(s Snapshot) bool { return s.Subscribed && s.Error != nil })
+		if !errors.Is(s.Error, ErrRedisAuth) || !strings.Contains(s.ErrorMessage, "cannot ask for positions") || !strings.Contains(s.ErrorMessage, "NOPERM") {
+			t.Errorf("Error = %v; want ErrRedisAuth saying REPLICATE could not be published", s.Error)
+		}
 	})
 	t.Run("ACL forbids CLIENT and CONFIG", func(t *testing.T) {
 		w := startWatcher(t, Config{Addr: acl.Addr, Username: "watcher", Password: "pw"})

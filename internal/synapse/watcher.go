@@ -99,8 +99,11 @@ type Watcher struct {
 	subscribed    bool
 	err           error
 	lastSolicitAt time.Time
-	redisStats    RedisStats
-	skipLog       logLimiter
+	// solicitErr is why the last REPLICATE could not be published: the
+	// watcher hears traffic but cannot ask for positions.
+	solicitErr error
+	redisStats RedisStats
+	skipLog    logLimiter
 }
 
 // NewWatcher checks cfg and fills its defaults; it does not connect.
@@ -169,6 +172,9 @@ func (w *Watcher) Snapshot() Snapshot {
 	s.Redis.Clients = append([]PubSubClient(nil), w.redisStats.Clients...)
 	w.tracker.snapshot(now, &s)
 	s.Error = w.err
+	if s.Error == nil && s.Subscribed && w.solicitErr != nil {
+		s.Error = w.solicitErr
+	}
 	if s.Error == nil && s.Subscribed && s.LastMessageAt.IsZero() && !w.tracker.settledReplicate.IsZero() {
 		s.Error = fmt.Errorf("%w: channel %q stayed silent after REPLICATE; check the server name and that Synapse runs with Redis at %s", ErrNothingHeard, w.cfg.ServerName, w.cfg.Addr)
 	}
@@ -411,10 +417,12 @@ func (w *Watcher) solicit(ctx context.Context, client *redis.Client) {
 	if err != nil {
 		w.tracker.ownEchoes = max(0, w.tracker.ownEchoes-1)
 		if ctx.Err() == nil {
-			w.log.Info("could not publish REPLICATE", "error", classify("PUBLISH", w.cfg.Addr, err).Error())
+			w.solicitErr = fmt.Errorf("cannot ask for positions: %w", classify("PUBLISH REPLICATE", w.cfg.Addr, err))
+			w.log.Info("could not publish REPLICATE", "error", w.solicitErr.Error())
 		}
 		return
 	}
+	w.solicitErr = nil
 	w.lastSolicitAt = time.Now()
 }
 
