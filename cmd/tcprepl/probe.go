@@ -34,6 +34,7 @@ type probeFlags struct {
 	interval   time.Duration
 	wait       time.Duration
 	verbosity  int
+	redis      redisProbeFlags
 }
 
 func newProbeCommand() *cobra.Command {
@@ -48,12 +49,26 @@ lag. Prints a table (-o table) or JSON (-o json) once, or again every
 --interval with --watch.
 
 Exits 1 when the master is unreachable, announces another server name, breaks
-the protocol, or its HTTP API cannot be read; the message names which.`,
+the protocol, or its HTTP API cannot be read; the message names which.
+
+With --redis instead of --master, watch a Synapse deployment of today (v1.67
+and later) on the Redis it replicates over: subscribe to the server name's
+channel, publish REPLICATE so that every process announces its positions, and
+show per stream and writer the position, last advance, rates, gaps and resets,
+the configured writers that stay silent (--stream-writers) and Redis's pub/sub
+buffers. The password comes from --redis-password-file or $TCPREPL_REDIS_PASSWORD,
+never from a flag. Exits 1 when Redis is unreachable, refuses AUTH, or nothing
+at all is heard on the channel.`,
 		Example: `  tcprepl probe --master master:9092 --server-name matrix.example.org --http http://master:8080
   tcprepl probe --master 127.0.0.1:9092 --server-name localhost -o json
-  tcprepl probe --master master:9092 --server-name matrix.example.org --watch`,
+  tcprepl probe --master master:9092 --server-name matrix.example.org --watch
+  tcprepl probe --redis redis:6379 --server-name matrix.example.org --stream-writers homeserver.yaml
+  TCPREPL_REDIS_PASSWORD=... tcprepl probe --redis redis:6379 --server-name matrix.example.org -o json --watch`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.redis.addr != "" {
+				return runSynapseProbe(cmd, &f, os.Getenv)
+			}
 			cfg, err := f.config(cmd, os.Getenv)
 			if err != nil {
 				return err
@@ -79,6 +94,7 @@ func (f *probeFlags) addFlags(fl *pflag.FlagSet) {
 	fl.DurationVar(&f.interval, "interval", 2*time.Second, "with --watch: how often to print (also the heartbeat interval)")
 	fl.DurationVar(&f.wait, "wait", 5*time.Second, "without --watch: how long to wait for a first heartbeat and the connection table")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", -1, "log verbosity on stderr (-1: no logs; 0: info; higher: more detail)")
+	f.redis.addFlags(fl)
 }
 
 // config builds the probe config from the flags, falling back to the

@@ -68,6 +68,10 @@ type Snapshot struct {
 	// UserIPPerSecond is the recent rate of USER_IP commands on
 	// `<server_name>/USER_IP`.
 	UserIPPerSecond float64 `json:"userIPPerSecond"`
+	// Overflow counts commands ignored because they named a stream or an
+	// instance beyond the watcher's Limits (a channel flooded with random
+	// names); non-zero means the tables above are incomplete.
+	Overflow uint64 `json:"overflow,omitempty"`
 	// Redis is what Redis itself says about the pub/sub side.
 	Redis RedisStats `json:"redis"`
 }
