@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tcprepl/tcprepl/internal/probe"
+	"github.com/tcprepl/tcprepl/internal/testenv"
 )
 
 // The envtest suite runs against a real kube-apiserver and etcd (built by
@@ -32,12 +33,14 @@ import (
 // and, where it needs controllers, its own manager scoped to that namespace,
 // so tests cannot see each other's objects.
 var (
-	testEnv   *envtest.Environment
-	testCfg   *rest.Config
-	k8s       client.Client
-	envSkip   string
-	nsCounter int
-	nsMu      sync.Mutex
+	testEnv *envtest.Environment
+	testCfg *rest.Config
+	k8s     client.Client
+	envSkip string
+	// envMissing says envSkip is for missing binaries, not -short.
+	envMissing bool
+	nsCounter  int
+	nsMu       sync.Mutex
 )
 
 func TestMain(m *testing.M) {
@@ -49,6 +52,7 @@ func runSuite(m *testing.M) int {
 	switch {
 	case os.Getenv("KUBEBUILDER_ASSETS") == "":
 		envSkip = "KUBEBUILDER_ASSETS is not set: run `make tools` and test through the Makefile (or export KUBEBUILDER_ASSETS=bin/k8s/1.37.2) to run the envtest suite against a real kube-apiserver"
+		envMissing = true
 		return m.Run()
 	case testing.Short():
 		envSkip = "-short: the envtest suite needs a kube-apiserver and etcd"
@@ -78,10 +82,14 @@ func runSuite(m *testing.M) int {
 	return m.Run()
 }
 
-// requireEnv skips a test that needs the API server when there is none.
+// requireEnv skips a test that needs the API server when there is none:
+// under -short, and where the binaries are missing (a failure in CI).
 func requireEnv(t *testing.T) {
 	t.Helper()
-	if envSkip != "" {
+	switch {
+	case envMissing:
+		testenv.SkipOrFail(t, envSkip)
+	case envSkip != "":
 		t.Skip(envSkip)
 	}
 }

@@ -30,6 +30,7 @@ import (
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/controllers"
+	"github.com/tcprepl/tcprepl/internal/testenv"
 )
 
 func TestOperatorCommandErrors(t *testing.T) {
@@ -76,7 +77,7 @@ func TestDefaultImage(t *testing.T) {
 // health endpoint work.
 func TestOperatorProcessWithShippedRBAC(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: run `make tools` and test through the Makefile to run this against a real kube-apiserver")
+		testenv.SkipOrFail(t, "KUBEBUILDER_ASSETS is not set: run `make tools` and test through the Makefile to run this against a real kube-apiserver")
 	}
 	bin := buildBinary(t)
 	env := &envtest.Environment{

@@ -3,9 +3,12 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/tcprepl/tcprepl/internal/testenv"
 )
 
 // RequireEnv names the environment variable that turns a missing binary from
@@ -13,15 +16,16 @@ import (
 // cannot pass silently.
 const RequireEnv = "TCPREPL_E2E_REQUIRED"
 
-// SkipOrFail skips the test when err says a binary is missing and
-// TCPREPL_E2E_REQUIRED is not set; any other error fails it.
+// SkipOrFail skips the test when err says a binary is missing, unless
+// TCPREPL_E2E_REQUIRED is set or the run is CI's (testenv.SkipOrFail); any
+// other error fails it.
 func SkipOrFail(t testing.TB, err error) {
 	t.Helper()
 	if err == nil {
 		return
 	}
 	if errors.Is(err, ErrBinaryNotFound) && os.Getenv(RequireEnv) == "" {
-		t.Skipf("skipping: %v (set %s=1 to make this a failure)", err, RequireEnv)
+		testenv.SkipOrFail(t, fmt.Sprintf("skipping: %v (set %s=1 to make this a failure)", err, RequireEnv))
 	}
 	t.Fatal(err)
 }

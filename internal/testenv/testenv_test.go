@@ -1,0 +1,49 @@
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestSkipOrFail runs a test calling SkipOrFail in a child process, once
+// per CI value, and reads go test's verdict: a skip outside CI, a failure
+// naming the reason in it.
+func TestSkipOrFail(t *testing.T) {
+	if os.Getenv("TESTENV_CHILD") != "" {
+		SkipOrFail(t, "no frobnicator on this machine")
+		t.Fatal("SkipOrFail returned")
+	}
+	tests := map[string]struct {
+		ci       string
+		wantFail bool
+	}{
+		"unset":      {ci: "", wantFail: false},
+		"false":      {ci: "false", wantFail: false},
+		"garbage":    {ci: "maybe", wantFail: false},
+		"true":       {ci: "true", wantFail: true},
+		"one":        {ci: "1", wantFail: true},
+		"upper TRUE": {ci: "TRUE", wantFail: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestSkipOrFail$", "-test.v")
+			cmd.Env = append(os.Environ(), "TESTENV_CHILD=1", CIEnv+"="+tc.ci)
+			out, err := cmd.CombinedOutput()
+			text := string(out)
+			if !strings.Contains(text, "no frobnicator on this machine") {
+				t.Fatalf("the child's output lacks the reason:\n%s", text)
+			}
+			if tc.wantFail {
+				if err == nil || !strings.Contains(text, "--- FAIL: TestSkipOrFail") {
+					t.Fatalf("CI=%q: want a failure, got err %v:\n%s", tc.ci, err, text)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(text, "--- SKIP: TestSkipOrFail") {
+				t.Fatalf("CI=%q: want a skip, got err %v:\n%s", tc.ci, err, text)
+			}
+		})
+	}
+}
