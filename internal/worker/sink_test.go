@@ -346,9 +346,7 @@ func TestHTTPSinkRetriesUntilAccepted(t *testing.T) {
 }
 
 func TestHTTPSinkDownUntilCancelled(t *testing.T) {
-	srv := httptest.NewServer(http.NotFoundHandler())
-	url := srv.URL
-	srv.Close() // nothing listens: connection refused
+	url := "http://" + refusedAddr(t) // nothing listens: connection refused
 	s := NewHTTPSink(url, HTTPSinkConfig{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -360,13 +359,7 @@ func TestWorkerWrongServerName(t *testing.T) {
 }
 
 func TestWorkerUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	cfg := baseConfig(t, addr)
+	cfg := baseConfig(t, refusedAddr(t))
 	cfg.Streams = []string{"events"}
 	cfg.Sink = "stdout"
 	w, _ := startWorker(t, cfg)

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -126,54 +125,64 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.CACert = keys.caCertPEM
-	ports, err := freePorts(4)
-	if err != nil {
-		return nil, err
-	}
-	etcdPort, etcdPeerPort, apiPort, kcmPort := ports[0], ports[1], ports[2], ports[3]
-
 	// etcd
-	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdPort)
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(etcdPeerPort)
-	if err := c.start("etcd", opts.Binaries.Etcd,
-		"--name=test", "--data-dir="+filepath.Join(dir, "etcd"),
-		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=test="+peerURL,
-		// A test cluster does not need fsync durability; unsafe-no-fsync
-		// keeps etcd off the shared disk's critical path.
-		"--unsafe-no-fsync=true", "--quota-backend-bytes=1073741824",
-		"--log-level=warn",
-	); err != nil {
+	var etcdURL string
+	if _, err := c.startOnFreePorts(ctx, "etcd", opts.Binaries.Etcd, 2, func(ports []int) []string {
+		etcdURL = "http://127.0.0.1:" + strconv.Itoa(ports[0])
+		peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+		return []string{
+			"--name=test", "--data-dir=" + filepath.Join(dir, "etcd"),
+			"--listen-client-urls=" + etcdURL, "--advertise-client-urls=" + etcdURL,
+			"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
+			"--initial-cluster=test=" + peerURL,
+			// A test cluster does not need fsync durability; unsafe-no-fsync
+			// keeps etcd off the shared disk's critical path.
+			"--unsafe-no-fsync=true", "--quota-backend-bytes=1073741824",
+			"--log-level=warn",
+		}
+	}, func([]int) error {
+		if err := waitHTTP(ctx, opts.StartTimeout, etcdURL+"/health", nil, c.exited("etcd")); err != nil {
+			return fmt.Errorf("etcd did not become healthy: %w", err)
+		}
+		return nil
+	}); err != nil {
 		return nil, err
-	}
-	if err := waitHTTP(ctx, opts.StartTimeout, etcdURL+"/health", nil, c.exited("etcd")); err != nil {
-		return nil, fmt.Errorf("etcd did not become healthy: %w", err)
 	}
 
 	// kube-apiserver
-	c.Server = "https://127.0.0.1:" + strconv.Itoa(apiPort)
-	if err := c.start("kube-apiserver", opts.Binaries.APIServer,
-		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-		// The "kubernetes" Service's endpoints would be a loopback address,
-		// which the API server refuses in Endpoints.
-		"--endpoint-reconciler-type=none",
-		"--secure-port="+strconv.Itoa(apiPort),
-		"--cert-dir="+filepath.Join(dir, "apiserver-certs"),
-		"--tls-cert-file="+keys.servingCert, "--tls-private-key-file="+keys.servingKey,
-		"--client-ca-file="+keys.caCert,
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+keys.saPub,
-		"--service-account-signing-key-file="+keys.saKey,
-		"--service-cluster-ip-range="+ServiceClusterIPRange,
-		// RBAC, so that the chart's least-privilege roles are really
-		// enforced when the operator runs with its ServiceAccount's token.
-		"--authorization-mode=RBAC",
-		"--allow-privileged=true",
-		"--enable-priority-and-fairness=false",
-		"--v=1",
-	); err != nil {
+	tlsCfg, err := tlsConfig(keys.caCertPEM, keys.adminCertPEM, keys.adminKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.startOnFreePorts(ctx, "kube-apiserver", opts.Binaries.APIServer, 1, func(ports []int) []string {
+		c.Server = "https://127.0.0.1:" + strconv.Itoa(ports[0])
+		return []string{
+			"--etcd-servers=" + etcdURL,
+			"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+			// The "kubernetes" Service's endpoints would be a loopback address,
+			// which the API server refuses in Endpoints.
+			"--endpoint-reconciler-type=none",
+			"--secure-port=" + strconv.Itoa(ports[0]),
+			"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
+			"--tls-cert-file=" + keys.servingCert, "--tls-private-key-file=" + keys.servingKey,
+			"--client-ca-file=" + keys.caCert,
+			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+			"--service-account-key-file=" + keys.saPub,
+			"--service-account-signing-key-file=" + keys.saKey,
+			"--service-cluster-ip-range=" + ServiceClusterIPRange,
+			// RBAC, so that the chart's least-privilege roles are really
+			// enforced when the operator runs with its ServiceAccount's token.
+			"--authorization-mode=RBAC",
+			"--allow-privileged=true",
+			"--enable-priority-and-fairness=false",
+			"--v=1",
+		}
+	}, func([]int) error {
+		if err := waitHTTP(ctx, opts.StartTimeout, c.Server+"/readyz", tlsCfg, c.exited("kube-apiserver")); err != nil {
+			return fmt.Errorf("kube-apiserver did not become ready: %w", err)
+		}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	admin := &rest.Config{
@@ -184,13 +193,6 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		QPS: 50, Burst: 100,
 	}
 	c.RESTConfig = admin
-	tlsCfg, err := tlsConfig(keys.caCertPEM, keys.adminCertPEM, keys.adminKeyPEM)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitHTTP(ctx, opts.StartTimeout, c.Server+"/readyz", tlsCfg, c.exited("kube-apiserver")); err != nil {
-		return nil, fmt.Errorf("kube-apiserver did not become ready: %w", err)
-	}
 
 	c.Kubeconfig = filepath.Join(dir, "admin.kubeconfig")
 	if err := writeKubeconfig(c.Kubeconfig, c.Server, keys.caCertPEM, "admin", keys.adminCertPEM, keys.adminKeyPEM); err != nil {
@@ -206,29 +208,33 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	// kube-controller-manager
-	if err := c.start("kube-controller-manager", opts.Binaries.ControllerManager,
-		"--kubeconfig="+kcmKubeconfig,
-		"--authentication-kubeconfig="+kcmKubeconfig,
-		"--authorization-kubeconfig="+kcmKubeconfig,
-		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(kcmPort),
-		"--cert-dir="+filepath.Join(dir, "kcm-certs"),
-		"--controllers="+strings.Join(opts.Controllers, ","),
-		"--root-ca-file="+keys.caCert,
-		"--service-account-private-key-file="+keys.saKey,
-		"--use-service-account-credentials=false",
-		"--leader-elect=false",
-		"--service-cluster-ip-range="+ServiceClusterIPRange,
-		// Fast garbage collection and short sync periods keep the tests
-		// quick; these are test clusters with a handful of objects.
-		"--concurrent-gc-syncs=5",
-		"--min-resync-period=30s",
-		"--v=1",
-	); err != nil {
-		return nil, err
-	}
 	kcmTLS := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the controller manager's self-signed healthz certificate; loopback only
-	if err := waitHTTP(ctx, opts.StartTimeout, "https://127.0.0.1:"+strconv.Itoa(kcmPort)+"/healthz", kcmTLS, c.exited("kube-controller-manager")); err != nil {
-		return nil, fmt.Errorf("kube-controller-manager did not become healthy: %w", err)
+	if _, err := c.startOnFreePorts(ctx, "kube-controller-manager", opts.Binaries.ControllerManager, 1, func(ports []int) []string {
+		return []string{
+			"--kubeconfig=" + kcmKubeconfig,
+			"--authentication-kubeconfig=" + kcmKubeconfig,
+			"--authorization-kubeconfig=" + kcmKubeconfig,
+			"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(ports[0]),
+			"--cert-dir=" + filepath.Join(dir, "kcm-certs"),
+			"--controllers=" + strings.Join(opts.Controllers, ","),
+			"--root-ca-file=" + keys.caCert,
+			"--service-account-private-key-file=" + keys.saKey,
+			"--use-service-account-credentials=false",
+			"--leader-elect=false",
+			"--service-cluster-ip-range=" + ServiceClusterIPRange,
+			// Fast garbage collection and short sync periods keep the tests
+			// quick; these are test clusters with a handful of objects.
+			"--concurrent-gc-syncs=5",
+			"--min-resync-period=30s",
+			"--v=1",
+		}
+	}, func(ports []int) error {
+		if err := waitHTTP(ctx, opts.StartTimeout, "https://127.0.0.1:"+strconv.Itoa(ports[0])+"/healthz", kcmTLS, c.exited("kube-controller-manager")); err != nil {
+			return fmt.Errorf("kube-controller-manager did not become healthy: %w", err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -350,27 +356,6 @@ func TailFile(path string, n int) ([]string, error) {
 		}
 	}
 	return lines, sc.Err()
-}
-
-func freePorts(n int) ([]int, error) {
-	// All listeners are held open until every port is chosen, so that the
-	// same port is not handed out twice.
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port on 127.0.0.1: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 func tlsConfig(caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -333,55 +334,95 @@ func (e *Env) StartOperator(ctx context.Context, ns, sa string, extraArgs ...str
 	if err := e.Cluster.WriteTokenKubeconfig(kc, ns, strings.TrimSpace(token)); err != nil {
 		return err
 	}
-	health, err := freePort()
-	if err != nil {
-		return err
-	}
-	metrics, err := freePort()
-	if err != nil {
-		return err
-	}
-	e.operatorLog = filepath.Join(e.Dir, "operator.log")
-	f, err := os.OpenFile(e.operatorLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("open operator log: %w", err)
-	}
-	defer f.Close()
 	// The chart's arguments, with the listen addresses moved to free
 	// loopback ports (the process shares the host's network).
-	args := []string{"operator"}
+	base := []string{"operator"}
 	if len(e.chartArgs) > 0 {
-		args = nil
+		base = nil
 		for _, a := range e.chartArgs {
 			if strings.HasPrefix(a, "--health-probe-bind-address=") || strings.HasPrefix(a, "--metrics-bind-address=") {
 				continue
 			}
-			args = append(args, a)
+			base = append(base, a)
 		}
 	} else {
-		args = append(args, "--leader-elect", "--leader-election-namespace="+ns)
+		base = append(base, "--leader-elect", "--leader-election-namespace="+ns)
 	}
-	args = append(args,
-		"--kubeconfig="+kc,
-		"--operator-namespace="+ns,
-		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(health),
-		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(metrics),
-	)
-	args = append(args, extraArgs...)
+	base = append(base, "--kubeconfig="+kc, "--operator-namespace="+ns)
+	e.operatorLog = filepath.Join(e.Dir, "operator.log")
+	// The operator must be told its ports; another process may take one
+	// between freePorts and the operator's bind, and then the operator
+	// exits saying so and is started again on new ports.
+	for attempt := 1; ; attempt++ {
+		ports, err := freePorts(2)
+		if err != nil {
+			return err
+		}
+		health, metrics := ports[0], ports[1]
+		args := append(slices.Clone(base),
+			"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(health),
+			"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(metrics),
+		)
+		args = append(args, extraArgs...)
+		logStart, p, err := e.startOperatorProcess(args, ns)
+		if err != nil {
+			return err
+		}
+		e.logf("operator: pid %d as ServiceAccount %s/%s, log %s", p.Pid(), ns, sa, e.operatorLog)
+		err = waitOK(ctx, 60*time.Second, "http://127.0.0.1:"+strconv.Itoa(health)+"/readyz", p.Done())
+		if err == nil {
+			e.operator = p
+			e.OperatorMetricsURL = "http://127.0.0.1:" + strconv.Itoa(metrics) + "/metrics"
+			return nil
+		}
+		if attempt < bindAttempts && exitedOnBusyPort(p, e.operatorLog, logStart) {
+			e.logf("operator: a port was taken before it could bind (attempt %d); starting it again on new ports", attempt)
+			continue
+		}
+		e.operator = p // StopOperator and the log tail still see it
+		return fmt.Errorf("operator did not become ready: %w\n%s", err, e.OperatorLogTail(30))
+	}
+}
+
+// bindAttempts bounds how often a process given a port that another
+// process took first is started again.
+const bindAttempts = 5
+
+// startOperatorProcess starts the operator with its output appended to
+// the operator log, returning the log's size before it started.
+func (e *Env) startOperatorProcess(args []string, ns string) (int64, *proc.Process, error) {
+	f, err := os.OpenFile(e.operatorLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, nil, fmt.Errorf("open operator log: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, nil, fmt.Errorf("stat operator log: %w", err)
+	}
 	cmd := exec.Command(e.Tools.Tcprepl, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+ns)
 	p, err := proc.Start("operator", cmd)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
-	e.operator = p
-	e.OperatorMetricsURL = "http://127.0.0.1:" + strconv.Itoa(metrics) + "/metrics"
-	e.logf("operator: pid %d as ServiceAccount %s/%s, log %s", p.Pid(), ns, sa, e.operatorLog)
-	if err := waitOK(ctx, 60*time.Second, "http://127.0.0.1:"+strconv.Itoa(health)+"/readyz", p.Done()); err != nil {
-		return fmt.Errorf("operator did not become ready: %w\n%s", err, e.OperatorLogTail(30))
+	return st.Size(), p, nil
+}
+
+// exitedOnBusyPort reports whether p has exited and what it logged after
+// offset says a port was already in use.
+func exitedOnBusyPort(p *proc.Process, logPath string, offset int64) bool {
+	select {
+	case <-p.Done():
+	default:
+		return false
 	}
-	return nil
+	b, err := os.ReadFile(logPath)
+	if err != nil || int64(len(b)) < offset {
+		return false
+	}
+	return bytes.Contains(b[offset:], []byte("address already in use"))
 }
 
 // UseChartOperator waits for the chart's own operator Deployment (installed
@@ -594,13 +635,19 @@ func (e *Env) Publish(ctx context.Context, ns, name string, ports MasterPorts, s
 	return out.Token, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+// freePorts returns n distinct ports free on 127.0.0.1 when called (the
+// listeners are held until all are chosen).
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 func waitOK(ctx context.Context, timeout time.Duration, url string, exited <-chan struct{}) error {

@@ -625,30 +625,46 @@ func TestRoundsAfterAFailedOneFail(t *testing.T) {
 	l := openTest(t, Options{Ephemeral: true})
 	defer closeTest(t, l)
 	diskErr := errors.New("injected: I/O error")
+	held := make(chan struct{})
 	release := make(chan struct{})
 	var calls atomic.Int32
 	l.syncWait = func(b *pebble.Batch) error {
 		_ = b.SyncWait()
 		if calls.Add(1) == 1 {
-			<-release // hold the first round until the others are queued
+			close(held)
+			<-release // hold the first round until the others are applied
 			return diskErr
 		}
 		return nil
 	}
+	// applied counts the appends the committer has applied to Pebble: once
+	// it reaches 4, the three behind the held round are in flight.
+	var applied atomic.Int32
+	apply := l.apply
+	l.apply = func(b *pebble.Batch) error {
+		err := apply(b)
+		applied.Add(int32(b.Count()))
+		return err
+	}
 	errc := make(chan error, 4)
-	for i := range 4 {
+	appendAsync := func(i int) {
 		go func() {
 			_, err := l.Append(context.Background(), "events", rowsOf(fmt.Sprintf("[%d]", i)))
 			errc <- err
 		}()
-		if i == 0 {
-			for calls.Load() == 0 {
-				time.Sleep(time.Millisecond)
-			}
-		}
 	}
-	// Let the other appends reach the committer before the first fails.
-	time.Sleep(50 * time.Millisecond)
+	appendAsync(0)
+	<-held
+	for i := 1; i < 4; i++ {
+		appendAsync(i)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for applied.Load() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 4 appends applied behind the held round", applied.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	close(release)
 	for range 4 {
 		if err := <-errc; !errors.Is(err, ErrFailed) {
