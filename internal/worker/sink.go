@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -84,17 +83,20 @@ func encodeBatch(buf *bytes.Buffer, b Batch) error {
 // once: after a crash the last batches may be written again.
 type WriterSink struct {
 	name string
-	w    *bufio.Writer
+	w    io.Writer
 	buf  bytes.Buffer
 }
 
 // NewWriterSink writes to w; name is used in logs.
 func NewWriterSink(name string, w io.Writer) *WriterSink {
-	return &WriterSink{name: name, w: bufio.NewWriter(w)}
+	return &WriterSink{name: name, w: w}
 }
 
-// Deliver writes the batch's lines and flushes them, so a reader sees each
-// batch as soon as it is delivered.
+// Deliver writes the batch's lines in one write, so a reader sees each
+// batch as soon as it is delivered. A failed write is retried by the next
+// Deliver (no error is kept: a full disk that gets room again takes the
+// batch); what a failing device took of a batch before the error may stay
+// in the output as a partial line before the batch written again.
 func (s *WriterSink) Deliver(_ context.Context, b Batch) error {
 	s.buf.Reset()
 	if err := encodeBatch(&s.buf, b); err != nil {
@@ -103,14 +105,11 @@ func (s *WriterSink) Deliver(_ context.Context, b Batch) error {
 	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		return fmt.Errorf("%w: write to %s: %w", ErrSinkUnavailable, s.name, err)
 	}
-	if err := s.w.Flush(); err != nil {
-		return fmt.Errorf("%w: write to %s: %w", ErrSinkUnavailable, s.name, err)
-	}
 	return nil
 }
 
-// Close flushes what is buffered.
-func (s *WriterSink) Close() error { return s.w.Flush() }
+// Close does nothing: every batch was written whole by Deliver.
+func (s *WriterSink) Close() error { return nil }
 
 func (s *WriterSink) String() string { return s.name }
 
