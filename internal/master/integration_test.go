@@ -424,7 +424,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if !found {
 		t.Fatalf("no RemoteError among %s", w.errText())
 	}
-	// Publishing after shutdown is refused, and /readyz reports it.
+	// Publishing after shutdown is refused (/readyz: TestReadyzWhileShuttingDown).
 	if _, err := lm.Publish(context.Background(), "caches", []json.RawMessage{json.RawMessage(`["f", [], 1]`)}); !errors.Is(err, ErrShuttingDown) {
 		t.Fatalf("publish after shutdown: %v", err)
 	}
