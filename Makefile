@@ -113,6 +113,10 @@ $(GOLANGCI_LINT):
 test: tools build image test-image ## Run every test with the race detector: unit, envtest, end-to-end.
 	TCPREPL_E2E_REQUIRED=1 TCPREPL_BINARY=$(TCPREPL) TCPREPL_IMAGE_LAYOUT=$(IMAGE_DIR)/oci $(GO) test -race -count=1 -timeout 40m ./...
 
+.PHONY: test-full-size
+test-full-size: ## The million-row catch-up tests at full size, once, without -race (the race build scales them down).
+	$(GO) test -count=1 -timeout 10m -v -run '^(TestCatchUpMillionRows|TestCatchUpMillionRowsBehind)$$' ./internal/master/ ./internal/replication/ | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:'
+
 .PHONY: test-short
 test-short: ## Unit tests only (no envtest, no end-to-end).
 	$(GO) test -race -short ./...

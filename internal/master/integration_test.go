@@ -577,6 +577,7 @@ func TestCatchUpMillionRows(t *testing.T) {
 	if raceEnabled {
 		total, extra = 200_000, 20_000
 	}
+	t.Logf("catching up %d rows while %d more are published", total, extra)
 	const batch = 500
 	ctx := context.Background()
 	seq := int64(0)
