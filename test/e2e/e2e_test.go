@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"syscall"
@@ -209,46 +210,119 @@ func workerCaughtUp(st workerStatus, pods int, stream string, token int64) error
 	return nil
 }
 
-// sinkTokens reads the tokens of stream that a worker pod's stdout sink
-// wrote (its container log), with each token's row count.
-func sinkTokens(env *harness.Env, pod, container, stream string) (map[int64]int, error) {
+// batch is one publish: the token the master gave it and its rows.
+type batch struct {
+	token int64
+	rows  []any
+}
+
+// sinkLine is one line a worker's stdout sink writes.
+type sinkLine struct {
+	Stream string          `json:"stream"`
+	Token  int64           `json:"token"`
+	Index  int             `json:"index"`
+	Count  int             `json:"count"`
+	Row    json.RawMessage `json:"row"`
+}
+
+// sinkLines reads the lines for stream that a worker pod's stdout sink
+// wrote (its container log, across restarts), in order.
+func sinkLines(env *harness.Env, pod, container, stream string) ([]sinkLine, error) {
 	f, err := os.Open(env.Kubelet.LogPath(ns, pod, container))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	got := map[int64]int{}
+	var out []sinkLine
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		var line struct {
-			Stream string          `json:"stream"`
-			Token  int64           `json:"token"`
-			Count  int             `json:"count"`
-			Row    json.RawMessage `json:"row"`
-		}
+		var line sinkLine
 		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Stream != stream || line.Row == nil {
-			continue
+			continue // the worker's own log lines, other streams
 		}
-		got[line.Token] = line.Count
+		out = append(out, line)
 	}
-	return got, sc.Err()
+	return out, sc.Err()
 }
 
-func publishBatches(t *testing.T, ctx context.Context, env *harness.Env, master string, ports harness.MasterPorts, n int, tag string) []int64 {
+// checkSinks compares what every pod's sink holds for stream with what was
+// published, row by row and in order: each batch's rows once, with the
+// token the master gave them, at their index in a batch of their count.
+// A lost, repeated, reordered, split or altered row fails. (The stdout sink
+// is at least once across a crash that comes before the worker saved its
+// position; the faults here strike when every position is saved, so each
+// batch must be there exactly once.)
+func checkSinks(t *testing.T, env *harness.Env, pods []string, published []batch, when string) {
 	t.Helper()
-	var tokens []int64
+	type want struct {
+		token        int64
+		index, count int
+		row          any
+	}
+	var wants []want
+	for _, b := range published {
+		for i, row := range b.rows {
+			wants = append(wants, want{token: b.token, index: i, count: len(b.rows), row: jsonValue(t, row)})
+		}
+	}
+	for _, pod := range pods {
+		got, err := sinkLines(env, pod, "worker", stream)
+		if err != nil {
+			t.Fatalf("%s: read the sink of %s: %v", when, pod, err)
+		}
+		for i := range max(len(got), len(wants)) {
+			if i >= len(got) {
+				t.Fatalf("%s: worker pod %s sink holds %d rows, want %d: row %d (token %d) and after are lost", when, pod, len(got), len(wants), i, wants[i].token)
+			}
+			if i >= len(wants) {
+				t.Fatalf("%s: worker pod %s sink holds %d rows, want %d: extra row %d: token %d %s", when, pod, len(got), len(wants), i, got[i].Token, got[i].Row)
+			}
+			g, w := got[i], wants[i]
+			var row any
+			if err := json.Unmarshal(g.Row, &row); err != nil {
+				t.Fatalf("%s: worker pod %s sink row %d: %v", when, pod, i, err)
+			}
+			if g.Token != w.token || g.Index != w.index || g.Count != w.count || !reflect.DeepEqual(row, w.row) {
+				t.Fatalf("%s: worker pod %s sink row %d is token %d [%d/%d] %s; published token %d [%d/%d] %v", when, pod, i, g.Token, g.Index, g.Count, g.Row, w.token, w.index, w.count, w.row)
+			}
+		}
+		t.Logf("%s: worker pod %s sink holds the %d rows of %d batches published, in order", when, pod, len(wants), len(published))
+	}
+}
+
+// jsonValue is v as encoding/json decodes its encoding (numbers float64),
+// to compare with a row decoded from a sink.
+func jsonValue(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// publishBatches publishes n batches of two rows tagged with tag and
+// returns them with their tokens.
+func publishBatches(t *testing.T, ctx context.Context, env *harness.Env, master string, ports harness.MasterPorts, n int, tag string) []batch {
+	t.Helper()
+	var out []batch
 	for i := range n {
-		tok, err := env.Publish(ctx, ns, master, ports, stream, []any{[]any{tag, i, "a"}, []any{tag, i, "b"}})
+		rows := []any{[]any{tag, i, "a"}, []any{tag, i, "b"}}
+		tok, err := env.Publish(ctx, ns, master, ports, stream, rows)
 		if err != nil {
 			t.Fatalf("publish batch %d: %v", i, err)
 		}
-		if len(tokens) > 0 && tok <= tokens[len(tokens)-1] {
-			t.Fatalf("token %d after %d: tokens must increase", tok, tokens[len(tokens)-1])
+		if len(out) > 0 && tok <= out[len(out)-1].token {
+			t.Fatalf("token %d after %d: tokens must increase", tok, out[len(out)-1].token)
 		}
-		tokens = append(tokens, tok)
+		out = append(out, batch{token: tok, rows: rows})
 	}
-	return tokens
+	return out
 }
 
 func workerPods(ctx context.Context, t *testing.T, env *harness.Env, worker string) []string {
@@ -326,8 +400,8 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	// Publish, then see positions, heartbeat and lag in kubectl get.
-	tokens := publishBatches(t, ctx, env, master, ports, 5, "first")
-	last := tokens[len(tokens)-1]
+	published := publishBatches(t, ctx, env, master, ports, 5, "first")
+	last := published[len(published)-1].token
 	eventually(t, 2*time.Minute, "master status shows the position and a heartbeat", func() error {
 		var st masterStatus
 		if err := getStatus(ctx, env, "rmaster", master, &st); err != nil {
@@ -348,6 +422,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return workerCaughtUp(st, 2, stream, last)
 	})
+	pods := workerPods(ctx, t, env, worker)
+	if len(pods) != 2 {
+		t.Fatalf("worker pods: %v", pods)
+	}
+	checkSinks(t, env, pods, published, "before any fault")
 	out, err := env.Kubectl(ctx, "get", "rmaster,rworker", "--namespace", ns, "-o", "wide")
 	if err != nil {
 		t.Fatal(err)
@@ -365,10 +444,6 @@ func TestEndToEnd(t *testing.T) {
 	// disconnected, the kubelet restarts it, it resumes from its durable
 	// position, and its sink has every batch, the ones published while it
 	// was down included.
-	pods := workerPods(ctx, t, env, worker)
-	if len(pods) != 2 {
-		t.Fatalf("worker pods: %v", pods)
-	}
 	victim := pods[0]
 	pid, ok := env.Kubelet.ContainerPID(ns, victim, "worker")
 	if !ok {
@@ -379,8 +454,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 	sawDisconnected := false
 	more := publishBatches(t, ctx, env, master, ports, 5, "while-down")
-	last = more[len(more)-1]
-	tokens = append(tokens, more...)
+	last = more[len(more)-1].token
+	published = append(published, more...)
 	eventually(t, 2*time.Minute, "killed worker back and caught up", func() error {
 		var st workerStatus
 		if err := getStatus(ctx, env, "rworker", worker, &st); err != nil {
@@ -402,17 +477,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		t.Logf("status never showed %s disconnected (restarted within a status interval)", victim)
 	}
-	for _, p := range pods {
-		got, err := sinkTokens(env, p, "worker", stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, tok := range tokens {
-			if got[tok] != 2 {
-				t.Errorf("worker pod %s sink: token %d has %d rows, want 2 (lost?)", p, tok, got[tok])
-			}
-		}
-	}
+	checkSinks(t, env, pods, published, "after a worker was killed")
 
 	// Fault: the master restarts (its pod is deleted; the StatefulSet makes
 	// a new one on the same volume). Tokens continue after the last one.
@@ -429,19 +494,28 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
-	var after []int64
+	// Until the new master serves, a publish fails at the connection and
+	// stores nothing; each attempt carries its own rows, so a publish
+	// stored but not acknowledged would show in the sinks as an extra batch.
+	var afterRestart batch
+	attempt := 0
 	eventually(t, time.Minute, "publish after master restart", func() error {
-		tok, err := env.Publish(ctx, ns, master, ports, stream, []any{[]any{"after-restart", 0, "a"}, []any{"after-restart", 0, "b"}})
+		attempt++
+		rows := []any{[]any{"after-restart", attempt, "a"}, []any{"after-restart", attempt, "b"}}
+		tok, err := env.Publish(ctx, ns, master, ports, stream, rows)
 		if err != nil {
 			return err
 		}
-		after = append(after, tok)
+		afterRestart = batch{token: tok, rows: rows}
 		return nil
 	})
-	if after[0] <= last {
-		t.Fatalf("token after master restart = %d, want > %d (tokens must survive restarts)", after[0], last)
+	if afterRestart.token <= last {
+		t.Fatalf("token after master restart = %d, want > %d (tokens must survive restarts)", afterRestart.token, last)
 	}
-	last = after[0]
+	published = append(published, afterRestart)
+	more = publishBatches(t, ctx, env, master, ports, 3, "after-restart-more")
+	published = append(published, more...)
+	last = more[len(more)-1].token
 	eventually(t, 2*time.Minute, "workers caught up after master restart", func() error {
 		var st workerStatus
 		if err := getStatus(ctx, env, "rworker", worker, &st); err != nil {
@@ -449,6 +523,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return workerCaughtUp(st, 2, stream, last)
 	})
+	checkSinks(t, env, pods, published, "after the master restarted")
 
 	// Deleting the master garbage-collects what the operator made for it.
 	if _, err := env.Kubectl(ctx, "delete", "rmaster", master, "--namespace", ns, "--wait=true", "--timeout=60s"); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,8 @@ import (
 // [$(POD_IP)]:PORT expanded: a bracketed IPv4 address (what every pod of the
 // test kubelet gets) and, when this machine has one, the IPv6 loopback
 // [::1]. Each must listen there, say so in its log, serve its HTTP endpoints
-// and replicate (the worker reaches the master at the bracketed address).
+// and replicate: the worker reaches the master at the bracketed address, and
+// a row published to the master's bracketed HTTP address reaches its sink.
 func TestBracketedListenAddresses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping: runs the master and worker processes (not in -short)")
@@ -78,8 +80,71 @@ func TestBracketedListenAddresses(t *testing.T) {
 				}
 				return nil
 			})
+			// And it replicates: a row published to the master at its
+			// bracketed HTTP address reaches the worker's sink whole, with
+			// the token the master gave it.
+			row := []any{"!room:brackets.test", []any{"@" + host + ":brackets.test"}}
+			tok := publishRow(t, "http://"+httpAddr, "typing", row)
+			eventually(t, 30*time.Second, "the published row in the worker's sink", func() error {
+				return sinkHasRow(filepath.Join(dir, "rows.jsonl"), "typing", tok, row)
+			})
 		})
 	}
+}
+
+// publishRow publishes one row to a master's HTTP API and returns its
+// token.
+func publishRow(t *testing.T, baseURL, stream string, row any) int64 {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"rows": []any{row}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Post(baseURL+"/v1/streams/"+stream+"/rows", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Token int64 `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || out.Token <= 0 {
+		t.Fatalf("publish: %s, token %d, %v", resp.Status, out.Token, err)
+	}
+	return out.Token
+}
+
+// sinkHasRow checks that a file sink holds row as the whole batch of token
+// on stream.
+func sinkHasRow(path, stream string, token int64, row any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	want, err := json.Marshal(row)
+	if err != nil {
+		return err
+	}
+	var wantRow any
+	if err := json.Unmarshal(want, &wantRow); err != nil {
+		return err
+	}
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		var line sinkLine
+		if json.Unmarshal(l, &line) != nil || line.Stream != stream || line.Token != token {
+			continue
+		}
+		var got any
+		if err := json.Unmarshal(line.Row, &got); err != nil {
+			return fmt.Errorf("sink row of token %d: %w", token, err)
+		}
+		if line.Index != 0 || line.Count != 1 || !reflect.DeepEqual(got, wantRow) {
+			return fmt.Errorf("sink holds token %d as %s [%d/%d], want %s [0/1]", token, line.Row, line.Index, line.Count, want)
+		}
+		return nil
+	}
+	return fmt.Errorf("no %s token %d in the sink yet:\n%s", stream, token, b)
 }
 
 // startLogged starts bin with args, its stderr (the JSON log) in a file,
