@@ -47,3 +47,36 @@ func TestSkipOrFail(t *testing.T) {
 		})
 	}
 }
+
+func TestInCI(t *testing.T) {
+	tests := map[string]struct {
+		ci   string
+		want bool
+	}{
+		"unset": {"", false}, "false": {"false", false}, "zero": {"0", false}, "garbage": {"yes please", false},
+		"true": {"true", true}, "one": {"1", true}, "T": {"T", true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(CIEnv, tc.ci)
+			if got := InCI(); got != tc.want {
+				t.Fatalf("InCI() with %s=%q = %v, want %v", CIEnv, tc.ci, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSkipOrFailSkipsOutsideCI calls SkipOrFail in this process (the
+// child-process test above sees only go test's verdict).
+func TestSkipOrFailSkipsOutsideCI(t *testing.T) {
+	t.Setenv(CIEnv, "")
+	var sub *testing.T
+	t.Run("missing tool", func(t *testing.T) {
+		sub = t
+		SkipOrFail(t, "no frobnicator")
+		t.Fatal("SkipOrFail returned")
+	})
+	if !sub.Skipped() || sub.Failed() {
+		t.Fatalf("skipped %v, failed %v: want a skip", sub.Skipped(), sub.Failed())
+	}
+}
