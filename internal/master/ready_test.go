@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
 // TestReadyzWhileShuttingDown: from the moment Shutdown starts, while it
@@ -16,7 +18,7 @@ import (
 // /readyz answers 503 "shutting down", so no new traffic is sent to a
 // master that is going away; and it keeps saying so once it is down.
 func TestReadyzWhileShuttingDown(t *testing.T) {
-	m, err := New(Config{ServerName: "hs.test"}, Options{Logger: logr.Discard()})
+	m, err := New(masterapi.Config{ServerName: "hs.test"}, Options{Logger: logr.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}

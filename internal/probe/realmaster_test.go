@@ -169,7 +169,7 @@ func runWorker(t *testing.T, cfg worker.Config) {
 	})
 }
 
-func masterStream(table []master.Connection, conn, stream string) (master.ConnectionStream, bool) {
+func masterStream(table []masterapi.Connection, conn, stream string) (masterapi.ConnectionStream, bool) {
 	for _, c := range table {
 		if c.Name != conn {
 			continue
@@ -180,7 +180,7 @@ func masterStream(table []master.Connection, conn, stream string) (master.Connec
 			}
 		}
 	}
-	return master.ConnectionStream{}, false
+	return masterapi.ConnectionStream{}, false
 }
 
 func probeStream(s Snapshot, conn, stream string) (ConnectionStream, bool) {
