@@ -289,7 +289,8 @@ func TestWorkerSavesPositionsOnStop(t *testing.T) {
 			cfg.Sink = "stdout"
 			cfg.Stdout = io.Discard
 			cfg.From = from(0)
-			// The first batch is saved at once; the rest only on stop.
+			// Saves happen on POSITION and then not for an hour: the
+			// batches published once caught up are saved only on stop.
 			cfg.SaveInterval = time.Hour
 			w, err := New(cfg)
 			if err != nil {
@@ -299,19 +300,25 @@ func TestWorkerSavesPositionsOnStop(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- w.Run(ctx) }()
-			_, first := publishSeq(m, "events", 0, 1)
-			waitFor(t, 10*time.Second, "the first batch saved", func() bool { return w.Status().Positions["events"] == first })
+			waitFor(t, 10*time.Second, "caught up, position 0 saved", func() bool {
+				st := w.Status()
+				pos, saved := st.Positions["events"]
+				return st.Ready && saved && pos == 0
+			})
 			if tc.breakState {
 				if err := os.RemoveAll(cfg.StateDir); err != nil {
 					t.Fatal(err)
 				}
 			}
-			_, last := publishSeq(m, "events", 1, 3)
+			_, last := publishSeq(m, "events", 0, 3)
 			waitFor(t, 10*time.Second, "the rows delivered", func() bool {
 				w.mu.Lock()
 				defer w.mu.Unlock()
 				return w.delivered["events"] == last
 			})
+			if pos := w.Status().Positions["events"]; pos != 0 {
+				t.Fatalf("position %d saved before the stop; the test needs the stop to save it", pos)
+			}
 			cancel()
 			err = <-done
 			if tc.wantErr != "" {
