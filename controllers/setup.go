@@ -64,6 +64,9 @@ type OperatorOptions struct {
 	// ProbeController replaces the probe manager's start/stop (tests).
 	ProbeController ProbeController
 	Logger          logr.Logger
+	// Synapse configures the SynapseReplication controller
+	// (synapse_setup.go).
+	Synapse SynapseOptions
 }
 
 // SetupOperator adds the probe manager and both controllers to mgr. It
@@ -114,6 +117,9 @@ func SetupOperator(mgr ctrl.Manager, o OperatorOptions) (*ProbeManager, error) {
 	}
 	if err := wr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up ReplicationWorker controller: %w", err)
+	}
+	if err := setupSynapseReplication(mgr, o, rec); err != nil {
+		return nil, err
 	}
 	return pm, nil
 }

@@ -89,3 +89,55 @@ const (
 	// ReasonLagWithinThreshold: every stream is within maxLagSeconds.
 	ReasonLagWithinThreshold = "LagWithinThreshold"
 )
+
+// SynapseReplication condition types and reasons.
+const (
+	// ConditionWritersHealthy: every configured stream writer announced its
+	// stream after a REPLICATE, no instance writes a stream it is not
+	// configured for, and no writer showed a gap.
+	ConditionWritersHealthy = "WritersHealthy"
+
+	// ReasonSubscribed: the watcher holds a Redis subscription to the
+	// deployment's channel.
+	ReasonSubscribed = "Subscribed"
+	// ReasonWatcherPending: the watcher has not connected yet.
+	ReasonWatcherPending = "WatcherPending"
+	// ReasonRedisUnreachable: Redis cannot be dialed or the connection was
+	// lost; the watcher retries with backoff.
+	ReasonRedisUnreachable = "RedisUnreachable"
+	// ReasonRedisAuthFailed: Redis refused AUTH or SELECT.
+	ReasonRedisAuthFailed = "RedisAuthFailed"
+	// ReasonRedisError: another Redis error; the message names it.
+	ReasonRedisError = "RedisError"
+	// ReasonSecretNotFound: the Secret or its key named by
+	// spec.redis.passwordSecretRef (or a Secret named by a ConfigKeyRef)
+	// does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonConfigMapNotFound: a ConfigMap or its key named by a
+	// ConfigKeyRef does not exist.
+	ReasonConfigMapNotFound = "ConfigMapNotFound"
+	// ReasonInvalidHomeserverConfig: the homeserver config does not parse
+	// or its stream_writers are malformed.
+	ReasonInvalidHomeserverConfig = "InvalidHomeserverConfig"
+	// ReasonInvalidCA: the CA bundle holds no PEM certificate.
+	ReasonInvalidCA = "InvalidCA"
+
+	// ReasonAllWritersAnnounced: every expected writer announced, none is
+	// unexpected, no gaps.
+	ReasonAllWritersAnnounced = "AllWritersAnnounced"
+	// ReasonMissingWriter: a configured writer has not announced its stream
+	// since the last REPLICATE settled (element-hq/synapse#20080).
+	ReasonMissingWriter = "MissingWriter"
+	// ReasonUnexpectedWriter: an instance writes a stream stream_writers does
+	// not give it.
+	ReasonUnexpectedWriter = "UnexpectedWriter"
+	// ReasonGaps: a writer's POSITION showed rows the watcher never saw.
+	ReasonGaps = "Gaps"
+	// ReasonWritersUnknown: nothing is known about writers (not subscribed,
+	// or nothing heard yet).
+	ReasonWritersUnknown = "WritersUnknown"
+
+	// ReasonOutputBufferHigh: a pub/sub client's Redis output buffer is
+	// above half the limit; Redis disconnects it at the limit.
+	ReasonOutputBufferHigh = "OutputBufferHigh"
+)
