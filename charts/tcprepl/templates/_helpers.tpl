@@ -82,6 +82,14 @@ every generated rule and runs the operator with exactly these permissions.
 - apiGroups: ["replication.tcprepl.io"]
   resources: ["replicationmasters/finalizers", "replicationworkers/finalizers"]
   verbs: ["update"]
+# SynapseReplications are only read and their status written: the operator
+# creates nothing for them.
+- apiGroups: ["replication.tcprepl.io"]
+  resources: ["synapsereplications"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["replication.tcprepl.io"]
+  resources: ["synapsereplications/status"]
+  verbs: ["get", "update", "patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
