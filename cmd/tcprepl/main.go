@@ -25,6 +25,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newOperatorCommand())
 	root.AddCommand(newProbeCommand())
 	root.AddCommand(newWorkerCommand())
+	root.AddCommand(newSynapseEmulateCommand())
 	return root
 }
 
