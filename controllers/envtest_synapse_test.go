@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/internal/synapse"
@@ -32,7 +31,7 @@ stream_writers:
   events:
     - event_persister1
     - event_persister2
-  quarantined_media: media1
+  quarantined_media_changes: media1
 `
 
 func minimalSynapseReplication(ns, name string) *replv1.SynapseReplication {
@@ -191,7 +190,7 @@ func TestSynapseReplicationController(t *testing.T) {
 	requireEnv(t)
 	ctx := context.Background()
 	factory := &fakeWatcherFactory{}
-	ns := startSynapseOperator(t, factory.make, testStreamWritersParser)
+	ns := startSynapseOperator(t, factory.make, synapse.ParseStreamWriters)
 
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "redis"}, Data: map[string][]byte{"password": []byte("s3cret")}}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ess-synapse"}, Data: map[string]string{"04-homeserver-overrides.yaml": homeserverYAML}}
@@ -220,8 +219,13 @@ func TestSynapseReplicationController(t *testing.T) {
 	if tgt.Addr != "redis.matrix.svc:6379" || tgt.Password != "s3cret" || tgt.DB != 2 || tgt.ServerName != "example.com" || tgt.SolicitInterval != time.Minute {
 		t.Errorf("target = %+v", tgt)
 	}
-	if got := fmt.Sprint(tgt.StreamWriters); got != "map[events:[event_persister1 event_persister2] quarantined_media:[media1]]" {
-		t.Errorf("stream writers = %s", got)
+	for stream, want := range map[string]string{
+		"events": "[event_persister1 event_persister2]", "backfill": "[event_persister1 event_persister2]",
+		"quarantined_media": "[media1]", "typing": "[master]",
+	} {
+		if got := fmt.Sprint(tgt.StreamWriters[stream]); got != want {
+			t.Errorf("stream writers of %s = %s, want %s", stream, got, want)
+		}
 	}
 	eventually(t, 20*time.Second, "Ready False WatcherPending before the watcher connects", func() error {
 		return srConditionIs(getSynapseReplication(t, ns, "matrix"), replv1.ConditionReady, "False", replv1.ReasonWatcherPending)
@@ -318,7 +322,7 @@ func TestSynapseReplicationMissingSecret(t *testing.T) {
 	requireEnv(t)
 	ctx := context.Background()
 	factory := &fakeWatcherFactory{}
-	ns := startSynapseOperator(t, factory.make, testStreamWritersParser)
+	ns := startSynapseOperator(t, factory.make, synapse.ParseStreamWriters)
 	sr := minimalSynapseReplication(ns, "nosecret")
 	sr.Spec.Redis.PasswordSecretRef = &replv1.SecretKeyRef{Name: "absent", Key: "password"}
 	if err := k8s.Create(ctx, sr); err != nil {
@@ -356,33 +360,4 @@ func expectEvent(ctx context.Context, ns, name, reason string) error {
 		}
 	}
 	return fmt.Errorf("no %s event among %d", reason, len(list.Items))
-}
-
-// testStreamWritersParser reads stream_writers (a name or a list of names
-// per stream) the way Synapse's config does.
-func testStreamWritersParser(data []byte) (map[string][]string, error) {
-	var cfg struct {
-		StreamWriters map[string]any `json:"stream_writers"`
-	}
-	if err := yaml.Unmarshal(data, &cfg); err != nil {
-		return nil, err
-	}
-	out := map[string][]string{}
-	for stream, v := range cfg.StreamWriters {
-		switch x := v.(type) {
-		case string:
-			out[stream] = []string{x}
-		case []any:
-			for _, i := range x {
-				s, ok := i.(string)
-				if !ok {
-					return nil, fmt.Errorf("stream_writers.%s: %v is not an instance name", stream, i)
-				}
-				out[stream] = append(out[stream], s)
-			}
-		default:
-			return nil, fmt.Errorf("stream_writers.%s: want a name or a list of names", stream)
-		}
-	}
-	return out, nil
 }

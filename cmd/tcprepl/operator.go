@@ -54,11 +54,13 @@ func newOperatorCommand() *cobra.Command {
 	zapOpts := zap.Options{}
 	cmd := &cobra.Command{
 		Use:   "operator",
-		Short: "Run the Kubernetes operator for ReplicationMaster and ReplicationWorker",
+		Short: "Run the Kubernetes operator for ReplicationMaster, ReplicationWorker and SynapseReplication",
 		Long: `Run the controller-runtime manager that reconciles ReplicationMaster and
 ReplicationWorker resources into StatefulSets, Deployments, Services,
 ConfigMaps, Secrets and NetworkPolicies, probes every master, and writes
-positions and lag into the resources' status.
+positions and lag into the resources' status. For every SynapseReplication
+it watches an existing Synapse deployment over its Redis and reports each
+stream's writers, missing writers and Redis output buffers.
 
 The cluster is found like kubectl does: --kubeconfig, else $KUBECONFIG,
 else the in-cluster service account, else ~/.kube/config.`,
@@ -147,6 +149,7 @@ func runOperator(f operatorFlags, zapOpts zap.Options) error {
 		ProbePollInterval:       f.probePollInterval,
 		MaxConcurrentReconciles: f.concurrency,
 		Logger:                  log,
+		Synapse:                 synapseOptions(log.WithName("synapse")),
 	})
 	if err != nil {
 		return err
