@@ -14,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+
+	"github.com/tcprepl/tcprepl/internal/synapse"
 )
 
 // synapse-emulate is a demo and test aid, hidden from help: it plays a
@@ -27,6 +29,8 @@ type emulateFlags struct {
 	serverName   string
 	writers      []string
 	silent       []string
+	configFile   string
+	configYAML   string
 	interval     time.Duration
 }
 
@@ -61,7 +65,9 @@ Not a Synapse: rows are placeholders. For demos and tests only.`,
 	fs.StringVar(&f.redisAddr, "redis", "127.0.0.1:6379", "Redis host:port")
 	fs.StringVar(&f.passwordFile, "redis-password-file", "", "file holding the Redis password")
 	fs.StringVar(&f.serverName, "server-name", "", "the homeserver's server_name, which is the channel (required)")
-	fs.StringArrayVar(&f.writers, "writer", []string{"events=master"}, "STREAM=INSTANCE: the instance writes the stream and announces it (repeatable)")
+	fs.StringArrayVar(&f.writers, "writer", nil, "STREAM=INSTANCE: the instance writes the stream and announces it (repeatable; default events=master without a homeserver config)")
+	fs.StringVar(&f.configFile, "homeserver-config", "", "homeserver config YAML whose stream_writers (with Synapse's defaults) give the writers")
+	fs.StringVar(&f.configYAML, "homeserver-config-yaml", "", "the same, given inline")
 	fs.StringArrayVar(&f.silent, "silent-writer", nil, "STREAM=INSTANCE: the instance runs but never announces the stream (repeatable)")
 	fs.DurationVar(&f.interval, "interval", time.Second, "how often each writer publishes a row")
 	return cmd
@@ -117,22 +123,27 @@ func newEmulatedDeployment(f emulateFlags) (*emulatedDeployment, error) {
 		return p
 	}
 	// Every deployment has its main process.
-	process("master")
-	for i, w := range f.writers {
-		stream, instance, err := parseStreamInstance("writer", w)
+	process(synapse.MainInstance)
+	silent := map[[2]string]bool{}
+	for _, w := range f.silent {
+		stream, instance, err := parseStreamInstance("silent-writer", w)
 		if err != nil {
 			return nil, err
+		}
+		silent[[2]string{stream, instance}] = true
+		process(instance)
+	}
+	pairs, err := emulatedWriters(f)
+	if err != nil {
+		return nil, err
+	}
+	for i, pair := range pairs {
+		if silent[pair] {
+			continue
 		}
 		// Distinct starting tokens, so that two writers of one stream show
 		// a spread.
-		process(instance).tokens[stream] = int64(1000 + 10*i)
-	}
-	for _, w := range f.silent {
-		_, instance, err := parseStreamInstance("silent-writer", w)
-		if err != nil {
-			return nil, err
-		}
-		process(instance)
+		process(pair[1]).tokens[pair[0]] = int64(1000 + 10*i)
 	}
 	d := &emulatedDeployment{channel: f.serverName, interval: f.interval}
 	for _, p := range byInstance {
@@ -140,6 +151,53 @@ func newEmulatedDeployment(f emulateFlags) (*emulatedDeployment, error) {
 	}
 	sort.Slice(d.processes, func(i, j int) bool { return d.processes[i].instance < d.processes[j].instance })
 	return d, nil
+}
+
+// emulatedWriters are the (stream, instance) pairs to write: those of the
+// homeserver config, as Synapse reads its stream_writers, and --writer.
+func emulatedWriters(f emulateFlags) ([][2]string, error) {
+	var cfg []byte
+	switch {
+	case f.configFile != "" && f.configYAML != "":
+		return nil, errors.New("give --homeserver-config or --homeserver-config-yaml, not both")
+	case f.configFile != "":
+		b, err := os.ReadFile(f.configFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --homeserver-config: %w", err)
+		}
+		cfg = b
+	case f.configYAML != "":
+		cfg = []byte(f.configYAML)
+	}
+	var pairs [][2]string
+	if cfg != nil {
+		sw, err := synapse.ParseStreamWriters(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("homeserver config: %w", err)
+		}
+		streams := make([]string, 0, len(sw))
+		for s := range sw {
+			streams = append(streams, s)
+		}
+		sort.Strings(streams)
+		for _, s := range streams {
+			for _, inst := range sw[s] {
+				pairs = append(pairs, [2]string{s, inst})
+			}
+		}
+	}
+	writers := f.writers
+	if cfg == nil && len(writers) == 0 {
+		writers = []string{"events=" + synapse.MainInstance}
+	}
+	for _, w := range writers {
+		stream, instance, err := parseStreamInstance("writer", w)
+		if err != nil {
+			return nil, err
+		}
+		pairs = append(pairs, [2]string{stream, instance})
+	}
+	return pairs, nil
 }
 
 func (d *emulatedDeployment) describe() string {
