@@ -68,8 +68,8 @@ func dumpState(t *testing.T, env *harness.Env) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, args := range [][]string{
-		{"get", "rmaster,rworker,statefulsets,deployments,pods,services", "-A", "-o", "wide"},
-		{"get", "rmaster,rworker", "-A", "-o", "yaml"},
+		{"get", "rmaster,rworker,srepl,statefulsets,deployments,pods,services", "-A", "-o", "wide"},
+		{"get", "rmaster,rworker,srepl", "-A", "-o", "yaml"},
 		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
 	} {
 		out, err := env.Kubectl(ctx, args...)
@@ -458,6 +458,9 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// A SynapseReplication watches an emulated Synapse deployment; its
+	// series are among those the alerts select.
+	checkSynapseReplication(t, ctx, env)
 	checkAlertMetrics(t, ctx, env, master, ports, worker)
 
 	// Fault: a worker process is killed. The status says it is
