@@ -6,6 +6,10 @@
 # signal handler is the cleanup trap; exec hands it the signals directly).
 # Its processes are started with PDEATHSIG, so even a SIGKILLed driver leaves
 # no cluster behind.
+# Last it shows a SynapseReplication watching a Synapse deployment emulated by
+# `tcprepl synapse-emulate` (a hidden demo aid) on a local redis-server, with
+# one configured stream writer that never announces; without redis-server
+# installed that part is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go build -o bin/tcprepl-demo ./hack/demo

@@ -2,8 +2,9 @@
 // from real parts (etcd, kube-apiserver, kube-controller-manager) with the
 // project's test kubelet, installs the chart with helm, runs the operator,
 // applies the sample master and workers, publishes rows, and prints what
-// `kubectl get` and `tcprepl probe` show. Everything is removed on exit,
-// including on Ctrl-C.
+// `kubectl get` and `tcprepl probe` show; then a SynapseReplication watches
+// a Synapse deployment emulated on a local redis-server and reports its
+// missing writer. Everything is removed on exit, including on Ctrl-C.
 //
 //	go run ./hack/demo [--rows 50] [--keep]
 package main
@@ -191,10 +192,20 @@ func run(ctx context.Context, rows int, keep, verbose bool) (err error) {
 		return err
 	}
 
+	stopRedis, err := synapseDemo(ctx, env, kubectl)
+	defer func() {
+		if serr := stopRedis(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
+	if err != nil {
+		return err
+	}
+
 	fmt.Printf("\ndemo ran in %s\n", time.Since(began).Round(time.Second))
 	if keep {
 		step("the cluster keeps running until Ctrl-C; in another terminal:")
-		fmt.Printf("    export KUBECONFIG=%s\n    %s get rmaster,rworker -A -o wide\n", env.Cluster.Kubeconfig, tools.Cluster.Kubectl)
+		fmt.Printf("    export KUBECONFIG=%s\n    %s get rmaster,rworker,srepl -A -o wide\n", env.Cluster.Kubeconfig, tools.Cluster.Kubectl)
 		fmt.Printf("    %s %s\n", tools.Tcprepl, strings.Join(probeArgs, " "))
 		<-ctx.Done()
 	}
