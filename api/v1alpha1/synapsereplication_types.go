@@ -54,8 +54,8 @@ type SynapseReplicationSpec struct {
 	// which stream. With it, the status reports every configured writer that
 	// does not announce its stream after a REPLICATE (MissingWriter) and
 	// every instance that writes a stream it is not configured for
-	// (UnexpectedWriter). Without it, only "master" is expected, and only
-	// for streams that someone writes.
+	// (UnexpectedWriter). Without it, positions and gaps are still reported
+	// but no writer is missing or unexpected.
 	// +optional
 	HomeserverConfigRef *ConfigKeyRef `json:"homeserverConfigRef,omitempty"`
 
