@@ -59,12 +59,12 @@ func TestSynapseReplicationValidation(t *testing.T) {
 		mutate func(*replv1.SynapseReplication)
 		want   string // "" = accepted
 	}{
-		"minimal": {func(*replv1.SynapseReplication) {}, ""},
+		"minimal":       {func(*replv1.SynapseReplication) {}, ""},
 		"solicit never": {func(s *replv1.SynapseReplication) { s.Spec.SolicitInterval = dur("0s") }, ""},
 		"solicit 10s":   {func(s *replv1.SynapseReplication) { s.Spec.SolicitInterval = dur("10s") }, ""},
 		"solicit 5s": {func(s *replv1.SynapseReplication) { s.Spec.SolicitInterval = dur("5s") },
 			"solicitInterval must be 0s (solicit only on connect) or at least 10s"},
-		"address without port": {func(s *replv1.SynapseReplication) { s.Spec.Redis.Address = "redis" }, "spec.redis.address"},
+		"address without port":     {func(s *replv1.SynapseReplication) { s.Spec.Redis.Address = "redis" }, "spec.redis.address"},
 		"server name with a slash": {func(s *replv1.SynapseReplication) { s.Spec.ServerName = "example.com/USER_IP" }, "spec.serverName"},
 		"username without password": {func(s *replv1.SynapseReplication) { s.Spec.Redis.Username = "synapse" },
 			"redis.username needs redis.passwordSecretRef"},

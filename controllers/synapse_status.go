@@ -148,8 +148,8 @@ func synapseWritersHealth(snap synapse.Snapshot, recentGaps []synapse.WriterRef)
 	if reason != "" {
 		return metav1.ConditionFalse, reason, strings.Join(problems, "; ")
 	}
-	if len(snap.Streams) == 0 {
-		msg := "nothing heard on the channel yet"
+	if countAnnounced(snap) == 0 {
+		msg := "no writer has announced a stream yet"
 		if errors.Is(snap.Error, synapse.ErrNothingHeard) {
 			msg = snap.Error.Error() + ": check spec.serverName (it is the channel) and that Synapse runs with workers"
 		}

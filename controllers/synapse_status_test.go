@@ -53,7 +53,7 @@ func healthySnapshot() synapse.Snapshot {
 func TestSynapseStatus(t *testing.T) {
 	type want struct {
 		ready, writers, degraded string // "Status/Reason"
-		inMessage                string  // a substring of some condition message
+		inMessage                string // a substring of some condition message
 		streams, writerCount     int32
 		missing                  int32
 	}
@@ -91,6 +91,12 @@ func TestSynapseStatus(t *testing.T) {
 		"nothing heard": {
 			obs:  synapseObservation{haveSnap: true, snap: synapse.Snapshot{Subscribed: true, Error: synapse.ErrNothingHeard}},
 			want: want{ready: "True/Subscribed", writers: "Unknown/WritersUnknown", degraded: "False/AsExpected", inMessage: "check spec.serverName"},
+		},
+		"configured writers, none announced yet": {
+			obs: synapseObservation{haveSnap: true, snap: synapse.Snapshot{Subscribed: true, Streams: []synapse.Stream{
+				{Name: "events", Writers: []synapse.Writer{{Instance: "event_persister1", Configured: true}}},
+			}}},
+			want: want{ready: "True/Subscribed", writers: "Unknown/WritersUnknown", degraded: "False/AsExpected", inMessage: "no writer has announced", streams: 1},
 		},
 		"missing writer": {
 			obs: synapseObservation{haveSnap: true, snap: func() synapse.Snapshot {
@@ -305,7 +311,7 @@ func TestSynapseStatusSignificant(t *testing.T) {
 		}, true},
 		"a gap is counted": {func(s *synapse.Snapshot) { s.Streams[0].Writers[0].Gaps = 1 }, true},
 		"a responder goes": {func(s *synapse.Snapshot) { s.Responders = s.Responders[1:] }, true},
-		"unsubscribed": {func(s *synapse.Snapshot) { s.Subscribed = false }, true},
+		"unsubscribed":     {func(s *synapse.Snapshot) { s.Subscribed = false }, true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

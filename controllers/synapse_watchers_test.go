@@ -318,4 +318,3 @@ func onlyMetric(t *testing.T, reg *prometheus.Registry, name, instance string) p
 	t.Fatalf("no %s{instance=%q}", name, instance)
 	return nil
 }
-

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -135,11 +136,7 @@ func (r *SynapseReplicationReconciler) Reconcile(ctx context.Context, req ctrl.R
 }
 
 func asSetupProblem(err error, p **synapseSetupProblem) bool {
-	sp, ok := err.(*synapseSetupProblem)
-	if ok {
-		*p = sp
-	}
-	return ok
+	return errors.As(err, p)
 }
 
 func (r *SynapseReplicationReconciler) now() time.Time {

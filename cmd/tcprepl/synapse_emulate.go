@@ -241,7 +241,7 @@ func (d *emulatedDeployment) run(ctx context.Context) error {
 // does, answers REPLICATE and publishes a row per stream every interval.
 func (p *emulatedProcess) run(ctx context.Context, channel string, interval time.Duration) error {
 	sub := p.client.Subscribe(ctx, channel)
-	defer sub.Close()
+	defer func() { _ = sub.Close() }()
 	if _, err := sub.Receive(ctx); err != nil {
 		return fmt.Errorf("subscribe to %q: %w", channel, err)
 	}

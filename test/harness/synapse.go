@@ -18,8 +18,8 @@ import (
 // RedisServer is a redis-server process for the emulated Synapse
 // deployment of the end-to-end test and the demo.
 type RedisServer struct {
-	// Addr is 127.0.0.1:PORT; pods of the test kubelet and the operator
-	// reach it there.
+	// Addr is redisHost:PORT, where pods of the test kubelet and the
+	// operator reach it.
 	Addr string
 	p    *proc.Process
 }
@@ -27,7 +27,12 @@ type RedisServer struct {
 // ErrNoRedisServer: redis-server is not installed.
 var ErrNoRedisServer = errors.New("redis-server is not installed (Debian: apt-get install redis-server)")
 
-// StartRedis starts redis-server on a free loopback port, without
+// redisHost is a loopback address outside the test kubelet's pod subnets
+// (127.N.0.0/16, N > 0): the kubelet rewrites 127.0.0.1 in a pod's
+// arguments to the pod's own IP, as "localhost" means the pod itself.
+const redisHost = "127.0.0.2"
+
+// StartRedis starts redis-server on a free port of redisHost, without
 // persistence, in dir.
 func StartRedis(ctx context.Context, dir string) (*RedisServer, error) {
 	bin, err := exec.LookPath("redis-server")
@@ -41,13 +46,13 @@ func StartRedis(ctx context.Context, dir string) (*RedisServer, error) {
 	// A port found free can be taken before redis-server binds it: retry
 	// with another.
 	for range 5 {
-		port, err := freePort()
+		port, err := freePortOn(redisHost)
 		if err != nil {
 			return nil, err
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		addr := net.JoinHostPort(redisHost, strconv.Itoa(port))
 		logPath := filepath.Join(dir, "redis-"+strconv.Itoa(port)+".log")
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", redisHost, "--save", "", "--appendonly", "no",
 			"--dir", dir, "--logfile", logPath)
 		p, err := proc.Start("redis-server", cmd)
 		if err != nil {
@@ -62,6 +67,15 @@ func StartRedis(ctx context.Context, dir string) (*RedisServer, error) {
 		}
 	}
 	return nil, fmt.Errorf("redis-server: no free port: %w", last)
+}
+
+func freePortOn(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("find a free port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Stop ends the redis-server.
