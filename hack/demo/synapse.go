@@ -40,7 +40,7 @@ func synapseDemo(ctx context.Context, env *harness.Env, kubectl func(args ...str
 	}
 	stop = redis.Stop
 	fmt.Printf("    redis-server on %s\n", redis.Addr)
-	const name = "synapse"
+	const name = "matrix"
 	if err := env.ApplyEmulatedSynapse(ctx, ns, harness.EmulatedSynapse{
 		Name: name, ServerName: "matrix.demo.test", RedisAddr: redis.Addr,
 		HomeserverConfig: demoHomeserverConfig, Silent: []string{"quarantined_media=media1"},

@@ -61,7 +61,7 @@ func checkSynapseReplication(t *testing.T, ctx context.Context, env *harness.Env
 			t.Logf("stop redis-server: %v", err)
 		}
 	})
-	const name = "synapse"
+	const name = "matrix"
 	if err := env.ApplyEmulatedSynapse(ctx, ns, harness.EmulatedSynapse{
 		Name: name, ServerName: "matrix.e2e.test", RedisAddr: redis.Addr,
 		HomeserverConfig: e2eHomeserverConfig, Silent: []string{"quarantined_media=media1"},

@@ -130,7 +130,9 @@ func (e *Env) ApplyEmulatedSynapse(ctx context.Context, ns string, s EmulatedSyn
 	for _, w := range s.Silent {
 		args = append(args, "--silent-writer", w)
 	}
-	labels := map[string]any{"app.kubernetes.io/name": "synapse-emulated", "app.kubernetes.io/instance": s.Name}
+	// Not app.kubernetes.io/instance: the tests select a topology's objects
+	// by it.
+	labels := map[string]any{"app.kubernetes.io/name": "synapse-emulated", "tcprepl.io/emulated-synapse": s.Name}
 	objs := []map[string]any{
 		{
 			"apiVersion": "v1", "kind": "ConfigMap",
