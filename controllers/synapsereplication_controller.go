@@ -76,8 +76,10 @@ type SynapseReplicationReconciler struct {
 	MaxConcurrentReconciles int
 
 	limiter *statusLimiter
-	gapsMu  sync.Mutex
-	gaps    map[types.NamespacedName]gapTracker
+	// gapsMu guards gaps and resolved.
+	gapsMu   sync.Mutex
+	gaps     map[types.NamespacedName]gapTracker
+	resolved map[types.NamespacedName]resolvedTarget
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=synapsereplications,verbs=get;list;watch
@@ -102,7 +104,7 @@ func (r *SynapseReplicationReconciler) Reconcile(ctx context.Context, req ctrl.R
 	}
 
 	obs := synapseObservation{now: r.now()}
-	target, err := r.resolveTarget(ctx, &sr)
+	target, err := r.resolveCached(ctx, &sr, obs.now)
 	var problem *synapseSetupProblem
 	switch {
 	case asSetupProblem(err, &problem):
@@ -151,7 +153,39 @@ func (r *SynapseReplicationReconciler) forget(key types.NamespacedName) {
 	r.limiter.forget(key)
 	r.gapsMu.Lock()
 	delete(r.gaps, key)
+	delete(r.resolved, key)
 	r.gapsMu.Unlock()
+}
+
+// resolvedTarget is the last resolution of a resource's references.
+type resolvedTarget struct {
+	generation int64
+	at         time.Time
+	target     SynapseWatchTarget
+	err        error
+}
+
+// resolveCached resolves the resource's references at most once per
+// Resync for one generation: the watcher's announcements trigger a
+// reconcile every poll interval on a busy deployment, and each would
+// otherwise GET the Secret and ConfigMap again. Transient API errors are
+// not kept.
+func (r *SynapseReplicationReconciler) resolveCached(ctx context.Context, sr *replv1.SynapseReplication, now time.Time) (SynapseWatchTarget, error) {
+	key := client.ObjectKeyFromObject(sr)
+	r.gapsMu.Lock()
+	c, ok := r.resolved[key]
+	r.gapsMu.Unlock()
+	if ok && c.generation == sr.Generation && now.Sub(c.at) < r.Resync {
+		return c.target, c.err
+	}
+	t, err := r.resolveTarget(ctx, sr)
+	var problem *synapseSetupProblem
+	if err == nil || asSetupProblem(err, &problem) {
+		r.gapsMu.Lock()
+		r.resolved[key] = resolvedTarget{generation: sr.Generation, at: now, target: t, err: err}
+		r.gapsMu.Unlock()
+	}
+	return t, err
 }
 
 func (r *SynapseReplicationReconciler) trackGaps(key types.NamespacedName, snap synapse.Snapshot, now time.Time) []synapse.WriterRef {
@@ -373,6 +407,7 @@ func (r *SynapseReplicationReconciler) SetupWithManager(mgr ctrl.Manager) error 
 	}
 	r.limiter = newStatusLimiter(r.StatusInterval, r.Now)
 	r.gaps = map[types.NamespacedName]gapTracker{}
+	r.resolved = map[types.NamespacedName]resolvedTarget{}
 	b := ctrl.NewControllerManagedBy(mgr).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("synapsereplication").
