@@ -52,9 +52,9 @@ func TestSynapseResolveCached(t *testing.T) {
 		wantErr  string
 	}{
 		{0, 3, nil, 2, ""},
-		{30 * time.Second, 3, nil, 2, ""},  // cached
-		{61 * time.Second, 3, nil, 4, ""},  // resync passed
-		{62 * time.Second, 4, nil, 6, ""},  // new generation
+		{30 * time.Second, 3, nil, 2, ""}, // cached
+		{61 * time.Second, 3, nil, 4, ""}, // resync passed
+		{62 * time.Second, 4, nil, 6, ""}, // new generation
 		{200 * time.Second, 4, errors.New("etcd leader changed"), 7, "etcd leader changed"},
 		{201 * time.Second, 4, nil, 9, ""}, // the transient error was not kept
 	}
