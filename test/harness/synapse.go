@@ -148,7 +148,8 @@ func (e *Env) ApplyEmulatedSynapse(ctx context.Context, ns string, s EmulatedSyn
 				"template": map[string]any{
 					"metadata": map[string]any{"labels": labels},
 					"spec": map[string]any{"containers": []any{map[string]any{
-						"name": "synapse", "image": "ghcr.io/tcprepl/tcprepl:e2e", "command": args,
+						// The built image, whose binary has the emulator.
+						"name": "synapse", "image": e.Tools.Image, "command": args,
 					}}},
 				},
 			},
