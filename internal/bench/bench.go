@@ -125,8 +125,7 @@ func (c *Config) Defaults() {
 	if c.Publishers == 0 {
 		// Each publish waits for its group commit's fsync, and over HTTP
 		// for a request's round trip as well: 32 in flight keep the
-		// committer busy (16 gave 425-508k rows/s over HTTP, 32 gave 623k,
-		// 64 gave 654k; docs/benchmarks.md).
+		// committer busy (docs/benchmarks.md compares 16, 32 and 64).
 		c.Publishers = 32
 	}
 	if c.BatchRows == 0 {
