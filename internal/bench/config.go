@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -79,7 +80,22 @@ func (c *Config) runs(p Phase) bool {
 	return len(c.Phases) == 0 || slices.Contains(c.Phases, p)
 }
 
-// Defaults fills unset fields with the values the aims are stated for.
+// validate rejects phases and subscriber kinds the benchmark does not know;
+// the mode is checked where the master starts.
+func (c *Config) validate() error {
+	for _, p := range c.Phases {
+		if !slices.Contains(AllPhases, p) {
+			return fmt.Errorf("unknown phase %q: use any of %v", p, AllPhases)
+		}
+	}
+	if c.SubscriberKind != WireSubscribers && c.SubscriberKind != ClientSubscribers {
+		return fmt.Errorf("unknown subscriber kind %q: use %s or %s", c.SubscriberKind, WireSubscribers, ClientSubscribers)
+	}
+	return nil
+}
+
+// Defaults fills unset fields with the values the aims in docs/benchmarks.md
+// are stated for.
 func (c *Config) Defaults() {
 	if c.Mode == "" {
 		c.Mode = InProcess

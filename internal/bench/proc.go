@@ -33,6 +33,7 @@ func (t *target) selfCPU() time.Duration {
 	return processCPU(os.Getpid())
 }
 
+// processCPU is the user+system CPU time of process pid; 0 when unknown.
 func processCPU(pid int) time.Duration {
 	if pid == 0 {
 		return 0
@@ -41,10 +42,16 @@ func processCPU(pid int) time.Duration {
 	if err != nil {
 		return 0
 	}
-	// Fields after the parenthesised command name; utime and stime are
-	// the 14th and 15th fields overall, in clock ticks (100 per second on
-	// Linux).
-	rest := string(b)
+	return statCPU(string(b))
+}
+
+// statCPU reads utime+stime from the text of /proc/PID/stat; 0 when it has
+// too few fields.
+func statCPU(stat string) time.Duration {
+	// Fields after the parenthesised command name (which may hold spaces
+	// and parentheses); utime and stime are the 14th and 15th fields
+	// overall, in clock ticks (100 per second on Linux).
+	rest := stat
 	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
 		rest = rest[i+1:]
 	}
@@ -57,12 +64,19 @@ func processCPU(pid int) time.Duration {
 	return time.Duration(u+st) * 10 * time.Millisecond
 }
 
+// loadAverage is the 1, 5 and 15 minute load averages; "" when unknown.
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return ""
 	}
-	f := strings.Fields(string(b))
+	return loadAverageOf(string(b))
+}
+
+// loadAverageOf takes the three load averages from the text of
+// /proc/loadavg; "" when it has fewer fields.
+func loadAverageOf(loadavg string) string {
+	f := strings.Fields(loadavg)
 	if len(f) < 3 {
 		return ""
 	}
@@ -92,7 +106,17 @@ func procStatus(pid int, key string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
+	v, err := statusField(string(b), key)
+	if err != nil {
+		return 0, fmt.Errorf("%w in /proc/%d/status", err, pid)
+	}
+	return v, nil
+}
+
+// statusField reads one "Key:   N kB" line of the text of /proc/PID/status,
+// in bytes.
+func statusField(status, key string) (int64, error) {
+	for line := range strings.SplitSeq(status, "\n") {
 		if rest, ok := strings.CutPrefix(line, key+":"); ok {
 			f := strings.Fields(rest)
 			if len(f) == 0 {
@@ -100,10 +124,10 @@ func procStatus(pid int, key string) (int64, error) {
 			}
 			kb, err := strconv.ParseInt(f[0], 10, 64)
 			if err != nil {
-				return 0, err
+				return 0, fmt.Errorf("%s: %w", key, err)
 			}
 			return kb * 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", key, pid)
+	return 0, fmt.Errorf("no %s", key)
 }

@@ -3,19 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
-	"slices"
 )
 
 // Run runs every phase in order and returns what it measured.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
 	cfg.Defaults()
-	for _, p := range cfg.Phases {
-		if !slices.Contains(AllPhases, p) {
-			return nil, fmt.Errorf("unknown phase %q: use any of %v", p, AllPhases)
-		}
-	}
-	if cfg.SubscriberKind != WireSubscribers && cfg.SubscriberKind != ClientSubscribers {
-		return nil, fmt.Errorf("unknown subscriber kind %q: use %s or %s", cfg.SubscriberKind, WireSubscribers, ClientSubscribers)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	t, err := start(ctx, cfg)
 	if err != nil {
