@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -103,7 +104,9 @@ func TestOnceThroughAProxyOmitsItsOwnConnection(t *testing.T) {
 	go func() { workerDone <- worker.Run(wctx) }()
 	t.Cleanup(func() {
 		stopWorker()
-		<-workerDone
+		if err := <-workerDone; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("worker: %v", err)
+		}
 	})
 	waitForTable(t, httpURL, func(conns []Connection) bool {
 		return len(conns) == 1 && conns[0].Name == "worker-1"
