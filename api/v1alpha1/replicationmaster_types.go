@@ -203,7 +203,7 @@ type StreamRetention struct {
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 }
 
-// KeepAliveSpec tunes PING and the ping timeout (PROTOCOL.md, "Keep-alive").
+// KeepAliveSpec tunes PING and the ping timeout (docs/protocol.md, "Keep-alive").
 // +kubebuilder:validation:XValidation:rule="!has(self.pingTimeout) || !has(self.pingInterval) || duration(self.pingTimeout) > duration(self.pingInterval)",message="keepAlive.pingTimeout must be longer than keepAlive.pingInterval"
 type KeepAliveSpec struct {
 	// PingInterval: a side that has sent nothing for this long sends PING.

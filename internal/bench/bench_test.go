@@ -67,20 +67,19 @@ func TestRunPhases(t *testing.T) {
 }
 
 func TestRunErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name string
+	for name, tc := range map[string]struct {
 		cfg  Config
 		want string
 	}{
-		{"external without addresses", Config{Mode: External}, "--master"},
-		{"unknown mode", Config{Mode: "elsewhere"}, "unknown mode"},
-		{"unknown phase", Config{Phases: []Phase{PhaseCatchUp, "warp"}}, "unknown phase"},
-		{"unknown subscriber kind", Config{SubscriberKind: "telepathic"}, "unknown subscriber kind"},
-		{"external master down", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1", MasterPID: os.Getpid(), IdleConns: 1}, "idle connection phase"},
-		{"external master down, no pid", Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1"}, "catch-up phase"},
-		{"spawn of a missing binary", Config{Mode: Spawn, Binary: "/nonexistent/tcprepl"}, "start /nonexistent/tcprepl master"},
+		"external without addresses":   {Config{Mode: External}, "--master"},
+		"unknown mode":                 {Config{Mode: "elsewhere"}, "unknown mode"},
+		"unknown phase":                {Config{Phases: []Phase{PhaseCatchUp, "warp"}}, "unknown phase"},
+		"unknown subscriber kind":      {Config{SubscriberKind: "telepathic"}, "unknown subscriber kind"},
+		"external master down":         {Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1", MasterPID: os.Getpid(), IdleConns: 1}, "idle connection phase"},
+		"external master down, no pid": {Config{Mode: External, MasterAddr: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:1"}, "catch-up phase"},
+		"spawn of a missing binary":    {Config{Mode: Spawn, Binary: "/nonexistent/tcprepl"}, "start /nonexistent/tcprepl master"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(name, func(t *testing.T) {
 			_, err := Run(context.Background(), tc.cfg)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err %v, want %q", err, tc.want)

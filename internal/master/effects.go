@@ -16,9 +16,9 @@ import (
 )
 
 // Effects gives client commands their effects on the master, as Synapse's
-// 2020 master did (PROTOCOL.md, "What Synapse's master did with client
-// commands"). The protocol server calls it from connection goroutines;
-// every method is safe for concurrent use and never panics on client input.
+// 2020 master did (docs/api.md, "What client commands do"). The protocol
+// server calls it from connection goroutines; every method is safe for
+// concurrent use and never panics on client input.
 type Effects struct {
 	m      *Master
 	logger logr.Logger

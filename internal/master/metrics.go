@@ -10,7 +10,7 @@ import (
 )
 
 // metrics are the master's own metrics. The protocol server registers the
-// Synapse metrics of PROTOCOL.md in the same registry, including the
+// Synapse metrics of docs/protocol.md in the same registry, including the
 // per-command synapse_replication_tcp_resource_* counters, which it counts
 // as each command arrives, before the master's effects run.
 type metrics struct {

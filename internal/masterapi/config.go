@@ -59,8 +59,8 @@ const (
 // Hardening defaults (issue 11): what clients control is bounded.
 const (
 	// DefaultMaxConnections bounds replication connections; each costs
-	// buffers and a connection-table entry (about 24 KiB idle, so 4096
-	// hold about 100 MiB), and none needs authentication. A topology has
+	// buffers and a connection-table entry (docs/benchmarks.md measures an
+	// idle one), and none needs authentication. A topology has
 	// tens of workers; the benchmark opens 1000 idle connections.
 	DefaultMaxConnections = 4096
 	// DefaultIdentifyTimeout closes a connection that has sent neither NAME
@@ -71,9 +71,8 @@ const (
 	DefaultMaxNameLength = 256
 	// DefaultRetentionMaxBytes and DefaultRetentionMaxAge are the retention
 	// of every stream when the config has no "*" entry: enough for a
-	// worker to be down for days, while a flood of client commands (an
-	// INVALIDATE_CACHE flood filled 20 MiB in 1.8 s) cannot fill the
-	// data volume.
+	// worker to be down for days, while a flood of client commands (such
+	// as INVALIDATE_CACHE, docs/security.md) cannot fill the data volume.
 	DefaultRetentionMaxBytes = 256 << 20
 	DefaultRetentionMaxAge   = 7 * 24 * time.Hour
 )

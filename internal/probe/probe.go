@@ -74,6 +74,10 @@ type Probe struct {
 	// caughtUp wakes the heartbeat loop so the first heartbeat of every
 	// connection goes out at once rather than an interval later.
 	caughtUp chan struct{}
+	// refetch wakes the connection-table loop when the probe has caught
+	// up on a new connection: only a table read after that lists the
+	// probe's connection under its NAME (see tableFresh).
+	refetch chan struct{}
 
 	mu           sync.Mutex
 	state        replication.ClientState
@@ -86,7 +90,16 @@ type Probe struct {
 	httpFetched  bool // a connection table read has finished, well or badly
 	httpErr      error
 	conns        []Connection
-	started      time.Time
+	// caughtUps counts the connections that caught up. tableFresh says
+	// the last table read began after the current one caught up, so the
+	// master had read the probe's NAME (sent before REPLICATE) and the
+	// table names the probe's own connection. A table read before then
+	// lists it as "anon", and when the probe reaches the master through
+	// a proxy (a Service, a load balancer) its remote address is not the
+	// probe's local address either: nothing else tells it from a client.
+	caughtUps  uint64
+	tableFresh bool
+	started    time.Time
 	// localAddr is the local address of the current connection to the
 	// master, to recognise it in the connection table.
 	localAddr string
@@ -135,6 +148,7 @@ func New(cfg Config) (*Probe, error) {
 		log:       cfg.Logger.WithName("probe").WithValues("master", cfg.Address),
 		changed:   make(chan struct{}, 1),
 		caughtUp:  make(chan struct{}, 1),
+		refetch:   make(chan struct{}, 1),
 		state:     replication.ClientConnecting,
 		positions: map[string]int64{},
 		rates:     map[string]*rateWindow{},
@@ -316,6 +330,7 @@ func (p *Probe) connectionsLoop(ctx context.Context) {
 	for {
 		p.mu.Lock()
 		own := p.localAddr
+		caughtUps, caughtUp := p.caughtUps, p.state == replication.ClientCaughtUp
 		p.mu.Unlock()
 		conns, err := fetchConnections(ctx, p.cfg.HTTPClient, p.cfg.HTTPURL, own)
 		if ctx.Err() != nil {
@@ -326,6 +341,7 @@ func (p *Probe) connectionsLoop(ctx context.Context) {
 			p.log.Info("cannot read the master's connection table", "error", err.Error())
 		}
 		p.httpFetched, p.httpErr = true, err
+		p.tableFresh = caughtUp && caughtUps == p.caughtUps
 		if err == nil {
 			p.conns = conns
 		} else {
@@ -337,6 +353,7 @@ func (p *Probe) connectionsLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.refetch:
 		}
 	}
 }
@@ -448,7 +465,10 @@ func (p *Probe) complete() (complete, failed bool, wait time.Duration) {
 	if !p.everCaughtUp {
 		return false, p.attempted && p.connErr != nil, 0
 	}
-	http := p.cfg.HTTPURL == "" || p.httpFetched
+	// A connection table read before the probe caught up may list the
+	// probe's own connection, unnamed: wait for one read after (a failed
+	// read is an answer too).
+	http := p.cfg.HTTPURL == "" || (p.httpFetched && (p.httpErr != nil || p.tableFresh))
 	if p.state != replication.ClientCaughtUp || p.hb.lastSeen.IsZero() || !http {
 		return false, false, 0
 	}
@@ -587,6 +607,8 @@ func (h *handler) HandleConnectionState(state replication.ClientState, err error
 			p.log.Info("connected to master and caught up")
 		}
 		p.everCaughtUp, p.attempted, p.connErr = true, true, nil
+		p.caughtUps++
+		p.tableFresh = false
 	case replication.ClientDisconnected:
 		p.hb.forget()
 		// A changed log is not a connection failure: Run starts a new
@@ -604,6 +626,10 @@ func (h *handler) HandleConnectionState(state replication.ClientState, err error
 	if state == replication.ClientCaughtUp {
 		select {
 		case p.caughtUp <- struct{}{}:
+		default:
+		}
+		select {
+		case p.refetch <- struct{}{}:
 		default:
 		}
 	}

@@ -90,8 +90,8 @@ var stateFields = []Field{str("room_id"), str("type"), str("state_key"), optStr(
 
 var eventsFields = []Field{str("type"), {Name: "data", Types: List}}
 
-// standard lists the standard streams' row fields, in PROTOCOL.md's order.
-// Types follow PROTOCOL.md where it gives them and Synapse 1.8-1.12's row
+// standard lists the standard streams' row fields, in docs/protocol.md's order.
+// Types follow docs/protocol.md where it gives them and Synapse 1.8-1.12's row
 // tuples otherwise; fields Synapse filled with None are nullable.
 var standard = []struct {
 	name   string
@@ -123,7 +123,7 @@ var standard = []struct {
 	{StreamUserSignature, []Field{str("user_id")}},
 }
 
-// StandardStreams returns the standard stream names in PROTOCOL.md's order;
+// StandardStreams returns the standard stream names in docs/protocol.md's order;
 // federation only when the master publishes it.
 func StandardStreams(federation bool) []string {
 	out := make([]string, 0, len(standard))
@@ -219,7 +219,7 @@ func (c *Catalogue) add(s *shape) {
 }
 
 // Streams returns the served stream names: standard ones first, in
-// PROTOCOL.md's order, then custom ones as declared.
+// docs/protocol.md's order, then custom ones as declared.
 func (c *Catalogue) Streams() []string { return slices.Clone(c.order) }
 
 // Has reports whether the catalogue serves stream.
@@ -378,7 +378,7 @@ type RowError struct {
 	// an events row; empty for the row itself.
 	Scope string
 	// Field is the 1-based position of the offending field, 0 for the row
-	// as a whole; Name is its name from PROTOCOL.md.
+	// as a whole; Name is its name from docs/protocol.md.
 	Field int
 	Name  string
 	Msg   string

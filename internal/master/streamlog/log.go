@@ -108,9 +108,8 @@ type Options struct {
 
 	// MemTableSize is Pebble's memtable size; zero means 16 MiB. Each
 	// full memtable is flushed at once, and while a flush runs commits
-	// wait longer: 64 MiB memtables made the append p99 at 100k rows/s
-	// 3.3-3.6 ms with stalls to 18-20 ms, 16 MiB 1.9-2.7 ms with
-	// 9-12 ms (docs/benchmarks.md).
+	// wait longer: larger memtables raised the append p99 and its stalls
+	// (figures in docs/benchmarks.md).
 	MemTableSize uint64
 	// TailCacheBytes is the memory for the most recent updates of all
 	// streams, served to catching-up readers without Pebble and without
@@ -872,7 +871,7 @@ const formatVersion = pebble.FormatNewest
 
 // blockSize is the sstable block size. Catch-up reads scan long key ranges,
 // so larger blocks than Pebble's 4 KiB default mean fewer block loads and
-// index steps per row: measured about 20% less CPU per row read, appends
-// unchanged (with format 1's key per row; a key per token only makes the
+// index steps per row: less CPU per row read, appends unchanged
+// (docs/benchmarks.md) (with format 1's key per row; a key per token only makes the
 // values longer). Point reads (headers for retention, TokenTime) are rare.
 const blockSize = 32 << 10
