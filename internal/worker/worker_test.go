@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tcprepl/tcprepl/internal/probe/probetest"
+	"github.com/tcprepl/tcprepl/internal/workerapi"
 )
 
 const testServerName = "test.example.org"
@@ -185,6 +186,9 @@ func TestWorkerFileSinkFromZeroAndResume(t *testing.T) {
 	}
 	get(t, web.URL+"/readyz", http.StatusOK)
 	get(t, web.URL+"/healthz", http.StatusOK)
+	if st := statusOf(t, web.URL); !st.Ready || st.Reason != "" || st.Positions["events"] != tok {
+		t.Errorf("/v1/status = %+v, want ready at events %d", st, tok)
+	}
 	stop()
 
 	// Rows published while the worker is down arrive after a restart,
@@ -327,6 +331,9 @@ func TestWorkerHTTPSinkDownThenUp(t *testing.T) {
 	defer web.Close()
 	if body := get(t, web.URL+"/readyz", http.StatusServiceUnavailable); !strings.Contains(body, "sink unavailable") {
 		t.Fatalf("/readyz says %q", body)
+	}
+	if st := statusOf(t, web.URL); st.Ready || !strings.Contains(st.Reason, "sink unavailable") || st.Positions["events"] != 0 {
+		t.Fatalf("/v1/status while the sink is down = %+v", st)
 	}
 	up.Store(true)
 	var lines []Line
@@ -634,4 +641,14 @@ func TestWorkerRunsOnce(t *testing.T) {
 	waitFor(t, 10*time.Second, "rows delivered and saved", func() bool {
 		return len(fileLines(t, path)) == next && w.Status().Positions["events"] == tok && w.Status().StateError == nil
 	})
+}
+
+// statusOf reads the worker's GET /v1/status.
+func statusOf(t *testing.T, base string) workerapi.Status {
+	t.Helper()
+	var st workerapi.Status
+	if err := json.Unmarshal([]byte(get(t, base+workerapi.StatusPath, http.StatusOK)), &st); err != nil {
+		t.Fatalf("decode /v1/status: %v", err)
+	}
+	return st
 }
