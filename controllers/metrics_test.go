@@ -7,7 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -42,7 +41,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 	w := newWorker(func(w *replv1.ReplicationWorker) { w.Namespace = "metrics-ns"; w.Spec.MaxLagSeconds = 5 })
 	snap := reachable()
 	snap.Connections = []probe.Connection{conn("w1-a", "10.0.0.1:1", t0, 7.5, 10)}
-	recordWorkerMetrics(w, WorkerStatus(w, m, readyDeploy(1), []corev1.Pod{workerPod("w1-a", "10.0.0.1", true)}, snap, true, nil))
+	recordWorkerMetrics(w, WorkerStatus(w, m, observe(workerPod("w1-a", "10.0.0.1", true)), snap, true, nil))
 	wl := []string{"metrics-ns", "w1", "m1"}
 	for name, c := range map[string]struct {
 		got, want float64
@@ -61,7 +60,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 	// A masterRef change moves the series; nothing stays under the old
 	// master.
 	w.Spec.MasterRef.Name = "m2"
-	recordWorkerMetrics(w, WorkerStatus(w, nil, nil, nil, emptySnapshot, false, nil))
+	recordWorkerMetrics(w, WorkerStatus(w, nil, observe(), emptySnapshot, false, nil))
 	if workerDesiredReplicas.DeleteLabelValues(wl...) {
 		t.Error("series under the old master survived a masterRef change")
 	}
@@ -86,7 +85,7 @@ func TestDeletedWorkerMetricsGoAway(t *testing.T) {
 	snap.Connections = []probe.Connection{conn("w1-a", "10.0.0.1:1", t0, 7.5, 10)}
 	for _, name := range []string{"w1", "kept"} {
 		w := newWorker(func(w *replv1.ReplicationWorker) { w.Namespace = ns; w.Name = name })
-		recordWorkerMetrics(w, WorkerStatus(w, m, readyDeploy(1), []corev1.Pod{workerPod("w1-a", "10.0.0.1", true)}, snap, true, nil))
+		recordWorkerMetrics(w, WorkerStatus(w, m, observe(workerPod("w1-a", "10.0.0.1", true)), snap, true, nil))
 	}
 	gauges := map[string]*prometheus.GaugeVec{
 		"desired_replicas": workerDesiredReplicas, "ready_replicas": workerReadyReplicas, "connected_replicas": workerConnectedReplicas,

@@ -42,8 +42,14 @@ type ReconcilerBase struct {
 	// APIReader reads past the cache, to tell a stale cache from an object
 	// that is not the operator's. Optional.
 	APIReader client.Reader
+	// Workers, when set, reads each worker pod's own report (durable
+	// positions, why it is not ready).
+	Workers WorkerReader
 
 	limiter *statusLimiter
+	// history dates the masters' tokens, to turn a worker's durable
+	// position into seconds behind.
+	history *tokenHistory
 }
 
 // setupStatusLimiter applies the default status interval and makes the
@@ -53,4 +59,15 @@ func (b *ReconcilerBase) setupStatusLimiter() {
 		b.StatusInterval = DefaultStatusInterval
 	}
 	b.limiter = newStatusLimiter(b.StatusInterval, b.Now)
+	if b.history == nil {
+		b.history = newTokenHistory()
+	}
+}
+
+// now is the reconciler's clock.
+func (b *ReconcilerBase) now() time.Time {
+	if b.Now != nil {
+		return b.Now()
+	}
+	return time.Now()
 }

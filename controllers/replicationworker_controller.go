@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -66,12 +67,16 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// Not an error: nothing a retry fixes. The master watch brings
 		// the worker back when the master appears.
 		log.V(1).Info("master not found", "master", masterKey.String())
-		status := WorkerStatus(&w, nil, nil, nil, emptySnapshot, false, nil)
+		pods, err := r.listPods(ctx, &w)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		status := WorkerStatus(&w, nil, WorkerObservation{Pods: pods, Now: r.now()}, emptySnapshot, false, nil)
 		recordWorkerMetrics(&w, status)
 		return r.writeStatus(ctx, &w, status, true)
 	}
 
-	deploy, pods, err := r.reconcilePhases(ctx, &w, &m)
+	pods, err := r.reconcilePhases(ctx, &w, &m)
 	if err != nil && isTransient(err) {
 		log.V(1).Info("retrying", "reason", err.Error())
 		return ctrl.Result{RequeueAfter: transientRetry}, nil
@@ -81,26 +86,46 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		emit(r.Recorder, &w, corev1.EventTypeWarning, replv1.ReasonReconcileFailed, "Reconcile", err.Error())
 	}
 	snap, haveSnap := r.Observer.Snapshot(masterKey)
-	status := WorkerStatus(&w, &m, deploy, pods, snap, haveSnap, err)
+	if haveSnap {
+		r.history.record(masterKey, snap)
+	}
+	obs := WorkerObservation{Pods: pods, Now: r.now(), BehindSince: func(stream string, position int64) (time.Time, bool) {
+		return r.history.behindSince(masterKey, stream, position)
+	}}
+	if r.Workers != nil && len(pods) > 0 {
+		obs.Reports = r.Workers.ReadWorkers(ctx, pods)
+	}
+	status := WorkerStatus(&w, &m, obs, snap, haveSnap, err)
 	recordWorkerMetrics(&w, status)
 	result, statusErr := r.writeStatus(ctx, &w, status, err != nil)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if result.IsZero() && len(obs.Reports) > 0 {
+		// A stalled worker moves nothing the operator watches: look again
+		// within one status interval.
+		result.RequeueAfter = r.StatusInterval
+	}
 	return result, statusErr
 }
 
-func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (*appsv1.Deployment, []corev1.Pod, error) {
+// reconcilePhases applies the worker's workload and returns its pods.
+func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) ([]corev1.Pod, error) {
 	d := specs.BuildWorkerDeployment(w, m, r.Options)
-	live, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, d, deploymentState)
-	if err != nil {
-		return nil, nil, err
+	if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, d, deploymentState); err != nil {
+		return nil, err
 	}
+	return r.listPods(ctx, w)
+}
+
+// listPods lists the worker's pods, whatever workload runs them: status
+// follows the pods, not the workload's own (possibly stale) counts.
+func (r *ReplicationWorkerReconciler) listPods(ctx context.Context, w *replv1.ReplicationWorker) ([]corev1.Pod, error) {
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(w.Namespace), client.MatchingLabels(specs.WorkerSelectorLabels(w))); err != nil {
-		return live, nil, fmt.Errorf("list pods of ReplicationWorker %s/%s: %w", w.Namespace, w.Name, err)
+		return nil, fmt.Errorf("list pods of ReplicationWorker %s/%s: %w", w.Namespace, w.Name, err)
 	}
-	return live, pods.Items, nil
+	return pods.Items, nil
 }
 
 // deploymentState leaves the immutable selector alone.

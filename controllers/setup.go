@@ -63,7 +63,10 @@ type OperatorOptions struct {
 	Observer MasterObserver
 	// ProbeController replaces the probe manager's start/stop (tests).
 	ProbeController ProbeController
-	Logger          logr.Logger
+	// WorkerReader reads worker pods' own reports; an HTTPWorkerReader on
+	// the pods' metrics port when nil.
+	WorkerReader WorkerReader
+	Logger       logr.Logger
 	// Synapse configures the SynapseReplication controller
 	// (synapse_setup.go).
 	Synapse SynapseOptions
@@ -108,6 +111,10 @@ func SetupOperator(mgr ctrl.Manager, o OperatorOptions) (*ProbeManager, error) {
 	}
 	mr := &ReplicationMasterReconciler{ReconcilerBase: base(), Probes: probes}
 	wr := &ReplicationWorkerReconciler{ReconcilerBase: base()}
+	wr.Workers = o.WorkerReader
+	if wr.Workers == nil {
+		wr.Workers = &HTTPWorkerReader{}
+	}
 	if pm != nil {
 		mr.ProbeEvents = pm.Subscribe()
 		wr.ProbeEvents = pm.Subscribe()

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/controllers/specs"
@@ -161,9 +162,46 @@ func roundLatency(d time.Duration) string {
 	return d.Round(10 * time.Microsecond).String()
 }
 
+// WorkerObservation is what the worker's reconcile saw besides the
+// resources: its pods, what each pod said of itself, and when the master's
+// streams reached which token.
+type WorkerObservation struct {
+	// Pods are the worker's pods, whatever workload runs them.
+	Pods []corev1.Pod
+	// Reports holds each answering pod's own report, by pod name.
+	Reports map[string]WorkerReport
+	// Now is when the observation was made.
+	Now time.Time
+	// BehindSince returns when the master's stream first held a token after
+	// position; false when the position is caught up or unknown. Nil when
+	// no history is kept.
+	BehindSince func(stream string, position int64) (time.Time, bool)
+}
+
+// maxPodEntries bounds status.pods, so the status stays far below etcd's
+// object size limit at any replica count.
+const maxPodEntries = 20
+
+// maxPodStreamEntries bounds the streams listed per pod (the most behind).
+const maxPodStreamEntries = 16
+
+// maxReasonLength bounds a pod's reason in status.
+const maxReasonLength = 256
+
+// podSummary is one pod's entry with what ranks it.
+type podSummary struct {
+	entry    replv1.WorkerPodStatus
+	unwell   bool
+	measured bool
+	seconds  float64
+	tokens   int64
+	where    string
+}
+
 // WorkerStatus computes a worker's status. m is nil when the master does
-// not exist; deploy is nil before the Deployment exists.
-func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, deploy *appsv1.Deployment, pods []corev1.Pod, snap probe.Snapshot, haveSnap bool, reconcileErr error) replv1.ReplicationWorkerStatus {
+// not exist. Replica counts come from the pods, not from the workload
+// object, so they follow the pods whatever runs them.
+func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs WorkerObservation, snap probe.Snapshot, haveSnap bool, reconcileErr error) replv1.ReplicationWorkerStatus {
 	st := *w.Status.DeepCopy()
 	gen := w.Generation
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
@@ -173,118 +211,304 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, depl
 	if w.Spec.Replicas != nil {
 		desired = *w.Spec.Replicas
 	}
+	limit := float64(w.Spec.MaxLagSeconds)
+	if limit <= 0 {
+		limit = 30
+	}
+
+	st.Replicas, st.ReadyReplicas = 0, 0
+	for i := range obs.Pods {
+		if obs.Pods[i].DeletionTimestamp != nil {
+			continue
+		}
+		st.Replicas++
+		if podReady(&obs.Pods[i]) {
+			st.ReadyReplicas++
+		}
+	}
+	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
 
 	if m == nil {
 		msg := fmt.Sprintf("ReplicationMaster %q not found in namespace %s: create it or fix spec.masterRef.name", w.Spec.MasterRef.Name, w.Namespace)
 		set(replv1.ConditionReady, metav1.ConditionFalse, replv1.ReasonMasterNotFound, msg)
 		set(replv1.ConditionConnected, metav1.ConditionFalse, replv1.ReasonMasterNotFound, msg)
 		set(replv1.ConditionLagging, metav1.ConditionUnknown, replv1.ReasonMasterNotFound, msg)
-		st.ConnectedReplicas = 0
+		st.ConnectedReplicas, st.LaggingReplicas = 0, 0
 		st.Connected = fmt.Sprintf("0/%d", desired)
-		st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
-		st.Pods = nil
+		st.Pods, st.PodsOmitted = nil, 0
 		st.MaxLag = ""
 		st.MaxTokensBehind = 0
 		return st
 	}
 
-	if deploy != nil {
-		st.Replicas = deploy.Status.Replicas
-		st.ReadyReplicas = deploy.Status.ReadyReplicas
-	} else {
-		st.Replicas, st.ReadyReplicas = 0, 0
-	}
-	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
-
 	connsKnown := haveSnap && snap.ConnectionsAvailable
-	var (
-		entries      []replv1.WorkerPodStatus
-		connected    int32
-		notConnected []string
-		worstLag     float64
-		worstTokens  int64
-		worstWhere   string
-	)
-	for i := range pods {
-		pod := &pods[i]
+	masterTokens := map[string]int64{}
+	for _, s := range snap.Streams {
+		masterTokens[s.Name] = s.Token
+	}
+	var pods []podSummary
+	for i := range obs.Pods {
+		pod := &obs.Pods[i]
 		if pod.DeletionTimestamp != nil {
 			continue
 		}
-		e := replv1.WorkerPodStatus{Name: pod.Name, PodIP: pod.Status.PodIP}
+		var c *probe.Connection
 		if connsKnown {
-			if c := matchConnection(pod, snap.Connections); c != nil {
-				e.Connected = true
-				connected++
-				if !c.Since.IsZero() {
-					e.ConnectedSince = &metav1.Time{Time: c.Since.Truncate(time.Second)}
-				}
-				for _, s := range c.Streams {
-					e.Streams = append(e.Streams, replv1.WorkerStreamStatus{
-						Name: s.Name, Token: s.Token, TokensBehind: s.TokensBehind, SecondsBehind: fmt.Sprintf("%.3f", s.SecondsBehind),
-					})
-					if s.SecondsBehind > worstLag {
-						worstLag = s.SecondsBehind
-						worstWhere = fmt.Sprintf("pod %s, stream %s", pod.Name, s.Name)
-					}
-					worstTokens = max(worstTokens, s.TokensBehind)
-				}
-				slices.SortFunc(e.Streams, func(a, b replv1.WorkerStreamStatus) int { return strings.Compare(a.Name, b.Name) })
-			} else if podReady(pod) {
-				notConnected = append(notConnected, pod.Name)
-			}
+			c = matchConnection(pod, snap.Connections)
 		}
-		entries = append(entries, e)
+		rep, hasRep := obs.Reports[pod.Name]
+		pods = append(pods, summarisePod(pod, c, rep, hasRep, connsKnown, masterTokens, obs))
 	}
-	slices.SortFunc(entries, func(a, b replv1.WorkerPodStatus) int { return strings.Compare(a.Name, b.Name) })
-	st.Pods = entries
+
+	var (
+		connected, lagging, measured int32
+		worst                        *podSummary
+		worstTokens                  int64
+	)
+	for i := range pods {
+		p := &pods[i]
+		if p.entry.Connected {
+			connected++
+		}
+		if !p.measured {
+			continue
+		}
+		measured++
+		if p.seconds > limit {
+			lagging++
+		}
+		if worst == nil || p.seconds > worst.seconds {
+			worst = p
+		}
+		worstTokens = max(worstTokens, p.tokens)
+	}
 	st.ConnectedReplicas = connected
+	st.LaggingReplicas = lagging
 	st.Connected = fmt.Sprintf("%d/%d", connected, desired)
-	if connsKnown {
-		st.MaxLag = (time.Duration(worstLag * float64(time.Second))).Round(time.Millisecond).String()
+	if measured > 0 {
+		st.MaxLag = (time.Duration(worst.seconds * float64(time.Second))).Round(time.Millisecond).String()
 		st.MaxTokensBehind = worstTokens
-		st.LastProbeTime = &metav1.Time{Time: snap.MeasuredAt.Truncate(time.Second)}
 	} else {
 		st.MaxLag = ""
 		st.MaxTokensBehind = 0
 	}
+	if connsKnown {
+		st.LastProbeTime = &metav1.Time{Time: snap.MeasuredAt.Truncate(time.Second)}
+	}
+
+	// The worst first: pods that are not ready or not connected, then the
+	// most behind; the list is capped and the rest counted.
+	slices.SortStableFunc(pods, func(a, b podSummary) int {
+		switch {
+		case a.unwell != b.unwell:
+			if a.unwell {
+				return -1
+			}
+			return 1
+		case a.seconds != b.seconds:
+			if a.seconds > b.seconds {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.entry.Name, b.entry.Name)
+	})
+	st.Pods, st.PodsOmitted = nil, 0
+	for i, p := range pods {
+		if i == maxPodEntries {
+			st.PodsOmitted = int32(len(pods) - maxPodEntries)
+			break
+		}
+		st.Pods = append(st.Pods, p.entry)
+	}
+	unwell := unwellPods(pods)
+	unknown := unknownStreams(w, m, snap, haveSnap)
 
 	switch {
 	case reconcileErr != nil:
 		set(replv1.ConditionReady, metav1.ConditionFalse, replv1.ReasonReconcileFailed, reconcileErr.Error())
+	case len(unknown) > 0:
+		set(replv1.ConditionReady, metav1.ConditionFalse, replv1.ReasonUnknownStream, unknownStreamMessage(w, unknown))
 	case st.ReadyReplicas >= desired:
 		set(replv1.ConditionReady, metav1.ConditionTrue, replv1.ReasonAllReplicasReady, fmt.Sprintf("%d of %d pods ready", st.ReadyReplicas, desired))
 	default:
-		set(replv1.ConditionReady, metav1.ConditionFalse, replv1.ReasonReplicasNotReady, fmt.Sprintf("%d of %d pods ready", st.ReadyReplicas, desired))
+		set(replv1.ConditionReady, metav1.ConditionFalse, replv1.ReasonReplicasNotReady, fmt.Sprintf("%d of %d pods ready%s", st.ReadyReplicas, desired, unwell))
 	}
 
 	switch {
+	case len(unknown) > 0:
+		set(replv1.ConditionConnected, metav1.ConditionFalse, replv1.ReasonUnknownStream, unknownStreamMessage(w, unknown))
 	case !connsKnown:
-		msg := "the master's probe has no connection table yet"
-		if haveSnap && snap.ErrorMessage != "" {
-			msg = "the master's connection table is unavailable: " + snap.ErrorMessage
-		}
-		set(replv1.ConditionConnected, metav1.ConditionUnknown, replv1.ReasonConnectionsUnknown, msg)
-		set(replv1.ConditionLagging, metav1.ConditionUnknown, replv1.ReasonConnectionsUnknown, msg)
+		set(replv1.ConditionConnected, metav1.ConditionUnknown, replv1.ReasonConnectionsUnknown, connectionsUnknownMessage(snap, haveSnap))
+	case connected < desired || connected < st.ReadyReplicas:
+		set(replv1.ConditionConnected, metav1.ConditionFalse, replv1.ReasonNotConnected, fmt.Sprintf("%d of %d pods connected to the master%s", connected, desired, unwell))
 	default:
-		if len(notConnected) > 0 {
-			set(replv1.ConditionConnected, metav1.ConditionFalse, replv1.ReasonNotConnected, "ready pods with no connection to the master: "+strings.Join(notConnected, ", "))
-		} else {
-			set(replv1.ConditionConnected, metav1.ConditionTrue, replv1.ReasonAllConnected, "every ready pod is connected to the master")
-		}
-		limit := float64(w.Spec.MaxLagSeconds)
-		if limit <= 0 {
-			limit = 30
-		}
-		if worstLag > limit {
-			set(replv1.ConditionLagging, metav1.ConditionTrue, replv1.ReasonLagAboveThreshold, fmt.Sprintf("%s is more than %gs (spec.maxLagSeconds) behind", worstWhere, limit))
-		} else {
-			set(replv1.ConditionLagging, metav1.ConditionFalse, replv1.ReasonLagWithinThreshold, fmt.Sprintf("every stream is within %gs", limit))
-		}
+		set(replv1.ConditionConnected, metav1.ConditionTrue, replv1.ReasonAllConnected, fmt.Sprintf("%d of %d pods connected to the master", connected, desired))
+	}
+
+	switch {
+	case lagging > 0:
+		set(replv1.ConditionLagging, metav1.ConditionTrue, replv1.ReasonLagAboveThreshold, fmt.Sprintf("%d pods more than %gs (spec.maxLagSeconds) behind; the worst is %s, %s behind", lagging, limit, worst.where, st.MaxLag))
+	case measured == 0 && !connsKnown:
+		set(replv1.ConditionLagging, metav1.ConditionUnknown, replv1.ReasonConnectionsUnknown, connectionsUnknownMessage(snap, haveSnap))
+	case measured < desired:
+		set(replv1.ConditionLagging, metav1.ConditionUnknown, replv1.ReasonLagUnknown, fmt.Sprintf("the lag of %d of %d pods is known: the others have no connection and report no position", measured, desired))
+	default:
+		set(replv1.ConditionLagging, metav1.ConditionFalse, replv1.ReasonLagWithinThreshold, fmt.Sprintf("every stream of every pod is within %gs", limit))
 	}
 	if reconcileErr == nil {
 		st.ObservedGeneration = gen
 	}
 	return st
+}
+
+// summarisePod merges what the master's connection table and the pod's own
+// report say of one pod. The pod's durable position wins where it is
+// behind what the master sent: rows in socket buffers are not processed.
+func summarisePod(pod *corev1.Pod, c *probe.Connection, rep WorkerReport, hasRep, connsKnown bool, masterTokens map[string]int64, obs WorkerObservation) podSummary {
+	p := podSummary{entry: replv1.WorkerPodStatus{Name: pod.Name, PodIP: pod.Status.PodIP, Ready: podReady(pod)}}
+	type lag struct {
+		s       replv1.WorkerStreamStatus
+		seconds float64
+	}
+	streams := map[string]*lag{}
+	if c != nil {
+		p.entry.Connected = true
+		p.measured = true
+		if !c.Since.IsZero() {
+			p.entry.ConnectedSince = &metav1.Time{Time: c.Since.Truncate(time.Second)}
+		}
+		for _, s := range c.Streams {
+			streams[s.Name] = &lag{s: replv1.WorkerStreamStatus{Name: s.Name, Token: s.Token, TokensBehind: s.TokensBehind}, seconds: s.SecondsBehind}
+		}
+	}
+	if hasRep {
+		for name, pos := range rep.Positions {
+			head, ok := masterTokens[name]
+			if !ok {
+				continue
+			}
+			l := streams[name]
+			if l == nil {
+				l = &lag{s: replv1.WorkerStreamStatus{Name: name}}
+				streams[name] = l
+			}
+			p.measured = true
+			l.s.Position = ptr.To(pos)
+			l.s.TokensBehind = max(l.s.TokensBehind, head-pos)
+			if obs.BehindSince != nil {
+				if since, behind := obs.BehindSince(name, pos); behind {
+					l.seconds = max(l.seconds, obs.Now.Sub(since).Seconds())
+				}
+			}
+		}
+	}
+	var list []*lag
+	for _, l := range streams {
+		list = append(list, l)
+	}
+	slices.SortFunc(list, func(a, b *lag) int { return strings.Compare(a.s.Name, b.s.Name) })
+	for _, l := range list {
+		if p.where == "" || l.seconds > p.seconds {
+			p.seconds = l.seconds
+			p.where = fmt.Sprintf("pod %s, stream %s", pod.Name, l.s.Name)
+		}
+		p.tokens = max(p.tokens, l.s.TokensBehind)
+	}
+	if len(list) > maxPodStreamEntries {
+		slices.SortFunc(list, func(a, b *lag) int {
+			if a.seconds != b.seconds {
+				if a.seconds > b.seconds {
+					return -1
+				}
+				return 1
+			}
+			return strings.Compare(a.s.Name, b.s.Name)
+		})
+		list = list[:maxPodStreamEntries]
+	}
+	for _, l := range list {
+		l.s.SecondsBehind = fmt.Sprintf("%.3f", l.seconds)
+		p.entry.Streams = append(p.entry.Streams, l.s)
+	}
+	slices.SortFunc(p.entry.Streams, func(a, b replv1.WorkerStreamStatus) int { return strings.Compare(a.Name, b.Name) })
+
+	switch {
+	case hasRep && !rep.Ready && rep.Reason != "":
+		p.entry.Reason = rep.Reason
+	case connsKnown && c == nil && hasRep && rep.Ready:
+		p.entry.Reason = "ready, but the master's connection table holds no connection from it"
+	case connsKnown && c == nil:
+		p.entry.Reason = "no connection to the master"
+	case !p.entry.Ready:
+		p.entry.Reason = "pod not ready; see its events and logs"
+	}
+	if len(p.entry.Reason) > maxReasonLength {
+		p.entry.Reason = p.entry.Reason[:maxReasonLength-3] + "..."
+	}
+	p.unwell = !p.entry.Ready || (connsKnown && c == nil)
+	return p
+}
+
+// unwellPods names up to three pods that are not ready or not connected
+// with their reasons, for a condition's message.
+func unwellPods(pods []podSummary) string {
+	var parts []string
+	n := 0
+	for _, p := range pods {
+		if !p.unwell {
+			continue
+		}
+		n++
+		if len(parts) < 3 {
+			parts = append(parts, p.entry.Name+": "+p.entry.Reason)
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	if n > len(parts) {
+		parts = append(parts, fmt.Sprintf("and %d more", n-len(parts)))
+	}
+	return "; " + strings.Join(parts, "; ")
+}
+
+// unknownStreams lists the streams of spec.streams the master does not
+// publish: neither its spec nor the probe's snapshot names them.
+func unknownStreams(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, snap probe.Snapshot, haveSnap bool) []string {
+	known := map[string]bool{}
+	for _, s := range replv1.StandardStreams {
+		if s != "federation" || m.Spec.Streams.Federation {
+			known[s] = true
+		}
+	}
+	for _, c := range m.Spec.Streams.Custom {
+		known[c.Name] = true
+	}
+	if haveSnap {
+		for _, s := range snap.Streams {
+			known[s.Name] = true
+		}
+	}
+	var out []string
+	for _, s := range w.Spec.Streams {
+		if s != "ALL" && !known[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func unknownStreamMessage(w *replv1.ReplicationWorker, unknown []string) string {
+	return fmt.Sprintf("spec.streams names streams ReplicationMaster %s does not publish: %s; fix spec.streams, or declare them on the master (spec.streams.custom, spec.streams.federation)",
+		w.Spec.MasterRef.Name, strings.Join(unknown, ", "))
+}
+
+func connectionsUnknownMessage(snap probe.Snapshot, haveSnap bool) string {
+	if haveSnap && snap.ErrorMessage != "" {
+		return "the master's connection table is unavailable: " + snap.ErrorMessage
+	}
+	return "the master's probe has no connection table yet"
 }
 
 // matchConnection finds the pod's connection: by the NAME the worker sent
@@ -349,12 +573,19 @@ func masterStatusSignificant(a, b replv1.ReplicationMasterStatus) bool {
 // positions are measurements; membership, connectivity and conditions are
 // not.
 func workerStatusSignificant(a, b replv1.ReplicationWorkerStatus) bool {
+	// Which pods make the capped list, and in which order, moves with
+	// their lag: only the unwell pods (not ready, not connected) count.
 	strip := func(s replv1.ReplicationWorkerStatus) replv1.ReplicationWorkerStatus {
 		s.MaxLag, s.MaxTokensBehind, s.LastProbeTime = "", 0, nil
-		s.Pods = slices.Clone(s.Pods)
-		for i := range s.Pods {
-			s.Pods[i].Streams = nil
+		var unwell []replv1.WorkerPodStatus
+		for _, p := range s.Pods {
+			if !p.Ready || p.Reason != "" {
+				p.Streams, p.ConnectedSince = nil, nil
+				unwell = append(unwell, p)
+			}
 		}
+		slices.SortFunc(unwell, func(a, b replv1.WorkerPodStatus) int { return strings.Compare(a.Name, b.Name) })
+		s.Pods, s.PodsOmitted = unwell, 0
 		return s
 	}
 	return !equality.Semantic.DeepEqual(strip(a), strip(b))

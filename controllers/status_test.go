@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,8 +195,9 @@ func workerPod(name, ip string, ready bool) corev1.Pod {
 	}
 }
 
-func readyDeploy(ready int32) *appsv1.Deployment {
-	return &appsv1.Deployment{Status: appsv1.DeploymentStatus{Replicas: 2, ReadyReplicas: ready}}
+// observe is a worker observation of pods at t0, with no reports.
+func observe(pods ...corev1.Pod) WorkerObservation {
+	return WorkerObservation{Pods: pods, Now: t0}
 }
 
 func conn(name, addr string, since time.Time, secondsBehind float64, tokensBehind int64) probe.Connection {
@@ -216,7 +218,6 @@ func TestWorkerStatus(t *testing.T) {
 	}
 	tests := map[string]struct {
 		master    *replv1.ReplicationMaster
-		deploy    *appsv1.Deployment
 		pods      []corev1.Pod
 		snap      probe.Snapshot
 		haveSnap  bool
@@ -224,13 +225,16 @@ func TestWorkerStatus(t *testing.T) {
 		connected want
 		lagging   want
 		counts    string // ready connected maxLag
+		worker    func(*replv1.ReplicationWorker)
+		reports   map[string]WorkerReport
+		message   string // in the Ready or Connected condition's message
 	}{
 		"master not found": {
 			ready: want{"False", replv1.ReasonMasterNotFound}, connected: want{"False", replv1.ReasonMasterNotFound}, lagging: want{"Unknown", replv1.ReasonMasterNotFound},
 			counts: "0/2 0/2 ",
 		},
 		"all connected by name": {
-			master: newMaster(), deploy: readyDeploy(2),
+			master: newMaster(),
 			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
 			snap:     snapWith(conn("w1-a", "10.9.9.9:1", t0, 0.5, 3), conn("w1-b", "10.9.9.9:2", t0, 0.25, 1)),
 			haveSnap: true,
@@ -238,7 +242,7 @@ func TestWorkerStatus(t *testing.T) {
 			counts: "2/2 2/2 500ms",
 		},
 		"matched by pod IP when the name differs": {
-			master: newMaster(), deploy: readyDeploy(2),
+			master: newMaster(),
 			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
 			snap:     snapWith(conn("synapse.app.generic_worker", "10.0.0.1:40000", t0, 0, 0), conn("other", "10.0.0.2:40001", t0, 0, 0)),
 			haveSnap: true,
@@ -246,32 +250,105 @@ func TestWorkerStatus(t *testing.T) {
 			counts: "2/2 2/2 0s",
 		},
 		"one ready pod not connected": {
-			master: newMaster(), deploy: readyDeploy(2),
+			master: newMaster(),
 			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
 			snap:     snapWith(conn("w1-a", "10.0.0.1:1", t0, 0, 0)),
 			haveSnap: true,
-			ready:    want{"True", replv1.ReasonAllReplicasReady}, connected: want{"False", replv1.ReasonNotConnected}, lagging: want{"False", replv1.ReasonLagWithinThreshold},
+			ready:    want{"True", replv1.ReasonAllReplicasReady}, connected: want{"False", replv1.ReasonNotConnected}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
 			counts: "2/2 1/2 0s",
 		},
 		"lagging": {
-			master: newMaster(), deploy: readyDeploy(1),
+			master: newMaster(),
 			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "", false)},
 			snap:     snapWith(conn("w1-a", "10.0.0.1:1", t0, 45.25, 900)),
 			haveSnap: true,
-			ready:    want{"False", replv1.ReasonReplicasNotReady}, connected: want{"True", replv1.ReasonAllConnected}, lagging: want{"True", replv1.ReasonLagAboveThreshold},
+			ready:    want{"False", replv1.ReasonReplicasNotReady}, connected: want{"False", replv1.ReasonNotConnected}, lagging: want{"True", replv1.ReasonLagAboveThreshold},
 			counts: "1/2 1/2 45.25s",
 		},
 		"no connection table": {
-			master: newMaster(), deploy: readyDeploy(2),
-			pods:  []corev1.Pod{workerPod("w1-a", "10.0.0.1", true)},
-			ready: want{"True", replv1.ReasonAllReplicasReady}, connected: want{"Unknown", replv1.ReasonConnectionsUnknown}, lagging: want{"Unknown", replv1.ReasonConnectionsUnknown},
-			counts: "2/2 0/2 ",
+			master: newMaster(),
+			pods:   []corev1.Pod{workerPod("w1-a", "10.0.0.1", true)},
+			ready:  want{"False", replv1.ReasonReplicasNotReady}, connected: want{"Unknown", replv1.ReasonConnectionsUnknown}, lagging: want{"Unknown", replv1.ReasonConnectionsUnknown},
+			counts: "1/2 0/2 ",
+		},
+		// Issue 15 item 1: nothing ready, nothing connected is neither
+		// connected nor "not lagging".
+		"no pod ready or connected": {
+			master:   newMaster(),
+			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", false), workerPod("w1-b", "10.0.0.2", false)},
+			snap:     snapWith(),
+			haveSnap: true,
+			ready:    want{"False", replv1.ReasonReplicasNotReady}, connected: want{"False", replv1.ReasonNotConnected}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
+			counts: "0/2 0/2 ",
+		},
+		"no pods at all": {
+			master:   newMaster(),
+			snap:     snapWith(),
+			haveSnap: true,
+			ready:    want{"False", replv1.ReasonReplicasNotReady}, connected: want{"False", replv1.ReasonNotConnected}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
+			counts: "0/2 0/2 ",
+		},
+		"the sink is unreachable: the worker says so": {
+			master:   newMaster(),
+			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", false)},
+			reports:  map[string]WorkerReport{"w1-a": {State: "caught-up", Reason: "sink failing: sink unavailable: dial tcp: connection refused", Positions: map[string]int64{"events": 42}}},
+			snap:     snapWith(),
+			haveSnap: true,
+			ready:    want{"False", replv1.ReasonReplicasNotReady}, connected: want{"False", replv1.ReasonNotConnected}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
+			counts:   "0/2 0/2 0s",
+			message:  "w1-a: sink failing: sink unavailable",
+		},
+		"a stream the master does not have": {
+			worker:   func(w *replv1.ReplicationWorker) { w.Spec.Streams = []string{"events", "nosuch_stream"} },
+			master:   newMaster(),
+			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", false)},
+			snap:     snapWith(),
+			haveSnap: true,
+			ready:    want{"False", replv1.ReasonUnknownStream}, connected: want{"False", replv1.ReasonUnknownStream}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
+			counts:   "0/2 0/2 ",
+			message:  "nosuch_stream",
+		},
+		"federation on a master without it": {
+			worker:   func(w *replv1.ReplicationWorker) { w.Spec.Streams = []string{"federation"} },
+			master:   newMaster(),
+			snap:     snapWith(),
+			haveSnap: true,
+			ready:    want{"False", replv1.ReasonUnknownStream}, connected: want{"False", replv1.ReasonUnknownStream}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
+			counts:   "0/2 0/2 ",
+			message:  "federation",
+		},
+		"federation and a custom stream the master declares": {
+			worker: func(w *replv1.ReplicationWorker) { w.Spec.Streams = []string{"federation", "audit"} },
+			master: newMaster(func(m *replv1.ReplicationMaster) {
+				m.Spec.Streams.Federation = true
+				m.Spec.Streams.Custom = []replv1.CustomStream{{Name: "audit"}}
+			}),
+			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
+			snap:     snapWith(conn("w1-a", "10.0.0.1:1", t0, 0, 0), conn("w1-b", "10.0.0.2:1", t0, 0, 0)),
+			haveSnap: true,
+			ready:    want{"True", replv1.ReasonAllReplicasReady}, connected: want{"True", replv1.ReasonAllConnected}, lagging: want{"False", replv1.ReasonLagWithinThreshold},
+			counts: "2/2 2/2 0s",
+		},
+		// Issue 15 item 3: with the master gone, READY still follows the
+		// pods.
+		"master not found, pods not ready": {
+			pods:  []corev1.Pod{workerPod("w1-a", "10.0.0.1", false), workerPod("w1-b", "10.0.0.2", true)},
+			ready: want{"False", replv1.ReasonMasterNotFound}, connected: want{"False", replv1.ReasonMasterNotFound}, lagging: want{"Unknown", replv1.ReasonMasterNotFound},
+			counts: "1/2 0/2 ",
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			w := newWorker()
-			st := WorkerStatus(w, tc.master, tc.deploy, tc.pods, tc.snap, tc.haveSnap, nil)
+			if tc.worker != nil {
+				tc.worker(w)
+			}
+			obs := observe(tc.pods...)
+			obs.Reports = tc.reports
+			st := WorkerStatus(w, tc.master, obs, tc.snap, tc.haveSnap, nil)
+			if msgs := cond(st.Conditions, replv1.ConditionReady).Message + " | " + cond(st.Conditions, replv1.ConditionConnected).Message; !strings.Contains(msgs, tc.message) {
+				t.Errorf("messages %q lack %q", msgs, tc.message)
+			}
 			for typ, wnt := range map[string]want{replv1.ConditionReady: tc.ready, replv1.ConditionConnected: tc.connected, replv1.ConditionLagging: tc.lagging} {
 				c := cond(st.Conditions, typ)
 				if string(c.Status) != wnt.status || c.Reason != wnt.reason {
@@ -293,13 +370,14 @@ func TestWorkerStatusPerPod(t *testing.T) {
 		conn("w1-a", "10.0.0.1:1", older, 9, 90),
 		conn("w1-a", "10.0.0.1:2", newer, 1.5, 15), // a reconnect: the newest counts
 	}
-	st := WorkerStatus(newWorker(), newMaster(), readyDeploy(1), []corev1.Pod{workerPod("w1-b", "10.0.0.2", false), workerPod("w1-a", "10.0.0.1", true)}, snap, true, nil)
+	st := WorkerStatus(newWorker(), newMaster(), observe(workerPod("w1-b", "10.0.0.2", false), workerPod("w1-a", "10.0.0.1", true)), snap, true, nil)
+	// The worst first: the pod that is not ready.
 	wantPods := []replv1.WorkerPodStatus{
-		{Name: "w1-a", PodIP: "10.0.0.1", Connected: true, ConnectedSince: &metav1.Time{Time: newer}, Streams: []replv1.WorkerStreamStatus{
+		{Name: "w1-b", PodIP: "10.0.0.2", Reason: "no connection to the master"},
+		{Name: "w1-a", PodIP: "10.0.0.1", Connected: true, Ready: true, ConnectedSince: &metav1.Time{Time: newer}, Streams: []replv1.WorkerStreamStatus{
 			{Name: "caches", Token: 7, SecondsBehind: "0.000"},
 			{Name: "events", Token: 40, TokensBehind: 15, SecondsBehind: "1.500"},
 		}},
-		{Name: "w1-b", PodIP: "10.0.0.2"},
 	}
 	if diff := cmp.Diff(wantPods, st.Pods); diff != "" {
 		t.Errorf("pods (-want +got):\n%s", diff)
@@ -318,14 +396,15 @@ func TestWorkerStatusSignificance(t *testing.T) {
 	s2.MeasuredAt = t0.Add(3 * time.Second)
 	s2.Connections = []probe.Connection{conn("w1-a", "10.0.0.1:1", t0, 0.3, 4)}
 	w := newWorker()
-	a := WorkerStatus(w, newMaster(), readyDeploy(2), pods, s1, true, nil)
+	a := WorkerStatus(w, newMaster(), observe(pods...), s1, true, nil)
 	w.Status = a
-	b := WorkerStatus(w, newMaster(), readyDeploy(2), pods, s2, true, nil)
+	b := WorkerStatus(w, newMaster(), observe(pods...), s2, true, nil)
 	if workerStatusSignificant(a, b) {
 		t.Error("a lag change alone was called significant")
 	}
 	s3 := reachable()
-	c := WorkerStatus(w, newMaster(), readyDeploy(2), pods, s3, true, nil)
+	s3.Connections = nil
+	c := WorkerStatus(w, newMaster(), observe(pods...), s3, true, nil)
 	if !workerStatusSignificant(a, c) {
 		t.Error("a pod disconnecting was not called significant")
 	}

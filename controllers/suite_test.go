@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"net/http"
 	"flag"
 	"fmt"
 	"os"
@@ -189,6 +190,10 @@ func startOperator(t *testing.T, ns string, opts OperatorOptions) *ProbeManager 
 	}
 	if opts.ProbePollInterval == 0 {
 		opts.ProbePollInterval = 100 * time.Millisecond
+	}
+	if opts.WorkerReader == nil {
+		// The tests' pods have made-up IPs: do not wait long on them.
+		opts.WorkerReader = &HTTPWorkerReader{Client: &http.Client{Timeout: 100 * time.Millisecond}}
 	}
 	opts.Logger = testr.New(t)
 	pm, err := SetupOperator(mgr, opts)

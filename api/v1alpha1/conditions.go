@@ -29,7 +29,7 @@ const (
 	// ConditionDegraded: something needs attention (a failed reconcile, an
 	// unreachable master, stale heartbeats).
 	ConditionDegraded = "Degraded"
-	// ConditionConnected: every ready worker pod has a connection to the
+	// ConditionConnected: every desired worker pod has a connection to the
 	// master.
 	ConditionConnected = "Connected"
 	// ConditionLagging: some worker stream is more than spec.maxLagSeconds
@@ -77,13 +77,20 @@ const (
 	ReasonAllReplicasReady = "AllReplicasReady"
 	// ReasonReplicasNotReady: some desired worker pods are not ready.
 	ReasonReplicasNotReady = "ReplicasNotReady"
-	// ReasonAllConnected: every ready worker pod is connected.
+	// ReasonAllConnected: every desired worker pod is connected.
 	ReasonAllConnected = "AllConnected"
-	// ReasonNotConnected: some ready worker pods have no connection.
+	// ReasonNotConnected: fewer pods are connected than desired.
 	ReasonNotConnected = "NotConnected"
 	// ReasonConnectionsUnknown: the master's connection table cannot be
 	// read (probe not connected, or HTTP API unreachable).
 	ReasonConnectionsUnknown = "ConnectionsUnknown"
+	// ReasonUnknownStream: spec.streams names a stream the master does not
+	// publish; the worker cannot connect until the name is fixed or the
+	// master publishes it.
+	ReasonUnknownStream = "UnknownStream"
+	// ReasonLagUnknown: some pods have neither a connection nor a reported
+	// position, so their lag is not known.
+	ReasonLagUnknown = "LagUnknown"
 	// ReasonLagAboveThreshold: a stream is more than maxLagSeconds behind.
 	ReasonLagAboveThreshold = "LagAboveThreshold"
 	// ReasonLagWithinThreshold: every stream is within maxLagSeconds.

@@ -330,6 +330,11 @@ type StreamStatus struct {
 	Name string `json:"name"`
 	// Token is the stream's current position.
 	Token int64 `json:"token"`
+	// OldestToken is the oldest token the master still holds (Token+1 when
+	// it holds none): a worker whose position is OldestToken-1 or later can
+	// catch up; one further behind has lost rows and must resync.
+	// +optional
+	OldestToken *int64 `json:"oldestToken,omitempty"`
 	// RowsPerSecond is the recent publish rate, as a decimal string.
 	// +optional
 	RowsPerSecond string `json:"rowsPerSecond,omitempty"`

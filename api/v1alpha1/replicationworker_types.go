@@ -159,11 +159,24 @@ type ReplicationWorkerStatus struct {
 	// +optional
 	MaxTokensBehind int64 `json:"maxTokensBehind,omitempty"`
 
-	// Pods holds one entry per worker pod, sorted by name.
+	// LaggingReplicas is the number of worker pods more than
+	// spec.maxLagSeconds behind.
+	// +optional
+	LaggingReplicas int32 `json:"laggingReplicas,omitempty"`
+
+	// Pods holds the worst worker pods (not ready or not connected first,
+	// then the most behind), at most 20, so that the status stays small at
+	// any scale; PodsOmitted counts the rest. Replicas, ReadyReplicas,
+	// ConnectedReplicas and LaggingReplicas count every pod.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=20
 	Pods []WorkerPodStatus `json:"pods,omitempty"`
+
+	// PodsOmitted is how many worker pods Pods leaves out.
+	// +optional
+	PodsOmitted int32 `json:"podsOmitted,omitempty"`
 
 	// LastProbeTime is when the master's probe took the snapshot this
 	// status shows.
@@ -185,6 +198,13 @@ type WorkerPodStatus struct {
 	// ConnectedSince is when the connection was opened.
 	// +optional
 	ConnectedSince *metav1.Time `json:"connectedSince,omitempty"`
+	// Ready is the pod's Ready condition.
+	Ready bool `json:"ready"`
+	// Reason says why the pod is not ready or not connected, in the
+	// worker's words when it tells (its /readyz, e.g. "sink failing: ...").
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Reason string `json:"reason,omitempty"`
 	// Streams holds the pod's position and lag per subscribed stream.
 	// +optional
 	// +listType=map
@@ -196,11 +216,19 @@ type WorkerPodStatus struct {
 type WorkerStreamStatus struct {
 	// Name of the stream.
 	Name string `json:"name"`
-	// Token is the last token the master sent on this stream.
+	// Token is the last token the master sent on this stream; 0 when the
+	// pod has no connection.
 	Token int64 `json:"token"`
-	// TokensBehind is how many tokens the stream is ahead of Token.
+	// Position is the worker's durable position: the last token its sink
+	// accepted, as the worker reports it. Absent when the worker does not
+	// report positions (an image other than the reference worker).
+	// +optional
+	Position *int64 `json:"position,omitempty"`
+	// TokensBehind is how far the stream is ahead of what the worker has
+	// processed: of Position when known, else of Token.
 	TokensBehind int64 `json:"tokensBehind"`
-	// SecondsBehind is the age of the oldest row not yet sent, in decimal
+	// SecondsBehind is the age of the oldest row the worker has not
+	// processed (not yet sent, or sent and not yet in the sink), in decimal
 	// seconds with millisecond precision.
 	SecondsBehind string `json:"secondsBehind"`
 }
