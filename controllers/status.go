@@ -246,7 +246,13 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs 
 	for _, s := range snap.Streams {
 		masterTokens[s.Name] = s.Token
 	}
-	var pods []podSummary
+	var (
+		pods []podSummary
+		ix   connectionIndex
+	)
+	if connsKnown {
+		ix = indexConnections(snap.Connections)
+	}
 	for i := range obs.Pods {
 		pod := &obs.Pods[i]
 		if pod.DeletionTimestamp != nil {
@@ -254,7 +260,7 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs 
 		}
 		var c *probe.Connection
 		if connsKnown {
-			c = matchConnection(pod, snap.Connections)
+			c = ix.lookup(pod)
 		}
 		rep, hasRep := obs.Reports[pod.Name]
 		pods = append(pods, summarisePod(pod, c, rep, hasRep, connsKnown, masterTokens, obs))
@@ -511,41 +517,53 @@ func connectionsUnknownMessage(snap probe.Snapshot, haveSnap bool) string {
 	return "the master's probe has no connection table yet"
 }
 
-// matchConnection finds the pod's connection: by the NAME the worker sent
-// (the pod name, injected as TCPREPL_WORKER_NAME), else by the remote
-// address's host being the pod IP. Of several (a reconnect that overlaps the
-// old connection's close), the newest wins.
-func matchConnection(pod *corev1.Pod, conns []probe.Connection) *probe.Connection {
-	var best *probe.Connection
+// connectionIndex finds pods' connections without scanning the whole
+// table per pod: at a thousand pods that scan is a million comparisons.
+type connectionIndex struct {
+	byName map[string][]*probe.Connection
+	byIP   map[netip.Addr][]*probe.Connection
+}
+
+func indexConnections(conns []probe.Connection) connectionIndex {
+	ix := connectionIndex{byName: map[string][]*probe.Connection{}, byIP: map[netip.Addr][]*probe.Connection{}}
 	for i := range conns {
 		c := &conns[i]
-		byName := c.Name == pod.Name
-		byIP := false
-		if pod.Status.PodIP != "" {
-			if host, _, err := net.SplitHostPort(c.RemoteAddr); err == nil && sameIP(host, pod.Status.PodIP) {
-				byIP = true
+		ix.byName[c.Name] = append(ix.byName[c.Name], c)
+		if host, _, err := net.SplitHostPort(c.RemoteAddr); err == nil {
+			if a, err := netip.ParseAddr(host); err == nil {
+				a = a.WithZone("").Unmap()
+				ix.byIP[a] = append(ix.byIP[a], c)
 			}
 		}
-		if !byName && !byIP {
-			continue
+	}
+	return ix
+}
+
+// lookup is matchConnection on the index.
+func (ix connectionIndex) lookup(pod *corev1.Pod) *probe.Connection {
+	var best *probe.Connection
+	consider := func(cs []*probe.Connection) {
+		for _, c := range cs {
+			if best == nil || c.Since.After(best.Since) {
+				best = c
+			}
 		}
-		if best == nil || c.Since.After(best.Since) {
-			best = c
-		}
+	}
+	consider(ix.byName[pod.Name])
+	if a, err := netip.ParseAddr(pod.Status.PodIP); err == nil {
+		consider(ix.byIP[a.WithZone("").Unmap()])
 	}
 	return best
 }
 
-// sameIP compares two textual IP addresses as addresses, so that the
-// spellings of one IPv6 address ("fd00::1", "fd00:0:0::1") and an IPv4
-// address seen through a dual-stack socket ("::ffff:10.0.0.1") match.
-func sameIP(a, b string) bool {
-	if a == b {
-		return true
-	}
-	x, errA := netip.ParseAddr(a)
-	y, errB := netip.ParseAddr(b)
-	return errA == nil && errB == nil && x.WithZone("").Unmap() == y.WithZone("").Unmap()
+// matchConnection finds the pod's connection: by the NAME the worker sent
+// (the pod name, injected as TCPREPL_WORKER_NAME), else by the remote
+// address's host being the pod IP, compared as addresses (so "fd00::1" and
+// "fd00:0:0::1", or "10.0.0.1" seen through a dual-stack socket as
+// "::ffff:10.0.0.1", match). Of several (a reconnect that overlaps the old
+// connection's close), the newest wins.
+func matchConnection(pod *corev1.Pod, conns []probe.Connection) *probe.Connection {
+	return indexConnections(conns).lookup(pod)
 }
 
 func podReady(pod *corev1.Pod) bool {
