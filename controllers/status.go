@@ -191,8 +191,12 @@ const maxReasonLength = 256
 // podSummary is one pod's entry with what ranks it.
 type podSummary struct {
 	entry    replv1.WorkerPodStatus
-	unwell   bool
+	unwell bool
+	// measured: connected, so its lag is known. reported: its own
+	// position gives a lag, which may put it above the threshold but
+	// never makes it "within" it.
 	measured bool
+	reported bool
 	seconds  float64
 	tokens   int64
 	where    string
@@ -276,10 +280,12 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs 
 		if p.entry.Connected {
 			connected++
 		}
-		if !p.measured {
+		if p.measured {
+			measured++
+		}
+		if !p.measured && !p.reported {
 			continue
 		}
-		measured++
 		if p.seconds > limit {
 			lagging++
 		}
@@ -291,7 +297,7 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs 
 	st.ConnectedReplicas = connected
 	st.LaggingReplicas = lagging
 	st.Connected = fmt.Sprintf("%d/%d", connected, desired)
-	if measured > 0 {
+	if worst != nil {
 		st.MaxLag = (time.Duration(worst.seconds * float64(time.Second))).Round(time.Millisecond).String()
 		st.MaxTokensBehind = worstTokens
 	} else {
@@ -355,10 +361,10 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs 
 	switch {
 	case lagging > 0:
 		set(replv1.ConditionLagging, metav1.ConditionTrue, replv1.ReasonLagAboveThreshold, fmt.Sprintf("%d pods more than %gs (spec.maxLagSeconds) behind; the worst is %s, %s behind", lagging, limit, worst.where, st.MaxLag))
-	case measured == 0 && !connsKnown:
+	case measured == 0 && !connsKnown && worst == nil:
 		set(replv1.ConditionLagging, metav1.ConditionUnknown, replv1.ReasonConnectionsUnknown, connectionsUnknownMessage(snap, haveSnap))
 	case measured < desired:
-		set(replv1.ConditionLagging, metav1.ConditionUnknown, replv1.ReasonLagUnknown, fmt.Sprintf("the lag of %d of %d pods is known: the others have no connection and report no position", measured, desired))
+		set(replv1.ConditionLagging, metav1.ConditionUnknown, replv1.ReasonLagUnknown, fmt.Sprintf("%d of %d pods are connected; the others are not keeping up, whatever they processed", measured, desired))
 	default:
 		set(replv1.ConditionLagging, metav1.ConditionFalse, replv1.ReasonLagWithinThreshold, fmt.Sprintf("every stream of every pod is within %gs", limit))
 	}
@@ -380,6 +386,8 @@ func summarisePod(pod *corev1.Pod, c *probe.Connection, rep WorkerReport, hasRep
 	streams := map[string]*lag{}
 	if c != nil {
 		p.entry.Connected = true
+		// Only a connected pod can count as within the threshold: one
+		// without a connection is not keeping up, whatever it processed.
 		p.measured = true
 		if !c.Since.IsZero() {
 			p.entry.ConnectedSince = &metav1.Time{Time: c.Since.Truncate(time.Second)}
@@ -399,7 +407,7 @@ func summarisePod(pod *corev1.Pod, c *probe.Connection, rep WorkerReport, hasRep
 				l = &lag{s: replv1.WorkerStreamStatus{Name: name}}
 				streams[name] = l
 			}
-			p.measured = true
+			p.reported = true
 			l.s.Position = ptr.To(pos)
 			l.s.TokensBehind = max(l.s.TokensBehind, head-pos)
 			if obs.BehindSince != nil {

@@ -234,7 +234,7 @@ func TestWorkerStatus(t *testing.T) {
 			counts: "0/2 0/2 ",
 		},
 		"all connected by name": {
-			master: newMaster(),
+			master:   newMaster(),
 			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
 			snap:     snapWith(conn("w1-a", "10.9.9.9:1", t0, 0.5, 3), conn("w1-b", "10.9.9.9:2", t0, 0.25, 1)),
 			haveSnap: true,
@@ -242,7 +242,7 @@ func TestWorkerStatus(t *testing.T) {
 			counts: "2/2 2/2 500ms",
 		},
 		"matched by pod IP when the name differs": {
-			master: newMaster(),
+			master:   newMaster(),
 			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
 			snap:     snapWith(conn("synapse.app.generic_worker", "10.0.0.1:40000", t0, 0, 0), conn("other", "10.0.0.2:40001", t0, 0, 0)),
 			haveSnap: true,
@@ -250,7 +250,7 @@ func TestWorkerStatus(t *testing.T) {
 			counts: "2/2 2/2 0s",
 		},
 		"one ready pod not connected": {
-			master: newMaster(),
+			master:   newMaster(),
 			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)},
 			snap:     snapWith(conn("w1-a", "10.0.0.1:1", t0, 0, 0)),
 			haveSnap: true,
@@ -258,7 +258,7 @@ func TestWorkerStatus(t *testing.T) {
 			counts: "2/2 1/2 0s",
 		},
 		"lagging": {
-			master: newMaster(),
+			master:   newMaster(),
 			pods:     []corev1.Pod{workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "", false)},
 			snap:     snapWith(conn("w1-a", "10.0.0.1:1", t0, 45.25, 900)),
 			haveSnap: true,
@@ -295,8 +295,8 @@ func TestWorkerStatus(t *testing.T) {
 			snap:     snapWith(),
 			haveSnap: true,
 			ready:    want{"False", replv1.ReasonReplicasNotReady}, connected: want{"False", replv1.ReasonNotConnected}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
-			counts:   "0/2 0/2 0s",
-			message:  "w1-a: sink failing: sink unavailable",
+			counts:  "0/2 0/2 0s",
+			message: "w1-a: sink failing: sink unavailable",
 		},
 		"a stream the master does not have": {
 			worker:   func(w *replv1.ReplicationWorker) { w.Spec.Streams = []string{"events", "nosuch_stream"} },
@@ -305,8 +305,8 @@ func TestWorkerStatus(t *testing.T) {
 			snap:     snapWith(),
 			haveSnap: true,
 			ready:    want{"False", replv1.ReasonUnknownStream}, connected: want{"False", replv1.ReasonUnknownStream}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
-			counts:   "0/2 0/2 ",
-			message:  "nosuch_stream",
+			counts:  "0/2 0/2 ",
+			message: "nosuch_stream",
 		},
 		"federation on a master without it": {
 			worker:   func(w *replv1.ReplicationWorker) { w.Spec.Streams = []string{"federation"} },
@@ -314,8 +314,8 @@ func TestWorkerStatus(t *testing.T) {
 			snap:     snapWith(),
 			haveSnap: true,
 			ready:    want{"False", replv1.ReasonUnknownStream}, connected: want{"False", replv1.ReasonUnknownStream}, lagging: want{"Unknown", replv1.ReasonLagUnknown},
-			counts:   "0/2 0/2 ",
-			message:  "federation",
+			counts:  "0/2 0/2 ",
+			message: "federation",
 		},
 		"federation and a custom stream the master declares": {
 			worker: func(w *replv1.ReplicationWorker) { w.Spec.Streams = []string{"federation", "audit"} },

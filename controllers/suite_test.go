@@ -2,9 +2,9 @@ package controllers
 
 import (
 	"context"
-	"net/http"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
