@@ -85,7 +85,11 @@ func MasterStatus(m *replv1.ReplicationMaster, obs masterObservation, snap probe
 	if haveSnap && !snap.MeasuredAt.IsZero() {
 		st.Streams = st.Streams[:0]
 		for _, s := range snap.Streams {
-			st.Streams = append(st.Streams, replv1.StreamStatus{Name: s.Name, Token: s.Token, RowsPerSecond: formatRate(s.RowsPerSecond)})
+			ss := replv1.StreamStatus{Name: s.Name, Token: s.Token, RowsPerSecond: formatRate(s.RowsPerSecond)}
+			if s.OldestToken > 0 {
+				ss.OldestToken = ptr.To(s.OldestToken)
+			}
+			st.Streams = append(st.Streams, ss)
 		}
 		if len(st.Streams) == 0 {
 			st.Streams = nil

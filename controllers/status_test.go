@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/internal/probe"
@@ -29,7 +30,7 @@ func readySTS() *appsv1.StatefulSet {
 func reachable() probe.Snapshot {
 	return probe.Snapshot{
 		MeasuredAt: t0, Reachable: true, ServerName: "matrix.example.org",
-		Streams:              []probe.StreamPosition{{Name: "caches", Token: 7, RowsPerSecond: 0.2}, {Name: "events", Token: 42, RowsPerSecond: 12.345}},
+		Streams:              []probe.StreamPosition{{Name: "caches", Token: 7, RowsPerSecond: 0.2}, {Name: "events", Token: 42, OldestToken: 5, RowsPerSecond: 12.345}},
 		Heartbeat:            probe.HeartbeatStats{Last: 1234567 * time.Nanosecond, P50: time.Millisecond, P99: 2 * time.Millisecond, Max: 3 * time.Millisecond, Samples: 4},
 		ConnectionsAvailable: true,
 		Connections:          []probe.Connection{{Name: "w1-a", RemoteAddr: "10.0.0.1:5555"}},
@@ -152,7 +153,8 @@ func TestMasterStatus(t *testing.T) {
 func TestMasterStatusMeasurements(t *testing.T) {
 	t.Parallel()
 	st := MasterStatus(newMaster(), masterObservation{statefulSet: readySTS(), tokenSecret: "m1-publish-token"}, reachable(), true, nil)
-	wantStreams := []replv1.StreamStatus{{Name: "caches", Token: 7, RowsPerSecond: "0.2"}, {Name: "events", Token: 42, RowsPerSecond: "12.3"}}
+	// The oldest token the master holds shows where the probe knows it.
+	wantStreams := []replv1.StreamStatus{{Name: "caches", Token: 7, RowsPerSecond: "0.2"}, {Name: "events", Token: 42, OldestToken: ptr.To[int64](5), RowsPerSecond: "12.3"}}
 	if diff := cmp.Diff(wantStreams, st.Streams); diff != "" || st.StreamCount != 2 {
 		t.Errorf("streams (count %d, want 2) (-want +got):\n%s", st.StreamCount, diff)
 	}

@@ -100,6 +100,10 @@ type Probe struct {
 	caughtUps  uint64
 	tableFresh bool
 	started    time.Time
+	// oldest is the oldest token the master holds per stream, from
+	// GET /v1/streams; nil when unknown.
+	oldest    map[string]int64
+	oldestErr error
 	// localAddr is the local address of the current connection to the
 	// master, to recognise it in the connection table.
 	localAddr string
@@ -348,6 +352,18 @@ func (p *Probe) connectionsLoop(ctx context.Context) {
 			p.conns = nil
 		}
 		p.mu.Unlock()
+		// The oldest tokens are extra: a master that cannot list them
+		// (Synapse, an older tcprepl) still has its connection table.
+		oldest, oerr := fetchOldestTokens(ctx, p.cfg.HTTPClient, p.cfg.HTTPURL)
+		if ctx.Err() != nil {
+			return
+		}
+		p.mu.Lock()
+		if oerr != nil && p.oldestErr == nil {
+			p.log.V(1).Info("cannot read the master's oldest tokens", "error", oerr.Error())
+		}
+		p.oldest, p.oldestErr = oldest, oerr
+		p.mu.Unlock()
 		p.notify()
 		select {
 		case <-ctx.Done():
@@ -383,7 +399,7 @@ func (p *Probe) Snapshot() Snapshot {
 	}
 	s.LogID, s.LogChangedFrom = p.logID, p.logChangedFrom
 	for name, tok := range p.positions {
-		sp := StreamPosition{Name: name, Token: tok, WentBackFrom: p.wentBack[name]}
+		sp := StreamPosition{Name: name, Token: tok, WentBackFrom: p.wentBack[name], OldestToken: p.oldest[name]}
 		if r := p.rates[name]; r != nil {
 			sp.RowsPerSecond = r.rate(now)
 		}

@@ -98,6 +98,14 @@ func TestProbeAgainstRealMaster(t *testing.T) {
 	if len(s.Streams) < 15 { // the standard streams but federation, which is off by default
 		t.Fatalf("streams = %d, want the master's standard streams", len(s.Streams))
 	}
+	waitFor(t, 20*time.Second, "the oldest typing token", func() bool {
+		for _, sp := range p.Snapshot().Streams {
+			if sp.Name == "typing" {
+				return sp.OldestToken > 0 && sp.OldestToken <= tok
+			}
+		}
+		return false
+	})
 	t.Logf("real master: heartbeat p50=%v p99=%v max=%v over %d samples; %d streams", s.Heartbeat.P50, s.Heartbeat.P99, s.Heartbeat.Max, s.Heartbeat.Samples, len(s.Streams))
 
 	// Lag: a worker catching up from token 0 into a sink that takes no

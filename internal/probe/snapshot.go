@@ -70,6 +70,10 @@ type StreamPosition struct {
 	Token int64  `json:"token"`
 	// RowsPerSecond is the recent rate of rows on the stream.
 	RowsPerSecond float64 `json:"rowsPerSecond"`
+	// OldestToken is the oldest token the master still holds (from its
+	// HTTP API; 0 when unknown): a worker at OldestToken-1 or later can
+	// catch up, one further behind cannot.
+	OldestToken int64 `json:"oldestToken,omitempty"`
 	// WentBackFrom, when set, is the token the stream had before its token
 	// went backwards: the master's log was reset or replaced.
 	WentBackFrom int64 `json:"wentBackFrom,omitempty"`
