@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,6 +84,14 @@ func masterServing(t *testing.T, logPath string) (replAddr, httpAddr string) {
 // process's output.
 func startProcess(t *testing.T, bin string, args ...string) string {
 	t.Helper()
+	_, logPath := startProcessCmd(t, bin, args...)
+	return logPath
+}
+
+// startProcessCmd is startProcess that also gives the process, for tests
+// that signal it.
+func startProcessCmd(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	// No publish token: the test publishes without one.
 	cmd.Env = append(os.Environ(), "TCPREPL_PUBLISH_TOKEN=")
@@ -110,7 +120,7 @@ func startProcess(t *testing.T, bin string, args ...string) string {
 			t.Logf("%s output:\n%s", args[0], b)
 		}
 	})
-	return logPath
+	return cmd, logPath
 }
 
 func publish(t *testing.T, httpURL, stream string, rows ...any) int64 {
@@ -202,10 +212,16 @@ func TestStatusFromRealMasterAndProbe(t *testing.T) {
 			return err
 		}
 		var tok int64 = -1
+		var oldest *int64
 		for _, s := range st.Streams {
 			if s.Name == "push_rules" {
-				tok = s.Token
+				tok, oldest = s.Token, s.OldestToken
 			}
+		}
+		// Issue 15 item 5: the oldest token the master holds, so a user
+		// can tell whether a worker that was down can catch up.
+		if oldest == nil || *oldest < 1 || *oldest > last {
+			return fmt.Errorf("push_rules oldestToken %v, want one in [1, %d]", oldest, last)
 		}
 		if tok != last || st.StreamCount < 15 || st.Heartbeat == nil || st.Heartbeat.Last == "" || st.LastProbeTime == nil {
 			return fmt.Errorf("push_rules token %d (want %d), %d streams, heartbeat %+v", tok, last, st.StreamCount, st.Heartbeat)
@@ -276,5 +292,129 @@ func TestStatusFromRealMasterAndProbe(t *testing.T) {
 			return fmt.Errorf("connected workers = %d, want 1", live.Status.ConnectedWorkers)
 		}
 		return nil
+	})
+}
+
+// TestStalledWorkerLagsFromRealProcesses is issue 15 item 2 with real
+// processes: a worker frozen with SIGSTOP keeps its connection, and the
+// socket buffers take what the master sends, so the master's table says it
+// is caught up; its durable position (GET /v1/status) does not move, and
+// the status must show it lagging.
+func TestStalledWorkerLagsFromRealProcesses(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	bin := tcpreplBinary(t)
+	masterLog := startProcess(t, bin, "master", "--server-name=real.example.org", "--replication-listen=127.0.0.1:0", "--http-listen=127.0.0.1:0", "--ephemeral")
+	replAddr, httpAddr := masterServing(t, masterLog)
+	httpURL := "http://" + httpAddr
+	first := publish(t, httpURL, "push_rules", []any{"@before:example.org"})
+
+	const podName = "stall-0"
+	state := t.TempDir()
+	worker, workerLog := startProcessCmd(t, bin, "worker", "--master="+replAddr, "--server-name=real.example.org", "--streams=push_rules",
+		"--state-dir="+state, "--sink=file:"+filepath.Join(state, "rows.jsonl"), "--name="+podName,
+		"--from="+strconv.FormatInt(first-1, 10), "--metrics-listen=127.0.0.1:0")
+	var metricsPort int
+	eventually(t, 60*time.Second, "worker metrics serving", func() error {
+		b, err := os.ReadFile(workerLog)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var ev struct{ Msg, Metrics string }
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Msg == "worker metrics serving" {
+				_, port, err := net.SplitHostPort(ev.Metrics)
+				if err != nil {
+					return err
+				}
+				metricsPort, err = strconv.Atoi(port)
+				return err
+			}
+		}
+		return fmt.Errorf("no \"worker metrics serving\" line yet in %s", workerLog)
+	})
+	// Resume it before the cleanup's SIGTERM (cleanups run last first).
+	t.Cleanup(func() { _ = worker.Process.Signal(syscall.SIGCONT) })
+
+	ns := newNamespace(t)
+	startOperator(t, ns, OperatorOptions{
+		NewProber: func(tg ProbeTarget) (Prober, error) {
+			return probe.New(probe.Config{Address: tg.Address, ServerName: tg.ServerName, HTTPURL: tg.HTTPURL, HeartbeatInterval: 300 * time.Millisecond})
+		},
+		StatusInterval: time.Second,
+		WorkerReader:   &HTTPWorkerReader{Port: metricsPort},
+	})
+	m := minimalMaster(ns, "real")
+	m.Spec.ServerName = "real.example.org"
+	m.Annotations = map[string]string{specs.AnnotationProbeAddress: replAddr, specs.AnnotationProbeHTTPURL: httpURL}
+	if err := k8s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	w := minimalWorker(ns, "stall", "real")
+	w.Spec.Replicas = ptr.To[int32](1)
+	w.Spec.Streams = []string{"push_rules"}
+	w.Spec.MaxLagSeconds = 1
+	if err := k8s.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: ns, Labels: specs.WorkerPodLabels(w)},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "x"}}},
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.PodIP = "127.0.0.1"
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	wkey := client.ObjectKeyFromObject(w)
+	pushRules := func(st replv1.ReplicationWorkerStatus) (replv1.WorkerStreamStatus, error) {
+		if len(st.Pods) != 1 {
+			return replv1.WorkerStreamStatus{}, fmt.Errorf("pods = %+v", st.Pods)
+		}
+		for _, s := range st.Pods[0].Streams {
+			if s.Name == "push_rules" {
+				return s, nil
+			}
+		}
+		return replv1.WorkerStreamStatus{}, fmt.Errorf("no push_rules stream in %+v", st.Pods[0].Streams)
+	}
+	eventually(t, 30*time.Second, "connected, caught up, position reported", func() error {
+		var live replv1.ReplicationWorker
+		if err := k8s.Get(ctx, wkey, &live); err != nil {
+			return err
+		}
+		s, err := pushRules(live.Status)
+		if err != nil {
+			return err
+		}
+		if s.Position == nil || *s.Position != first {
+			return fmt.Errorf("push_rules = %+v, want position %d", s, first)
+		}
+		return conditionIs(live.Status.Conditions, replv1.ConditionLagging, "False", replv1.ReasonLagWithinThreshold)
+	})
+
+	if err := worker.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	for i := range 5 {
+		last = publish(t, httpURL, "push_rules", []any{fmt.Sprintf("@u%d:example.org", i)}, []any{"@frozen:example.org"})
+	}
+	eventually(t, 30*time.Second, "the frozen worker lagging", func() error {
+		var live replv1.ReplicationWorker
+		if err := k8s.Get(ctx, wkey, &live); err != nil {
+			return err
+		}
+		s, err := pushRules(live.Status)
+		if err != nil {
+			return err
+		}
+		if s.Position == nil || *s.Position != first || s.TokensBehind != last-first {
+			return fmt.Errorf("push_rules = %+v, want position %d, %d behind", s, first, last-first)
+		}
+		return conditionIs(live.Status.Conditions, replv1.ConditionLagging, "True", replv1.ReasonLagAboveThreshold)
 	})
 }

@@ -50,6 +50,8 @@ type ReconcilerBase struct {
 	// history dates the masters' tokens, to turn a worker's durable
 	// position into seconds behind.
 	history *tokenHistory
+	// reports remembers worker pods' last reports.
+	reports *reportMemory
 }
 
 // setupStatusLimiter applies the default status interval and makes the
@@ -61,6 +63,9 @@ func (b *ReconcilerBase) setupStatusLimiter() {
 	b.limiter = newStatusLimiter(b.StatusInterval, b.Now)
 	if b.history == nil {
 		b.history = newTokenHistory()
+	}
+	if b.reports == nil {
+		b.reports = newReportMemory()
 	}
 }
 

@@ -49,6 +49,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err := r.Get(ctx, req.NamespacedName, &w); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.limiter.forget(req.NamespacedName)
+			r.reports.forget(req.NamespacedName)
 			forgetWorkerMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}
@@ -67,6 +68,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// Not an error: nothing a retry fixes. The master watch brings
 		// the worker back when the master appears.
 		log.V(1).Info("master not found", "master", masterKey.String())
+		r.history.forget(masterKey)
 		pods, err := r.listPods(ctx, &w)
 		if err != nil {
 			return ctrl.Result{}, err
@@ -93,7 +95,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return r.history.behindSince(masterKey, stream, position)
 	}}
 	if r.Workers != nil && len(pods) > 0 {
-		obs.Reports = r.Workers.ReadWorkers(ctx, pods)
+		obs.Reports = r.reports.merge(req.NamespacedName, pods, r.Workers.ReadWorkers(ctx, pods), obs.Now)
 	}
 	status := WorkerStatus(&w, &m, obs, snap, haveSnap, err)
 	recordWorkerMetrics(&w, status)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/internal/workerapi"
@@ -110,4 +111,63 @@ func readWorker(ctx context.Context, c *http.Client, url string) (WorkerReport, 
 		return WorkerReport{}, fmt.Errorf("decode worker status %s: %w", url, err)
 	}
 	return rep, nil
+}
+
+// reportMemory keeps each worker pod's last report. A worker frozen (say
+// by SIGSTOP) answers nothing, its HTTP server being frozen with it: its
+// last durable position is then the best knowledge, and its silence is
+// itself the news.
+type reportMemory struct {
+	mu   sync.Mutex
+	last map[types.NamespacedName]map[types.UID]rememberedReport
+}
+
+type rememberedReport struct {
+	report WorkerReport
+	at     time.Time
+}
+
+func newReportMemory() *reportMemory {
+	return &reportMemory{last: map[types.NamespacedName]map[types.UID]rememberedReport{}}
+}
+
+// merge records the fresh reports and fills in, for pods that did not
+// answer, their last report, marked not ready with the reason. Pods gone
+// from the list are forgotten.
+func (rm *reportMemory) merge(worker types.NamespacedName, pods []corev1.Pod, fresh map[string]WorkerReport, now time.Time) map[string]WorkerReport {
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	old := rm.last[worker]
+	kept := make(map[types.UID]rememberedReport, len(pods))
+	out := make(map[string]WorkerReport, len(pods))
+	for i := range pods {
+		pod := &pods[i]
+		if rep, ok := fresh[pod.Name]; ok {
+			kept[pod.UID] = rememberedReport{report: rep, at: now}
+			out[pod.Name] = rep
+			continue
+		}
+		prev, ok := old[pod.UID]
+		if !ok || pod.DeletionTimestamp != nil {
+			continue
+		}
+		kept[pod.UID] = prev
+		rep := prev.report
+		rep.Ready = false
+		rep.Reason = fmt.Sprintf("not answering %s since %s (stalled or overloaded); lag counted from its last reported position", workerapi.StatusPath, prev.at.UTC().Format(time.RFC3339))
+		out[pod.Name] = rep
+	}
+	if len(kept) == 0 {
+		delete(rm.last, worker)
+	} else {
+		rm.last[worker] = kept
+	}
+	return out
+}
+
+// forget drops a deleted worker's reports.
+func (rm *reportMemory) forget(worker types.NamespacedName) {
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	delete(rm.last, worker)
 }

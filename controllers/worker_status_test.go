@@ -244,3 +244,33 @@ func TestHTTPWorkerReader(t *testing.T) {
 		})
 	}
 }
+
+func TestReportMemory(t *testing.T) {
+	t.Parallel()
+	key := types.NamespacedName{Namespace: "ns", Name: "w1"}
+	a, b := workerPod("w1-a", "10.0.0.1", true), workerPod("w1-b", "10.0.0.2", true)
+	a.UID, b.UID = "uid-a", "uid-b"
+	rm := newReportMemory()
+	fresh := WorkerReport{State: "caught-up", Ready: true, Positions: map[string]int64{"events": 7}}
+	got := rm.merge(key, []corev1.Pod{a, b}, map[string]WorkerReport{"w1-a": fresh}, t0)
+	if len(got) != 1 || got["w1-a"].Positions["events"] != 7 || !got["w1-a"].Ready {
+		t.Fatalf("first merge = %+v", got)
+	}
+	// w1-a falls silent: its last position stands, marked not ready.
+	got = rm.merge(key, []corev1.Pod{a, b}, map[string]WorkerReport{}, t0.Add(time.Minute))
+	if r := got["w1-a"]; r.Ready || r.Positions["events"] != 7 || !strings.Contains(r.Reason, "not answering") || !strings.Contains(r.Reason, "2026-11-26T20:00:00Z") {
+		t.Errorf("silent pod = %+v", r)
+	}
+	if _, ok := got["w1-b"]; ok {
+		t.Error("a pod that never answered has a report")
+	}
+	// A new pod of the same name (another UID) does not inherit it.
+	a.UID = "uid-a2"
+	if got = rm.merge(key, []corev1.Pod{a}, nil, t0.Add(2*time.Minute)); len(got) != 0 {
+		t.Errorf("a replaced pod inherited %+v", got)
+	}
+	rm.forget(key)
+	if len(rm.last) != 0 {
+		t.Error("forget kept reports")
+	}
+}
