@@ -194,7 +194,7 @@ const maxReasonLength = 256
 
 // podSummary is one pod's entry with what ranks it.
 type podSummary struct {
-	entry    replv1.WorkerPodStatus
+	entry  replv1.WorkerPodStatus
 	unwell bool
 	// measured: connected, so its lag is known. reported: its own
 	// position gives a lag, which may put it above the threshold but
