@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -60,6 +61,15 @@ func TestWorkerStatusStalledWorkerLags(t *testing.T) {
 	}
 	if diff := cmp.Diff([]replv1.WorkerStreamStatus{want}, st.Pods[0].Streams); diff != "" {
 		t.Errorf("streams (-want +got):\n%s", diff)
+	}
+
+	// The chart's TcpreplWorkerLagging alert reads these two series.
+	w.Namespace = "stalled-ns"
+	recordWorkerMetrics(w, st)
+	defer forgetWorkerMetrics(w.Namespace, w.Name)
+	wl := []string{w.Namespace, w.Name, w.Spec.MasterRef.Name}
+	if lag, lagging := testutil.ToFloat64(workerMaxLagSeconds.WithLabelValues(wl...)), testutil.ToFloat64(workerLagging.WithLabelValues(wl...)); lag != 45 || lagging != 1 {
+		t.Errorf("tcprepl_operator_worker_max_lag_seconds = %v, tcprepl_operator_worker_lagging = %v; want 45 and 1", lag, lagging)
 	}
 
 	// Caught up again: not lagging.
