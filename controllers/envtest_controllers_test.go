@@ -436,16 +436,18 @@ func TestWorkerStatusFromProbeSnapshot(t *testing.T) {
 			return err
 		}
 		st := live.Status
-		if st.Ready != "2/2" || st.Connected != "1/2" || len(st.Pods) != 2 || !st.Pods[0].Connected || st.Pods[1].Connected {
+		// The worst first: the pod that is not connected.
+		if st.Ready != "2/2" || st.Connected != "1/2" || len(st.Pods) != 2 || st.Pods[0].Name != "w4-abc-1" || st.Pods[0].Connected || !st.Pods[1].Connected {
 			return fmt.Errorf("status = %+v", st)
 		}
-		if st.Pods[0].Streams[0].Token != 10 || st.Pods[0].Streams[0].SecondsBehind != "0.500" || st.MaxLag != "500ms" {
-			return fmt.Errorf("positions = %+v maxLag %s", st.Pods[0].Streams, st.MaxLag)
+		if len(st.Pods[1].Streams) != 1 || st.Pods[1].Streams[0].Token != 10 || st.Pods[1].Streams[0].SecondsBehind != "0.500" || st.MaxLag != "500ms" {
+			return fmt.Errorf("positions = %+v maxLag %s", st.Pods[1].Streams, st.MaxLag)
 		}
 		if err := conditionIs(st.Conditions, replv1.ConditionConnected, "False", replv1.ReasonNotConnected); err != nil {
 			return err
 		}
-		return conditionIs(st.Conditions, replv1.ConditionLagging, "False", replv1.ReasonLagWithinThreshold)
+		// A pod without a connection is not known to keep up.
+		return conditionIs(st.Conditions, replv1.ConditionLagging, "Unknown", replv1.ReasonLagUnknown)
 	})
 
 	// Pod 1 connects by IP under another name, and is far behind.
