@@ -97,7 +97,7 @@ func (f *workerFlags) addFlags(fl *pflag.FlagSet) {
 	fl.StringVar(&f.stateDir, "state-dir", "", "directory for the durable positions; must survive restarts (required)")
 	fl.StringVar(&f.sink, "sink", "stdout", "where rows go: stdout, file:PATH or http:URL")
 	fl.Int64Var(&f.from, "from", 0, "first start only: replicate the rows after this token instead of from now (e.g. --from 0 for everything retained)")
-	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address for /metrics, /healthz and /readyz, e.g. :8080 (empty: none)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address for /metrics, /healthz, /readyz and /v1/status, e.g. :8080 (empty: none)")
 	fl.DurationVar(&f.saveInterval, "save-interval", 100*time.Millisecond, "how often positions are saved while rows flow (also on every POSITION and on stop); a crash re-delivers at most this much to stdout/http sinks")
 	fl.BoolVar(&f.resync, "resync", false, "drop the saved positions and master log id, and replicate every stream after --from (default 0): the way to resume after the master's log was replaced; give it once")
 	fl.StringVar(&f.onLogChange, "on-log-change", "stop", "when the master serves another log than the saved positions belong to: stop (exit with an error; restart once with --resync) or resync (drop the positions and replay the new log after --from, default 0, without exiting)")
