@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/controllers/specs"
@@ -165,6 +166,7 @@ func roundLatency(d time.Duration) string {
 // not exist; deploy is nil before the Deployment exists.
 func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, deploy *appsv1.Deployment, pods []corev1.Pod, snap probe.Snapshot, haveSnap bool, reconcileErr error) replv1.ReplicationWorkerStatus {
 	st := *w.Status.DeepCopy()
+	st.Selector = labels.SelectorFromSet(workerSelectorLabels(w)).String()
 	gen := w.Generation
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
