@@ -166,7 +166,7 @@ func roundLatency(d time.Duration) string {
 // not exist; deploy is nil before the Deployment exists.
 func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, deploy *appsv1.Deployment, pods []corev1.Pod, snap probe.Snapshot, haveSnap bool, reconcileErr error) replv1.ReplicationWorkerStatus {
 	st := *w.Status.DeepCopy()
-	st.Selector = labels.SelectorFromSet(workerSelectorLabels(w)).String()
+	st.Selector = labels.SelectorFromSet(specs.WorkerSelectorLabels(w)).String()
 	gen := w.Generation
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
