@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
+	"github.com/tcprepl/tcprepl/controllers/specs"
 )
 
 // TestSampleWorkerSinksWorkInThePod checks that `kubectl apply -k
@@ -53,7 +54,7 @@ func TestSampleWorkerSinksWorkInThePod(t *testing.T) {
 				t.Fatalf("masterRef %q; the sample master is %q", w.Spec.MasterRef.Name, master.Name)
 			}
 			w.Namespace = master.Namespace
-			d := BuildWorkerDeployment(&w, &master, testOpts)
+			d := specs.BuildWorkerDeployment(&w, &master, testOpts)
 			sink := w.Spec.Sink
 			switch {
 			case sink == "" || sink == "stdout":
