@@ -237,7 +237,7 @@ func TestAPIServerRefusesImmutableChanges(t *testing.T) {
 	}{
 		"server name":     {func(m *replv1.ReplicationMaster) { m.Spec.ServerName = "other.example.org" }, "serverName is immutable"},
 		"storage shrinks": {func(m *replv1.ReplicationMaster) { m.Spec.Storage.Size = ptr.To(resource.MustParse("512Mi")) }, "storage.size can only grow"},
-		"storage size removed": {func(m *replv1.ReplicationMaster) {
+		"storage made ephemeral": {func(m *replv1.ReplicationMaster) {
 			m.Spec.Storage = replv1.StorageSpec{Ephemeral: true}
 		}, "storage.ephemeral is immutable"},
 		"storage class set": {func(m *replv1.ReplicationMaster) { m.Spec.Storage.StorageClassName = ptr.To("fast") }, "storage.storageClassName is immutable"},
