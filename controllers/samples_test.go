@@ -14,7 +14,7 @@ import (
 )
 
 // TestSampleWorkerSinksWorkInThePod checks that `kubectl apply -k
-// config/samples` gives workers that can become ready. The reference worker
+// config/samples` gives a master and workers that can become ready. The reference worker
 // is ready only while its sink takes rows, so a sample's sink must work in
 // the pod the operator builds without any service the samples do not
 // create: stdout, or a file on one of the pod's writable volumes.
@@ -28,11 +28,12 @@ func TestSampleWorkerSinksWorkInThePod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range files {
+	inKustomization := func(f string) {
 		if !slices.Contains(kustomization.Resources, filepath.Base(f)) {
 			t.Errorf("%s is not in config/samples/kustomization.yaml", filepath.Base(f))
 		}
 	}
+	inKustomization("replication_v1alpha1_replicationmaster.yaml")
 
 	var master replv1.ReplicationMaster
 	readYAML(t, filepath.Join(dir, "replication_v1alpha1_replicationmaster.yaml"), &master)
@@ -46,6 +47,7 @@ func TestSampleWorkerSinksWorkInThePod(t *testing.T) {
 		if meta.Kind != "ReplicationWorker" {
 			continue
 		}
+		inKustomization(f)
 		var w replv1.ReplicationWorker
 		readYAML(t, f, &w)
 		workers++
