@@ -16,6 +16,8 @@ ETCD_VERSION := 3.6.16
 HELM_VERSION := 3.22.0
 CONTROLLER_TOOLS_VERSION := 0.23.0
 GOLANGCI_LINT_VERSION := 2.15.0
+# The Prometheus Go module's version (v0.316.0 is Prometheus 3.16.0), for promtool.
+PROMETHEUS_VERSION := 0.316.0
 
 # KUBEBUILDER_ASSETS layout for envtest: kube-apiserver, etcd and kubectl in one folder.
 K8S_BIN := $(BIN)/k8s/$(KUBE_VERSION)
@@ -26,12 +28,14 @@ ETCD := $(K8S_BIN)/etcd
 HELM := $(BIN)/helm-v$(HELM_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen-v$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT := $(BIN)/golangci-lint-v$(GOLANGCI_LINT_VERSION)
+PROMTOOL := $(BIN)/promtool-v$(PROMETHEUS_VERSION)
 TCPREPL := $(BIN)/tcprepl
 
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
 export TCPREPL_KUBE_CONTROLLER_MANAGER := $(KUBE_CONTROLLER_MANAGER)
 export TCPREPL_KUBECTL := $(KUBECTL)
 export TCPREPL_HELM := $(HELM)
+export TCPREPL_PROMTOOL := $(PROMTOOL)
 
 .PHONY: all
 all: build
@@ -78,10 +82,10 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC into config/ and the char
 ##@ Tools (built from the Go module proxy, cached in bin/)
 
 .PHONY: tools
-tools: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBECTL) $(ETCD) $(HELM) $(CONTROLLER_GEN) $(GOLANGCI_LINT) ## Build every tool the tests use.
+tools: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBECTL) $(ETCD) $(HELM) $(CONTROLLER_GEN) $(GOLANGCI_LINT) $(PROMTOOL) ## Build every tool the tests use.
 
 # Short names for the tool binaries: `make controller-gen`, `make helm`, ...
-.PHONY: kube-apiserver kube-controller-manager kubectl etcd helm controller-gen golangci-lint
+.PHONY: kube-apiserver kube-controller-manager kubectl etcd helm controller-gen golangci-lint promtool
 kube-apiserver: $(KUBE_APISERVER)
 kube-controller-manager: $(KUBE_CONTROLLER_MANAGER)
 kubectl: $(KUBECTL)
@@ -89,6 +93,7 @@ etcd: $(ETCD)
 helm: $(HELM)
 controller-gen: $(CONTROLLER_GEN)
 golangci-lint: $(GOLANGCI_LINT)
+promtool: $(PROMTOOL)
 
 $(KUBE_APISERVER):
 	cd hack/tools/kube && $(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
@@ -100,6 +105,9 @@ $(ETCD):
 	cd hack/tools/etcd && $(GO) build -o $@ .
 $(HELM):
 	cd hack/tools/helm && $(GO) build -o $@ helm.sh/helm/v3/cmd/helm
+# promtool unit-tests the chart's alerting rules (test/alerts).
+$(PROMTOOL):
+	cd hack/tools/prometheus && $(GO) build -o $@ github.com/prometheus/prometheus/cmd/promtool
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN)/.gobin-controller-gen $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@v$(CONTROLLER_TOOLS_VERSION)
 	mv $(BIN)/.gobin-controller-gen/controller-gen $@

@@ -123,7 +123,11 @@ func applyLogged[T client.Object](ctx context.Context, c client.Client, reader c
 		if out == outcomeRestored {
 			note += ": it had been edited by hand; the resource's spec is the source of truth"
 		}
-		emit(rec, owner, corev1.EventTypeNormal, reason, "Apply", note)
+		// The owned object is the event's related object: the events API
+		// folds events that differ only in their note into one series, so
+		// without it every "created" after the first was counted as a
+		// repeat of the first ("ConfigMap ... created", twice).
+		emitRelated(rec, owner, live, corev1.EventTypeNormal, reason, "Apply", note)
 	}
 	return live, nil
 }

@@ -108,7 +108,53 @@ func TestAPIServerRefusesInvalidResources(t *testing.T) {
 			mutate: func(m *replv1.ReplicationMaster) {
 				m.Spec.KeepAlive = replv1.KeepAliveSpec{PingInterval: &metav1.Duration{Duration: 10 * time.Second}, PingTimeout: &metav1.Duration{Duration: 10 * time.Second}}
 			},
-			want: "pingTimeout must be longer than keepAlive.pingInterval",
+			want: "pingTimeout must be at least twice keepAlive.pingInterval",
+		},
+		"ping timeout under twice the interval": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.KeepAlive = replv1.KeepAliveSpec{PingInterval: &metav1.Duration{Duration: 10 * time.Second}, PingTimeout: &metav1.Duration{Duration: 19 * time.Second}}
+			},
+			want: "pingTimeout must be at least twice keepAlive.pingInterval",
+		},
+		"millisecond keep-alive": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.KeepAlive = replv1.KeepAliveSpec{PingInterval: &metav1.Duration{Duration: time.Millisecond}, PingTimeout: &metav1.Duration{Duration: 2 * time.Millisecond}}
+			},
+			want: "keepAlive.pingInterval must be at least 1s",
+		},
+		"zero ping interval": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.KeepAlive.PingInterval = &metav1.Duration{}
+			},
+			want: "keepAlive.pingInterval must be at least 1s",
+		},
+		"zero ping timeout": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.KeepAlive = replv1.KeepAliveSpec{PingInterval: &metav1.Duration{Duration: time.Second}, PingTimeout: &metav1.Duration{}}
+			},
+			want: "keepAlive.pingTimeout must be at least 2s",
+		},
+		"zero max age": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.Retention.MaxAge = &metav1.Duration{} },
+			want:   "retention.maxAge must be at least 1m",
+		},
+		"zero max age for one stream": {
+			mutate: func(m *replv1.ReplicationMaster) {
+				m.Spec.Retention.Streams = []replv1.StreamRetention{{Name: "events", MaxAge: &metav1.Duration{}}}
+			},
+			want: "retention.streams[].maxAge must be at least 1m",
+		},
+		"zero storage size": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.Storage.Size = ptr.To(resource.MustParse("0")) },
+			want:   "storage.size must be at least 64Mi",
+		},
+		"negative storage size": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.Storage.Size = ptr.To(resource.MustParse("-1Gi")) },
+			want:   "storage.size must be at least 64Mi",
+		},
+		"storage size of a few kilobytes": {
+			mutate: func(m *replv1.ReplicationMaster) { m.Spec.Storage.Size = ptr.To(resource.MustParse("4Ki")) },
+			want:   "storage.size must be at least 64Mi",
 		},
 		"retention for an undeclared stream": {
 			mutate: func(m *replv1.ReplicationMaster) {
@@ -189,9 +235,12 @@ func TestAPIServerRefusesImmutableChanges(t *testing.T) {
 		mutate func(*replv1.ReplicationMaster)
 		want   string
 	}{
-		"server name":  {func(m *replv1.ReplicationMaster) { m.Spec.ServerName = "other.example.org" }, "serverName is immutable"},
-		"storage size": {func(m *replv1.ReplicationMaster) { m.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi")) }, "storage is immutable"},
-		"ephemeral":    {func(m *replv1.ReplicationMaster) { m.Spec.Storage = replv1.StorageSpec{Ephemeral: true} }, "storage is immutable"},
+		"server name":     {func(m *replv1.ReplicationMaster) { m.Spec.ServerName = "other.example.org" }, "serverName is immutable"},
+		"storage shrinks": {func(m *replv1.ReplicationMaster) { m.Spec.Storage.Size = ptr.To(resource.MustParse("512Mi")) }, "storage.size can only grow"},
+		"storage made ephemeral": {func(m *replv1.ReplicationMaster) {
+			m.Spec.Storage = replv1.StorageSpec{Ephemeral: true}
+		}, "storage.ephemeral is immutable"},
+		"storage class set": {func(m *replv1.ReplicationMaster) { m.Spec.Storage.StorageClassName = ptr.To("fast") }, "storage.storageClassName is immutable"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -203,12 +252,14 @@ func TestAPIServerRefusesImmutableChanges(t *testing.T) {
 			expectInvalid(t, k8s.Update(ctx, &live), tc.want)
 		})
 	}
-	// A mutable field still changes.
+	// Mutable fields still change, storage size included when it grows
+	// (written as a plain byte count, to compare quantities, not strings).
 	var live replv1.ReplicationMaster
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(m), &live); err != nil {
 		t.Fatal(err)
 	}
 	live.Spec.Retention.MaxRows = ptr.To[int64](100)
+	live.Spec.Storage.Size = ptr.To(resource.MustParse("2147483648"))
 	if err := k8s.Update(ctx, &live); err != nil {
 		t.Errorf("a mutable change was refused: %v", err)
 	}

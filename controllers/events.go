@@ -12,6 +12,12 @@ import (
 
 // emit records an Event when a recorder is configured.
 func emit(rec events.EventRecorder, obj runtime.Object, eventType, reason, action, note string) {
+	emitRelated(rec, obj, nil, eventType, reason, action, note)
+}
+
+// emitRelated records an Event about obj that names a second object,
+// related (nil for none).
+func emitRelated(rec events.EventRecorder, obj, related runtime.Object, eventType, reason, action, note string) {
 	if rec == nil {
 		return
 	}
@@ -19,7 +25,7 @@ func emit(rec events.EventRecorder, obj runtime.Object, eventType, reason, actio
 	if len(note) > 1000 {
 		note = note[:1000]
 	}
-	rec.Eventf(obj, nil, eventType, reason, action, "%s", note)
+	rec.Eventf(obj, related, eventType, reason, action, "%s", note)
 }
 
 // startingReasons are the Ready reasons every resource passes through

@@ -22,10 +22,16 @@ var serviceState = ownedState[*corev1.Service]{
 }
 
 // statefulSetState changes only what a StatefulSet lets change: the
-// selector, service name and volume claim templates are immutable (the
-// API's CEL rule keeps spec.storage from changing for the same reason).
+// selector, service name and volume claim templates are immutable. The
+// claim templates are left out of the comparison too: a grown
+// spec.storage.size is applied to the claim (expandStorage), and the
+// template, which keeps the size the master was created with, is not drift.
 var statefulSetState = ownedState[*appsv1.StatefulSet]{
-	fields: func(s *appsv1.StatefulSet) any { return s.Spec },
+	fields: func(s *appsv1.StatefulSet) any {
+		spec := s.Spec
+		spec.VolumeClaimTemplates = nil
+		return spec
+	},
 	mutate: func(live, want *appsv1.StatefulSet) {
 		live.Spec.Replicas = want.Spec.Replicas
 		live.Spec.Template = keepRestartAnnotation(live.Spec.Template, want.Spec.Template)

@@ -40,6 +40,7 @@ type ReplicationMasterReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;patch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -112,6 +113,9 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 		return obs, err
 	}
 	obs.statefulSet = live
+	if err := r.expandStorage(ctx, m, live); err != nil {
+		return obs, err
+	}
 	if err := r.reconcileNetworkPolicy(ctx, m); err != nil {
 		return obs, err
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
@@ -211,6 +212,7 @@ type podSummary struct {
 // object, so they follow the pods whatever runs them.
 func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs WorkerObservation, snap probe.Snapshot, haveSnap bool, reconcileErr error) replv1.ReplicationWorkerStatus {
 	st := *w.Status.DeepCopy()
+	st.Selector = labels.SelectorFromSet(specs.WorkerSelectorLabels(w)).String()
 	gen := w.Generation
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})

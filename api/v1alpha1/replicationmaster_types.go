@@ -66,9 +66,13 @@ type ReplicationMasterSpec struct {
 	// +kubebuilder:default={}
 	Streams StreamsSpec `json:"streams,omitempty"`
 
-	// Storage is where the master keeps its stream log. It cannot change
-	// after creation: a StatefulSet's volume claim templates are immutable.
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage is immutable: a StatefulSet's volume claims cannot change; create a new master to move the log"
+	// Storage is where the master keeps its stream log. Only size may
+	// change after creation, and only grow: the operator then expands the
+	// existing claim, which needs a storage class that allows expansion.
+	// Everything else is fixed: a StatefulSet's volume claims cannot move.
+	// +kubebuilder:validation:XValidation:rule="self.ephemeral == oldSelf.ephemeral",message="storage.ephemeral is immutable: the log cannot move between a volume and an emptyDir; create a new master to move it"
+	// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable: a claim cannot move to another class; create a new master to move the log"
+	// +kubebuilder:validation:XValidation:rule="has(self.size) == has(oldSelf.size) && (!has(self.size) || quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0)",message="storage.size can only grow: a PersistentVolumeClaim cannot shrink; create a new master for a smaller log"
 	Storage StorageSpec `json:"storage"`
 
 	// Retention bounds how much of each stream's log the master keeps. A
@@ -141,6 +145,7 @@ type CustomStream struct {
 // StorageSpec says where the stream log lives.
 // +kubebuilder:validation:XValidation:rule="self.ephemeral || has(self.size)",message="storage.size is required unless storage.ephemeral is true"
 // +kubebuilder:validation:XValidation:rule="!self.ephemeral || !has(self.storageClassName)",message="storage.storageClassName has no effect when storage.ephemeral is true"
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || quantity(string(self.size)).compareTo(quantity('64Mi')) >= 0",message="storage.size must be at least 64Mi: the log's memtables and write-ahead log alone need that much (0 and negative sizes are refused)"
 type StorageSpec struct {
 	// Ephemeral keeps the log in an emptyDir: tokens and rows are lost when
 	// the pod is deleted. For tests and demos.
@@ -148,9 +153,10 @@ type StorageSpec struct {
 	// +kubebuilder:default=false
 	Ephemeral bool `json:"ephemeral,omitempty"`
 
-	// Size of the PersistentVolumeClaim that holds the log. Required unless
-	// ephemeral. Growing it later needs a storage class that allows
-	// expansion; the operator does not resize existing claims.
+	// Size of the PersistentVolumeClaim that holds the log, at least 64Mi.
+	// Required unless ephemeral. It may grow later (never shrink): the
+	// operator expands the existing claim, which needs a storage class with
+	// allowVolumeExpansion.
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
 
@@ -160,18 +166,23 @@ type StorageSpec struct {
 }
 
 // RetentionSpec bounds each stream's log by row count and by age; whichever
-// limit is hit first removes the oldest tokens. Unset means no limit.
+// limit is hit first removes the oldest tokens. An unset limit means no
+// limit; zero is refused rather than read as "no limit".
 type RetentionSpec struct {
-	// MaxRows is the most rows kept per stream.
+	// MaxRows is the most rows kept per stream, at least 1. Unset keeps
+	// every row (bounded only by MaxAge).
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	MaxRows *int64 `json:"maxRows,omitempty"`
 
-	// MaxAge is the longest a row is kept, as a Go duration ("168h").
+	// MaxAge is the longest a row is kept, as a Go duration ("168h"), at
+	// least 1m. Unset keeps rows however old (bounded only by MaxRows);
+	// "0s" is refused.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="retention.maxAge must be at least 1m; leave it unset for no age limit"
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 
 	// Streams overrides MaxRows and MaxAge for individual streams.
@@ -190,37 +201,47 @@ type StreamRetention struct {
 	// +kubebuilder:validation:MaxLength=63
 	Name string `json:"name"`
 
-	// MaxRows is the most rows kept for this stream.
+	// MaxRows is the most rows kept for this stream, at least 1. An entry
+	// replaces the default limits for its stream as a whole: a limit unset
+	// here is no limit for this stream, even when the default sets one.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	MaxRows *int64 `json:"maxRows,omitempty"`
 
-	// MaxAge is the longest a row of this stream is kept ("24h").
+	// MaxAge is the longest a row of this stream is kept ("24h"), at least
+	// 1m. Unset here is no age limit for this stream; "0s" is refused.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="retention.streams[].maxAge must be at least 1m; leave it unset for no age limit on this stream"
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 }
 
 // KeepAliveSpec tunes PING and the ping timeout (docs/protocol.md, "Keep-alive").
-// +kubebuilder:validation:XValidation:rule="!has(self.pingTimeout) || !has(self.pingInterval) || duration(self.pingTimeout) > duration(self.pingInterval)",message="keepAlive.pingTimeout must be longer than keepAlive.pingInterval"
+// +kubebuilder:validation:XValidation:rule="!has(self.pingTimeout) || !has(self.pingInterval) || duration(self.pingTimeout).getMilliseconds() >= 2 * duration(self.pingInterval).getMilliseconds()",message="keepAlive.pingTimeout must be at least twice keepAlive.pingInterval, or a single late PING closes a healthy connection (Synapse uses 5s and 25s)"
 type KeepAliveSpec struct {
 	// PingInterval: a side that has sent nothing for this long sends PING.
+	// At least 1s; unset means 5s, Synapse's interval. "0s" is refused
+	// rather than read as the default.
 	// +optional
 	// +kubebuilder:default="5s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="keepAlive.pingInterval must be at least 1s: shorter intervals flood every connection with PINGs; leave it unset for 5s"
 	PingInterval *metav1.Duration `json:"pingInterval,omitempty"`
 
 	// PingTimeout: a connection that has received nothing for this long (once
-	// the peer has sent a PING) is closed with `ERROR ping timeout`.
+	// the peer has sent a PING) is closed with `ERROR ping timeout`. At
+	// least 2s and at least twice PingInterval; unset means 25s. "0s" is
+	// refused rather than read as the default.
 	// +optional
 	// +kubebuilder:default="25s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('2s')",message="keepAlive.pingTimeout must be at least 2s; leave it unset for 25s"
 	PingTimeout *metav1.Duration `json:"pingTimeout,omitempty"`
 }
 
@@ -228,7 +249,8 @@ type KeepAliveSpec struct {
 type LimitsSpec struct {
 	// MaxPendingCommands is how many commands may queue for a connection
 	// whose socket is full before it is closed with `ERROR Failed to keep
-	// up`; the worker reconnects and resumes from its last token.
+	// up`; the worker reconnects and resumes from its last token. At least
+	// 100; unset means 10000.
 	// +optional
 	// +kubebuilder:default=10000
 	// +kubebuilder:validation:Minimum=100
@@ -236,6 +258,7 @@ type LimitsSpec struct {
 
 	// MaxLineLength is the longest protocol line accepted or sent, in bytes.
 	// Synapse's limit was 16384; a peer that is Synapse needs exactly that.
+	// Between 1024 and 16777216; unset means 16384.
 	// +optional
 	// +kubebuilder:default=16384
 	// +kubebuilder:validation:Minimum=1024

@@ -89,7 +89,8 @@ type ReplicationWorkerSpec struct {
 	Sink string `json:"sink,omitempty"`
 
 	// MaxLagSeconds is the lag above which the Lagging condition turns
-	// True: any stream of any pod more than this many seconds behind.
+	// True: any stream of any pod more than this many seconds behind. At
+	// least 1; unset means 30.
 	// +optional
 	// +kubebuilder:default=30
 	// +kubebuilder:validation:Minimum=1
@@ -131,6 +132,12 @@ type ReplicationWorkerStatus struct {
 	// Replicas is the number of worker pods that exist.
 	// +optional
 	Replicas int32 `json:"replicas,omitempty"`
+
+	// Selector is the label selector of the worker pods, in string form
+	// ("a=b,c=d"), for the scale subresource: a HorizontalPodAutoscaler
+	// reads it to find the pods whose metrics it averages.
+	// +optional
+	Selector string `json:"selector,omitempty"`
 
 	// ReadyReplicas is the number of worker pods that are ready.
 	// +optional
@@ -235,7 +242,7 @@ type WorkerStreamStatus struct {
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=rworker,categories=tcprepl
 // +kubebuilder:printcolumn:name="Master",type=string,JSONPath=`.spec.masterRef.name`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`

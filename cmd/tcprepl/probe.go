@@ -59,7 +59,7 @@ the configured writers that stay silent (--stream-writers) and Redis's pub/sub
 buffers. The password comes from --redis-password-file or $TCPREPL_REDIS_PASSWORD,
 never from a flag. Exits 1 when Redis is unreachable, refuses AUTH, or nothing
 at all is heard on the channel.`,
-		Example: `  tcprepl probe --master master:9092 --server-name matrix.example.org --http http://master:8080
+		Example: `  tcprepl probe --master master:9092 --server-name matrix.example.org --http http://master:9093
   tcprepl probe --master 127.0.0.1:9092 --server-name localhost -o json
   tcprepl probe --master master:9092 --server-name matrix.example.org --watch
   tcprepl probe --redis redis:6379 --server-name matrix.example.org --stream-writers homeserver.yaml
@@ -88,7 +88,7 @@ at all is heard on the channel.`,
 func (f *probeFlags) addFlags(fl *pflag.FlagSet) {
 	fl.StringVar(&f.master, "master", "", "the master's replication address HOST:PORT (default $"+envMasterAddress+")")
 	fl.StringVar(&f.serverName, "server-name", "", "the name the master must announce with SERVER (default $"+envServerName+")")
-	fl.StringVar(&f.httpURL, "http", "", "the master's HTTP API, e.g. http://master:8080, for the worker connections; omit for a master without one (Synapse)")
+	fl.StringVar(&f.httpURL, "http", "", "the master's HTTP API, e.g. http://master:9093 (the master's default HTTP port), for the worker connections; omit for a master without one (Synapse)")
 	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	fl.BoolVarP(&f.watch, "watch", "w", false, "keep probing and print again every --interval until interrupted")
 	fl.DurationVar(&f.interval, "interval", 2*time.Second, "with --watch: how often to print (also the heartbeat interval)")

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/tcprepl/tcprepl/internal/replication"
 	"github.com/tcprepl/tcprepl/internal/worker"
 )
 
@@ -34,6 +35,8 @@ type workerFlags struct {
 	resync        bool
 	onLogChange   string
 	verbosity     int
+
+	keepHeartbeats bool
 }
 
 func newWorkerCommand() *cobra.Command {
@@ -98,6 +101,7 @@ func (f *workerFlags) addFlags(fl *pflag.FlagSet) {
 	fl.StringVar(&f.sink, "sink", "stdout", "where rows go: stdout, file:PATH or http:URL")
 	fl.Int64Var(&f.from, "from", 0, "first start only: replicate the rows after this token instead of from now (e.g. --from 0 for everything retained)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address for /metrics, /healthz, /readyz and /v1/status, e.g. :8080 (empty: none)")
+	fl.BoolVar(&f.keepHeartbeats, "keep-heartbeats", false, "also hand the operator probe's heartbeat rows (caches rows of the cache "+replication.HeartbeatCacheName+") to the sink; by default they are left out")
 	fl.DurationVar(&f.saveInterval, "save-interval", 100*time.Millisecond, "how often positions are saved while rows flow (also on every POSITION and on stop); a crash re-delivers at most this much to stdout/http sinks")
 	fl.BoolVar(&f.resync, "resync", false, "drop the saved positions and master log id, and replicate every stream after --from (default 0): the way to resume after the master's log was replaced; give it once")
 	fl.StringVar(&f.onLogChange, "on-log-change", "stop", "when the master serves another log than the saved positions belong to: stop (exit with an error; restart once with --resync) or resync (drop the positions and replay the new log after --from, default 0, without exiting)")
@@ -113,6 +117,8 @@ func (f *workerFlags) config(cmd *cobra.Command, getenv func(string) string) (wo
 		Name:       flagOrEnv(f.name, envWorkerName, getenv),
 		StateDir:   f.stateDir,
 		Sink:       f.sink,
+
+		KeepHeartbeats: f.keepHeartbeats,
 	}
 	if f.saveInterval <= 0 {
 		return cfg, fmt.Errorf("--save-interval %v: use a positive duration, e.g. 100ms", f.saveInterval)

@@ -37,14 +37,14 @@ func TestWorkerFlagsConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Address != "env-master:9092" || cfg.ServerName != "env.example.org" || cfg.Name != "pod-0" ||
-		strings.Join(cfg.Streams, "|") != "events|caches" || cfg.From != nil || cfg.Sink != "stdout" || cfg.SaveInterval != 100*time.Millisecond {
+		strings.Join(cfg.Streams, "|") != "events|caches" || cfg.From != nil || cfg.Sink != "stdout" || cfg.SaveInterval != 100*time.Millisecond || cfg.KeepHeartbeats {
 		t.Fatalf("from the environment: %+v", cfg)
 	}
-	cfg, err = parse(t, "--master", "m:1", "--server-name", "n", "--name", "w", "--streams", "ALL", "--state-dir", "/s", "--from", "0", "--sink", "file:/x")
+	cfg, err = parse(t, "--master", "m:1", "--server-name", "n", "--name", "w", "--streams", "ALL", "--state-dir", "/s", "--from", "0", "--sink", "file:/x", "--keep-heartbeats")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Address != "m:1" || cfg.ServerName != "n" || cfg.Name != "w" || cfg.From == nil || *cfg.From != 0 || cfg.Sink != "file:/x" {
+	if cfg.Address != "m:1" || cfg.ServerName != "n" || cfg.Name != "w" || cfg.From == nil || *cfg.From != 0 || cfg.Sink != "file:/x" || !cfg.KeepHeartbeats {
 		t.Fatalf("from flags: %+v", cfg)
 	}
 	if _, err := parse(t, "--streams", "events"); err == nil || !strings.Contains(err.Error(), "--state-dir") {

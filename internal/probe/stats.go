@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
 // ProbeName is the NAME the probe gives its connection, so the master's
@@ -15,9 +17,8 @@ import (
 const ProbeName = "tcprepl-probe"
 
 // HeartbeatCacheName is the cache name the probe puts in its INVALIDATE_CACHE
-// heartbeats. It is reserved: no Synapse cache is called this, so a worker
-// that receives the relayed caches row invalidates nothing.
-const HeartbeatCacheName = "tcprepl_probe_heartbeat"
+// heartbeats (see replication.HeartbeatCacheName).
+const HeartbeatCacheName = replication.HeartbeatCacheName
 
 // latencyWindow keeps heartbeat round trips seen within a recent time window,
 // capped in count so that a very short interval cannot grow it without bound.

@@ -72,6 +72,11 @@ type Config struct {
 	// replayed without harm, e.g. pods that a supervisor would otherwise
 	// restart into the same error forever.
 	ResyncOnLogChange bool
+	// KeepHeartbeats hands the operator probe's heartbeat rows (caches
+	// rows of the reserved cache replication.HeartbeatCacheName) to the
+	// sink too. By default they are left out: they invalidate nothing and
+	// arrive every few seconds on every master the operator watches.
+	KeepHeartbeats bool
 
 	Logger logr.Logger
 	// Registerer receives the worker's metrics and the replication
@@ -516,20 +521,27 @@ func (h *handler) HandleRows(ctx context.Context, stream string, token int64, ro
 		w.log.V(1).Info("skipping a batch the sink already has", "stream", stream, "token", token)
 		return nil
 	}
-	if err := w.sink.Deliver(ctx, Batch{Stream: stream, Token: token, Rows: rows}); err != nil {
-		if ctx.Err() != nil {
-			// Shutting down (or the connection closing) mid-delivery:
-			// not a sink failure; the batch is delivered after resuming.
+	if stream == "caches" && !w.cfg.KeepHeartbeats {
+		rows = withoutHeartbeats(rows)
+	}
+	// A batch of heartbeats only reaches no sink, but its token still
+	// becomes the stream's position.
+	if len(rows) > 0 {
+		if err := w.sink.Deliver(ctx, Batch{Stream: stream, Token: token, Rows: rows}); err != nil {
+			if ctx.Err() != nil {
+				// Shutting down (or the connection closing) mid-delivery:
+				// not a sink failure; the batch is delivered after resuming.
+				return err
+			}
+			w.metrics.sinkErrors.Inc()
+			w.mu.Lock()
+			w.sinkErr = err
+			w.mu.Unlock()
+			w.log.Error(err, "the sink did not take a batch; reconnecting to get it again", "stream", stream, "token", token, "sink", w.sink.String())
 			return err
 		}
-		w.metrics.sinkErrors.Inc()
-		w.mu.Lock()
-		w.sinkErr = err
-		w.mu.Unlock()
-		w.log.Error(err, "the sink did not take a batch; reconnecting to get it again", "stream", stream, "token", token, "sink", w.sink.String())
-		return err
+		w.metrics.batches.WithLabelValues(stream).Inc()
 	}
-	w.metrics.batches.WithLabelValues(stream).Inc()
 	w.mu.Lock()
 	w.sinkErr = nil
 	w.delivered[stream] = token
@@ -547,6 +559,22 @@ func (h *handler) HandleRows(ctx context.Context, stream string, token int64, ro
 		_ = w.saveDelivered()
 	}
 	return nil
+}
+
+// withoutHeartbeats returns rows without the probe's heartbeat rows,
+// copying only when there is one to drop.
+func withoutHeartbeats(rows []json.RawMessage) []json.RawMessage {
+	i := slices.IndexFunc(rows, replication.IsHeartbeatRow)
+	if i < 0 {
+		return rows
+	}
+	kept := slices.Clone(rows[:i])
+	for _, r := range rows[i+1:] {
+		if !replication.IsHeartbeatRow(r) {
+			kept = append(kept, r)
+		}
+	}
+	return kept
 }
 
 // saveDelivered makes the delivered positions (with the file sink's offset)
