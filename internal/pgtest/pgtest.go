@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -90,35 +91,79 @@ func Require(t testing.TB) string {
 // on a free loopback port. It is stopped when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{bin: Require(t), dir: t.TempDir()}
-	cred, err := credential()
+	s, err := start(Require(t), t.TempDir())
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+var shared struct {
+	once sync.Once
+	s    *Server
+	dir  string
+	err  error
+}
+
+// Shared returns one server for the whole test binary, started on first
+// use: initdb takes seconds, so a package's tests share a server and each
+// takes its own database (NewDatabase). The package's TestMain calls
+// StopShared after m.Run.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	bin := Require(t)
+	shared.once.Do(func() {
+		shared.dir, shared.err = os.MkdirTemp("", "pgtest-")
+		if shared.err == nil {
+			shared.s, shared.err = start(bin, shared.dir)
+		}
+	})
+	if shared.err != nil {
+		t.Fatalf("pgtest: shared server: %v", shared.err)
+	}
+	return shared.s
+}
+
+// StopShared stops the shared server, if one was started, and removes its
+// directory.
+func StopShared() {
+	if shared.s != nil {
+		shared.s.Stop()
+	}
+	if shared.dir != "" {
+		_ = os.RemoveAll(shared.dir)
+	}
+}
+
+func start(bin, dir string) (*Server, error) {
+	s := &Server{bin: bin, dir: dir}
+	cred, err := credential()
+	if err != nil {
+		return nil, err
+	}
 	s.cred = cred
 	if err := s.prepareDir(); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return nil, err
 	}
 	if err := s.initdb(); err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return nil, err
 	}
 	var lastErr error
 	for range 5 {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("pgtest: find a free port: %v", err)
+			return nil, fmt.Errorf("find a free port: %w", err)
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if lastErr = s.start(); lastErr == nil {
-			t.Cleanup(s.Stop)
-			return s
+			return s, nil
 		}
 		if !errors.Is(lastErr, errPortTaken) {
 			break
 		}
 	}
-	t.Fatalf("pgtest: start postgres: %v", lastErr)
-	return nil
+	return nil, fmt.Errorf("start postgres: %w", lastErr)
 }
 
 // credential is the user to run PostgreSQL as: nil when the tests do not run
@@ -137,14 +182,17 @@ func credential() (*syscall.Credential, error) {
 }
 
 // prepareDir makes the temporary directory usable by the PostgreSQL user:
-// t.TempDir's parent is private to root, so it gets search permission, and
+// t.TempDir's parent is private to root, so it gets search permission (the
+// shared server's parent is the world-searchable temporary directory), and
 // the directory itself is given to that user.
 func (s *Server) prepareDir() error {
 	if s.cred == nil {
 		return nil
 	}
-	if err := os.Chmod(filepath.Dir(s.dir), 0o711); err != nil {
-		return fmt.Errorf("open %s to the PostgreSQL user: %w", filepath.Dir(s.dir), err)
+	if parent := filepath.Dir(s.dir); parent != filepath.Clean(os.TempDir()) {
+		if err := os.Chmod(parent, 0o711); err != nil {
+			return fmt.Errorf("open %s to the PostgreSQL user: %w", parent, err)
+		}
 	}
 	if err := os.Chown(s.dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
 		return fmt.Errorf("give %s to the PostgreSQL user: %w", s.dir, err)
