@@ -56,12 +56,14 @@ var ErrFenced = errors.New("another master took over the stream log")
 // ErrLocked is wrapped by Open when another master holds the log's lock.
 var ErrLocked = errors.New("another master holds the stream log")
 
-// Retention bounds what a stream keeps; zero fields mean no bound. It is
-// streamlog.Retention without MaxBytes, which PostgreSQL's storage does not
-// estimate per stream cheaply.
+// Retention bounds what a stream keeps; zero fields mean no bound. MaxRows
+// and MaxAge are as in streamlog.Retention; MaxBytes counts the row bytes
+// stored (PostgreSQL's own overhead and TOAST compression aside), whole
+// tokens dropped oldest first, the newest always kept.
 type Retention struct {
-	MaxRows int64
-	MaxAge  time.Duration
+	MaxRows  int64
+	MaxAge   time.Duration
+	MaxBytes int64
 }
 
 // Options configure Open.
@@ -142,7 +144,7 @@ type streamState struct {
 	retained atomic.Pointer[retainedState]
 
 	// Committer-owned.
-	assigned, pendingCum, pendingT int64
+	assigned, pendingCum, pendingT, pendingBytes int64
 
 	tail logmem.Tail
 	rate logmem.Rate
@@ -150,9 +152,10 @@ type streamState struct {
 
 // retainedState is a stream's retention state, swapped whole.
 type retainedState struct {
-	oldest      int64
-	trimmedCum  int64
-	trimmedTime int64
+	oldest       int64
+	trimmedCum   int64
+	trimmedTime  int64
+	trimmedBytes int64
 }
 
 // Open connects, creates or migrates the schema, takes the log's writer
@@ -289,11 +292,11 @@ func (l *Log) recoverStream(ctx context.Context, tx pgx.Tx, st *streamState) err
 		return schemaError("record stream", err)
 	}
 	var r retainedState
-	if err := tx.QueryRow(ctx, `SELECT oldest, trimmed_cum, trimmed_time FROM tcprepl_stream WHERE stream = $1`, st.name).Scan(&r.oldest, &r.trimmedCum, &r.trimmedTime); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT oldest, trimmed_cum, trimmed_time, trimmed_bytes FROM tcprepl_stream WHERE stream = $1`, st.name).Scan(&r.oldest, &r.trimmedCum, &r.trimmedTime, &r.trimmedBytes); err != nil {
 		return fmt.Errorf("read retention state: %w", err)
 	}
-	current, cum, last := r.oldest-1, r.trimmedCum, r.trimmedTime
-	err := tx.QueryRow(ctx, `SELECT token, cum, published_ns FROM tcprepl_token WHERE stream = $1 ORDER BY token DESC LIMIT 1`, st.name).Scan(&current, &cum, &last)
+	current, cum, last, stored := r.oldest-1, r.trimmedCum, r.trimmedTime, int64(0)
+	err := tx.QueryRow(ctx, `SELECT token, cum, published_ns, bytes_before + octet_length(rows) FROM tcprepl_token WHERE stream = $1 ORDER BY token DESC LIMIT 1`, st.name).Scan(&current, &cum, &last, &stored)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("read newest token: %w", err)
 	}
@@ -305,6 +308,12 @@ func (l *Log) recoverStream(ctx context.Context, tx pgx.Tx, st *streamState) err
 	st.cum.Store(cum)
 	st.lastTime.Store(last)
 	st.assigned, st.pendingCum, st.pendingT = current, cum, last
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Everything was trimmed: bytes restart from the stream's byte
+		// count as the last trim left it, which only retention reads.
+		stored = r.trimmedBytes
+	}
+	st.pendingBytes = stored
 	return nil
 }
 
@@ -470,7 +479,7 @@ func (l *Log) appendWire(ctx context.Context, st *streamState, rows []json.RawMe
 // commits them as one transaction.
 func (l *Log) commitLoop() {
 	defer close(l.done)
-	defer func() { _ = l.write.Close(context.Background()) }()
+	defer l.closeWrite()
 	var round []*appendReq
 	for {
 		req, ok := <-l.reqs
@@ -496,6 +505,21 @@ func (l *Log) commitLoop() {
 	}
 }
 
+// closeWrite releases the writer lock and closes the write session. The
+// unlock is explicit: the server ends a closed session's backend (and its
+// locks) a moment after the connection closes, and a master started right
+// after this one closed would find the lock still held.
+func (l *Log) closeWrite() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if !l.write.IsClosed() {
+		if _, err := l.write.Exec(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
+			l.log.V(1).Info("releasing the writer lock failed; PostgreSQL releases it when the session ends", "error", err.Error())
+		}
+	}
+	_ = l.write.Close(ctx)
+}
+
 // commitRound assigns tokens to a round, commits it and, once committed,
 // makes it visible, hands it to OnDurable and acknowledges it. A failed
 // round fails the log: whether PostgreSQL committed it is unknown (the
@@ -516,6 +540,7 @@ func (l *Log) commitRound(round []*appendReq) {
 		published := make([]int64, n)
 		nRows := make([]int32, n)
 		cums := make([]int64, n)
+		before := make([]int64, n)
 		values := make([][]byte, n)
 		seen := map[*streamState]int{}
 		for i, req := range round {
@@ -525,6 +550,8 @@ func (l *Log) commitRound(round []*appendReq) {
 			st.assigned++
 			st.pendingCum += int64(len(req.rows))
 			req.token, req.time = st.assigned, time.Unix(0, t)
+			before[i] = st.pendingBytes
+			st.pendingBytes += int64(len(req.value))
 			streams[i], tokens[i], published[i], nRows[i], cums[i], values[i] = st.name, req.token, t, int32(len(req.rows)), st.pendingCum, req.value
 			m := mark{st: st, token: st.assigned, cum: st.pendingCum, pub: t}
 			if j, ok := seen[st]; ok {
@@ -534,7 +561,7 @@ func (l *Log) commitRound(round []*appendReq) {
 				marks = append(marks, m)
 			}
 		}
-		if cerr := l.commit(streams, tokens, published, nRows, cums, values); cerr != nil {
+		if cerr := l.commit(streams, tokens, published, nRows, cums, before, values); cerr != nil {
 			err = l.fail(cerr)
 		}
 	}
@@ -569,15 +596,15 @@ const commitTimeout = 30 * time.Second
 // commit writes one round in one pipelined transaction. COMMIT of a
 // transaction that failed (the fencing check, a duplicate token) answers
 // ROLLBACK, which is checked too.
-func (l *Log) commit(streams []string, tokens, published []int64, nRows []int32, cums []int64, values [][]byte) error {
+func (l *Log) commit(streams []string, tokens, published []int64, nRows []int32, cums, before []int64, values [][]byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	b.Queue(`SELECT tcprepl_check_epoch($1)`, l.epoch)
-	b.Queue(`INSERT INTO tcprepl_token (stream, token, published_ns, n_rows, cum, rows)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::bigint[], $6::bytea[])`,
-		streams, tokens, published, nRows, cums, values)
+	b.Queue(`INSERT INTO tcprepl_token (stream, token, published_ns, n_rows, cum, bytes_before, rows)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::bigint[], $6::bigint[], $7::bytea[])`,
+		streams, tokens, published, nRows, cums, before, values)
 	b.Queue(`COMMIT`)
 	res := l.write.SendBatch(ctx, b)
 	var errs []error

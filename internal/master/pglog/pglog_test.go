@@ -215,3 +215,36 @@ func TestDatabaseGoneFailsTheLog(t *testing.T) {
 		t.Fatal("Err is nil after a failed commit")
 	}
 }
+
+// TestRetentionByBytes: MaxBytes counts stored row bytes, drops whole
+// tokens oldest first, always keeps the newest, and survives a reopen.
+func TestRetentionByBytes(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	keep := func(o *Options) { o.DefaultRetention = Retention{MaxBytes: 350} }
+	l := mustOpen(t, dsn, keep)
+	row := `["` + strings.Repeat("x", 96) + `"]` // 100 bytes
+	for range 10 {
+		if _, err := appendRow(l, "events", row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := l.Stats("events"); st.OldestToken != 8 || st.CurrentToken != 10 {
+		t.Fatalf("after retention of 350 bytes over 10 tokens of 100: %+v, want tokens 8..10", st)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpen(t, dsn, func(o *Options) { o.DefaultRetention = Retention{MaxBytes: 150} })
+	if _, err := appendRow(l, "events", row); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := l.Stats("events"); st.OldestToken != 11 || st.CurrentToken != 11 {
+		t.Fatalf("after reopen and retention of 150 bytes: %+v, want only token 11", st)
+	}
+}

@@ -49,14 +49,14 @@ func (l *Log) trimLocked(st *streamState, through int64) error {
 		if _, err := tx.Exec(ctx, `SELECT tcprepl_check_epoch($1)`, l.epoch); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, `SELECT cum, published_ns FROM tcprepl_token WHERE stream = $1 AND token = $2`, st.name, through).Scan(&next.trimmedCum, &next.trimmedTime); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT cum, published_ns, bytes_before + octet_length(rows) FROM tcprepl_token WHERE stream = $1 AND token = $2`, st.name, through).Scan(&next.trimmedCum, &next.trimmedTime, &next.trimmedBytes); err != nil {
 			return fmt.Errorf("read token %d: %w", through, err)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM tcprepl_token WHERE stream = $1 AND token <= $2`, st.name, through); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE tcprepl_stream SET oldest = $2, trimmed_cum = $3, trimmed_time = $4 WHERE stream = $1`,
-			st.name, next.oldest, next.trimmedCum, next.trimmedTime)
+		_, err := tx.Exec(ctx, `UPDATE tcprepl_stream SET oldest = $2, trimmed_cum = $3, trimmed_time = $4, trimmed_bytes = $5 WHERE stream = $1`,
+			st.name, next.oldest, next.trimmedCum, next.trimmedTime, next.trimmedBytes)
 		return err
 	})
 	if err != nil {
@@ -116,6 +116,22 @@ func (l *Log) retentionCut(st *streamState, keep Retention) (int64, error) {
 				return 0, fmt.Errorf("find the cut by rows: %w", err)
 			}
 			cut = max(cut, min(k, cur-1))
+		}
+	}
+	if keep.MaxBytes > 0 {
+		// Keep from the first token with at most MaxBytes from its start
+		// to the end; none such: keep only the newest. The newest byte
+		// count comes from the database, not the committer's.
+		var j *int64
+		err := l.pool.QueryRow(ctx, `SELECT min(token) FROM tcprepl_token WHERE stream = $1 AND token <= $3 AND bytes_before >= (
+			SELECT bytes_before + octet_length(rows) FROM tcprepl_token WHERE stream = $1 AND token = $3) - $2`, st.name, keep.MaxBytes, cur).Scan(&j)
+		if err != nil {
+			return 0, fmt.Errorf("find the cut by bytes: %w", err)
+		}
+		if j == nil {
+			cut = max(cut, cur-1)
+		} else {
+			cut = max(cut, min(*j-1, cur-1))
 		}
 	}
 	if keep.MaxAge > 0 {

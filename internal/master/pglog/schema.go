@@ -30,7 +30,8 @@ CREATE TABLE tcprepl_stream (
 	stream       text PRIMARY KEY,
 	oldest       bigint NOT NULL DEFAULT 1,
 	trimmed_cum  bigint NOT NULL DEFAULT 0,
-	trimmed_time bigint NOT NULL DEFAULT 0
+	trimmed_time bigint NOT NULL DEFAULT 0,
+	trimmed_bytes bigint NOT NULL DEFAULT 0
 );
 CREATE TABLE tcprepl_token (
 	stream       text   NOT NULL,
@@ -38,6 +39,8 @@ CREATE TABLE tcprepl_token (
 	published_ns bigint NOT NULL,
 	n_rows       int    NOT NULL,
 	cum          bigint NOT NULL,
+	-- row bytes of the stream before this token: retention by bytes
+	bytes_before bigint NOT NULL,
 	rows         bytea  NOT NULL,
 	PRIMARY KEY (stream, token)
 );
