@@ -620,3 +620,47 @@ func testConcurrentAppends(t *testing.T, newStore NewStore) {
 		}
 	}
 }
+
+// BenchAppend measures durable appends through a backend: each op is one
+// Append of batch rows (64-byte caches rows), acknowledged only once
+// durable; appenders run concurrently and share group commits.
+func BenchAppend(b *testing.B, newStore NewStore, appenders, batch int) {
+	l := newStore(b)(b, Config{Streams: []string{"caches"}})
+	defer func() { _ = l.Close() }()
+	rows := make([]json.RawMessage, batch)
+	size := 0
+	for i := range rows {
+		rows[i] = json.RawMessage(fmt.Sprintf(`["get_user_by_id", ["@user%08d:example.com"], %d]`, i, 1490197670513+i))
+		size += len(rows[i])
+	}
+	b.SetBytes(int64(size))
+	var next sync.WaitGroup
+	var mu sync.Mutex
+	n := 0
+	take := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		return n <= b.N
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	for range appenders {
+		next.Add(1)
+		go func() {
+			defer next.Done()
+			for take() {
+				if _, err := l.AppendEncoded(ctx, "caches", rows); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	next.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*batch)/elapsed.Seconds(), "rows/s")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "appends/s")
+}
