@@ -100,7 +100,7 @@ func TestPostgresDownAtStartWaitsNotReady(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("WaitForPostgresLog: %v", r.err)
 	}
-	defer r.log.Close()
+	defer func() { _ = r.log.Close() }()
 	// The waiting listener is released for the master's own.
 	if code, _ := get(base + "/readyz"); code != 0 {
 		t.Fatalf("the waiting server still answers (%d) after the log opened", code)

@@ -45,7 +45,7 @@ func TestRestartKeepsAddressAndData(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connect after restart: %v", err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var v int
 	if err := conn.QueryRow(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != 42 {
 		t.Fatalf("row after restart = %d, %v; want 42", v, err)
