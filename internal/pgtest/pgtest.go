@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tcprepl/tcprepl/internal/testenv"
 )
 
 // RunAs is the system user initdb and postgres run as when the tests run as
@@ -72,17 +74,13 @@ func isExec(path string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// Require skips the test when PostgreSQL is not installed, or fails it when
-// CI=true (CI installs it; see .ci/run). It returns the binary directory.
+// Require skips the test when PostgreSQL is not installed, or fails it in a
+// CI run (testenv.SkipOrFail; CI installs it, see .ci/run). It returns the binary directory.
 func Require(t testing.TB) string {
 	t.Helper()
 	bin := BinDir()
 	if bin == "" {
-		msg := "pgtest: PostgreSQL is not installed (Debian: apt-get install postgresql); the tests against a real PostgreSQL need it"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.SkipOrFail(t, "pgtest: PostgreSQL is not installed (Debian: apt-get install postgresql); the tests against a real PostgreSQL need it")
 	}
 	return bin
 }
