@@ -141,8 +141,11 @@ func TestFencedTrimOnTheSharedPool(t *testing.T) {
 		}
 	}
 	query(t, dsn, `UPDATE tcprepl_log SET epoch = epoch + 1`)
-	if err := old.Trim("events", 1); err == nil || !strings.Contains(err.Error(), "fenced") {
+	if err := old.Trim("events", 1); !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "writer fenced") {
 		t.Fatalf("trim after takeover: %v, want the fencing error", err)
+	}
+	if _, err := appendRow(old, "events", `[3]`); !errors.Is(err, ErrFenced) {
+		t.Fatalf("append after a fenced trim: %v, want ErrFenced: the log stops writing", err)
 	}
 	if st, _ := old.Stats("events"); st.OldestToken != 1 {
 		t.Fatalf("oldest token %d after a refused trim, want 1", st.OldestToken)
@@ -246,5 +249,53 @@ func TestRetentionByBytes(t *testing.T) {
 	}
 	if st, _ := l.Stats("events"); st.OldestToken != 11 || st.CurrentToken != 11 {
 		t.Fatalf("after reopen and retention of 150 bytes: %+v, want only token 11", st)
+	}
+}
+
+// TestTakeoverAfterTheSessionIsLostFencesTheOldWriter: two logs on one
+// database. The first one's writer session is ended (as PostgreSQL does when
+// a node vanishes and keep-alives expire); the second takes the log over.
+// The first, still running, can neither append (its session is gone) nor
+// trim through its read pool (the epoch check refuses), and the second
+// continues the tokens.
+func TestTakeoverAfterTheSessionIsLostFencesTheOldWriter(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	a := mustOpen(t, dsn)
+	for _, r := range []string{`[1]`, `[2]`} {
+		if _, err := appendRow(a, "events", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ended bool
+	query(t, dsn, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, &ended)
+	if !ended {
+		t.Fatal("no writer session to end")
+	}
+	var b *Log
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if b, err = openDSN(t, dsn); err == nil {
+			break
+		}
+		// The ended backend releases its lock a moment later.
+		if !errors.Is(err, ErrLocked) || time.Now().After(deadline) {
+			t.Fatalf("takeover: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	if err := a.Trim("events", 1); !errors.Is(err, ErrFenced) {
+		t.Fatalf("trim by the old writer after the takeover: %v, want ErrFenced", err)
+	}
+	if _, err := appendRow(a, "events", `[3]`); !errors.Is(err, ErrFailed) {
+		t.Fatalf("append by the old writer: %v, want ErrFailed", err)
+	}
+	u, err := appendRow(b, "events", `[3]`)
+	if err != nil || u.Token != 3 {
+		t.Fatalf("append by the new writer: token %d, %v; want 3", u.Token, err)
+	}
+	if st, _ := b.Stats("events"); st.OldestToken != 1 {
+		t.Fatalf("the old writer's trim took effect: %+v", st)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // trimTimeout bounds one trim's transaction.
@@ -61,6 +62,11 @@ func (l *Log) trimLocked(st *streamState, through int64) error {
 	})
 	if err != nil {
 		st.retained.Store(ret)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == fencedCode {
+			// Another master took over: this one stops writing for good.
+			err = l.fail(err)
+		}
 		return fmt.Errorf("trim stream %q through token %d: %w", st.name, through, err)
 	}
 	l.cacheBytes.Add(-st.tail.DropThrough(through))
