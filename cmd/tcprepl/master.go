@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,6 +28,8 @@ type masterFlags struct {
 	federation       bool
 	customStreams    []string
 	publishTokenFile string
+	logBackend       string
+	postgresDSNFile  string
 	shutdownTimeout  time.Duration
 	verbosity        int
 }
@@ -75,6 +78,8 @@ log, so that it is restarted and re-reads what is really on disk.`,
 	fl.BoolVar(&f.federation, "federation", false, "publish the federation stream (FEDERATION_ACK trims it)")
 	fl.StringSliceVar(&f.customStreams, "custom-stream", nil, "extra stream NAME or NAME:FIELDS (rows must have FIELDS fields); repeatable")
 	fl.StringVar(&f.publishTokenFile, "publish-token-file", "", "file holding the bearer token required to publish (default: $"+masterapi.PublishTokenEnv+" if set, else no token)")
+	fl.StringVar(&f.logBackend, "log", masterapi.LogPebble, "where the stream log lives: pebble (--data-dir, the default) or postgres (--postgres-dsn-file)")
+	fl.StringVar(&f.postgresDSNFile, "postgres-dsn-file", "", "file holding the PostgreSQL connection URI for --log postgres (default: $"+masterapi.PostgresDSNEnv+")")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
 	return cmd
@@ -125,6 +130,12 @@ func (f *masterFlags) config(cmd *cobra.Command) (masterapi.Config, error) {
 	if set("publish-token-file") {
 		cfg.PublishTokenFile = f.publishTokenFile
 	}
+	if set("log") {
+		cfg.Log.Backend = f.logBackend
+	}
+	if set("postgres-dsn-file") {
+		cfg.Log.PostgresDSNFile = f.postgresDSNFile
+	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("invalid master configuration: %w", err)
@@ -133,9 +144,28 @@ func (f *masterFlags) config(cmd *cobra.Command) (masterapi.Config, error) {
 }
 
 // runMaster runs a master until ctx is done, then shuts it down gracefully.
+// With the PostgreSQL log it first waits for the database, answering
+// /readyz with 503 and the reason meanwhile.
 func runMaster(ctx context.Context, cfg masterapi.Config, logger logr.Logger, shutdownTimeout time.Duration) error {
-	m, err := master.New(cfg, master.Options{Logger: logger})
+	opts := master.Options{Logger: logger}
+	if cfg.Log.Backend == masterapi.LogPostgres {
+		var lc net.ListenConfig
+		httpLn, err := lc.Listen(ctx, "tcp", cfg.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPListen, err)
+		}
+		if opts.Log, err = master.WaitForPostgresLog(ctx, cfg, httpLn, logger, nil); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while waiting: a clean exit
+			}
+			return err
+		}
+	}
+	m, err := master.New(cfg, opts)
 	if err != nil {
+		if opts.Log != nil {
+			_ = opts.Log.Close()
+		}
 		return err
 	}
 	return m.Run(ctx, shutdownTimeout)

@@ -362,6 +362,9 @@ func TestMasterCommandErrors(t *testing.T) {
 		{"bad config", []string{"master", "--config", bad}, `retention for "nope"`},
 		{"bad custom stream", []string{"master", "--server-name", "x", "--custom-stream", "a:b"}, "field count"},
 		{"bad listen address", []string{"master", "--server-name", "x", "--http-listen", "256.0.0.1:1"}, "listen for HTTP"},
+		{"unknown log backend", []string{"master", "--server-name", "x", "--log", "sqlite"}, `log.backend "sqlite" is unknown`},
+		{"postgres with a data dir", []string{"master", "--server-name", "x", "--log", "postgres", "--data-dir", dir}, "dataDir and ephemeral are for the Pebble log"},
+		{"postgres DSN file missing", []string{"master", "--server-name", "x", "--log", "postgres", "--postgres-dsn-file", filepath.Join(dir, "none")}, "read PostgreSQL DSN file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append(tc.args, "--replication-listen", "127.0.0.1:0")

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -35,7 +36,13 @@ func defaultValidator(cfg masterapi.Config) (RowValidator, error) {
 }
 
 // openLog opens the Pebble log with the configured streams and retention.
+// The PostgreSQL log is opened before the master is built, by
+// WaitForPostgresLog, which waits for the database; New refuses to open it
+// itself.
 func openLog(cfg masterapi.Config, logger logr.Logger, now func() time.Time) (StreamLog, error) {
+	if cfg.Log.Backend == masterapi.LogPostgres {
+		return nil, errors.New("open stream log: log.backend is postgres: open it with WaitForPostgresLog and pass it as Options.Log")
+	}
 	ret := map[string]streamlog.Retention{}
 	for _, s := range cfg.Streams() {
 		if r, ok := cfg.Retention[s]; ok {

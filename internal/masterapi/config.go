@@ -191,6 +191,25 @@ type Storage struct {
 	TailCacheBytes int64 `json:"tailCacheBytes,omitempty"`
 }
 
+// Log backends (Config.Log.Backend).
+const (
+	LogPebble   = "pebble"
+	LogPostgres = "postgres"
+)
+
+// PostgresDSNEnv holds the PostgreSQL DSN when no postgresDSNFile is set.
+const PostgresDSNEnv = "TCPREPL_POSTGRES_DSN"
+
+// LogConfig chooses where the stream log lives.
+type LogConfig struct {
+	// Backend is "pebble" (the default: a local directory, DataDir) or
+	// "postgres" (a PostgreSQL database; the master creates its tables).
+	Backend string `json:"backend,omitempty"`
+	// PostgresDSNFile holds the PostgreSQL connection URI. When empty the
+	// environment variable TCPREPL_POSTGRES_DSN is used.
+	PostgresDSNFile string `json:"postgresDSNFile,omitempty"`
+}
+
 // Config is everything the master process is configured with. It is read
 // from a YAML file (see LoadConfigFile); command-line flags override it.
 // The operator renders it into the master's ConfigMap, so settings left
@@ -216,6 +235,8 @@ type Config struct {
 	RetentionInterval Duration `json:"retentionInterval,omitzero"`
 	Limits            Limits   `json:"limits,omitempty"`
 	Storage           Storage  `json:"storage,omitzero"`
+	// Log chooses the stream log's backend.
+	Log LogConfig `json:"log,omitzero"`
 	// PublishTokenFile holds the bearer token required on writes. When empty
 	// the environment variable TCPREPL_PUBLISH_TOKEN is used if set.
 	PublishTokenFile string `json:"publishTokenFile,omitempty"`
@@ -243,7 +264,9 @@ func (c Config) WithDefaults() Config {
 	if c.HTTPListen == "" {
 		c.HTTPListen = DefaultHTTPListen
 	}
-	if c.DataDir == "" {
+	// Backend stays "" for Pebble: the operator renders the config, and a
+	// new default must not change what an unchanged resource renders.
+	if c.DataDir == "" && c.Log.Backend != LogPostgres {
 		c.Ephemeral = true
 	}
 	l := &c.Limits
@@ -393,8 +416,45 @@ func (c Config) Validate() error {
 	if c.DataDir != "" && c.Ephemeral {
 		bad("dataDir %q and ephemeral are both set: choose one (ephemeral keeps the log in memory)", c.DataDir)
 	}
+	c.validateLog(bad)
 	c.validateHardening(bad)
 	return errors.Join(errs...)
+}
+
+// validateLog checks the log backend's settings.
+func (c Config) validateLog(bad func(string, ...any)) {
+	switch c.Log.Backend {
+	case "", LogPebble:
+		if c.Log.PostgresDSNFile != "" {
+			bad("log.postgresDSNFile is set but log.backend is %q: set log.backend to %q to use PostgreSQL", LogPebble, LogPostgres)
+		}
+	case LogPostgres:
+		if c.DataDir != "" || c.Ephemeral {
+			bad("dataDir and ephemeral are for the Pebble log; with log.backend %q the log lives in PostgreSQL: remove them", LogPostgres)
+		}
+	default:
+		bad("log.backend %q is unknown: use %q (default) or %q", c.Log.Backend, LogPebble, LogPostgres)
+	}
+}
+
+// PostgresDSN reads the PostgreSQL DSN: from Log.PostgresDSNFile when set
+// (surrounding whitespace trimmed), else from TCPREPL_POSTGRES_DSN.
+func (c Config) PostgresDSN() (string, error) {
+	if f := c.Log.PostgresDSNFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("read PostgreSQL DSN file: %w", err)
+		}
+		dsn := strings.TrimSpace(string(b))
+		if dsn == "" {
+			return "", fmt.Errorf("PostgreSQL DSN file %s is empty: write the connection URI (postgres://user:password@host:5432/db) into it", f)
+		}
+		return dsn, nil
+	}
+	if dsn := strings.TrimSpace(os.Getenv(PostgresDSNEnv)); dsn != "" {
+		return dsn, nil
+	}
+	return "", fmt.Errorf("log.backend is %q but no DSN is given: set log.postgresDSNFile (--postgres-dsn-file) or $%s", LogPostgres, PostgresDSNEnv)
 }
 
 // Streams lists the streams this master publishes, in a stable order:

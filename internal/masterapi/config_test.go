@@ -121,6 +121,9 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny pending bytes", func(c *Config) { c.Limits.MaxPendingBytes = 1000 }, "maxPendingBytes 1000 is too small"},
 		{"negative pending bytes", func(c *Config) { c.Limits.MaxPendingBytes = -1 }, "maxPendingBytes -1"},
 		{"tiny catch-up bytes", func(c *Config) { c.Limits.MaxCatchUpBytes = 4096 }, "maxCatchUpBytes 4096 is too small"},
+		{"unknown log backend", func(c *Config) { c.Log.Backend = "sqlite" }, `log.backend "sqlite" is unknown`},
+		{"DSN file with pebble", func(c *Config) { c.Log.PostgresDSNFile = "/dsn" }, "set log.backend to \"postgres\""},
+		{"data dir with postgres", func(c *Config) { c.Log.Backend = LogPostgres; c.DataDir = "/d" }, "dataDir and ephemeral are for the Pebble log"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
@@ -143,6 +146,39 @@ func TestConfigValidate(t *testing.T) {
 	err := Config{CustomStreams: []CustomStream{{Name: "X"}}}.WithDefaults().Validate()
 	if err == nil || !strings.Contains(err.Error(), "serverName") || !strings.Contains(err.Error(), `"X"`) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+func TestPostgresConfig(t *testing.T) {
+	pg := Config{ServerName: "hs", Log: LogConfig{Backend: LogPostgres}}.WithDefaults()
+	if err := pg.Validate(); err != nil || pg.Ephemeral {
+		t.Fatalf("postgres backend: %v, ephemeral %v; want valid and not ephemeral", err, pg.Ephemeral)
+	}
+	t.Setenv(PostgresDSNEnv, "")
+	if _, err := pg.PostgresDSN(); err == nil || !strings.Contains(err.Error(), "--postgres-dsn-file") {
+		t.Fatalf("no DSN: %v", err)
+	}
+	t.Setenv(PostgresDSNEnv, " postgres://env/db\n")
+	if dsn, err := pg.PostgresDSN(); err != nil || dsn != "postgres://env/db" {
+		t.Fatalf("DSN from the environment: %q, %v", dsn, err)
+	}
+	path := filepath.Join(t.TempDir(), "dsn")
+	if err := os.WriteFile(path, []byte("postgres://file/db\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pg.Log.PostgresDSNFile = path
+	if dsn, err := pg.PostgresDSN(); err != nil || dsn != "postgres://file/db" {
+		t.Fatalf("DSN from the file wins over the environment: %q, %v", dsn, err)
+	}
+	if err := os.WriteFile(path, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.PostgresDSN(); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Fatalf("empty DSN file: %v", err)
+	}
+	// Pebble, the default, renders nothing new.
+	if def := (Config{ServerName: "hs"}).WithDefaults(); def.Log != (LogConfig{}) || !def.Ephemeral {
+		t.Fatalf("defaults changed the log config: %+v", def.Log)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/go-logr/logr"
 
+	"github.com/tcprepl/tcprepl/internal/master/logmem"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -197,8 +198,8 @@ type streamState struct {
 	pendingT   int64
 	roundSeq   uint64 // the last round that touched the stream
 
-	rate rateMeter
-	tail tailCache
+	rate logmem.Rate
+	tail logmem.Tail
 }
 
 // Open opens (creating if needed) the log and recovers each stream's current
@@ -715,9 +716,9 @@ func (l *Log) cache(st *streamState, u replication.Update) {
 	if l.cacheBudget <= 0 {
 		return
 	}
-	l.cacheBytes.Add(st.tail.add(u))
+	l.cacheBytes.Add(st.tail.Add(u))
 	for l.cacheBytes.Load() > l.cacheBudget {
-		freed := st.tail.evictOldest()
+		freed := st.tail.EvictOldest()
 		if freed == 0 {
 			return
 		}
@@ -773,7 +774,7 @@ func (l *Log) syncLoop() {
 				}
 			}
 			for _, req := range in.round {
-				req.st.rate.add(in.now, len(req.rows))
+				req.st.rate.Add(in.now, len(req.rows))
 			}
 		}
 		for _, req := range in.round {

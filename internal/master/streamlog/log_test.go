@@ -89,52 +89,9 @@ func summary(us []replication.Update) string {
 	return s
 }
 
-func TestAppendReadCurrent(t *testing.T) {
-	for mode, cache := range cacheModes {
-		t.Run(mode, func(t *testing.T) { testAppendReadCurrent(t, cache) })
-	}
-}
-
-func testAppendReadCurrent(t *testing.T, cache int64) {
-	l := openTest(t, Options{TailCacheBytes: cache})
-	defer closeTest(t, l)
-
-	if got, err := l.CurrentToken("events"); err != nil || got != 0 {
-		t.Fatalf("CurrentToken before appends = %d, %v; want 0, nil", got, err)
-	}
-	u1 := mustAppend(t, l, "events", `["ev",["$a","!r","m.room.message",null,null,null]]`)
-	u2 := mustAppend(t, l, "events", `[1]`, `[2]`, `[3]`)
-	u3 := mustAppend(t, l, "caches", `["f", ["k"], 5]`)
-	if u1.Token != 1 || u2.Token != 2 || u3.Token != 1 {
-		t.Fatalf("tokens = %d, %d, %d; want 1, 2, 1 (tokens are per stream)", u1.Token, u2.Token, u3.Token)
-	}
-	if u2.Stream != "events" || len(u2.Rows) != 3 || u2.Time.IsZero() {
-		t.Fatalf("update = %+v; want stream events, 3 rows, a publish time", u2)
-	}
-	if got, _ := l.CurrentToken("events"); got != 2 {
-		t.Fatalf("CurrentToken(events) = %d, want 2", got)
-	}
-	us := mustRead(t, l, "events", 0, 100, 100)
-	want := `1:["ev", ["$a", "!r", "m.room.message", null, null, null]] 2:[1]|[2]|[3]`
-	if got := summary(us); got != want {
-		t.Fatalf("ReadAfter = %s\nwant %s", got, want)
-	}
-	if !us[1].Time.Equal(u2.Time) || us[1].Stream != "events" {
-		t.Fatalf("read update %+v; want time %v and stream events", us[1], u2.Time)
-	}
-	if got := summary(mustRead(t, l, "caches", 0, 1, 10)); got != `1:["f", ["k"], 5]` {
-		t.Fatalf("ReadAfter(caches) = %s", got)
-	}
-	// Streams whose names are prefixes of each other stay apart.
-	mustAppend(t, l, "a", `["a"]`)
-	mustAppend(t, l, "ab", `["ab"]`)
-	if got := summary(mustRead(t, l, "a", 0, 10, 10)); got != `1:["a"]` {
-		t.Fatalf("ReadAfter(a) = %s", got)
-	}
-	if got := summary(mustRead(t, l, "ab", 0, 10, 10)); got != `1:["ab"]` {
-		t.Fatalf("ReadAfter(ab) = %s", got)
-	}
-}
+// The contract both logs keep (appends, paging, trims, retention, identity,
+// OnDurable order) is the shared suite, run in suite_test.go; the tests here
+// are Pebble's own: its encoding, recovery and failure paths.
 
 func TestAppendStoresWireForm(t *testing.T) {
 	l := openTest(t, Options{Ephemeral: true})
@@ -195,97 +152,6 @@ func TestAppendErrors(t *testing.T) {
 
 // cacheModes runs a test with reads served by the tail cache and by Pebble.
 var cacheModes = map[string]int64{"tail cache": 0, "pebble": -1}
-
-func TestReadAfterPaging(t *testing.T) {
-	for mode, cache := range cacheModes {
-		t.Run(mode, func(t *testing.T) { testReadAfterPaging(t, cache) })
-	}
-}
-
-func testReadAfterPaging(t *testing.T, cache int64) {
-	l := openTest(t, Options{Ephemeral: true, TailCacheBytes: cache})
-	defer closeTest(t, l)
-	// Tokens 1..5 with 1, 3, 1, 2, 4 rows.
-	mustAppend(t, l, "events", `[1]`)
-	mustAppend(t, l, "events", `[2]`, `[2]`, `[2]`)
-	mustAppend(t, l, "events", `[3]`)
-	mustAppend(t, l, "events", `[4]`, `[4]`)
-	mustAppend(t, l, "events", `[5]`, `[5]`, `[5]`, `[5]`)
-
-	tests := map[string]struct {
-		after, upTo int64
-		limit       int
-		want        string
-	}{
-		"everything":                    {0, 5, 100, "1:[1] 2:[2]|[2]|[2] 3:[3] 4:[4]|[4] 5:[5]|[5]|[5]|[5]"},
-		"limit 1 gives one update":      {0, 5, 1, "1:[1]"},
-		"limit never splits a batch":    {1, 5, 1, "2:[2]|[2]|[2]"},
-		"limit reached inside a batch":  {0, 5, 2, "1:[1] 2:[2]|[2]|[2]"},
-		"limit reached exactly":         {0, 5, 4, "1:[1] 2:[2]|[2]|[2]"},
-		"limit one past a boundary":     {0, 5, 5, "1:[1] 2:[2]|[2]|[2] 3:[3]"},
-		"upTo respected":                {0, 3, 100, "1:[1] 2:[2]|[2]|[2] 3:[3]"},
-		"upTo above current is clamped": {3, 99, 100, "4:[4]|[4] 5:[5]|[5]|[5]|[5]"},
-		"after in the middle":           {2, 4, 100, "3:[3] 4:[4]|[4]"},
-		"after equals upTo":             {3, 3, 100, ""},
-		"after above upTo":              {4, 2, 100, ""},
-		"after at current":              {5, 5, 100, ""},
-		"after beyond current":          {9, 20, 100, ""},
-		"negative after reads from 1":   {-7, 1, 100, "1:[1]"},
-		"single last token":             {4, 5, 1, "5:[5]|[5]|[5]|[5]"},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			if got := summary(mustRead(t, l, "events", tc.after, tc.upTo, tc.limit)); got != tc.want {
-				t.Fatalf("ReadAfter(%d, %d, %d) = %q\nwant %q", tc.after, tc.upTo, tc.limit, got, tc.want)
-			}
-		})
-	}
-}
-
-func TestReadAfterPagesCoverEverything(t *testing.T) {
-	for mode, cache := range cacheModes {
-		t.Run(mode, func(t *testing.T) { testReadAfterPagesCoverEverything(t, cache) })
-	}
-}
-
-func testReadAfterPagesCoverEverything(t *testing.T, cache int64) {
-	l := openTest(t, Options{Ephemeral: true, TailCacheBytes: cache})
-	defer closeTest(t, l)
-	const tokens = 300
-	n := 0
-	for tok := 1; tok <= tokens; tok++ {
-		rows := make([]string, tok%7+1)
-		for i := range rows {
-			n++
-			rows[i] = fmt.Sprintf("[%d]", n)
-		}
-		mustAppend(t, l, "events", rows...)
-	}
-	for _, limit := range []int{1, 3, 10, 1000} {
-		after, seen := int64(0), 0
-		for {
-			us := mustRead(t, l, "events", after, tokens, limit)
-			if len(us) == 0 {
-				break
-			}
-			for _, u := range us {
-				if u.Token != after+1 {
-					t.Fatalf("limit %d: token %d after %d", limit, u.Token, after)
-				}
-				for _, r := range u.Rows {
-					seen++
-					if string(r) != fmt.Sprintf("[%d]", seen) {
-						t.Fatalf("limit %d: row %s, want [%d]", limit, r, seen)
-					}
-				}
-				after = u.Token
-			}
-		}
-		if seen != n || after != tokens {
-			t.Fatalf("limit %d: read %d rows through token %d, want %d through %d", limit, seen, after, n, tokens)
-		}
-	}
-}
 
 func TestReadAfterErrors(t *testing.T) {
 	l := openTest(t, Options{Ephemeral: true})

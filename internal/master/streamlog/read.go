@@ -62,7 +62,7 @@ func (l *Log) read(ctx context.Context, stream string, after, upTo int64, limit 
 	}
 	defer l.closeMu.RUnlock()
 	if useCache {
-		if updates, ok := st.tail.read(after, upTo, limit); ok {
+		if updates, ok := st.tail.Read(after, upTo, limit); ok {
 			return updates, nil
 		}
 	}
@@ -191,7 +191,7 @@ func (l *Log) TokenTime(stream string, token int64) (time.Time, error) {
 	if oldest := st.retained.Load().oldest; token < oldest {
 		return time.Time{}, &replication.TokenTooOldError{Stream: stream, Token: token, Oldest: oldest}
 	}
-	if t, ok := st.tail.tokenTime(token); ok {
+	if t, ok := st.tail.TokenTime(token); ok {
 		return t, nil
 	}
 	if err := l.acquire(); err != nil {
@@ -250,7 +250,7 @@ func (l *Log) stats(st *streamState) StreamStats {
 		CurrentToken:  st.current.Load(),
 		OldestToken:   ret.oldest,
 		Rows:          max(st.cum.Load()-ret.trimmedCum, 0),
-		RowsPerSecond: st.rate.perSecond(l.now()),
+		RowsPerSecond: st.rate.PerSecond(l.now()),
 	}
 	if t := st.lastTime.Load(); t != 0 {
 		s.LastAppend = time.Unix(0, t)

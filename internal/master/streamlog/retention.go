@@ -60,7 +60,7 @@ func (l *Log) trimLocked(st *streamState, through int64) error {
 		st.retained.Store(ret)
 		return fmt.Errorf("trim stream %q through token %d: %w (the data volume may be full or failing)", st.name, through, err)
 	}
-	l.cacheBytes.Add(-st.tail.dropThrough(through))
+	l.cacheBytes.Add(-st.tail.DropThrough(through))
 	l.log.V(1).Info("trimmed stream", "stream", st.name, "through", through, "oldest", next.oldest)
 	return nil
 }

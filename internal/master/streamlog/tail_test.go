@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
 // TestTailCacheServesWithoutPebble: recent updates are read from memory,
@@ -69,7 +67,7 @@ func TestTailCacheMatchesStore(t *testing.T) {
 				upTo := after + int64(rng.IntN(12)) - 1
 				limit := 1 + rng.IntN(8)
 				if a, u := max(after, 0), min(upTo, st.CurrentToken); a < u && a >= st.OldestToken-1 {
-					if _, hit := l.streams[stream].tail.read(a, u, limit); hit {
+					if _, hit := l.streams[stream].tail.Read(a, u, limit); hit {
 						hits++
 					} else {
 						misses++
@@ -89,10 +87,7 @@ func TestTailCacheMatchesStore(t *testing.T) {
 		}
 		var sum int64
 		for _, s := range streams {
-			tc := &l.streams[s].tail
-			tc.mu.RLock()
-			sum += tc.bytes
-			tc.mu.RUnlock()
+			sum += l.streams[s].tail.Bytes()
 		}
 		if total := l.cacheBytes.Load(); total != sum {
 			t.Fatalf("step %d: cache accounts %d bytes, the streams hold %d", step, total, sum)
@@ -108,73 +103,6 @@ func TestTailCacheMatchesStore(t *testing.T) {
 	}
 	t.Logf("reads served by the cache: %d, by Pebble: %d", hits, misses)
 }
-
-func TestTailCacheUnit(t *testing.T) {
-	up := func(tok int64) replication.Update {
-		return replication.Update{Stream: "s", Token: tok, Rows: rowsOf(fmt.Sprintf("[%d]", tok)), Time: time.Unix(tok, 0)}
-	}
-	t.Run("gap restarts the cache", func(t *testing.T) {
-		var c tailCache
-		c.add(up(1))
-		c.add(up(2))
-		delta := c.add(up(5))
-		if want := updateCost(ptr(up(5))) - 2*updateCost(ptr(up(1))); delta != want {
-			t.Fatalf("delta %d, want %d", delta, want)
-		}
-		if _, ok := c.read(1, 2, 10); ok {
-			t.Fatal("tokens before the gap still served")
-		}
-		if got, ok := c.read(4, 5, 10); !ok || summary(got) != "5:[5]" {
-			t.Fatalf("read after the gap: %q %v", summary(got), ok)
-		}
-	})
-	t.Run("eviction compacts the slice", func(t *testing.T) {
-		var c tailCache
-		for tok := int64(1); tok <= 3000; tok++ {
-			c.add(up(tok))
-		}
-		for i := 0; i < 2500; i++ {
-			if c.evictOldest() == 0 {
-				t.Fatal("nothing evicted")
-			}
-		}
-		// The front is reclaimed once more than half of it is dead.
-		if len(c.ups) >= 3000 || len(c.ups)-c.head != 500 {
-			t.Fatalf("head %d, len %d: want the dead front reclaimed and 500 live", c.head, len(c.ups))
-		}
-		if got, ok := c.read(2500, 2502, 10); !ok || summary(got) != "2501:[2501] 2502:[2502]" {
-			t.Fatalf("read after compaction: %q %v", summary(got), ok)
-		}
-		if tt, ok := c.tokenTime(2501); !ok || tt.Unix() != 2501 {
-			t.Fatalf("tokenTime after compaction: %v %v", tt, ok)
-		}
-		if _, ok := c.tokenTime(2500); ok {
-			t.Fatal("tokenTime of an evicted token")
-		}
-		var want int64
-		for tok := int64(2501); tok <= 3000; tok++ {
-			want += updateCost(ptr(up(tok)))
-		}
-		if c.bytes != want {
-			t.Fatalf("bytes %d, want %d", c.bytes, want)
-		}
-	})
-	t.Run("keeps the newest", func(t *testing.T) {
-		var c tailCache
-		c.add(up(1))
-		if c.evictOldest() != 0 {
-			t.Fatal("evicted the only update")
-		}
-		if c.dropThrough(0) != 0 || c.dropThrough(1) == 0 || c.bytes != 0 {
-			t.Fatal("dropThrough accounting")
-		}
-		if _, ok := c.read(0, 1, 1); ok {
-			t.Fatal("read from an empty cache")
-		}
-	})
-}
-
-func ptr(u replication.Update) *replication.Update { return &u }
 
 // TestTokenTimeFromPebble: tokens not in the tail cache are looked up in
 // their headers.

@@ -1,4 +1,6 @@
-package streamlog
+// Package logmem holds what both stream logs (Pebble and PostgreSQL) keep in
+// memory: the tail of recent updates and the recent append rate.
+package logmem
 
 import (
 	"sync"
@@ -7,14 +9,14 @@ import (
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
-// tailCache keeps a stream's most recent durable updates in memory, as the
+// Tail keeps a stream's most recent durable updates in memory, as the
 // appends produced them. Workers catching up after a short disconnect, or
-// many workers catching up at once, read these without touching Pebble and
+// many workers catching up at once, read these without touching the store and
 // without copying rows: a page from the cache shares the immutable row
-// bytes. All streams share one byte budget (Log.cacheBudget); a stream that
+// bytes. All streams share one byte budget (the log's cache budget); a stream that
 // goes over it evicts its own oldest updates, so busy streams recycle their
 // space and quiet ones keep their tail.
-type tailCache struct {
+type Tail struct {
 	mu    sync.RWMutex
 	ups   []replication.Update // ups[head:] hold consecutive tokens, oldest first
 	head  int
@@ -31,10 +33,10 @@ func updateCost(u *replication.Update) int64 {
 	return n
 }
 
-// add appends u, which must follow the newest cached token (a gap, which
+// Add appends u, which must follow the newest cached token (a gap, which
 // only a failed round could cause, restarts the cache). It returns the
 // change in accounted bytes.
-func (c *tailCache) add(u replication.Update) int64 {
+func (c *Tail) Add(u replication.Update) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delta := int64(0)
@@ -49,9 +51,9 @@ func (c *tailCache) add(u replication.Update) int64 {
 	return delta + cost
 }
 
-// evictOldest drops the oldest update, keeping the newest; it returns the
+// EvictOldest drops the oldest update, keeping the newest; it returns the
 // bytes freed (0 when only one is left).
-func (c *tailCache) evictOldest() int64 {
+func (c *Tail) EvictOldest() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.ups)-c.head <= 1 {
@@ -60,9 +62,9 @@ func (c *tailCache) evictOldest() int64 {
 	return c.dropLocked(1)
 }
 
-// dropThrough drops the cached updates with token <= through (retention)
+// DropThrough drops the cached updates with token <= through (retention)
 // and returns the bytes freed.
-func (c *tailCache) dropThrough(through int64) int64 {
+func (c *Tail) DropThrough(through int64) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := len(c.ups) - c.head
@@ -72,7 +74,7 @@ func (c *tailCache) dropThrough(through int64) int64 {
 	return c.dropLocked(int(min(through-c.ups[c.head].Token+1, int64(n))))
 }
 
-func (c *tailCache) dropLocked(k int) int64 {
+func (c *Tail) dropLocked(k int) int64 {
 	freed := int64(0)
 	for i := c.head; i < c.head+k; i++ {
 		freed += updateCost(&c.ups[i])
@@ -90,10 +92,10 @@ func (c *tailCache) dropLocked(k int) int64 {
 	return freed
 }
 
-// read serves ReadAfter from the cache when it holds the whole page: the
+// Read serves ReadAfter from the cache when it holds the whole page: the
 // token after `after` is cached, and the page ends at limit rows or at upTo
-// within the cache. ok is false otherwise; the caller then reads Pebble.
-func (c *tailCache) read(after, upTo int64, limit int) (out []replication.Update, ok bool) {
+// within the cache. ok is false otherwise; the caller then reads the store.
+func (c *Tail) Read(after, upTo int64, limit int) (out []replication.Update, ok bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	live := c.ups[c.head:]
@@ -119,8 +121,8 @@ func (c *tailCache) read(after, upTo int64, limit int) (out []replication.Update
 	return out, true
 }
 
-// tokenTime returns a cached token's publish time.
-func (c *tailCache) tokenTime(token int64) (time.Time, bool) {
+// TokenTime returns a cached token's publish time.
+func (c *Tail) TokenTime(token int64) (time.Time, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	live := c.ups[c.head:]
@@ -128,4 +130,11 @@ func (c *tailCache) tokenTime(token int64) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return live[token-live[0].Token].Time, true
+}
+
+// Bytes is the memory the cache accounts for.
+func (c *Tail) Bytes() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes
 }

@@ -1,4 +1,4 @@
-package streamlog
+package logmem
 
 import (
 	"sync"
@@ -8,15 +8,15 @@ import (
 // rateSeconds is the window of the recent rows/second rate.
 const rateSeconds = 10
 
-// rateMeter counts rows per wall-clock second over the last rateSeconds
+// Rate counts rows per wall-clock second over the last rateSeconds
 // seconds: enough to show "recent" throughput without keeping history.
-type rateMeter struct {
+type Rate struct {
 	mu      sync.Mutex
 	buckets [rateSeconds]int64
 	seconds [rateSeconds]int64 // the unix second each bucket counts
 }
 
-func (m *rateMeter) add(now time.Time, rows int) {
+func (m *Rate) Add(now time.Time, rows int) {
 	sec := now.Unix()
 	i := int(uint64(sec) % rateSeconds)
 	m.mu.Lock()
@@ -27,9 +27,9 @@ func (m *rateMeter) add(now time.Time, rows int) {
 	m.mu.Unlock()
 }
 
-// perSecond averages the rows of the rateSeconds whole seconds before now's
+// PerSecond averages the rows of the rateSeconds whole seconds before now's
 // second (the current second is still filling, so it would read low).
-func (m *rateMeter) perSecond(now time.Time) float64 {
+func (m *Rate) PerSecond(now time.Time) float64 {
 	sec := now.Unix()
 	var total int64
 	m.mu.Lock()
