@@ -67,6 +67,15 @@ type ServerConfig struct {
 	IdentifyTimeout time.Duration
 	// MaxNameLength refuses a longer NAME with an ERROR and a close.
 	MaxNameLength int
+
+	// IdentifyPeer, if set, establishes who each client is before the
+	// connection starts (access.go); nil makes every client an
+	// unauthenticated "plaintext" peer.
+	IdentifyPeer IdentifyPeer
+	// Authorizer, if set, is asked before a command with effects is handled
+	// and before a stream is subscribed; nil allows everything (the 2020
+	// protocol).
+	Authorizer Authorizer
 }
 
 // Close reasons of the bounds above (synapse_..._close_reason{reason_type}).
@@ -261,7 +270,7 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 func (s *Server) startConn(nc net.Conn) bool {
-	sc := &ServerConn{s: s, remote: nc.RemoteAddr(), slots: map[string]*streamSlot{}}
+	sc := &ServerConn{s: s, remote: nc.RemoteAddr(), slots: map[string]*streamSlot{}, peer: Peer{Transport: "plaintext"}}
 	sc.ctx, sc.cancel = context.WithCancel(context.Background())
 	sc.c = newConn(s.connCfg, nc, s.nextID.Add(1), "anon")
 	sc.c.dispatch = sc.dispatch
@@ -289,10 +298,18 @@ func (s *Server) startConn(nc net.Conn) bool {
 	}
 	go func() {
 		defer s.connWG.Done()
-		// SERVER first, then PING so the client knows it may time us out.
-		_ = sc.c.sendControl(ServerCommand{ServerName: s.cfg.ServerName})
-		_ = sc.c.sendControl(PingCommand{Data: strconv.FormatInt(s.cfg.Clock.Now().UnixMilli(), 10)})
-		reason, err := sc.c.run()
+		var reason string
+		var err error
+		if ierr := sc.identifyPeer(nc); ierr != nil {
+			reason, err = CloseIdentifyFailed, ierr
+			_ = nc.Close()
+			s.metrics.connClosed(reason)
+		} else {
+			// SERVER first, then PING so the client knows it may time us out.
+			_ = sc.c.sendControl(ServerCommand{ServerName: s.cfg.ServerName})
+			_ = sc.c.sendControl(PingCommand{Data: strconv.FormatInt(s.cfg.Clock.Now().UnixMilli(), 10)})
+			reason, err = sc.c.run()
+		}
 		if sc.identifyTimer != nil {
 			sc.identifyTimer.Stop()
 		}
@@ -300,7 +317,7 @@ func (s *Server) startConn(nc net.Conn) bool {
 		sc.subWG.Wait()
 		s.metrics.removeConn(sc.c)
 		s.removeConn(sc)
-		s.log.V(1).Info("replication connection closed", "conn", sc.ID(), "name", sc.Name(), "reason", reason, "error", errString(err))
+		s.log.V(1).Info("replication connection closed", "conn", sc.ID(), "name", sc.Name(), "peer", sc.peer.String(), "reason", reason, "error", errString(err))
 		if s.h != nil {
 			s.h.ConnectionClosed(sc, reason)
 		}
@@ -481,6 +498,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 type ConnectionInfo struct {
 	ID              uint64
 	Name            string
+	Peer            Peer
 	RemoteAddr      string
 	State           ConnState
 	ConnectedSince  time.Time
@@ -521,6 +539,25 @@ type ServerConn struct {
 	// closes the connection if that has not happened in time.
 	identified    atomic.Bool
 	identifyTimer *time.Timer
+
+	// peer is set once, by identifyPeer, before the connection runs.
+	peer Peer
+}
+
+// identifyPeer runs the server's IdentifyPeer hook, aborted by a close
+// (shutdown, the identify timeout) through sc.ctx.
+func (sc *ServerConn) identifyPeer(nc net.Conn) error {
+	id := sc.s.cfg.IdentifyPeer
+	if id == nil {
+		return nil
+	}
+	p, err := id(sc.ctx, nc)
+	if err != nil {
+		sc.s.log.V(1).Info("replication client not identified; closing", "conn", sc.ID(), "remote", sc.remote.String(), "error", err.Error())
+		return fmt.Errorf("identify the client: %w", err)
+	}
+	sc.peer = p
+	return nil
 }
 
 // identifyExpired closes a connection that never said who it is.
@@ -569,6 +606,7 @@ func (sc *ServerConn) Info() ConnectionInfo {
 	info := ConnectionInfo{
 		ID:              sc.c.id,
 		Name:            st.name,
+		Peer:            sc.peer,
 		RemoteAddr:      sc.remote.String(),
 		State:           st.state,
 		ConnectedSince:  sc.c.connectedSince,
@@ -607,8 +645,7 @@ func (sc *ServerConn) dispatch(cmd Command) error {
 		return nil
 	case ReplicateCommand:
 		sc.identify()
-		sc.startReplicate(cmd)
-		return nil
+		return sc.replicate(cmd)
 	case SyncCommand:
 		if cmd.Data == LogIDRequest {
 			if li, ok := sc.s.src.(LogIdentity); ok {
@@ -621,6 +658,10 @@ func (sc *ServerConn) dispatch(cmd Command) error {
 		sc.s.log.Info("replication client reported an error", "conn", sc.ID(), "name", sc.Name(), "error", cmd.Message)
 	}
 	sc.s.metrics.clientCommand(cmd.Name())
+	if err := sc.authorizeCommand(cmd.Name()); err != nil {
+		sc.s.log.V(1).Info("refused a command from a replication client", "conn", sc.ID(), "name", sc.Name(), "peer", sc.peer.String(), "command", cmd.Name())
+		return sc.Send(ErrorCommand{Message: string(sanitizeText(err.Error()))})
+	}
 	if sc.s.h == nil {
 		if cmd.Name() == CmdError || cmd.Name() == CmdSync {
 			return nil

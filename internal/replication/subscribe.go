@@ -47,11 +47,7 @@ type subscription struct {
 // stream replaces an earlier one), and catches them up on a goroutine, so
 // that a long catch-up never stops the connection reading (and answering
 // keep-alive).
-func (sc *ServerConn) startReplicate(cmd ReplicateCommand) {
-	streams := []string{cmd.Stream}
-	if cmd.Stream == ReplicateAll {
-		streams = sc.s.src.Streams()
-	}
+func (sc *ServerConn) startReplicate(cmd ReplicateCommand, streams []string) {
 	type started struct {
 		sub  *subscription
 		prev *subscription
