@@ -53,9 +53,13 @@ type ReplicationServer interface {
 
 // ConnInfo is one connection as the protocol server describes it.
 type ConnInfo struct {
-	ID             uint64
-	Name           string
-	RemoteAddr     string
+	ID         uint64
+	Name       string
+	RemoteAddr string
+	// Identity is the client certificate's identity, empty when the
+	// client is unauthenticated; Transport is "tls" or "plaintext".
+	Identity       string
+	Transport      string
 	State          string
 	ConnectedSince time.Time
 	Subscriptions  []SubInfo

@@ -179,7 +179,8 @@ func TestUserIPTable(t *testing.T) {
 	e.UserIP("@a:x", "1.1.1.1", "curl/2", &dev, 90) // older sighting arrives late
 	e.UserIP("@a:x", "1.1.1.1", "curl", nil, 50)    // no device: its own entry
 	e.UserIP("@b:x", "2.2.2.2", "ua", nil, 200)
-	code, body, _ := do(t, m.Handler(), "GET", "/v1/userips?user=@a:x", "")
+	m.readToken = "rt"
+	code, body, _ := do(t, m.Handler(), "GET", "/v1/userips?user=@a:x", "", "Authorization", "Bearer rt")
 	if code != 200 {
 		t.Fatal(code)
 	}
@@ -201,7 +202,7 @@ func TestUserIPTable(t *testing.T) {
 	if len(all) != 3 || all[0].UserID != "@c:x" || all[1].UserID != "@b:x" || all[2].DeviceID != "" || all[2].LastSeen != 50 {
 		t.Fatalf("after eviction: %+v", all)
 	}
-	code, body, _ = do(t, m.Handler(), "GET", "/v1/userips?limit=1", "")
+	code, body, _ = do(t, m.Handler(), "GET", "/v1/userips?limit=1", "", "Authorization", "Bearer rt")
 	if code != 200 || len(body["userIPs"].([]any)) != 1 {
 		t.Fatalf("limit: %d %v", code, body)
 	}

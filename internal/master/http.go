@@ -29,7 +29,7 @@ func (m *Master) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/streams/{stream}/rows", m.requireToken(m.handlePublish))
 	mux.HandleFunc("GET /v1/streams", m.handleStreams)
 	mux.HandleFunc("GET /v1/connections", m.handleConnections)
-	mux.HandleFunc("GET /v1/userips", m.handleUserIPs)
+	mux.HandleFunc("GET /v1/userips", m.requireReadToken(m.handleUserIPs))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /healthz", m.handleHealth)
 	mux.HandleFunc("GET /readyz", m.handleReady)
@@ -101,6 +101,37 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, apiError{Error: msg})
+}
+
+// requireReadToken guards the read endpoints that expose personal data (IP
+// addresses, user agents): the read token or the publish token must be
+// sent, and with neither configured they stay closed.
+func (m *Master) requireReadToken(next http.HandlerFunc) http.HandlerFunc {
+	var accepted [][]byte
+	for _, t := range []string{m.readToken, m.publishToken} {
+		if t != "" {
+			accepted = append(accepted, []byte(t))
+		}
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tcprepl"`)
+		if len(accepted) == 0 {
+			writeError(w, http.StatusUnauthorized, r.URL.Path+" exposes personal data and no token opens it: set access.readTokenFile (or $"+masterapi.ReadTokenEnv+") or publishTokenFile, then send Authorization: Bearer <token>")
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if ok {
+			got := []byte(strings.TrimSpace(got))
+			for _, want := range accepted {
+				if subtle.ConstantTimeCompare(got, want) == 1 {
+					w.Header().Del("WWW-Authenticate")
+					next(w, r)
+					return
+				}
+			}
+		}
+		writeError(w, http.StatusUnauthorized, "missing or wrong token: "+r.URL.Path+" needs the read token or the publish token as Authorization: Bearer <token>")
+	}
 }
 
 // requireToken enforces the publish bearer token when one is configured.
@@ -363,6 +394,7 @@ func (m *Master) ConnectionTable() []masterapi.Connection {
 	for _, c := range conns {
 		e := masterapi.Connection{
 			ID: c.ID, Name: c.Name, RemoteAddr: c.RemoteAddr, State: c.State,
+			Identity: c.Identity, Transport: c.Transport,
 			ConnectedSince: c.ConnectedSince, Streams: make([]masterapi.ConnectionStream, 0, len(c.Subscriptions)),
 			PendingCommands: c.PendingCmds, PendingBytes: c.PendingBytes,
 			CommandsIn: c.CommandsIn, CommandsOut: c.CommandsOut,

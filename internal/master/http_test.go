@@ -43,6 +43,7 @@ func do(t *testing.T, h http.Handler, method, path, body string, header ...strin
 
 func TestPublishErrors(t *testing.T) {
 	m, log, srv, _ := newFakeMaster(t, masterapi.Config{Limits: masterapi.Limits{MaxRequestBytes: 200}})
+	m.readToken = "rt"
 	h := m.Handler()
 	tests := []struct {
 		name, method, path, body string
@@ -72,7 +73,7 @@ func TestPublishErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, body, _ := do(t, h, tc.method, tc.path, tc.body)
+			code, body, _ := do(t, h, tc.method, tc.path, tc.body, "Authorization", "Bearer rt")
 			if code != tc.code {
 				t.Fatalf("code %d, want %d (body %v)", code, tc.code, body)
 			}

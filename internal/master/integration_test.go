@@ -102,7 +102,14 @@ func (lm *liveMaster) publish(t testing.TB, stream string, rows ...string) int64
 
 func (lm *liveMaster) getJSON(t testing.TB, path string, v any) {
 	t.Helper()
-	resp, err := http.Get(lm.httpURL + path)
+	req, err := http.NewRequest("GET", lm.httpURL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lm.readToken != "" {
+		req.Header.Set("Authorization", "Bearer "+lm.readToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +311,7 @@ func TestPublishFanOutAndTables(t *testing.T) {
 }
 
 func TestCommandEffectsOverTheWire(t *testing.T) {
-	lm := startMaster(t, masterapi.Config{Federation: true})
+	lm := startMaster(t, masterapi.Config{Federation: true, Access: masterapi.Access{ReadTokenFile: writeTokenFile(t, "read-token")}})
 	watcher := startWorker(t, lm.replAddr, "watcher",
 		replication.StreamRequest{Stream: "presence"}, replication.StreamRequest{Stream: "caches"}, replication.StreamRequest{Stream: "pushers"})
 	waitFor(t, "watcher caught up", watcher.caughtUp)

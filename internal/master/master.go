@@ -6,6 +6,7 @@ package master
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,10 +64,13 @@ type Master struct {
 	metrics      *metrics
 	effects      *Effects
 	publishToken string
-	streams      []string
-	known        map[string]bool // streams, for lookups
-	maxRows      int             // rows per publish, see masterapi.MaxRowsPerPublish
-	httpSrv      *http.Server
+	readToken    string
+	// certs serves the TLS certificate when tls is configured, else nil.
+	certs   *certReloader
+	streams []string
+	known   map[string]bool // streams, for lookups
+	maxRows int             // rows per publish, see masterapi.MaxRowsPerPublish
+	httpSrv *http.Server
 
 	// storeMu is held shared by every append and exclusively by Close, so
 	// the log is closed only after the last append has returned, and no
@@ -90,8 +94,20 @@ func New(cfg masterapi.Config, opts Options) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
+	readToken, err := cfg.ReadToken()
+	if err != nil {
+		return nil, err
+	}
+	var certs *certReloader
+	if cfg.TLS.Enabled() {
+		if certs, err = newCertReloader(cfg.TLS, opts.Logger.WithName("tls")); err != nil {
+			return nil, err
+		}
+	}
 	m := &Master{
 		cfg:          cfg,
+		readToken:    readToken,
+		certs:        certs,
 		logger:       opts.Logger,
 		now:          opts.Now,
 		registry:     opts.Registry,
@@ -182,8 +198,19 @@ func (m *Master) Run(ctx context.Context, shutdownTimeout time.Duration) error {
 		_ = m.closeStore()
 		return fmt.Errorf("listen for HTTP on %s: %w", m.cfg.HTTPListen, err)
 	}
+	var plainLn net.Listener
+	if addr := m.cfg.TLS.PlaintextReplicationListen; addr != "" {
+		if plainLn, err = lc.Listen(ctx, "tcp", addr); err != nil {
+			_ = replLn.Close()
+			_ = httpLn.Close()
+			_ = m.closeStore()
+			return fmt.Errorf("listen for plaintext replication on %s (tls.plaintextReplicationListen): %w", addr, err)
+		}
+	}
 	done := make(chan error, 1)
-	go func() { done <- m.Serve(replLn, httpLn) }()
+	go func() {
+		done <- m.ServeListeners(Listeners{Replication: replLn, HTTP: httpLn, PlaintextReplication: plainLn})
+	}()
 	select {
 	case err := <-done:
 		// A listener failed on its own; Serve has already shut down.
@@ -200,9 +227,33 @@ func (m *Master) Run(ctx context.Context, shutdownTimeout time.Duration) error {
 // returns nil after a clean Shutdown; if either listener fails it shuts the
 // whole master down and returns that failure.
 func (m *Master) Serve(replLn, httpLn net.Listener) error {
+	return m.ServeListeners(Listeners{Replication: replLn, HTTP: httpLn})
+}
+
+// Listeners are the sockets a master serves on. Replication and HTTP speak
+// TLS when tls is configured (they are wrapped here); PlaintextReplication,
+// if not nil, serves the replication protocol without TLS.
+type Listeners struct {
+	Replication          net.Listener
+	HTTP                 net.Listener
+	PlaintextReplication net.Listener
+}
+
+// ServeListeners is Serve with the optional plaintext replication listener.
+func (m *Master) ServeListeners(l Listeners) error {
+	replLn, httpLn := l.Replication, l.HTTP
+	if m.certs != nil {
+		replLn = tls.NewListener(replLn, m.certs.serverConfig(m.cfg.TLS, true))
+		httpLn = tls.NewListener(httpLn, m.certs.serverConfig(m.cfg.TLS, false))
+	}
 	m.logger.Info("master serving", "serverName", m.cfg.ServerName,
 		"replication", replLn.Addr().String(), "http", httpLn.Addr().String(),
+		"tls", m.certs != nil, "clientAuth", m.cfg.TLS.ClientAuthRequired(),
 		"dataDir", m.cfg.DataDir, "ephemeral", m.cfg.Ephemeral, "streams", len(m.streams))
+	if l.PlaintextReplication != nil {
+		m.logger.Info("also serving replication without TLS: its clients are unauthenticated (tls.plaintextReplicationListen)",
+			"plaintextReplication", l.PlaintextReplication.Addr().String())
+	}
 	if m.publishToken == "" && !isLoopback(httpLn.Addr()) {
 		m.logger.Info("WARNING: publishing needs no token and the HTTP API listens beyond loopback: anyone who reaches it can publish rows; set publishTokenFile or "+masterapi.PublishTokenEnv,
 			"http", httpLn.Addr().String())
@@ -213,9 +264,9 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 		defer close(watchDone)
 		m.watchLog(stopWatch)
 	}()
-	errc := make(chan error, 2)
-	go func() {
-		err := m.srv.Serve(replLn)
+	errc := make(chan error, 3)
+	serveRepl := func(ln net.Listener) {
+		err := m.srv.Serve(ln)
 		if errors.Is(err, errServerClosed) {
 			err = nil
 		}
@@ -223,7 +274,11 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 			err = fmt.Errorf("replication server: %w", err)
 		}
 		errc <- err
-	}()
+	}
+	go serveRepl(replLn)
+	if l.PlaintextReplication != nil {
+		go serveRepl(l.PlaintextReplication)
+	}
 	go func() {
 		err := m.httpSrv.Serve(httpLn)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -244,6 +299,9 @@ func (m *Master) Serve(replLn, httpLn net.Listener) error {
 		cancel()
 	}
 	second := <-errc
+	if l.PlaintextReplication != nil {
+		second = errors.Join(second, <-errc)
+	}
 	// If the watcher is shutting the master down, let it finish closing
 	// the log before returning.
 	close(stopWatch)

@@ -85,6 +85,8 @@ func newReplicationServer(cfg masterapi.Config, src replication.Source, effects 
 		MaxConnections:     cfg.Limits.MaxConnections,
 		IdentifyTimeout:    cfg.Limits.IdentifyTimeout.Duration,
 		MaxNameLength:      cfg.Limits.MaxNameLength,
+		IdentifyPeer:       identifyPeer,
+		Authorizer:         newAccessPolicy(cfg),
 		Logger:             logger,
 		Registerer:         reg,
 	}, src, commandHandler{effects})
@@ -111,6 +113,7 @@ func (s serverAdapter) Connections() []ConnInfo {
 		}
 		out[i] = ConnInfo{
 			ID: c.ID, Name: c.Name, RemoteAddr: c.RemoteAddr, State: c.State.String(),
+			Identity: c.Peer.Identity, Transport: c.Peer.Transport,
 			ConnectedSince: c.ConnectedSince, Subscriptions: subs,
 			PendingCmds: c.PendingCommands, PendingBytes: c.PendingBytes,
 			CommandsIn: c.CommandsIn, CommandsOut: c.CommandsOut,

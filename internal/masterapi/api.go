@@ -47,9 +47,14 @@ type StreamStatus struct {
 // Connection is one entry of GET /v1/connections; the probe decodes the
 // table into it.
 type Connection struct {
-	ID               uint64             `json:"id"`
-	Name             string             `json:"name"`
-	RemoteAddr       string             `json:"remoteAddr"`
+	ID         uint64 `json:"id"`
+	Name       string `json:"name"`
+	RemoteAddr string `json:"remoteAddr"`
+	// Identity is the verified client certificate's identity (see
+	// docs/security.md); empty for an unauthenticated client, whose Name
+	// is only what it claims. Transport is "tls" or "plaintext".
+	Identity         string             `json:"identity,omitempty"`
+	Transport        string             `json:"transport,omitempty"`
 	State            string             `json:"state"`
 	ConnectedSince   time.Time          `json:"connectedSince"`
 	Streams          []ConnectionStream `json:"streams"`

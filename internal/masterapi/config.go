@@ -240,6 +240,9 @@ type Config struct {
 	// PublishTokenFile holds the bearer token required on writes. When empty
 	// the environment variable TCPREPL_PUBLISH_TOKEN is used if set.
 	PublishTokenFile string `json:"publishTokenFile,omitempty"`
+	// TLS and Access: see tls.go.
+	TLS    TLS    `json:"tls,omitzero"`
+	Access Access `json:"access,omitzero"`
 }
 
 // LoadConfigFile reads a YAML config file. Unknown fields are an error so
@@ -418,6 +421,7 @@ func (c Config) Validate() error {
 	}
 	c.validateLog(bad)
 	c.validateHardening(bad)
+	c.validateTLSAccess(bad)
 	return errors.Join(errs...)
 }
 
