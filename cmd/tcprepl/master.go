@@ -30,6 +30,8 @@ type masterFlags struct {
 	publishTokenFile string
 	logBackend       string
 	postgresDSNFile  string
+	readTokenFile    string
+	tls              masterapi.TLS
 	shutdownTimeout  time.Duration
 	verbosity        int
 }
@@ -48,10 +50,14 @@ flag given on the command line wins over the file. SIGTERM or SIGINT shuts
 down gracefully: stop accepting, send "ERROR server shutting down" to every
 connection, flush the log, exit 0.
 
-Both listeners default to loopback (127.0.0.1): the replication protocol has
-no authentication and publishing needs no token unless one is configured, so
-listening on other interfaces must be asked for with --replication-listen and
---http-listen (the operator passes the pod IP).
+Both listeners default to loopback (127.0.0.1): without TLS client
+certificates the replication protocol has no authentication, and publishing
+needs no token unless one is configured, so listening on other interfaces
+must be asked for with --replication-listen and --http-listen (the operator
+passes the pod IP). With --tls-cert-file both listeners speak TLS; with
+--tls-client-ca-file replication clients are identified by their
+certificate, and the config file's access.rules say which may send which
+commands and read which streams (docs/security.md).
 
 If a write to the log fails (a full or failing disk), /healthz and /readyz
 answer 503 and the master shuts down and exits 1 without flushing the failed
@@ -80,6 +86,12 @@ log, so that it is restarted and re-reads what is really on disk.`,
 	fl.StringVar(&f.publishTokenFile, "publish-token-file", "", "file holding the bearer token required to publish (default: $"+masterapi.PublishTokenEnv+" if set, else no token)")
 	fl.StringVar(&f.logBackend, "log", masterapi.LogPebble, "where the stream log lives: pebble (--data-dir, the default) or postgres (--postgres-dsn-file)")
 	fl.StringVar(&f.postgresDSNFile, "postgres-dsn-file", "", "file holding the PostgreSQL connection URI for --log postgres (default: $"+masterapi.PostgresDSNEnv+")")
+	fl.StringVar(&f.readTokenFile, "read-token-file", "", "file holding the bearer token of GET /v1/userips (the publish token opens it too; default: $"+masterapi.ReadTokenEnv+")")
+	fl.StringVar(&f.tls.CertFile, "tls-cert-file", "", "PEM server certificate: the replication and HTTP listeners speak TLS (re-read when it changes)")
+	fl.StringVar(&f.tls.KeyFile, "tls-key-file", "", "PEM key of --tls-cert-file")
+	fl.StringVar(&f.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CAs of replication client certificates; clients are then identified by their certificate")
+	fl.StringVar(&f.tls.ClientAuth, "tls-client-auth", "", "with --tls-client-ca-file: require (default; no certificate, no connection) or optional")
+	fl.StringVar(&f.tls.PlaintextReplicationListen, "plaintext-replication-listen", "", "with TLS: also serve replication without TLS on this address, for Synapse 2020 peers (off by default; its clients are unauthenticated)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
 	return cmd
@@ -135,6 +147,23 @@ func (f *masterFlags) config(cmd *cobra.Command) (masterapi.Config, error) {
 	}
 	if set("postgres-dsn-file") {
 		cfg.Log.PostgresDSNFile = f.postgresDSNFile
+	}
+	if set("read-token-file") {
+		cfg.Access.ReadTokenFile = f.readTokenFile
+	}
+	for _, o := range []struct {
+		flag     string
+		dst, src *string
+	}{
+		{"tls-cert-file", &cfg.TLS.CertFile, &f.tls.CertFile},
+		{"tls-key-file", &cfg.TLS.KeyFile, &f.tls.KeyFile},
+		{"tls-client-ca-file", &cfg.TLS.ClientCAFile, &f.tls.ClientCAFile},
+		{"tls-client-auth", &cfg.TLS.ClientAuth, &f.tls.ClientAuth},
+		{"plaintext-replication-listen", &cfg.TLS.PlaintextReplicationListen, &f.tls.PlaintextReplicationListen},
+	} {
+		if set(o.flag) {
+			*o.dst = *o.src
+		}
 	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,6 +36,7 @@ type probeFlags struct {
 	wait       time.Duration
 	verbosity  int
 	redis      redisProbeFlags
+	tls        tlsClientFlags
 }
 
 func newProbeCommand() *cobra.Command {
@@ -94,6 +96,7 @@ func (f *probeFlags) addFlags(fl *pflag.FlagSet) {
 	fl.DurationVar(&f.interval, "interval", 2*time.Second, "with --watch: how often to print (also the heartbeat interval)")
 	fl.DurationVar(&f.wait, "wait", 5*time.Second, "without --watch: how long to wait for a first heartbeat and the connection table")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", -1, "log verbosity on stderr (-1: no logs; 0: info; higher: more detail)")
+	f.tls.register(fl)
 	f.redis.addFlags(fl)
 }
 
@@ -118,13 +121,23 @@ func (f *probeFlags) config(cmd *cobra.Command, getenv func(string) string) (pro
 	if f.verbosity >= 0 {
 		logger = newLogger(cmd.ErrOrStderr(), f.verbosity)
 	}
-	return probe.Config{
+	cfg := probe.Config{
 		Address:           addr,
 		ServerName:        name,
 		HTTPURL:           f.httpURL,
 		HeartbeatInterval: f.interval,
 		Logger:            logger,
-	}, nil
+	}
+	tlsCfg, err := f.tls.config(getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if tlsCfg != nil {
+		cfg.Dial = tlsDial(tlsCfg)
+		// The same CA opens an https:// --http URL.
+		cfg.HTTPClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	}
+	return cfg, nil
 }
 
 func flagOrEnv(flag, env string, getenv func(string) string) string {

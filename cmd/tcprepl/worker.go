@@ -23,6 +23,7 @@ import (
 )
 
 type workerFlags struct {
+	tls           tlsClientFlags
 	master        string
 	serverName    string
 	name          string
@@ -106,6 +107,7 @@ func (f *workerFlags) addFlags(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.resync, "resync", false, "drop the saved positions and master log id, and replicate every stream after --from (default 0): the way to resume after the master's log was replaced; give it once")
 	fl.StringVar(&f.onLogChange, "on-log-change", "stop", "when the master serves another log than the saved positions belong to: stop (exit with an error; restart once with --resync) or resync (drop the positions and replay the new log after --from, default 0, without exiting)")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
+	f.tls.register(fl)
 }
 
 // config builds the worker config from the flags, falling back to the
@@ -134,6 +136,13 @@ func (f *workerFlags) config(cmd *cobra.Command, getenv func(string) string) (wo
 		cfg.From = &from
 	}
 	cfg.Resync = f.resync
+	tlsCfg, err := f.tls.config(getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if tlsCfg != nil {
+		cfg.Dial = tlsDial(tlsCfg)
+	}
 	switch f.onLogChange {
 	case "stop":
 	case "resync":
