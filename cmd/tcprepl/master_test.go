@@ -365,6 +365,9 @@ func TestMasterCommandErrors(t *testing.T) {
 		{"unknown log backend", []string{"master", "--server-name", "x", "--log", "sqlite"}, `log.backend "sqlite" is unknown`},
 		{"postgres with a data dir", []string{"master", "--server-name", "x", "--log", "postgres", "--data-dir", dir}, "dataDir and ephemeral are for the Pebble log"},
 		{"postgres DSN file missing", []string{"master", "--server-name", "x", "--log", "postgres", "--postgres-dsn-file", filepath.Join(dir, "none")}, "read PostgreSQL DSN file"},
+		{"TLS key without certificate", []string{"master", "--server-name", "x", "--tls-key-file", "k.pem"}, "certFile and keyFile go together"},
+		{"client CA without TLS", []string{"master", "--server-name", "x", "--tls-client-ca-file", "ca.pem"}, "need TLS"},
+		{"missing certificate file", []string{"master", "--server-name", "x", "--tls-cert-file", filepath.Join(dir, "none.pem"), "--tls-key-file", filepath.Join(dir, "none.pem")}, "tls: stat"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append(tc.args, "--replication-listen", "127.0.0.1:0")

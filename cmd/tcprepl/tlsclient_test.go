@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,5 +136,48 @@ func TestTLSDialPresentsClientCertificate(t *testing.T) {
 	defer c.Close()
 	if cn := <-got; cn != "worker-1" {
 		t.Fatalf("server saw %q, want the client certificate worker-1", cn)
+	}
+}
+
+// TestWorkerAndProbeOverTLS runs a real master process with TLS and client
+// certificates required, and a worker and the probe that reach it with the
+// --tls-* flags. The certificate is its own CA and serves both ends.
+func TestWorkerAndProbeOverTLS(t *testing.T) {
+	bin := buildBinary(t)
+	certFile, keyFile := writeSelfSigned(t, "worker-1")
+	m := startMasterProc(t, bin, "--server-name", "tls.example.org", "--ephemeral",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-client-ca-file", certFile)
+	m.httpURL = strings.Replace(m.httpURL, "http://", "https://", 1)
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	resp, err := client.Post(m.httpURL+"/v1/streams/typing/rows", "application/json", strings.NewReader(`{"rows": [["!r:x", ["@a:x"]]]}`))
+	if err != nil {
+		t.Fatalf("publish over HTTPS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("publish: %d", resp.StatusCode)
+	}
+
+	dir := t.TempDir()
+	sink := filepath.Join(dir, "rows.jsonl")
+	tlsArgs := []string{"--tls-ca-file", certFile, "--tls-cert-file", certFile, "--tls-key-file", keyFile}
+	startWorkerProc(t, bin, append([]string{"--master", m.replAddr, "--server-name", "tls.example.org", "--streams", "typing",
+		"--state-dir", filepath.Join(dir, "state"), "--sink", "file:" + sink, "--from", "0"}, tlsArgs...)...)
+	poll(t, "the row delivered over TLS", func() bool { return countFileLines(sink) == 1 })
+
+	out, errOut, code := runCLI(t, bin, append([]string{"probe", "--master", m.replAddr, "--server-name", "tls.example.org", "--http", m.httpURL, "-o", "json"}, tlsArgs...)...)
+	if code != 0 || !strings.Contains(out, `"typing"`) {
+		t.Fatalf("probe over TLS exit %d: %s\n%s", code, errOut, out)
+	}
+	// Without a client certificate the probe cannot get in.
+	_, _, code = runCLI(t, bin, "probe", "--master", m.replAddr, "--server-name", "tls.example.org", "--tls-ca-file", certFile, "--wait", "2s")
+	if code == 0 {
+		t.Fatal("a probe without a client certificate was served")
 	}
 }
