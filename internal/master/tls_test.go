@@ -385,7 +385,7 @@ func TestTLSCertificateReloaded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("TLS dial: %v", err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
 	}
 	if got := served(); got != "master" {
