@@ -62,7 +62,7 @@ func (sc *ServerConn) authorizeCommand(name string) error {
 	if a == nil || !slices.Contains(EffectCommands, name) {
 		return nil
 	}
-	return a.AuthorizeCommand(sc.peer, name)
+	return a.AuthorizeCommand(sc.Peer(), name)
 }
 
 // allowedStreams filters the streams of a REPLICATE: it returns those the
@@ -76,7 +76,7 @@ func (sc *ServerConn) allowedStreams(streams []string) ([]string, error) {
 	var refused []string
 	var firstErr error
 	for _, s := range streams {
-		if err := a.AuthorizeStream(sc.peer, s); err != nil {
+		if err := a.AuthorizeStream(sc.Peer(), s); err != nil {
 			refused = append(refused, s)
 			if firstErr == nil {
 				firstErr = err
@@ -91,12 +91,17 @@ func (sc *ServerConn) allowedStreams(streams []string) ([]string, error) {
 	case len(refused) == 1:
 		return allowed, firstErr
 	default:
-		return allowed, fmt.Errorf("REPLICATE refused for streams %s: client %s may not read them", strings.Join(refused, ","), sc.peer)
+		return allowed, fmt.Errorf("REPLICATE refused for streams %s: client %s may not read them", strings.Join(refused, ","), sc.Peer())
 	}
 }
 
 // Peer is who the client is, as the listener established it.
-func (sc *ServerConn) Peer() Peer { return sc.peer }
+func (sc *ServerConn) Peer() Peer {
+	if p := sc.peer.Load(); p != nil {
+		return *p
+	}
+	return Peer{Transport: "plaintext"}
+}
 
 // replicate subscribes the streams of a REPLICATE the peer may read. A
 // refused stream gets an ERROR naming it and the peer; the connection stays
@@ -108,7 +113,7 @@ func (sc *ServerConn) replicate(cmd ReplicateCommand) error {
 	}
 	streams, refused := sc.allowedStreams(streams)
 	if refused != nil {
-		sc.s.log.V(1).Info("refused a REPLICATE", "conn", sc.ID(), "name", sc.Name(), "peer", sc.peer.String(), "request", cmd.Stream, "error", refused.Error())
+		sc.s.log.V(1).Info("refused a REPLICATE", "conn", sc.ID(), "name", sc.Name(), "peer", sc.Peer().String(), "request", cmd.Stream, "error", refused.Error())
 		if err := sc.Send(ErrorCommand{Message: string(sanitizeText(refused.Error()))}); err != nil {
 			return err
 		}

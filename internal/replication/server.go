@@ -270,7 +270,7 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 func (s *Server) startConn(nc net.Conn) bool {
-	sc := &ServerConn{s: s, remote: nc.RemoteAddr(), slots: map[string]*streamSlot{}, peer: Peer{Transport: "plaintext"}}
+	sc := &ServerConn{s: s, remote: nc.RemoteAddr(), slots: map[string]*streamSlot{}}
 	sc.ctx, sc.cancel = context.WithCancel(context.Background())
 	sc.c = newConn(s.connCfg, nc, s.nextID.Add(1), "anon")
 	sc.c.dispatch = sc.dispatch
@@ -317,7 +317,7 @@ func (s *Server) startConn(nc net.Conn) bool {
 		sc.subWG.Wait()
 		s.metrics.removeConn(sc.c)
 		s.removeConn(sc)
-		s.log.V(1).Info("replication connection closed", "conn", sc.ID(), "name", sc.Name(), "peer", sc.peer.String(), "reason", reason, "error", errString(err))
+		s.log.V(1).Info("replication connection closed", "conn", sc.ID(), "name", sc.Name(), "peer", sc.Peer().String(), "reason", reason, "error", errString(err))
 		if s.h != nil {
 			s.h.ConnectionClosed(sc, reason)
 		}
@@ -540,8 +540,9 @@ type ServerConn struct {
 	identified    atomic.Bool
 	identifyTimer *time.Timer
 
-	// peer is set once, by identifyPeer, before the connection runs.
-	peer Peer
+	// peer is set once, by identifyPeer, before the connection runs; the
+	// connection table may read it earlier (nil: a plaintext peer).
+	peer atomic.Pointer[Peer]
 }
 
 // identifyPeer runs the server's IdentifyPeer hook, aborted by a close
@@ -556,7 +557,7 @@ func (sc *ServerConn) identifyPeer(nc net.Conn) error {
 		sc.s.log.V(1).Info("replication client not identified; closing", "conn", sc.ID(), "remote", sc.remote.String(), "error", err.Error())
 		return fmt.Errorf("identify the client: %w", err)
 	}
-	sc.peer = p
+	sc.peer.Store(&p)
 	return nil
 }
 
@@ -606,7 +607,7 @@ func (sc *ServerConn) Info() ConnectionInfo {
 	info := ConnectionInfo{
 		ID:              sc.c.id,
 		Name:            st.name,
-		Peer:            sc.peer,
+		Peer:            sc.Peer(),
 		RemoteAddr:      sc.remote.String(),
 		State:           st.state,
 		ConnectedSince:  sc.c.connectedSince,
@@ -659,7 +660,7 @@ func (sc *ServerConn) dispatch(cmd Command) error {
 	}
 	sc.s.metrics.clientCommand(cmd.Name())
 	if err := sc.authorizeCommand(cmd.Name()); err != nil {
-		sc.s.log.V(1).Info("refused a command from a replication client", "conn", sc.ID(), "name", sc.Name(), "peer", sc.peer.String(), "command", cmd.Name())
+		sc.s.log.V(1).Info("refused a command from a replication client", "conn", sc.ID(), "name", sc.Name(), "peer", sc.Peer().String(), "command", cmd.Name())
 		return sc.Send(ErrorCommand{Message: string(sanitizeText(err.Error()))})
 	}
 	if sc.s.h == nil {
