@@ -127,9 +127,9 @@ type numberedPublisher struct {
 	stopping chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
-	mu     sync.Mutex
-	n      int
-	err    error
+	mu       sync.Mutex
+	n        int
+	err      error
 }
 
 func startNumberedPublisher(ctx context.Context, env *harness.Env, master string, ports harness.MasterPorts) *numberedPublisher {
