@@ -82,8 +82,12 @@ spec:
 	t.Cleanup(func() { _, _ = pub.stop() })
 	waitPublished := func(n int) {
 		eventually(t, 2*time.Minute, fmt.Sprintf("%d rows published", n), func() error {
-			if got, err := pub.count(); err != nil || got < n {
-				return fmt.Errorf("%d published (err %v)", got, err)
+			got, err := pub.count()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got < n {
+				return fmt.Errorf("%d published", got)
 			}
 			return nil
 		})
