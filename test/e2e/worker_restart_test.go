@@ -93,11 +93,40 @@ spec:
 		})
 	}
 	waitPublished(10)
+	// Pods of the worker as "name uid ready" lines.
+	workerPodLines := func() ([]string, error) {
+		out, err := env.Kubectl(ctx, "get", "pods", "--namespace", ns, "-l", "app.kubernetes.io/instance="+worker,
+			"-o", `jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		if err != nil {
+			return nil, err
+		}
+		return strings.Split(strings.TrimSpace(out), "\n"), nil
+	}
+	lines, err := workerPodLines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 1 {
+		t.Fatalf("worker pods %q, want one", lines)
+	}
+	firstUID := strings.Fields(lines[0])[1]
 	if _, err := env.Kubectl(ctx, "delete", "pod", first, "--namespace", ns, "--wait=true", "--timeout=90s"); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := pub.count()
 	var second string
+	// A StatefulSet's replacement has the deleted pod's name: its status
+	// row must not pass for the new pod, so wait for a new pod first.
+	eventually(t, 3*time.Minute, "a new, ready worker pod", func() error {
+		lines, err := workerPodLines()
+		if err != nil {
+			return err
+		}
+		if f := strings.Fields(lines[0]); len(lines) != 1 || len(f) != 3 || f[1] == firstUID || f[2] != "True" {
+			return fmt.Errorf("worker pods %q, want one ready pod other than uid %s", lines, firstUID)
+		}
+		return nil
+	})
 	eventually(t, 3*time.Minute, "replacement worker pod connected", func() error {
 		var st workerStatus
 		if err := getStatus(ctx, env, "rworker", worker, &st); err != nil {
