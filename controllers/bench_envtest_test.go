@@ -237,7 +237,7 @@ func runScaleScenario(b *testing.B, masters, perMaster int, steady, statusInterv
 	}
 	created := time.Since(began)
 
-	// Pods, as the Deployment controller and kubelet would make them.
+	// Pods, as the StatefulSet controller and kubelet would make them.
 	for i := range masters {
 		mname := fmt.Sprintf("m%03d", i)
 		for j := range perMaster {
@@ -323,12 +323,12 @@ func converged(ctx context.Context, ns string, masters, perMaster int) (bool, st
 			return false, fmt.Sprintf("worker %s status %+v", w.Name, w.Status)
 		}
 	}
-	var dl appsv1.DeploymentList
-	if err := k8s.List(ctx, &dl, client.InNamespace(ns)); err != nil {
+	var sl appsv1.StatefulSetList
+	if err := k8s.List(ctx, &sl, client.InNamespace(ns), client.MatchingLabels{specs.LabelComponent: specs.ComponentWorker}); err != nil {
 		return false, err.Error()
 	}
-	if len(dl.Items) != masters*perMaster {
-		return false, fmt.Sprintf("%d deployments", len(dl.Items))
+	if len(sl.Items) != masters*perMaster {
+		return false, fmt.Sprintf("%d worker StatefulSets", len(sl.Items))
 	}
 	return true, ""
 }

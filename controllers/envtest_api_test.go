@@ -213,6 +213,16 @@ func TestAPIServerRefusesInvalidResources(t *testing.T) {
 			mutate: func(w *replv1.ReplicationWorker) { w.Spec.MasterRef.Name = "" },
 			want:   "spec.masterRef.name",
 		},
+		"state size with ephemeral": {
+			mutate: func(w *replv1.ReplicationWorker) {
+				w.Spec.State = replv1.WorkerStateSpec{Ephemeral: true, Size: ptr.To(resource.MustParse("1Gi"))}
+			},
+			want: "state.size and state.storageClassName have no effect when state.ephemeral is true",
+		},
+		"unknown log change policy": {
+			mutate: func(w *replv1.ReplicationWorker) { w.Spec.OnLogChange = "Ignore" },
+			want:   "spec.onLogChange",
+		},
 	}
 	for name, tc := range workers {
 		t.Run("worker/"+name, func(t *testing.T) {
@@ -262,6 +272,35 @@ func TestAPIServerRefusesImmutableChanges(t *testing.T) {
 	live.Spec.Storage.Size = ptr.To(resource.MustParse("2147483648"))
 	if err := k8s.Update(ctx, &live); err != nil {
 		t.Errorf("a mutable change was refused: %v", err)
+	}
+
+	// A worker's state volume is a claim template: it cannot change
+	// either, whether it was given or defaulted.
+	w := minimalWorker(ns, "w", "m")
+	if err := k8s.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	workerTests := map[string]func(*replv1.ReplicationWorker){
+		"state size":      func(w *replv1.ReplicationWorker) { w.Spec.State.Size = ptr.To(resource.MustParse("2Gi")) },
+		"state ephemeral": func(w *replv1.ReplicationWorker) { w.Spec.State = replv1.WorkerStateSpec{Ephemeral: true} },
+	}
+	for name, mutate := range workerTests {
+		t.Run("worker/"+name, func(t *testing.T) {
+			var live replv1.ReplicationWorker
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(w), &live); err != nil {
+				t.Fatal(err)
+			}
+			mutate(&live)
+			expectInvalid(t, k8s.Update(ctx, &live), "state is immutable")
+		})
+	}
+	var liveWorker replv1.ReplicationWorker
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(w), &liveWorker); err != nil {
+		t.Fatal(err)
+	}
+	liveWorker.Spec.OnLogChange = replv1.LogChangeResync
+	if err := k8s.Update(ctx, &liveWorker); err != nil {
+		t.Errorf("a mutable worker change was refused: %v", err)
 	}
 }
 

@@ -322,8 +322,8 @@ func TestWorkerMasterNotFoundThenFound(t *testing.T) {
 		}
 		return conditionIs(live.Status.Conditions, replv1.ConditionReady, "False", replv1.ReasonMasterNotFound)
 	})
-	if err := get(ctx, ns, "w1", &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("a Deployment exists without a master (err %v)", err)
+	if err := get(ctx, ns, "w1", &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("a StatefulSet exists without a master (err %v)", err)
 	}
 	eventually(t, waitFor, "MasterNotFound event", func() error {
 		return hasEvent(ctx, ns, "ReplicationWorker", "w1", corev1.EventTypeWarning, replv1.ReasonMasterNotFound)
@@ -333,8 +333,8 @@ func TestWorkerMasterNotFoundThenFound(t *testing.T) {
 	if err := k8s.Create(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	var d appsv1.Deployment
-	eventually(t, waitFor, "Deployment once the master exists", func() error {
+	var d appsv1.StatefulSet
+	eventually(t, waitFor, "StatefulSet once the master exists", func() error {
 		if err := get(ctx, ns, "w1", &d); err != nil {
 			return err
 		}
@@ -358,7 +358,7 @@ func TestWorkerMasterNotFoundThenFound(t *testing.T) {
 		return conditionIs(live.Status.Conditions, replv1.ConditionReady, "False", replv1.ReasonReplicasNotReady)
 	})
 
-	// A spec change reaches the Deployment.
+	// A spec change reaches the StatefulSet.
 	var live replv1.ReplicationWorker
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(w), &live); err != nil {
 		t.Fatal(err)
@@ -368,7 +368,7 @@ func TestWorkerMasterNotFoundThenFound(t *testing.T) {
 	if err := k8s.Update(ctx, &live); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, "Deployment updated", func() error {
+	eventually(t, waitFor, "StatefulSet updated", func() error {
 		if err := get(ctx, ns, "w1", &d); err != nil {
 			return err
 		}
@@ -396,10 +396,10 @@ func TestWorkerStatusFromProbeSnapshot(t *testing.T) {
 	if err := k8s.Create(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	var d appsv1.Deployment
-	eventually(t, waitFor, "Deployment", func() error { return get(ctx, ns, "w4", &d) })
+	var d appsv1.StatefulSet
+	eventually(t, waitFor, "StatefulSet", func() error { return get(ctx, ns, "w4", &d) })
 
-	// Stand in for the kubelet and the Deployment controller.
+	// Stand in for the kubelet and the StatefulSet controller.
 	for i, ip := range []string{"10.0.0.11", "10.0.0.12"} {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("w4-abc-%d", i), Namespace: ns, Labels: d.Spec.Template.Labels},

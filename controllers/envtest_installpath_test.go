@@ -87,8 +87,8 @@ func TestWorkerScaleSubresourceHasSelector(t *testing.T) {
 	if err != nil {
 		t.Fatalf("selector %q: %v", scale.Status.Selector, err)
 	}
-	var d appsv1.Deployment
-	eventually(t, waitFor, "Deployment", func() error { return get(ctx, ns, "w", &d) })
+	var d appsv1.StatefulSet
+	eventually(t, waitFor, "StatefulSet", func() error { return get(ctx, ns, "w", &d) })
 	if !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
 		t.Errorf("selector %q does not match the worker pods' labels %v", sel, d.Spec.Template.Labels)
 	}

@@ -235,8 +235,8 @@ func TestStatusFromRealMasterAndProbe(t *testing.T) {
 	if err := k8s.Create(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	var d appsv1.Deployment
-	eventually(t, waitFor, "worker Deployment", func() error { return get(ctx, ns, "rw", &d) })
+	var d appsv1.StatefulSet
+	eventually(t, waitFor, "worker StatefulSet", func() error { return get(ctx, ns, "rw", &d) })
 	podName := "rw-6d5f-x1"
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: ns, Labels: d.Spec.Template.Labels},

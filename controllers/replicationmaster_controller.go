@@ -75,7 +75,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		emit(r.Recorder, &m, corev1.EventTypeWarning, replv1.ReasonReconcileFailed, "Reconcile", err.Error())
 	}
 	snap, haveSnap := r.Observer.Snapshot(req.NamespacedName)
-	status := MasterStatus(&m, obs, snap, haveSnap, err)
+	status := withLogIdentity(m.Status, MasterStatus(&m, obs, snap, haveSnap, err), snap, haveSnap, m.Generation)
 	recordMasterMetrics(&m, status)
 	result, statusErr := r.writeStatus(ctx, &m, status, err != nil)
 	if err != nil {
@@ -228,6 +228,7 @@ func (r *ReplicationMasterReconciler) writeStatus(ctx context.Context, m *replv1
 	}
 	r.limiter.wrote(key)
 	emitReadyChange(r.Recorder, m, orig.Status.Conditions, status.Conditions)
+	emitLogReset(r.Recorder, m, orig.Status.LogID, status.LogID)
 	return ctrl.Result{}, nil
 }
 

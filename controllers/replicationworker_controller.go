@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -28,8 +29,9 @@ import (
 // master's change reaches its workers without listing every worker.
 const workerMasterIndex = "spec.masterRef.name"
 
-// ReplicationWorkerReconciler turns a ReplicationWorker into a Deployment
-// of worker pods and reports each pod's connection and lag.
+// ReplicationWorkerReconciler turns a ReplicationWorker into a StatefulSet
+// of worker pods, each with its own positions volume, and reports each
+// pod's connection and lag.
 type ReplicationWorkerReconciler struct {
 	ReconcilerBase
 }
@@ -38,10 +40,11 @@ type ReplicationWorkerReconciler struct {
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationworkers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationworkers/finalizers,verbs=update
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationmasters,verbs=get;list;watch
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
-// Reconcile fetches the worker and its master, applies the Deployment, and
+// Reconcile fetches the worker and its master, applies the StatefulSet, and
 // writes status last.
 func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
@@ -111,10 +114,14 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	return result, statusErr
 }
 
-// reconcilePhases applies the worker's workload and returns its pods.
+// reconcilePhases deletes the Deployment of an earlier operator version,
+// applies the worker's StatefulSet and returns its pods.
 func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) ([]corev1.Pod, error) {
-	d := specs.BuildWorkerDeployment(w, m, r.Options)
-	if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, d, deploymentState); err != nil {
+	if err := r.deleteLegacyDeployment(ctx, w); err != nil {
+		return nil, err
+	}
+	sts := specs.BuildWorkerStatefulSet(w, m, r.Options)
+	if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, sts, statefulSetState); err != nil {
 		return nil, err
 	}
 	return r.listPods(ctx, w)
@@ -130,13 +137,31 @@ func (r *ReplicationWorkerReconciler) listPods(ctx context.Context, w *replv1.Re
 	return pods.Items, nil
 }
 
-// deploymentState leaves the immutable selector alone.
-var deploymentState = ownedState[*appsv1.Deployment]{
-	fields: func(d *appsv1.Deployment) any { return d.Spec },
-	mutate: func(live, want *appsv1.Deployment) {
-		live.Spec.Replicas = want.Spec.Replicas
-		live.Spec.Template = keepRestartAnnotation(live.Spec.Template, want.Spec.Template)
-	},
+// deleteLegacyDeployment deletes the Deployment that operator versions
+// before durable positions ran a worker's pods in. Its pods kept positions
+// in an emptyDir, so the StatefulSet's pods, on new volumes, start from the
+// master's current position once (docs/operations.md). Only a Deployment
+// this worker controls is deleted.
+func (r *ReplicationWorkerReconciler) deleteLegacyDeployment(ctx context.Context, w *replv1.ReplicationWorker) error {
+	var d appsv1.Deployment
+	switch err := r.Get(ctx, types.NamespacedName{Namespace: w.Namespace, Name: w.Name}, &d); {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("get the Deployment %s/%s of an earlier operator version: %w", w.Namespace, w.Name, err)
+	}
+	if !metav1.IsControlledBy(&d, w) || !d.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	// Foreground: its pods are gone before the Deployment is, so the
+	// worker never runs twice for long.
+	if err := r.Delete(ctx, &d, client.PropagationPolicy(metav1.DeletePropagationForeground)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete the Deployment %s/%s of an earlier operator version (the worker now runs as a StatefulSet): %w", w.Namespace, w.Name, err)
+	}
+	logf.FromContext(ctx).Info("deleted the worker's Deployment of an earlier operator version; its pods start on new volumes, from the master's current position", "deployment", d.Name)
+	emit(r.Recorder, w, corev1.EventTypeNormal, "MigratedToStatefulSet", "Delete",
+		fmt.Sprintf("deleted Deployment %s: the worker runs as StatefulSet %s with a volume per pod; this once, its pods start from the master's current position", d.Name, specs.WorkerStatefulSetName(w)))
+	return nil
 }
 
 // writeStatus is the worker's version of the master's: significant changes
@@ -184,7 +209,7 @@ func (r *ReplicationWorkerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("replicationworker").
 		For(&replv1.ReplicationWorker{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&appsv1.Deployment{}).
+		Owns(&appsv1.StatefulSet{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToOwner(specs.ComponentWorker))).
 		// A master's creation, deletion, or spec change (server name,
 		// port) changes its workers' pods and status.

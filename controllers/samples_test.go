@@ -56,7 +56,7 @@ func TestSampleWorkerSinksWorkInThePod(t *testing.T) {
 				t.Fatalf("masterRef %q; the sample master is %q", w.Spec.MasterRef.Name, master.Name)
 			}
 			w.Namespace = master.Namespace
-			d := specs.BuildWorkerDeployment(&w, &master, testOpts)
+			d := specs.BuildWorkerStatefulSet(&w, &master, testOpts)
 			sink := w.Spec.Sink
 			switch {
 			case sink == "" || sink == "stdout":

@@ -70,6 +70,11 @@ const (
 	ReasonHTTPUnreachable = "HTTPUnreachable"
 	// ReasonHeartbeatStale: a heartbeat has not come back in time.
 	ReasonHeartbeatStale = "HeartbeatStale"
+	// ReasonLogReset: the master serves a new log (status.logId changed,
+	// or a stream's token went backwards): rows workers had not read from
+	// the old log are gone, and workers resume or stop as their
+	// spec.onLogChange says.
+	ReasonLogReset = "LogReset"
 
 	// ReasonMasterNotFound: spec.masterRef names no ReplicationMaster.
 	ReasonMasterNotFound = "MasterNotFound"

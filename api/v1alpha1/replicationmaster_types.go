@@ -342,6 +342,13 @@ type ReplicationMasterStatus struct {
 	// +optional
 	Heartbeat *HeartbeatStatus `json:"heartbeat,omitempty"`
 
+	// LogID is the identity of the master's stream log, as the master
+	// announces it to clients. It changes only when the log is new (an
+	// ephemeral master restarted, or its volume was replaced): tokens then
+	// start over and workers' saved positions no longer apply.
+	// +optional
+	LogID string `json:"logId,omitempty"`
+
 	// LastProbeTime is when the probe took the snapshot this status shows.
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`

@@ -18,6 +18,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -103,6 +104,55 @@ type ReplicationWorkerSpec struct {
 	// PodTemplate holds overrides for the worker pods.
 	// +optional
 	PodTemplate *PodTemplateOverrides `json:"podTemplate,omitempty"`
+
+	// State is where each worker pod keeps its positions (and a file sink
+	// under /var/lib/tcprepl-worker): by default a PersistentVolumeClaim
+	// per pod, so a deleted pod resumes where it stopped. It cannot change
+	// after creation: a StatefulSet's volume claim templates are immutable.
+	// +optional
+	// +kubebuilder:default={}
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="state is immutable: a StatefulSet's volume claims cannot change; create a new ReplicationWorker to change it"
+	State WorkerStateSpec `json:"state,omitempty"`
+
+	// OnLogChange is what the reference worker does when the master serves
+	// another log than its saved positions belong to (the master's log was
+	// wiped, e.g. an ephemeral master restarted): Stop (exit with an error
+	// until restarted once with --resync) or Resync (replay the new log from
+	// its start, without exiting). Empty means Resync when the master's
+	// storage is ephemeral, Stop otherwise. Not used with a custom command.
+	// +optional
+	// +kubebuilder:validation:Enum=Stop;Resync
+	OnLogChange LogChangePolicy `json:"onLogChange,omitempty"`
+}
+
+// LogChangePolicy is what a worker does when the master's log changes.
+type LogChangePolicy string
+
+const (
+	// LogChangeStop makes the worker exit with an error naming the change.
+	LogChangeStop LogChangePolicy = "Stop"
+	// LogChangeResync makes the worker drop its positions and replay the
+	// new log from its start.
+	LogChangeResync LogChangePolicy = "Resync"
+)
+
+// WorkerStateSpec says where each worker pod keeps its positions.
+// +kubebuilder:validation:XValidation:rule="!self.ephemeral || (!has(self.size) && !has(self.storageClassName))",message="state.size and state.storageClassName have no effect when state.ephemeral is true"
+type WorkerStateSpec struct {
+	// Ephemeral keeps positions in an emptyDir: a deleted pod's
+	// replacement starts from the master's current position and skips what
+	// was published meanwhile. For workers that resync by other means.
+	// +optional
+	// +kubebuilder:default=false
+	Ephemeral bool `json:"ephemeral,omitempty"`
+
+	// Size of each pod's PersistentVolumeClaim. Defaults to 1Gi.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// StorageClassName of the claims; empty means the cluster default.
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
 }
 
 // MasterReference names a ReplicationMaster in the same namespace.

@@ -169,7 +169,7 @@ func TestOperatorProcessWithShippedRBAC(t *testing.T) {
 		if img := sts.Spec.Template.Spec.Containers[0].Image; img != "registry.local/tcprepl:test" {
 			return fmt.Errorf("master image = %s", img)
 		}
-		var d appsv1.Deployment
+		var d appsv1.StatefulSet
 		if err := admin.Get(ctx, types.NamespacedName{Namespace: "apps", Name: "w"}, &d); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -395,7 +396,7 @@ func TestBuildMasterNetworkPolicy(t *testing.T) {
 	}
 }
 
-func TestBuildWorkerDeployment(t *testing.T) {
+func TestBuildWorkerStatefulSet(t *testing.T) {
 	t.Parallel()
 	tests := map[string]struct {
 		worker      func(*replv1.ReplicationWorker)
@@ -406,7 +407,7 @@ func TestBuildWorkerDeployment(t *testing.T) {
 		"reference worker with defaults": {
 			worker:      func(w *replv1.ReplicationWorker) {},
 			wantCommand: []string{"tcprepl"},
-			wantArgs:    []string{"worker", "--streams=ALL", "--sink=stdout", "--state-dir=" + WorkerStateDir, "--metrics-listen=[$(POD_IP)]:8080"},
+			wantArgs:    []string{"worker", "--streams=ALL", "--sink=stdout", "--state-dir=" + WorkerStateDir, "--on-log-change=stop", "--metrics-listen=[$(POD_IP)]:8080"},
 			wantImage:   testOpts.DefaultImage,
 		},
 		"reference worker with streams, sink and extra args": {
@@ -416,7 +417,7 @@ func TestBuildWorkerDeployment(t *testing.T) {
 				w.Spec.Args = []string{"--from=0"}
 			},
 			wantCommand: []string{"tcprepl"},
-			wantArgs:    []string{"worker", "--streams=events,caches", "--sink=file:/data/rows.jsonl", "--state-dir=" + WorkerStateDir, "--metrics-listen=[$(POD_IP)]:8080", "--from=0"},
+			wantArgs:    []string{"worker", "--streams=events,caches", "--sink=file:/data/rows.jsonl", "--state-dir=" + WorkerStateDir, "--on-log-change=stop", "--metrics-listen=[$(POD_IP)]:8080", "--from=0"},
 			wantImage:   testOpts.DefaultImage,
 		},
 		"custom program": {
@@ -433,7 +434,7 @@ func TestBuildWorkerDeployment(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			w := newWorker(tc.worker)
-			d := BuildWorkerDeployment(w, newMaster(), testOpts)
+			d := BuildWorkerStatefulSet(w, newMaster(), testOpts)
 			c := d.Spec.Template.Spec.Containers[0]
 			if diff := cmp.Diff(tc.wantCommand, c.Command); diff != "" {
 				t.Errorf("command (-want +got):\n%s", diff)
@@ -466,12 +467,102 @@ func TestBuildWorkerDeployment(t *testing.T) {
 	}
 }
 
+// Each worker pod keeps its positions on a claim of its own unless the spec
+// asks for an emptyDir; the state dir is mounted from whichever it is.
+func TestBuildWorkerStatefulSetStateVolume(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		state     replv1.WorkerStateSpec
+		wantClaim bool
+		wantSize  string
+		wantClass *string
+	}{
+		"default: a 1Gi claim per pod":     {wantClaim: true, wantSize: "1Gi"},
+		"size and class from the spec":     {state: replv1.WorkerStateSpec{Size: ptr.To(resource.MustParse("5Gi")), StorageClassName: ptr.To("fast")}, wantClaim: true, wantSize: "5Gi", wantClass: ptr.To("fast")},
+		"ephemeral: an emptyDir, no claim": {state: replv1.WorkerStateSpec{Ephemeral: true}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			w := newWorker(func(w *replv1.ReplicationWorker) { w.Spec.State = tc.state })
+			sts := BuildWorkerStatefulSet(w, newMaster(), testOpts)
+			if sts.Name != w.Name {
+				t.Errorf("StatefulSet name %s, want %s (pod names are the worker names)", sts.Name, w.Name)
+			}
+			v := volume(sts.Spec.Template.Spec, workerStateVolume)
+			switch {
+			case tc.wantClaim:
+				if v != nil {
+					t.Errorf("pod volume %+v would shadow the claim template", v)
+				}
+				if len(sts.Spec.VolumeClaimTemplates) != 1 {
+					t.Fatalf("claim templates %+v, want one", sts.Spec.VolumeClaimTemplates)
+				}
+				c := sts.Spec.VolumeClaimTemplates[0]
+				if c.Name != workerStateVolume {
+					t.Errorf("claim template %s, want %s", c.Name, workerStateVolume)
+				}
+				if got := c.Spec.Resources.Requests[corev1.ResourceStorage]; got.String() != tc.wantSize {
+					t.Errorf("claim size %s, want %s", got.String(), tc.wantSize)
+				}
+				if diff := cmp.Diff(tc.wantClass, c.Spec.StorageClassName); diff != "" {
+					t.Errorf("storage class (-want +got):\n%s", diff)
+				}
+				if p := sts.Spec.PersistentVolumeClaimRetentionPolicy; p == nil || p.WhenDeleted != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
+					t.Errorf("claim retention %+v, want claims kept when the worker is deleted", p)
+				}
+			default:
+				if v == nil || v.EmptyDir == nil {
+					t.Errorf("state volume %+v, want an emptyDir", v)
+				}
+				if len(sts.Spec.VolumeClaimTemplates) != 0 {
+					t.Errorf("claim templates %+v, want none", sts.Spec.VolumeClaimTemplates)
+				}
+			}
+			mounted := false
+			for _, m := range sts.Spec.Template.Spec.Containers[0].VolumeMounts {
+				mounted = mounted || (m.Name == workerStateVolume && m.MountPath == WorkerStateDir)
+			}
+			if !mounted {
+				t.Errorf("state volume not mounted at %s", WorkerStateDir)
+			}
+		})
+	}
+}
+
+// The reference worker resyncs by itself after an ephemeral master's
+// restart (its log is new every time) and stops for a durable one, unless
+// the spec says otherwise.
+func TestWorkerOnLogChangeFlag(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		ephemeralMaster bool
+		policy          replv1.LogChangePolicy
+		want            string
+	}{
+		"durable master":               {want: "--on-log-change=stop"},
+		"ephemeral master":             {ephemeralMaster: true, want: "--on-log-change=resync"},
+		"durable master, Resync asked": {policy: replv1.LogChangeResync, want: "--on-log-change=resync"},
+		"ephemeral master, Stop asked": {ephemeralMaster: true, policy: replv1.LogChangeStop, want: "--on-log-change=stop"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			m := newMaster()
+			m.Spec.Storage.Ephemeral = tc.ephemeralMaster
+			w := newWorker(func(w *replv1.ReplicationWorker) { w.Spec.OnLogChange = tc.policy })
+			args := BuildWorkerStatefulSet(w, m, testOpts).Spec.Template.Spec.Containers[0].Args
+			if !slices.Contains(args, tc.want) {
+				t.Errorf("args %v lack %s", args, tc.want)
+			}
+		})
+	}
+}
+
 func TestWorkerUserEnvComesAfterInjected(t *testing.T) {
 	t.Parallel()
 	w := newWorker(func(w *replv1.ReplicationWorker) {
 		w.Spec.Env = []corev1.EnvVar{{Name: "EXTRA", Value: "1"}}
 	})
-	c := BuildWorkerDeployment(w, newMaster(), testOpts).Spec.Template.Spec.Containers[0]
+	c := BuildWorkerStatefulSet(w, newMaster(), testOpts).Spec.Template.Spec.Containers[0]
 	last := c.Env[len(c.Env)-1]
 	if last.Name != "EXTRA" || !strings.HasPrefix(c.Env[0].Name, "TCPREPL_") {
 		t.Errorf("env order = %+v", c.Env)
@@ -504,7 +595,7 @@ func TestPodIPListenAddress(t *testing.T) {
 	t.Parallel()
 	m := newMaster()
 	sts := BuildMasterStatefulSet(m, testOpts, "h")
-	d := BuildWorkerDeployment(newWorker(), m, testOpts)
+	d := BuildWorkerStatefulSet(newWorker(), m, testOpts)
 	var flags []string
 	for _, a := range append(slices.Clone(sts.Spec.Template.Spec.Containers[0].Args), d.Spec.Template.Spec.Containers[0].Args...) {
 		if name, _, ok := strings.Cut(a, "="); ok && strings.HasSuffix(name, "-listen") {

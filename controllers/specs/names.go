@@ -81,6 +81,10 @@ func masterConfigMapName(m *replv1.ReplicationMaster) string     { return m.Name
 func MasterTokenSecretName(m *replv1.ReplicationMaster) string   { return m.Name + "-publish-token" }
 func masterNetworkPolicyName(m *replv1.ReplicationMaster) string { return m.Name }
 
+// WorkerStatefulSetName is the worker's StatefulSet; its pods are
+// NAME-0, NAME-1, ... and their claims state-NAME-0, state-NAME-1, ...
+func WorkerStatefulSetName(w *replv1.ReplicationWorker) string { return w.Name }
+
 // MasterPodName is the StatefulSet's only pod.
 func MasterPodName(m *replv1.ReplicationMaster) string { return masterStatefulSetName(m) + "-0" }
 

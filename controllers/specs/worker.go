@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -34,10 +35,35 @@ func WorkerPodLabels(w *replv1.ReplicationWorker) map[string]string {
 	return l
 }
 
-// BuildWorkerDeployment returns the Deployment of the worker pods. The
-// master is passed in because its address and server name go into the
-// pods' environment.
-func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, o BuildOptions) *appsv1.Deployment {
+// DefaultWorkerStateSize is each worker pod's claim when spec.state.size is
+// unset: positions take a few KiB; a file sink in the state dir takes what
+// it writes.
+var DefaultWorkerStateSize = resource.MustParse("1Gi")
+
+// workerStateVolume is the volume (and claim template) of the state dir.
+const workerStateVolume = "state"
+
+// WorkerLogChangePolicy is what the reference worker does when the master's
+// log changes: spec.onLogChange, else Resync for an ephemeral master (its
+// log is new after every restart, and stopping would stop every worker
+// each time) and Stop for a durable one (a new log there is an accident a
+// person should look at).
+func WorkerLogChangePolicy(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) replv1.LogChangePolicy {
+	if w.Spec.OnLogChange != "" {
+		return w.Spec.OnLogChange
+	}
+	if m.Spec.Storage.Ephemeral {
+		return replv1.LogChangeResync
+	}
+	return replv1.LogChangeStop
+}
+
+// BuildWorkerStatefulSet returns the StatefulSet of the worker pods. A
+// StatefulSet rather than a Deployment because each pod needs its own
+// positions back after it is deleted: pod N keeps its name (the worker name
+// the master knows it by) and its claim. The master is passed in because
+// its address and server name go into the pods' environment.
+func BuildWorkerStatefulSet(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, o BuildOptions) *appsv1.StatefulSet {
 	env := []corev1.EnvVar{
 		{Name: EnvMasterAddress, Value: MasterEndpoint(m)},
 		{Name: EnvServerName, Value: m.Spec.ServerName},
@@ -58,7 +84,7 @@ func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMas
 		SecurityContext:          restrictedContainerSecurity(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		VolumeMounts: []corev1.VolumeMount{
-			{Name: "state", MountPath: WorkerStateDir},
+			{Name: workerStateVolume, MountPath: WorkerStateDir},
 			{Name: "tmp", MountPath: "/tmp"},
 		},
 	}
@@ -80,6 +106,7 @@ func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMas
 			"--streams=" + strings.Join(streams, ","),
 			"--sink=" + sink,
 			"--state-dir=" + WorkerStateDir,
+			"--on-log-change=" + strings.ToLower(string(WorkerLogChangePolicy(w, m))),
 			// On the pod IP, like the master, so that pods sharing a
 			// network namespace in a test cluster do not collide.
 			"--metrics-listen=" + podIPListenAddress(WorkerMetricsPort),
@@ -89,16 +116,31 @@ func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMas
 		container.ReadinessProbe = httpProbeOn("/readyz", portNameMetrics, 5, 2)
 	}
 
+	volumes := []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	var claims []corev1.PersistentVolumeClaim
+	if w.Spec.State.Ephemeral {
+		// Positions survive container restarts but not pod deletion; a
+		// new pod starts from the master's current position.
+		volumes = append(volumes, corev1.Volume{Name: workerStateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	} else {
+		size := DefaultWorkerStateSize
+		if w.Spec.State.Size != nil {
+			size = *w.Spec.State.Size
+		}
+		claims = append(claims, corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: workerStateVolume, Labels: maps.Clone(workerLabels(w))},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				StorageClassName: w.Spec.State.StorageClassName,
+				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
+			},
+		})
+	}
+
 	tmpl := corev1.PodTemplateSpec{
 		Spec: corev1.PodSpec{
-			Containers: []corev1.Container{container},
-			Volumes: []corev1.Volume{
-				// Positions survive container restarts (the common failure)
-				// but not pod deletion; a new pod starts from NOW unless
-				// the worker is told otherwise.
-				{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-				{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-			},
+			Containers:                    []corev1.Container{container},
+			Volumes:                       volumes,
 			SecurityContext:               restrictedPodSecurity(),
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
@@ -111,12 +153,24 @@ func BuildWorkerDeployment(w *replv1.ReplicationWorker, m *replv1.ReplicationMas
 	if w.Spec.Replicas != nil {
 		replicas = ptr.To(*w.Spec.Replicas)
 	}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: w.Name, Namespace: w.Namespace, Labels: maps.Clone(workerLabels(w))},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: WorkerSelectorLabels(w)},
-			Template: tmpl,
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: WorkerStatefulSetName(w), Namespace: w.Namespace, Labels: maps.Clone(workerLabels(w))},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:             replicas,
+			Selector:             &metav1.LabelSelector{MatchLabels: WorkerSelectorLabels(w)},
+			Template:             tmpl,
+			VolumeClaimTemplates: claims,
+			// Workers are independent of each other: start and stop them
+			// all at once, as a Deployment would.
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+				// A file sink may live next to the positions: deleting a
+				// worker by mistake must not delete what it wrote. A pod
+				// scaled away and back resumes where it stopped.
+				WhenDeleted: appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+			},
 		},
 	}
 }

@@ -152,7 +152,13 @@ func (w *podWorker) run() {
 func (w *podWorker) shouldRestart(code int) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch w.pod.Spec.RestartPolicy {
+	return restartsAfter(w.pod.Spec.RestartPolicy, code)
+}
+
+// restartsAfter says whether policy runs a container that exited with code
+// again.
+func restartsAfter(policy corev1.RestartPolicy, code int) bool {
+	switch policy {
 	case corev1.RestartPolicyNever:
 		return false
 	case corev1.RestartPolicyOnFailure:
@@ -718,6 +724,12 @@ func (w *podWorker) status() corev1.PodStatus {
 		case c.state.Running != nil:
 			running = true
 			allDone = false
+		case c.state.Terminated != nil && restartsAfter(w.pod.Spec.RestartPolicy, int(c.state.Terminated.ExitCode)):
+			// Exited and about to run again: the pod is not done, as
+			// a kubelet reports it (a Failed phase would make a
+			// StatefulSet delete and recreate the pod).
+			allDone = false
+			anyRestarting = true
 		case c.state.Terminated != nil:
 			if c.state.Terminated.ExitCode != 0 {
 				anyFailed = true

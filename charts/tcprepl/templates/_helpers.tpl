@@ -91,8 +91,13 @@ every generated rule and runs the operator with exactly these permissions.
   resources: ["synapsereplications/status"]
   verbs: ["get", "update", "patch"]
 - apiGroups: ["apps"]
-  resources: ["statefulsets", "deployments"]
+  resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Only to delete the worker Deployments of operator versions before
+# workers ran as StatefulSets.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps", "secrets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
