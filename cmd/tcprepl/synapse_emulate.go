@@ -48,7 +48,7 @@ each writer sends "RDATA <stream> <instance> <token> <row>" every
 --interval. A --silent-writer is a process that runs but never announces
 the stream it is configured for (element-hq/synapse#20080).
 
-Not a Synapse: rows are placeholders. For demos and tests only.`,
+Not a Synapse: its rows are synthetic. For demos and tests only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
