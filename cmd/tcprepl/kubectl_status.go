@@ -279,6 +279,9 @@ func probeMaster(ctx context.Context, c client.Client, deps kubectlDeps, m *repl
 	}
 	snap, err := deps.probeOnce(ctx, cfg, f.wait)
 	if !snap.MeasuredAt.IsZero() {
+		if snap.Error == nil {
+			snap.Error = err // shown in the probe's table
+		}
 		pr.Snapshot = &snap
 	}
 	if err != nil {
