@@ -581,7 +581,7 @@ func writeConditions(p printf, conds []metav1.Condition, now time.Time) {
 	}
 	p("  TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE\n")
 	for _, c := range conds {
-		p("  %s\t%s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, age(now, c.LastTransitionTime.Time), oneLine(c.Message))
+		p("  %s\t%s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, age(now, c.LastTransitionTime.Time), dashIfEmpty(oneLine(c.Message)))
 	}
 	p("\n")
 }
