@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -46,8 +47,8 @@ func kubectlPlugin(ctx context.Context, t *testing.T, env *harness.Env, path str
 	err := cmd.Run()
 	code := 0
 	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
 			t.Fatalf("kubectl %s: %v", strings.Join(args, " "), err)
 		}
 		code = ee.ExitCode()
