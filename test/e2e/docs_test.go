@@ -402,6 +402,16 @@ func (s *docsShell) run(ctx context.Context, timeout time.Duration, what, script
 // publish, then the kubectl plugin installed with `make install-plugin`
 // and run through kubectl.
 func TestDocsFollowedLiterally(t *testing.T) {
+	// What the README's blocks call besides kubectl and helm.
+	var missing []string
+	for _, prog := range []string{"bash", "make", "go", "install", "curl", "base64"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			missing = append(missing, prog)
+		}
+	}
+	if len(missing) > 0 {
+		cluster.SkipOrFail(t, fmt.Errorf("%w: %s, which the README's commands run", cluster.ErrBinaryNotFound, strings.Join(missing, ", ")))
+	}
 	env, ctx := setup(t)
 	readme, err := os.ReadFile(filepath.Join(env.RepoRoot, "README.md"))
 	if err != nil {
