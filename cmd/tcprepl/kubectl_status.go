@@ -282,6 +282,9 @@ func probeMaster(ctx context.Context, c client.Client, deps kubectlDeps, m *repl
 		if snap.Error == nil {
 			snap.Error = err // shown in the probe's table
 		}
+		if snap.Error != nil {
+			snap.ErrorMessage = snap.Error.Error() // and in JSON
+		}
 		pr.Snapshot = &snap
 	}
 	if err != nil {

@@ -291,6 +291,12 @@ func TestKubectlStatusProbe(t *testing.T) {
 		want      []string
 		notWant   []string
 	}{
+		"unreachable in JSON": {
+			args:      []string{"status", "synapse", "-o", "json"},
+			probe:     &fakeProbe{snap: unreachable, err: fmt.Errorf("%w: connection refused", probe.ErrUnreachable)},
+			wantCalls: 1,
+			want:      []string{`"reachable": false`, `"error": "master unreachable: connection refused"`},
+		},
 		"unreachable is shown, not an error": {
 			args:      []string{"status", "synapse"},
 			probe:     &fakeProbe{snap: unreachable, err: fmt.Errorf("%w: dial tcp 127.5.0.3:9092: connection refused", probe.ErrUnreachable)},
