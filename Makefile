@@ -48,6 +48,16 @@ build: ## Build bin/tcprepl.
 
 $(TCPREPL): build
 
+# The kubectl plugin is the same binary under the name kubectl looks for on
+# PATH: `kubectl tcprepl status NAME` runs kubectl-tcprepl.
+PREFIX ?= /usr/local
+
+.PHONY: install-plugin
+install-plugin: build ## Install bin/tcprepl as $(PREFIX)/bin/kubectl-tcprepl (default PREFIX=/usr/local, or e.g. PREFIX=~/.local): kubectl tcprepl status|probe NAME.
+	install -d $(PREFIX)/bin
+	install -m 0755 $(TCPREPL) $(PREFIX)/bin/kubectl-tcprepl
+	@echo "installed $(PREFIX)/bin/kubectl-tcprepl; with $(PREFIX)/bin on PATH, run: kubectl tcprepl status NAME"
+
 # The image: built without a container engine by hack/image (its own module,
 # so go-containerregistry stays out of the product's dependencies). One
 # commit gives one digest: the creation time is the commit's.

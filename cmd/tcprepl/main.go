@@ -42,7 +42,7 @@ func newVersionCommand() *cobra.Command {
 }
 
 func main() {
-	if err := newRootCommand().Execute(); err != nil {
+	if err := rootCommandFor(os.Args[0]).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tcprepl:", err)
 		os.Exit(1)
 	}

@@ -4,7 +4,7 @@
 // applies the sample master and workers, publishes rows, and prints what
 // `kubectl get` and `tcprepl probe` show; then a SynapseReplication watches
 // a Synapse deployment emulated on a local redis-server and reports its
-// missing writer. Everything is removed on exit, including on Ctrl-C.
+// missing writer; last `kubectl tcprepl status` of the master. Everything is removed on exit, including on Ctrl-C.
 //
 //	go run ./hack/demo [--rows 50] [--keep]
 package main
@@ -202,11 +202,16 @@ func run(ctx context.Context, rows int, keep, verbose bool) (err error) {
 		return err
 	}
 
+	if err := pluginStatus(ctx, env, master); err != nil {
+		return err
+	}
+
 	fmt.Printf("\ndemo ran in %s\n", time.Since(began).Round(time.Second))
 	if keep {
 		step("the cluster keeps running until Ctrl-C; in another terminal:")
 		fmt.Printf("    export KUBECONFIG=%s\n    %s get rmaster,rworker,srepl -A -o wide\n", env.Cluster.Kubeconfig, tools.Cluster.Kubectl)
 		fmt.Printf("    %s %s\n", tools.Tcprepl, strings.Join(probeArgs, " "))
+		fmt.Printf("    PATH=%s:$PATH %s tcprepl status %s --namespace %s\n", filepath.Join(env.Dir, "plugin-bin"), tools.Cluster.Kubectl, master, ns)
 		<-ctx.Done()
 	}
 	return nil
