@@ -177,7 +177,24 @@ func parseDesc(d *prometheus.Desc) (string, []string, error) {
 	return name, labels, nil
 }
 
-// registeredMetrics runs the operator's metrics and probe, a real master
+var (
+	registeredMu    sync.Mutex
+	registeredCache map[string]registered
+)
+
+// registeredMetrics is collectRegistered, once per test process: the
+// operator's metrics register once per process.
+func registeredMetrics(t *testing.T) map[string]registered {
+	t.Helper()
+	registeredMu.Lock()
+	defer registeredMu.Unlock()
+	if registeredCache == nil {
+		registeredCache = collectRegistered(t)
+	}
+	return registeredCache
+}
+
+// collectRegistered runs the operator's metrics and probe, a real master
 // and a real worker connected to it, and returns the metric families each
 // process registers, by process: "operator", "master", "worker".
 //
@@ -188,7 +205,7 @@ func parseDesc(d *prometheus.Desc) (string, []string, error) {
 // gathered from the registry its /metrics serves, after a publish and
 // with the worker and the probe connected; the worker's are described on
 // and gathered from its registry once it has caught up.
-func registeredMetrics(t *testing.T) map[string]registered {
+func collectRegistered(t *testing.T) map[string]registered {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
