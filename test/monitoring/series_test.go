@@ -20,7 +20,8 @@ func TestNoPerConnectionSeries(t *testing.T) {
 	for proc, reg := range registeredMetrics(t) {
 		for name, mi := range reg {
 			for l := range mi.labels {
-				if connectionLabels[l] && !(name == "tcprepl_probe_info" && l == "address") {
+				infoAddress := name == "tcprepl_probe_info" && l == "address"
+				if connectionLabels[l] && !infoAddress {
 					t.Errorf("the %s's %s is labelled %s: a series per connection or address", proc, name, l)
 				}
 			}
