@@ -80,7 +80,7 @@ var (
 	// podLagSeries remembers the pod series each worker has, so that a
 	// gone pod's are deleted without touching the others'.
 	podLagMu     sync.Mutex
-	podLagSeries = map[types.NamespacedName]map[podStreamKey]bool{}
+	podLagSeries = map[types.NamespacedName]map[podStreamKey]podLagGauges{}
 
 	registerOnce sync.Once
 	registerErr  error
@@ -188,6 +188,10 @@ type podLag struct {
 
 type podStreamKey struct{ pod, stream string }
 
+// podLagGauges are one pod and stream's series, kept so that a reconcile
+// of a large worker sets them without looking them up again.
+type podLagGauges struct{ seconds, tokens prometheus.Gauge }
+
 // recordWorkerPodLags publishes each pod's lag per stream and deletes the
 // series of pods and streams no longer in lags: a pod that is gone (scaled
 // down, terminating, or with no known lag) leaves no series behind. The
@@ -197,16 +201,25 @@ func recordWorkerPodLags(namespace, worker string, lags []podLag) {
 	key := types.NamespacedName{Namespace: namespace, Name: worker}
 	podLagMu.Lock()
 	defer podLagMu.Unlock()
-	now := map[podStreamKey]bool{}
+	before := podLagSeries[key]
+	now := make(map[podStreamKey]podLagGauges, len(before))
 	for _, p := range lags {
 		for _, s := range p.streams {
-			now[podStreamKey{p.pod, s.stream}] = true
-			workerPodLagSeconds.WithLabelValues(namespace, worker, p.pod, s.stream).Set(s.seconds)
-			workerPodLagTokens.WithLabelValues(namespace, worker, p.pod, s.stream).Set(float64(s.tokens))
+			k := podStreamKey{p.pod, s.stream}
+			g, ok := before[k]
+			if !ok {
+				g = podLagGauges{
+					seconds: workerPodLagSeconds.WithLabelValues(namespace, worker, p.pod, s.stream),
+					tokens:  workerPodLagTokens.WithLabelValues(namespace, worker, p.pod, s.stream),
+				}
+			}
+			g.seconds.Set(s.seconds)
+			g.tokens.Set(float64(s.tokens))
+			now[k] = g
 		}
 	}
-	for k := range podLagSeries[key] {
-		if !now[k] {
+	for k := range before {
+		if _, ok := now[k]; !ok {
 			workerPodLagSeconds.DeleteLabelValues(namespace, worker, k.pod, k.stream)
 			workerPodLagTokens.DeleteLabelValues(namespace, worker, k.pod, k.stream)
 		}

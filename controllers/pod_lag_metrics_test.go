@@ -192,3 +192,25 @@ func TestDeletedWorkerPodLagsGoAway(t *testing.T) {
 	}
 	forgetWorkerMetrics(ns, "kept")
 }
+
+// BenchmarkRecordWorkerPodLags: one reconcile's metric update for a worker
+// of 1000 pods on 16 streams (32,000 series), all pods present again.
+func BenchmarkRecordWorkerPodLags(b *testing.B) {
+	if err := RegisterMetrics(); err != nil {
+		b.Fatal(err)
+	}
+	const ns, pods, streams = "pod-lag-bench-ns", 1000, 16
+	lags := make([]podLag, pods)
+	for i := range lags {
+		lags[i].pod = fmt.Sprintf("w1-%d", i)
+		for s := range streams {
+			lags[i].streams = append(lags[i].streams, podStreamLag{stream: fmt.Sprintf("stream%02d", s), seconds: float64(i), tokens: int64(i)})
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		recordWorkerPodLags(ns, "w1", lags)
+	}
+	b.StopTimer()
+	forgetWorkerMetrics(ns, "w1")
+}
