@@ -29,6 +29,7 @@ HELM := $(BIN)/helm-v$(HELM_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen-v$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT := $(BIN)/golangci-lint-v$(GOLANGCI_LINT_VERSION)
 PROMTOOL := $(BIN)/promtool-v$(PROMETHEUS_VERSION)
+PROMQL_SELECTORS := $(BIN)/promql-selectors-v$(PROMETHEUS_VERSION)
 TCPREPL := $(BIN)/tcprepl
 
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
@@ -36,6 +37,7 @@ export TCPREPL_KUBE_CONTROLLER_MANAGER := $(KUBE_CONTROLLER_MANAGER)
 export TCPREPL_KUBECTL := $(KUBECTL)
 export TCPREPL_HELM := $(HELM)
 export TCPREPL_PROMTOOL := $(PROMTOOL)
+export TCPREPL_PROMQL_SELECTORS := $(PROMQL_SELECTORS)
 
 .PHONY: all
 all: build
@@ -92,10 +94,10 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC into config/ and the char
 ##@ Tools (built from the Go module proxy, cached in bin/)
 
 .PHONY: tools
-tools: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBECTL) $(ETCD) $(HELM) $(CONTROLLER_GEN) $(GOLANGCI_LINT) $(PROMTOOL) ## Build every tool the tests use.
+tools: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBECTL) $(ETCD) $(HELM) $(CONTROLLER_GEN) $(GOLANGCI_LINT) $(PROMTOOL) $(PROMQL_SELECTORS) ## Build every tool the tests use.
 
 # Short names for the tool binaries: `make controller-gen`, `make helm`, ...
-.PHONY: kube-apiserver kube-controller-manager kubectl etcd helm controller-gen golangci-lint promtool
+.PHONY: kube-apiserver kube-controller-manager kubectl etcd helm controller-gen golangci-lint promtool promql-selectors
 kube-apiserver: $(KUBE_APISERVER)
 kube-controller-manager: $(KUBE_CONTROLLER_MANAGER)
 kubectl: $(KUBECTL)
@@ -104,6 +106,7 @@ helm: $(HELM)
 controller-gen: $(CONTROLLER_GEN)
 golangci-lint: $(GOLANGCI_LINT)
 promtool: $(PROMTOOL)
+promql-selectors: $(PROMQL_SELECTORS)
 
 $(KUBE_APISERVER):
 	cd hack/tools/kube && $(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
@@ -118,6 +121,9 @@ $(HELM):
 # promtool unit-tests the chart's alerting rules (test/alerts).
 $(PROMTOOL):
 	cd hack/tools/prometheus && $(GO) build -o $@ github.com/prometheus/prometheus/cmd/promtool
+# Prometheus's PromQL parser, for the Grafana dashboard's test (test/monitoring).
+$(PROMQL_SELECTORS):
+	cd hack/tools/prometheus && $(GO) build -o $@ ./promql-selectors
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN)/.gobin-controller-gen $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@v$(CONTROLLER_TOOLS_VERSION)
 	mv $(BIN)/.gobin-controller-gen/controller-gen $@

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
@@ -64,6 +65,23 @@ var (
 		Help: "1 when the Lagging condition is True (a stream is more than spec.maxLagSeconds behind).",
 	}, []string{"namespace", "worker", "master"})
 
+	// Per pod and stream: what the status's capped pod list cannot show.
+	// One series per pod and stream of the master (no connection ids),
+	// removed as soon as the pod is gone or terminating, or the worker.
+	workerPodLagSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_operator_worker_pod_lag_seconds",
+		Help: "Seconds each worker pod is behind on each stream: the older of the master's view of its connection and the pod's own durable position.",
+	}, []string{"namespace", "worker", "pod", "stream"})
+	workerPodLagTokens = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tcprepl_operator_worker_pod_lag_tokens",
+		Help: "Tokens each worker pod is behind on each stream (the master's position minus the lesser of what it sent and what the pod durably processed).",
+	}, []string{"namespace", "worker", "pod", "stream"})
+
+	// podLagSeries remembers the pod series each worker has, so that a
+	// gone pod's are deleted without touching the others'.
+	podLagMu     sync.Mutex
+	podLagSeries = map[types.NamespacedName]map[podStreamKey]podLagGauges{}
+
 	registerOnce sync.Once
 	registerErr  error
 )
@@ -75,6 +93,7 @@ func RegisterMetrics() error {
 		for _, c := range []prometheus.Collector{
 			masterReady, masterHeartbeatStale, masterHeartbeatSeconds, masterConnectedWorkers, masterStreamPosition,
 			workerDesiredReplicas, workerReadyReplicas, workerConnectedReplicas, workerMaxLagSeconds, workerLagging,
+			workerPodLagSeconds, workerPodLagTokens,
 		} {
 			if err := ctrlmetrics.Registry.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
@@ -125,7 +144,7 @@ func forgetMasterMetrics(namespace, name string) {
 // recordWorkerMetrics publishes a worker's freshly computed status.
 func recordWorkerMetrics(w *replv1.ReplicationWorker, st replv1.ReplicationWorkerStatus) {
 	// A masterRef change leaves the old series behind; drop them first.
-	forgetWorkerMetrics(w.Namespace, w.Name)
+	forgetWorkerResourceMetrics(w.Namespace, w.Name)
 	l := []string{w.Namespace, w.Name, w.Spec.MasterRef.Name}
 	desired := int32(1)
 	if w.Spec.Replicas != nil {
@@ -140,9 +159,74 @@ func recordWorkerMetrics(w *replv1.ReplicationWorker, st replv1.ReplicationWorke
 	}
 }
 
+// forgetWorkerMetrics drops every series of a worker that is gone.
 func forgetWorkerMetrics(namespace, name string) {
+	forgetWorkerResourceMetrics(namespace, name)
+	recordWorkerPodLags(namespace, name, nil)
+}
+
+// forgetWorkerResourceMetrics drops the worker's per-resource series.
+func forgetWorkerResourceMetrics(namespace, name string) {
 	l := prometheus.Labels{"namespace": namespace, "worker": name}
 	for _, v := range []*prometheus.GaugeVec{workerDesiredReplicas, workerReadyReplicas, workerConnectedReplicas, workerMaxLagSeconds, workerLagging} {
 		v.DeletePartialMatch(l)
 	}
+}
+
+// podStreamLag is one stream's lag of one pod.
+type podStreamLag struct {
+	stream  string
+	seconds float64
+	tokens  int64
+}
+
+// podLag is one pod's lag on every stream it is known for.
+type podLag struct {
+	pod     string
+	streams []podStreamLag
+}
+
+type podStreamKey struct{ pod, stream string }
+
+// podLagGauges are one pod and stream's series, kept so that a reconcile
+// of a large worker sets them without looking them up again.
+type podLagGauges struct{ seconds, tokens prometheus.Gauge }
+
+// recordWorkerPodLags publishes each pod's lag per stream and deletes the
+// series of pods and streams no longer in lags: a pod that is gone (scaled
+// down, terminating, or with no known lag) leaves no series behind. The
+// others are overwritten in place, so a scrape never sees a pod vanish
+// between two reconciles.
+func recordWorkerPodLags(namespace, worker string, lags []podLag) {
+	key := types.NamespacedName{Namespace: namespace, Name: worker}
+	podLagMu.Lock()
+	defer podLagMu.Unlock()
+	before := podLagSeries[key]
+	now := make(map[podStreamKey]podLagGauges, len(before))
+	for _, p := range lags {
+		for _, s := range p.streams {
+			k := podStreamKey{p.pod, s.stream}
+			g, ok := before[k]
+			if !ok {
+				g = podLagGauges{
+					seconds: workerPodLagSeconds.WithLabelValues(namespace, worker, p.pod, s.stream),
+					tokens:  workerPodLagTokens.WithLabelValues(namespace, worker, p.pod, s.stream),
+				}
+			}
+			g.seconds.Set(s.seconds)
+			g.tokens.Set(float64(s.tokens))
+			now[k] = g
+		}
+	}
+	for k := range before {
+		if _, ok := now[k]; !ok {
+			workerPodLagSeconds.DeleteLabelValues(namespace, worker, k.pod, k.stream)
+			workerPodLagTokens.DeleteLabelValues(namespace, worker, k.pod, k.stream)
+		}
+	}
+	if len(now) == 0 {
+		delete(podLagSeries, key)
+		return
+	}
+	podLagSeries[key] = now
 }

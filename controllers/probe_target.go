@@ -15,6 +15,9 @@ type ProbeTarget struct {
 	ServerName string
 	// HTTPURL is the base URL of the master's HTTP API.
 	HTTPURL string
+	// Namespace and Name are the ReplicationMaster's: the probe's metrics
+	// are labelled by them, not by the address, which moves with the pod.
+	Namespace, Name string
 }
 
 // ProbeTargetFor is where the operator's probe reaches a master: the
@@ -22,7 +25,8 @@ type ProbeTarget struct {
 // pod's IP (the probe watches this pod, not whatever the Service balances
 // to), else the Service's DNS name until the pod has an IP.
 func ProbeTargetFor(m *replv1.ReplicationMaster, pod *corev1.Pod) ProbeTarget {
-	t := ProbeTarget{ServerName: m.Spec.ServerName, Address: specs.MasterEndpoint(m), HTTPURL: specs.MasterHTTPEndpoint(m)}
+	t := ProbeTarget{ServerName: m.Spec.ServerName, Address: specs.MasterEndpoint(m), HTTPURL: specs.MasterHTTPEndpoint(m),
+		Namespace: m.Namespace, Name: m.Name}
 	if pod != nil && pod.Status.PodIP != "" && pod.DeletionTimestamp == nil {
 		host := pod.Status.PodIP
 		t.Address = specs.HostPort(host, m.Spec.ReplicationPort)

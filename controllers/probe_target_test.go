@@ -20,20 +20,20 @@ func TestProbeTargetFor(t *testing.T) {
 	}{
 		"service until the pod has an IP": {
 			pod:  &corev1.Pod{},
-			want: ProbeTarget{Address: "m1.ns.svc:9092", HTTPURL: "http://m1.ns.svc:9093", ServerName: "matrix.example.org"},
+			want: ProbeTarget{Address: "m1.ns.svc:9092", HTTPURL: "http://m1.ns.svc:9093", ServerName: "matrix.example.org", Namespace: "ns", Name: "m1"},
 		},
 		"pod IP": {
 			pod:  withIP,
-			want: ProbeTarget{Address: "10.0.0.7:9092", HTTPURL: "http://10.0.0.7:9093", ServerName: "matrix.example.org"},
+			want: ProbeTarget{Address: "10.0.0.7:9092", HTTPURL: "http://10.0.0.7:9093", ServerName: "matrix.example.org", Namespace: "ns", Name: "m1"},
 		},
 		"IPv6 pod IP": {
 			pod:  &corev1.Pod{Status: corev1.PodStatus{PodIP: "fd00::7"}},
-			want: ProbeTarget{Address: "[fd00::7]:9092", HTTPURL: "http://[fd00::7]:9093", ServerName: "matrix.example.org"},
+			want: ProbeTarget{Address: "[fd00::7]:9092", HTTPURL: "http://[fd00::7]:9093", ServerName: "matrix.example.org", Namespace: "ns", Name: "m1"},
 		},
 		"annotations win": {
 			annotations: map[string]string{specs.AnnotationProbeAddress: "127.0.0.1:1", specs.AnnotationProbeHTTPURL: "http://127.0.0.1:2"},
 			pod:         withIP,
-			want:        ProbeTarget{Address: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:2", ServerName: "matrix.example.org"},
+			want:        ProbeTarget{Address: "127.0.0.1:1", HTTPURL: "http://127.0.0.1:2", ServerName: "matrix.example.org", Namespace: "ns", Name: "m1"},
 		},
 	}
 	for name, tc := range tests {

@@ -179,9 +179,10 @@ func (pm *ProbeManager) runLocked(key types.NamespacedName, rp *runningProbe) {
 		p := rp.prober
 		for {
 			// Run returns early only when the probe cannot run at all (its
-			// metrics collide with another probe's, say, while a pod IP
-			// moves between masters). Make a fresh probe after a pause
-			// rather than leave the master unobserved.
+			// metrics, labelled by the master's namespace and name, collide
+			// with a probe of the same master that has not unregistered
+			// yet). Make a fresh probe after a pause rather than leave the
+			// master unobserved.
 			err := p.Run(ctx)
 			if ctx.Err() != nil {
 				return

@@ -78,6 +78,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		}
 		status := WorkerStatus(&w, nil, WorkerObservation{Pods: pods, Now: r.now()}, emptySnapshot, false, nil)
 		recordWorkerMetrics(&w, status)
+		recordWorkerPodLags(w.Namespace, w.Name, nil)
 		return r.writeStatus(ctx, &w, status, true)
 	}
 
@@ -100,8 +101,9 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if r.Workers != nil && len(pods) > 0 {
 		obs.Reports = r.reports.merge(req.NamespacedName, pods, r.Workers.ReadWorkers(ctx, pods), obs.Now)
 	}
-	status := WorkerStatus(&w, &m, obs, snap, haveSnap, err)
+	status, lags := workerStatus(&w, &m, obs, snap, haveSnap, err)
 	recordWorkerMetrics(&w, status)
+	recordWorkerPodLags(w.Namespace, w.Name, lags)
 	result, statusErr := r.writeStatus(ctx, &w, status, err != nil)
 	if err != nil {
 		return ctrl.Result{}, err

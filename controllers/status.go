@@ -205,12 +205,23 @@ type podSummary struct {
 	seconds  float64
 	tokens   int64
 	where    string
+	// lags holds every stream's lag, for the per-pod metrics: status
+	// lists at most maxPodStreamEntries streams of at most maxPodEntries
+	// pods, the metrics all of them.
+	lags []podStreamLag
 }
 
 // WorkerStatus computes a worker's status. m is nil when the master does
 // not exist. Replica counts come from the pods, not from the workload
 // object, so they follow the pods whatever runs them.
 func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs WorkerObservation, snap probe.Snapshot, haveSnap bool, reconcileErr error) replv1.ReplicationWorkerStatus {
+	st, _ := workerStatus(w, m, obs, snap, haveSnap, reconcileErr)
+	return st
+}
+
+// workerStatus is WorkerStatus that also returns each pod's lag per stream
+// (pods whose lag is unknown left out), for the per-pod metrics.
+func workerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs WorkerObservation, snap probe.Snapshot, haveSnap bool, reconcileErr error) (replv1.ReplicationWorkerStatus, []podLag) {
 	st := *w.Status.DeepCopy()
 	st.Selector = labels.SelectorFromSet(specs.WorkerSelectorLabels(w)).String()
 	gen := w.Generation
@@ -248,7 +259,7 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs 
 		st.Pods, st.PodsOmitted = nil, 0
 		st.MaxLag = ""
 		st.MaxTokensBehind = 0
-		return st
+		return st, nil
 	}
 
 	connsKnown := haveSnap && snap.ConnectionsAvailable
@@ -377,7 +388,13 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs 
 	if reconcileErr == nil {
 		st.ObservedGeneration = gen
 	}
-	return st
+	var lags []podLag
+	for _, p := range pods {
+		if len(p.lags) > 0 {
+			lags = append(lags, podLag{pod: p.entry.Name, streams: p.lags})
+		}
+	}
+	return st, lags
 }
 
 // summarisePod merges what the master's connection table and the pod's own
@@ -434,6 +451,7 @@ func summarisePod(pod *corev1.Pod, c *probe.Connection, rep WorkerReport, hasRep
 			p.where = fmt.Sprintf("pod %s, stream %s", pod.Name, l.s.Name)
 		}
 		p.tokens = max(p.tokens, l.s.TokensBehind)
+		p.lags = append(p.lags, podStreamLag{stream: l.s.Name, seconds: l.seconds, tokens: l.s.TokensBehind})
 	}
 	if len(list) > maxPodStreamEntries {
 		slices.SortFunc(list, func(a, b *lag) int {

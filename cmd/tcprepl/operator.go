@@ -140,9 +140,10 @@ func runOperator(f operatorFlags, zapOpts zap.Options) error {
 				HeartbeatInterval: heartbeat,
 				Logger:            log.WithName("probe"),
 				// Each probe's tcprepl_probe_* series (labelled with the
-				// master's address) join the operator's /metrics while it
-				// runs; the chart's alerts use them.
-				Registerer: ctrlmetrics.Registry,
+				// master's namespace and name) join the operator's
+				// /metrics while it runs.
+				Registerer:      ctrlmetrics.Registry,
+				MasterNamespace: t.Namespace, MasterName: t.Name,
 			})
 		},
 		StatusInterval:          f.statusInterval,

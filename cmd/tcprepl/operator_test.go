@@ -211,7 +211,8 @@ func TestOperatorProcessWithShippedRBAC(t *testing.T) {
 		for _, want := range []string{
 			`tcprepl_operator_master_ready{master="m",namespace="apps"} 0`,
 			`tcprepl_operator_worker_desired_replicas{master="m",namespace="apps",worker="w"} 2`,
-			`tcprepl_probe_up{master="m.apps.svc:9092"} 0`,
+			`tcprepl_probe_up{master="m",namespace="apps"} 0`,
+			`tcprepl_probe_info{address="m.apps.svc:9092",master="m",namespace="apps",server_name=`,
 		} {
 			if !strings.Contains(string(body), want) {
 				return fmt.Errorf("/metrics lacks %s", want)

@@ -50,9 +50,14 @@ type Config struct {
 	Logger          logr.Logger
 	// HTTPClient reads the connection table; one with a 5s timeout if nil.
 	HTTPClient *http.Client
-	// Registerer, if set, receives the probe's metrics (labelled with the
-	// master's address) while Run runs, and the replication client's.
+	// Registerer, if set, receives the probe's metrics while Run runs, and
+	// the replication client's.
 	Registerer prometheus.Registerer
+	// MasterNamespace and MasterName name the master on the probe's
+	// metrics (labels namespace and master; the operator gives its
+	// ReplicationMaster's). Without MasterName the series carry
+	// master=<Address>, for a probe that observes no resource.
+	MasterNamespace, MasterName string
 	// Dial replaces the TCP dialer (tests, TLS).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// InitialBackoff and MaxBackoff bound the reconnect delay (defaults of
@@ -130,6 +135,9 @@ func New(cfg Config) (*Probe, error) {
 	}
 	if cfg.ServerName == "" {
 		return nil, errors.New("probe: no server name; give the name the master announces with SERVER (its serverName)")
+	}
+	if cfg.MasterNamespace != "" && cfg.MasterName == "" {
+		return nil, fmt.Errorf("probe: master namespace %q without a master name; give the ReplicationMaster's name too, or neither", cfg.MasterNamespace)
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
@@ -242,7 +250,7 @@ func (p *Probe) Run(ctx context.Context) error {
 	if p.cfg.Registerer != nil {
 		c := newCollector(p)
 		if err := p.cfg.Registerer.Register(c); err != nil {
-			return fmt.Errorf("probe: register metrics for %s: %w", p.cfg.Address, err)
+			return fmt.Errorf("probe: register metrics for master %v: %w; run one probe per master on a registry", p.cfg.metricLabels(), err)
 		}
 		defer p.cfg.Registerer.Unregister(c)
 	}

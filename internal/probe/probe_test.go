@@ -386,6 +386,7 @@ func TestProbeMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	cfg := fastConfig(t, m.Addr())
 	cfg.Registerer = reg
+	cfg.MasterNamespace, cfg.MasterName = "apps", "m1"
 	p := runProbe(t, cfg)
 	waitFor(t, 10*time.Second, "a heartbeat", func() bool { return p.Snapshot().Heartbeat.Samples > 0 })
 	mfs, err := reg.Gather()
@@ -400,8 +401,14 @@ func TestProbeMetrics(t *testing.T) {
 				if l.GetName() == "stream" || l.GetName() == "quantile" {
 					key += "/" + l.GetValue()
 				}
-				if l.GetName() == "master" && l.GetValue() != m.Addr() {
-					t.Errorf("%s has master=%q", mf.GetName(), l.GetValue())
+				if l.GetName() == "master" && l.GetValue() != "m1" {
+					t.Errorf("%s has master=%q, want the resource's name m1", mf.GetName(), l.GetValue())
+				}
+				if l.GetName() == "namespace" && l.GetValue() != "apps" {
+					t.Errorf("%s has namespace=%q, want apps", mf.GetName(), l.GetValue())
+				}
+				if l.GetName() == "address" && (mf.GetName() != "tcprepl_probe_info" || l.GetValue() != m.Addr()) {
+					t.Errorf("%s has address=%q; only tcprepl_probe_info carries the address (%s)", mf.GetName(), l.GetValue(), m.Addr())
 				}
 			}
 			if mt.GetGauge() != nil {
@@ -409,7 +416,7 @@ func TestProbeMetrics(t *testing.T) {
 			}
 		}
 	}
-	if got["tcprepl_probe_up"] != 1 || got["tcprepl_probe_stream_position/events"] != 1 || got["tcprepl_probe_heartbeat_latency_seconds/0.5"] <= 0 {
+	if got["tcprepl_probe_up"] != 1 || got["tcprepl_probe_info"] != 1 || got["tcprepl_probe_stream_position/events"] != 1 || got["tcprepl_probe_heartbeat_latency_seconds/0.5"] <= 0 {
 		t.Fatalf("metrics = %v", got)
 	}
 	// A second probe of the same master on the same registry is refused
@@ -443,9 +450,10 @@ func TestProbeRunTwice(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"no address":     {ServerName: "x"},
-		"no port":        {Address: "master", ServerName: "x"},
-		"no server name": {Address: "master:9092"},
+		"no address":                    {ServerName: "x"},
+		"no port":                       {Address: "master", ServerName: "x"},
+		"no server name":                {Address: "master:9092"},
+		"namespace without master name": {Address: "master:9092", ServerName: "x", MasterNamespace: "apps"},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: no error", name)
