@@ -1,0 +1,147 @@
+package pglog
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcprepl/tcprepl/internal/pgtest"
+)
+
+// frozen makes a writer that never renews its lease once it took over:
+// what a process stopped with SIGSTOP looks like to the database (its
+// sessions stay open, its lease runs out).
+func frozen(ttl time.Duration) func(*Options) {
+	return func(o *Options) {
+		o.LeaseTTL = ttl
+		o.LeaseRenewInterval = time.Hour
+	}
+}
+
+// TestStandbyTakesOverAFrozenWritersLog: while the writer's lease is live
+// a candidate is refused; once it expired (the writer's session and its
+// advisory lock are still open) the candidate ends the old writer's
+// sessions and takes over with the next epoch. The old writer's next
+// commit fails and stores nothing, and the new one continues the tokens.
+func TestStandbyTakesOverAFrozenWritersLog(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	old := mustOpen(t, dsn, frozen(time.Second))
+	if _, err := appendRow(old, "events", `[1]`); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := NewCandidate(ctx, Options{DSN: dsn, ServerName: "hs.example", Streams: []string{"events", "caches"}, TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.TryTakeOver(ctx); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "holds the lease until") {
+		t.Fatalf("takeover while the lease is live: %v, want ErrLocked naming the lease", err)
+	}
+	var l *Log
+	start := time.Now()
+	for {
+		if l, err = c.TryTakeOver(ctx); err == nil {
+			break
+		}
+		if !errors.Is(err, ErrLocked) || time.Since(start) > 10*time.Second {
+			t.Fatalf("takeover after the lease expired: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	t.Logf("took over %s after the first refusal (lease TTL 1s)", time.Since(start).Round(time.Millisecond))
+	if l.Epoch() != old.Epoch()+1 {
+		t.Fatalf("epoch %d after takeover from epoch %d", l.Epoch(), old.Epoch())
+	}
+	if _, err := appendRow(old, "events", `[2]`); !errors.Is(err, ErrFailed) {
+		t.Fatalf("append by the frozen writer after the takeover: %v, want ErrFailed", err)
+	}
+	u, err := appendRow(l, "events", `[2]`)
+	if err != nil || u.Token != 2 {
+		t.Fatalf("append by the new writer: token %d, %v; want 2", u.Token, err)
+	}
+	var n int64
+	query(t, dsn, `SELECT count(*) FROM tcprepl_token WHERE rows = '[2]'`, &n)
+	if n != 1 {
+		t.Fatalf("row [2] stored %d times, want once (by the new writer only)", n)
+	}
+}
+
+// TestExpiredLeaseRefusesTheCommit: a writer whose lease expired cannot
+// commit even though no one took over yet and its session is intact: the
+// check in the commit's transaction refuses it.
+func TestExpiredLeaseRefusesTheCommit(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	l := mustOpen(t, dsn, frozen(300*time.Millisecond))
+	if _, err := appendRow(l, "events", `[1]`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	_, err := appendRow(l, "events", `[2]`)
+	if !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "the lease of epoch 1 expired") {
+		t.Fatalf("commit with an expired lease: %v, want ErrFenced saying the lease expired", err)
+	}
+	var n int64
+	query(t, dsn, `SELECT count(*) FROM tcprepl_token`, &n)
+	if n != 1 {
+		t.Fatalf("%d tokens stored, want 1", n)
+	}
+}
+
+// TestFailedRenewalFencesTheLog: the writer stops on its own when it cannot
+// renew, whether its lease was taken or its session to the database broke.
+func TestFailedRenewalFencesTheLog(t *testing.T) {
+	for name, tc := range map[string]struct {
+		break_ string
+		want   string
+	}{
+		"lease taken by another holder": {
+			break_: `UPDATE tcprepl_lease SET holder = 'someone-else'`,
+			want:   "expired or another master took it over",
+		},
+		"sessions ended": {
+			break_: `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'tcprepl-%' AND datname = current_database()`,
+			want:   "renewing it failed",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dsn := pgtest.Shared(t).NewDatabase(t)
+			l := mustOpen(t, dsn, func(o *Options) { o.LeaseTTL, o.LeaseRenewInterval = 2*time.Second, 100*time.Millisecond })
+			if _, err := appendRow(l, "events", `[1]`); err != nil {
+				t.Fatal(err)
+			}
+			query(t, dsn, tc.break_)
+			select {
+			case <-l.Failed():
+			case <-time.After(5 * time.Second):
+				t.Fatal("the log did not fence itself after its renewal failed")
+			}
+			err := l.Err()
+			if !errors.Is(err, ErrLeaseLost) || !errors.Is(err, ErrFenced) || !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Err() = %v, want ErrLeaseLost, ErrFenced and ErrFailed saying %q", err, tc.want)
+			}
+			if _, err := appendRow(l, "events", `[2]`); !errors.Is(err, ErrLeaseLost) {
+				t.Fatalf("append after self-fencing: %v, want ErrLeaseLost", err)
+			}
+		})
+	}
+}
+
+// TestCloseGivesTheLeaseUp: after a clean stop a standby does not wait for
+// the lease to expire.
+func TestCloseGivesTheLeaseUp(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	a := mustOpen(t, dsn, func(o *Options) { o.LeaseTTL = time.Hour })
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var live bool
+	query(t, dsn, `SELECT expires_at > now() FROM tcprepl_lease`, &live)
+	if live {
+		t.Fatal("the lease is still live after Close")
+	}
+	mustOpen(t, dsn)
+}
