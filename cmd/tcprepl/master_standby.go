@@ -23,9 +23,6 @@ import (
 // healthy, and a restart would only lose time. It returns when ctx is done
 // or on an error that waiting cannot cure (no DSN, a listener failing).
 func runPostgresMaster(ctx context.Context, cfg masterapi.Config, logger logr.Logger, shutdownTimeout time.Duration) error {
-	if cfg.TLS.PlaintextReplicationListen != "" {
-		return errors.New("tls.plaintextReplicationListen is not supported with log.backend postgres yet: a standby could not hand the port over; remove it")
-	}
 	var lc net.ListenConfig
 	replRaw, err := lc.Listen(ctx, "tcp", cfg.ReplicationListen)
 	if err != nil {
@@ -41,12 +38,27 @@ func runPostgresMaster(ctx context.Context, cfg masterapi.Config, logger logr.Lo
 	repl, httpLn := newSharedListener(replRaw), newSharedListener(httpRaw)
 	defer repl.close()
 	defer httpLn.close()
+	var plain *sharedListener
+	if addr := cfg.TLS.PlaintextReplicationListen; addr != "" {
+		raw, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen for plaintext replication on %s (tls.plaintextReplicationListen): %w", addr, err)
+		}
+		plain = newSharedListener(raw)
+		defer plain.close()
+	}
+	replViews := func() []net.Listener {
+		if plain == nil {
+			return []net.Listener{repl.view()}
+		}
+		return []net.Listener{repl.view(), plain.view()}
+	}
 	logger.Info("master listening", "http", httpRaw.Addr().String(), "replication", replRaw.Addr().String(), "log", masterapi.LogPostgres)
 	standbyRegistry := master.NewStandbyRegistry()
 	for {
 		logger.Info("master is a standby: waiting to take the PostgreSQL stream log over")
 		l, err := master.WaitAsStandby(ctx, cfg, master.StandbyOptions{
-			HTTP: httpLn.view(), Replication: repl.view(), Registry: standbyRegistry, Logger: logger,
+			HTTP: httpLn.view(), Replication: replViews(), Registry: standbyRegistry, Logger: logger,
 		})
 		if err != nil {
 			if ctx.Err() != nil {
@@ -60,7 +72,11 @@ func runPostgresMaster(ctx context.Context, cfg masterapi.Config, logger logr.Lo
 			return err
 		}
 		logger.Info("master is active: took the PostgreSQL stream log over")
-		err = serveUntil(ctx, m, master.Listeners{Replication: repl.view(), HTTP: httpLn.view()}, shutdownTimeout)
+		ls := master.Listeners{Replication: repl.view(), HTTP: httpLn.view()}
+		if plain != nil {
+			ls.PlaintextReplication = plain.view()
+		}
+		err = serveUntil(ctx, m, ls, shutdownTimeout)
 		if ctx.Err() != nil {
 			return err
 		}

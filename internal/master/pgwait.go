@@ -42,11 +42,11 @@ type StandbyOptions struct {
 	// other request gets 503 saying this master is a standby. Closed
 	// before WaitAsStandby returns.
 	HTTP net.Listener
-	// Replication, if not nil, answers each connection with an ERROR
-	// line and closes it, so that a worker retries (and reaches the
-	// active master through the Service) instead of hanging. Closed
-	// before WaitAsStandby returns.
-	Replication net.Listener
+	// Replication listeners answer each connection with an ERROR line and
+	// close it, so that a worker retries (and reaches the active master
+	// through the Service) instead of hanging. Closed before WaitAsStandby
+	// returns.
+	Replication []net.Listener
 	// Registry, if not nil, is served on /metrics.
 	Registry *prometheus.Registry
 	Logger   logr.Logger
@@ -67,8 +67,8 @@ func WaitAsStandby(ctx context.Context, cfg masterapi.Config, so StandbyOptions)
 	dsn, err := cfg.PostgresDSN()
 	if err != nil {
 		_ = so.HTTP.Close()
-		if so.Replication != nil {
-			_ = so.Replication.Close()
+		for _, ln := range so.Replication {
+			_ = ln.Close()
 		}
 		return nil, err
 	}
@@ -162,10 +162,10 @@ func serveStandby(so StandbyOptions, reason func() string) (stop func()) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(so.HTTP) })
-	if so.Replication != nil {
+	for _, ln := range so.Replication {
 		wg.Go(func() {
 			for {
-				c, err := so.Replication.Accept()
+				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
@@ -177,8 +177,8 @@ func serveStandby(so StandbyOptions, reason func() string) (stop func()) {
 	}
 	return func() {
 		_ = srv.Close()
-		if so.Replication != nil {
-			_ = so.Replication.Close()
+		for _, ln := range so.Replication {
+			_ = ln.Close()
 		}
 		wg.Wait()
 	}
