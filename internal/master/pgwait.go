@@ -95,6 +95,7 @@ func WaitAsStandby(ctx context.Context, cfg masterapi.Config, so StandbyOptions)
 	locked := false
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, pgOpenTimeout)
+		err = nil
 		if cand == nil {
 			cand, err = pglog.NewCandidate(actx, opts)
 		}

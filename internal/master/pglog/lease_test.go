@@ -145,3 +145,34 @@ func TestCloseGivesTheLeaseUp(t *testing.T) {
 	}
 	mustOpen(t, dsn)
 }
+
+// TestCandidateTakesOverWhenTheWriterSessionEnds: a standby polling on one
+// session takes over as soon as the writer's sessions end (a killed
+// process), without waiting for its lease to expire.
+func TestCandidateTakesOverWhenTheWriterSessionEnds(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	old := mustOpen(t, dsn, func(o *Options) { o.LeaseTTL = time.Hour })
+	ctx := context.Background()
+	c, err := NewCandidate(ctx, Options{DSN: dsn, ServerName: "hs.example", Streams: []string{"events", "caches"}, TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.TryTakeOver(ctx); !errors.Is(err, ErrLocked) {
+		t.Fatalf("takeover while the writer is live: %v, want ErrLocked", err)
+	}
+	query(t, dsn, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'tcprepl-`+old.holder+`'`)
+	start := time.Now()
+	for {
+		l, err := c.TryTakeOver(ctx)
+		if err == nil {
+			_ = l.Close()
+			break
+		}
+		if !errors.Is(err, ErrLocked) || time.Since(start) > 5*time.Second {
+			t.Fatalf("takeover after the writer's sessions ended: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("took over %s after the writer's sessions ended", time.Since(start).Round(time.Millisecond))
+}
