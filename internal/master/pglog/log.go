@@ -365,7 +365,7 @@ func (l *Log) fail(cause error) error {
 	if errors.As(cause, &pgErr) && pgErr.Code == fencedCode {
 		err = fmt.Errorf("%w: %w: %w (this master stops writing; the other one serves the log)", ErrFailed, ErrFenced, cause)
 	} else {
-		err = fmt.Errorf("%w: commit to PostgreSQL: %w (whether the last transaction committed is unknown; restart the master once the database is reachable, it re-reads what was stored)", ErrFailed, cause)
+		err = fmt.Errorf("%w: commit to PostgreSQL: %w (whether the last transaction committed is unknown: this master stops writing, and re-reads what was stored when it next takes the log over)", ErrFailed, cause)
 	}
 	if l.failed.CompareAndSwap(nil, &err) {
 		close(l.failedCh)
