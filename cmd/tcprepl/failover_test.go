@@ -64,6 +64,18 @@ func (p *pgMaster) logTail() string {
 	return strings.Join(p.lines[max(0, len(p.lines)-30):], "\n")
 }
 
+// find returns the first log line containing s, or "".
+func (p *pgMaster) find(s string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
+}
+
 // startPGMaster starts a master and waits for its "master listening" line:
 // the sockets are open from then on, whether it becomes active or standby.
 func startPGMaster(t *testing.T, bin, name, dsnFile string) *pgMaster {
@@ -547,6 +559,11 @@ func TestFailoverFrozenMasterIsFenced(t *testing.T) {
 	case <-a.exited:
 		t.Fatalf("the resumed master exited; it should have become a standby:\n%s", a.logTail())
 	default:
+	}
+	if line := a.find(`"msg":"fenced`); line == "" {
+		t.Fatalf("the resumed master did not log that it was fenced:\n%s", a.logTail())
+	} else {
+		t.Logf("the resumed master logged: %.400s", line)
 	}
 	pb.waitAcks(t, pb.count()+20)
 	pb.finish()
