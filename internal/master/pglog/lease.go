@@ -16,9 +16,9 @@ const (
 	DefaultLeaseRenewInterval = 500 * time.Millisecond
 )
 
-// ErrLeaseLost is wrapped (with ErrFenced and ErrFailed) when the writer
-// could not renew its lease in time, or found it taken: it stops writing
-// at once, since a standby may take the log over from then on.
+// ErrLeaseLost is wrapped (with ErrFailed) when the writer could not renew
+// its lease in time, or found it taken (then with ErrFenced too): it stops
+// writing at once, since a standby may take the log over from then on.
 var ErrLeaseLost = errors.New("the writer's lease was lost")
 
 // The lease is what makes a frozen writer lose the log. The advisory lock
@@ -127,7 +127,7 @@ func (l *Log) renew() error {
 		return fmt.Errorf("%w: renewing it failed: %w", ErrLeaseLost, err)
 	}
 	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("%w: it expired or another master took it over (this writer took over at epoch %d)", ErrLeaseLost, l.epoch)
+		return fmt.Errorf("%w: %w: it expired or another master took it over (this writer took over at epoch %d)", ErrLeaseLost, ErrFenced, l.epoch)
 	}
 	ls.validUntil = sent.Add(ls.ttl)
 	return nil
@@ -137,7 +137,7 @@ func (l *Log) renew() error {
 // trim is refused from now on, and Failed is closed so that the master
 // stops serving.
 func (l *Log) fence(cause error) {
-	err := fmt.Errorf("%w: %w: %w (this master stops writing and becomes a standby)", ErrFailed, ErrFenced, cause)
+	err := fmt.Errorf("%w: %w (this master stops writing and becomes a standby)", ErrFailed, cause)
 	if l.failed.CompareAndSwap(nil, &err) {
 		close(l.failedCh)
 		l.log.Error(err, "fenced: refusing further appends")
