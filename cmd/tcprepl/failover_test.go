@@ -288,14 +288,16 @@ func (pb *publisher) count() int {
 	return len(pb.acks)
 }
 
-// firstAckAfter waits for the first acknowledgement after t0 and returns it.
-func (pb *publisher) firstAckAfter(t *testing.T, t0 time.Time, within time.Duration) ack {
+// firstAckAfter waits for the first acknowledgement by master by after t0
+// and returns it. (The master killed or frozen at t0 may still have
+// acknowledged a publish a moment later: its answer was already sent.)
+func (pb *publisher) firstAckAfter(t *testing.T, t0 time.Time, by *pgMaster, within time.Duration) ack {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		pb.mu.Lock()
 		for _, a := range pb.acks {
-			if a.at.After(t0) {
+			if a.at.After(t0) && a.by == by.httpURL {
 				pb.mu.Unlock()
 				return a
 			}
@@ -469,13 +471,10 @@ func TestFailoverKillActiveMaster(t *testing.T) {
 		if err := active.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		next := pb.firstAckAfter(t, killAt, 30*time.Second)
+		next := pb.firstAckAfter(t, killAt, standby, 30*time.Second)
 		took := next.at.Sub(killAt)
 		worst = max(worst, took)
-		t.Logf("kill -9 #%d of the active master: next publish acknowledged after %s (by %s, token %d)", i, took.Round(time.Millisecond), map[bool]string{true: "the standby", false: "?"}[next.by == standby.httpURL], next.token)
-		if next.by != standby.httpURL {
-			t.Fatalf("kill #%d: acknowledged by %s, want the standby %s", i, next.by, standby.httpURL)
-		}
+		t.Logf("kill -9 #%d of the active master: the standby acknowledged the next publish after %s (token %d)", i, took.Round(time.Millisecond), next.token)
 		if took > takeoverBound {
 			t.Errorf("kill #%d: takeover took %s, over the %s bound", i, took, takeoverBound)
 		}
@@ -512,12 +511,9 @@ func TestFailoverFrozenMasterIsFenced(t *testing.T) {
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	next := pb.firstAckAfter(t, stopAt, 30*time.Second)
+	next := pb.firstAckAfter(t, stopAt, b, 30*time.Second)
 	took := next.at.Sub(stopAt)
 	t.Logf("SIGSTOP of the active master: the standby acknowledged the next publish after %s (token %d)", took.Round(time.Millisecond), next.token)
-	if next.by != b.httpURL {
-		t.Fatalf("after SIGSTOP the next publish was acknowledged by %s, want the standby %s", next.by, b.httpURL)
-	}
 	if took > takeoverBound {
 		t.Errorf("takeover of a frozen master took %s, over the %s bound", took, takeoverBound)
 	}
@@ -560,11 +556,16 @@ func TestFailoverFrozenMasterIsFenced(t *testing.T) {
 		t.Fatalf("the resumed master exited; it should have become a standby:\n%s", a.logTail())
 	default:
 	}
-	if line := a.find(`"msg":"fenced`); line == "" {
-		t.Fatalf("the resumed master did not log that it was fenced:\n%s", a.logTail())
-	} else {
-		t.Logf("the resumed master logged: %.400s", line)
+	// Either its lease renewer or a commit on its ended session noticed
+	// first.
+	line := a.find(`"msg":"fenced`)
+	if line == "" {
+		line = a.find(`"msg":"group commit failed`)
 	}
+	if line == "" {
+		t.Fatalf("the resumed master did not log that it stopped writing:\n%s", a.logTail())
+	}
+	t.Logf("the resumed master logged: %.400s", line)
 	pb.waitAcks(t, pb.count()+20)
 	pb.finish()
 	if r := b.role(); r != "active" {
@@ -592,7 +593,7 @@ func TestFailoverPostgresRestartUnderLoad(t *testing.T) {
 	pb.waitAcks(t, 50)
 	srv.Restart(t)
 	upAt := time.Now()
-	next := pb.firstAckAfter(t, upAt, 30*time.Second)
+	next := pb.firstAckAfter(t, upAt, a, 30*time.Second)
 	t.Logf("PostgreSQL restarted: the master acknowledged again %s after the database was back (token %d)", next.at.Sub(upAt).Round(time.Millisecond), next.token)
 	pb.waitAcks(t, pb.count()+30)
 	pb.finish()
