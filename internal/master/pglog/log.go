@@ -16,7 +16,9 @@
 // that the epoch is still the one it took over with (tcprepl_check_epoch),
 // so a master that lost the log (its session was ended, or it was frozen
 // while another took over) cannot commit another row: the check aborts the
-// transaction and the log fails with ErrFenced.
+// transaction and the log fails with ErrFenced. The writer also holds a
+// lease that a standby can take over while the old writer's session is
+// still open (lease.go, takeover.go).
 package pglog
 
 import (
