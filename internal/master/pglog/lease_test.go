@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tcprepl/tcprepl/internal/pgtest"
 )
 
@@ -177,4 +179,70 @@ func TestCandidateTakesOverWhenTheWriterSessionEnds(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("took over %s after the writer's sessions ended", time.Since(start).Round(time.Millisecond))
+}
+
+// TestLateRenewalFencesTheLog: a renewal due after the lease ran out (the
+// process was frozen or starved past the TTL) is not even sent: the log
+// fences itself, naming how long it went unrenewed.
+func TestLateRenewalFencesTheLog(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	l := mustOpen(t, dsn, func(o *Options) { o.LeaseTTL, o.LeaseRenewInterval = 300*time.Millisecond, 600*time.Millisecond })
+	select {
+	case <-l.Failed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the log did not fence itself when its renewal came after the lease ran out")
+	}
+	if err := l.Err(); !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "not renewed for") {
+		t.Fatalf("Err() = %v, want ErrLeaseLost saying how long it was not renewed", err)
+	}
+}
+
+// TestLockWithoutLeaseWaits: a session holding the writer lock with no
+// lease in anyone's name (a takeover between its lock and its commit) is
+// waited for, never ended.
+func TestLockWithoutLeaseWaits(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	ctx := context.Background()
+	c, err := NewCandidate(ctx, Options{DSN: dsn, ServerName: "hs.example", Streams: []string{"events"}, TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	other, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Close(ctx) }()
+	if _, err := other.Exec(ctx, `SELECT pg_advisory_lock(hashtext('tcprepl writer'), hashtext('hs.example'))`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TryTakeOver(ctx); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "no writer holds a lease yet") {
+		t.Fatalf("takeover while a lease-less session holds the lock: %v, want ErrLocked", err)
+	}
+	if err := other.Ping(ctx); err != nil {
+		t.Fatalf("the lock holder's session was ended: %v", err)
+	}
+}
+
+// TestTakeoverAcrossRolesSaysWhatToGrant: ending the sessions of a frozen
+// writer that connected as another role needs that role's membership or
+// pg_signal_backend; the refusal says so.
+func TestTakeoverAcrossRolesSaysWhatToGrant(t *testing.T) {
+	srv := pgtest.Shared(t)
+	dsn := srv.NewDatabase(t)
+	name := dsn[strings.LastIndex(dsn, "/")+1 : strings.Index(dsn, "?")]
+	srv.Exec(t, `DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tcprepl_standby') THEN CREATE ROLE tcprepl_standby LOGIN; END IF; END $$`)
+	mustOpen(t, dsn, frozen(300*time.Millisecond)) // as the superuser
+	query(t, dsn, `GRANT CREATE, USAGE ON SCHEMA public TO tcprepl_standby; GRANT ALL ON ALL TABLES IN SCHEMA public TO tcprepl_standby`)
+	ctx := context.Background()
+	c, err := NewCandidate(ctx, Options{DSN: srv.DSNAs("tcprepl_standby", name), ServerName: "hs.example", Streams: []string{"events", "caches"}, TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	time.Sleep(500 * time.Millisecond)
+	_, err = c.TryTakeOver(ctx)
+	if err == nil || errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "pg_signal_backend") {
+		t.Fatalf("takeover from another role's frozen writer: %v, want the grant to make", err)
+	}
 }
