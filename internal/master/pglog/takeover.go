@@ -51,9 +51,6 @@ func NewCandidate(ctx context.Context, opts Options) (*Candidate, error) {
 	return c, nil
 }
 
-// Holder is the name of this candidate's writer incarnation.
-func (c *Candidate) Holder() string { return c.holder }
-
 // Close closes the candidate's session; after a successful TryTakeOver the
 // session belongs to the log and Close does nothing.
 func (c *Candidate) Close() error {
