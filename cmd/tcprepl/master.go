@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -61,7 +60,14 @@ commands and read which streams (docs/security.md).
 
 If a write to the log fails (a full or failing disk), /healthz and /readyz
 answer 503 and the master shuts down and exits 1 without flushing the failed
-log, so that it is restarted and re-reads what is really on disk.`,
+log, so that it is restarted and re-reads what is really on disk.
+
+With --log postgres several masters of one server may run at once: one is
+active, the others are standbys (/readyz 503, role "standby") that take the
+log over within seconds when the active one dies or freezes. A master that
+loses the log (fenced, or PostgreSQL failed a commit) stops serving and
+becomes a standby again instead of exiting (docs/operations.md, "Failover
+and fencing").`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.config(cmd)
@@ -173,23 +179,13 @@ func (f *masterFlags) config(cmd *cobra.Command) (masterapi.Config, error) {
 }
 
 // runMaster runs a master until ctx is done, then shuts it down gracefully.
-// With the PostgreSQL log it first waits for the database, answering
-// /readyz with 503 and the reason meanwhile.
+// With the PostgreSQL log it runs as standby or active master in turn
+// (runPostgresMaster).
 func runMaster(ctx context.Context, cfg masterapi.Config, logger logr.Logger, shutdownTimeout time.Duration) error {
-	opts := master.Options{Logger: logger}
 	if cfg.Log.Backend == masterapi.LogPostgres {
-		var lc net.ListenConfig
-		httpLn, err := lc.Listen(ctx, "tcp", cfg.HTTPListen)
-		if err != nil {
-			return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPListen, err)
-		}
-		if opts.Log, err = master.WaitForPostgresLog(ctx, cfg, httpLn, logger, nil); err != nil {
-			if ctx.Err() != nil {
-				return nil // stopped while waiting: a clean exit
-			}
-			return err
-		}
+		return runPostgresMaster(ctx, cfg, logger, shutdownTimeout)
 	}
+	opts := master.Options{Logger: logger}
 	m, err := master.New(cfg, opts)
 	if err != nil {
 		if opts.Log != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/tcprepl/tcprepl/internal/master/pglog"
 )
 
 // ErrLogFailed is wrapped by Serve's error when the stream log failed a
@@ -61,8 +63,15 @@ func (m *Master) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// handleReady answers 200 with role "active" while the master serves. A
+// master whose PostgreSQL log failed or was fenced answers role "standby":
+// it is on its way back to waiting for the log.
 func (m *Master) handleReady(w http.ResponseWriter, _ *http.Request) {
 	if err := m.logFailure(); err != nil {
+		if errors.Is(err, pglog.ErrFailed) {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "role": RoleStandby})
+			return
+		}
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
@@ -72,6 +81,6 @@ func (m *Master) handleReady(w http.ResponseWriter, _ *http.Request) {
 	case !m.serving.Load():
 		writeError(w, http.StatusServiceUnavailable, "not serving yet")
 	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "role": RoleActive})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tcprepl/tcprepl/internal/jsonscan"
+	"github.com/tcprepl/tcprepl/internal/master/pglog"
 	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
@@ -223,6 +224,11 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusServiceUnavailable, "master is shutting down; nothing stored, retry against the restarted master")
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			writeError(w, http.StatusServiceUnavailable, "publish did not complete: "+err.Error())
+		case errors.Is(err, pglog.ErrFailed):
+			// PostgreSQL is unreachable or this master was fenced: it
+			// becomes a standby, and the publish may be retried against
+			// whichever master is active.
+			writeError(w, http.StatusServiceUnavailable, "stream log unavailable, nothing acknowledged: "+err.Error())
 		default:
 			m.logger.Error(err, "publish failed", "stream", stream, "rows", len(rows))
 			writeError(w, http.StatusInternalServerError, "publish failed, nothing acknowledged: "+err.Error())

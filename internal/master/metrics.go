@@ -38,7 +38,7 @@ func newMetrics(m *Master) (*metrics, error) {
 		// file descriptors, CPU.
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
-		x.publishedRows, x.publishErrors, x.publishSeconds, &positionCollector{m: m}} {
+		x.publishedRows, x.publishErrors, x.publishSeconds, &positionCollector{m: m}, activeGauge(m)} {
 		if err := m.registry.Register(c); err != nil {
 			return nil, fmt.Errorf("register master metrics: %w", err)
 		}

@@ -208,6 +208,11 @@ type LogConfig struct {
 	// PostgresDSNFile holds the PostgreSQL connection URI. When empty the
 	// environment variable TCPREPL_POSTGRES_DSN is used.
 	PostgresDSNFile string `json:"postgresDSNFile,omitempty"`
+	// LeaseTTL, LeaseRenewInterval and StandbyPollInterval time failover
+	// on PostgreSQL (lease.go; defaults 2s, 500ms, 250ms).
+	LeaseTTL            Duration `json:"leaseTTL,omitzero"`
+	LeaseRenewInterval  Duration `json:"leaseRenewInterval,omitzero"`
+	StandbyPollInterval Duration `json:"standbyPollInterval,omitzero"`
 }
 
 // Config is everything the master process is configured with. It is read
@@ -439,6 +444,7 @@ func (c Config) validateLog(bad func(string, ...any)) {
 	default:
 		bad("log.backend %q is unknown: use %q (default) or %q", c.Log.Backend, LogPebble, LogPostgres)
 	}
+	c.validateLease(bad)
 }
 
 // PostgresDSN reads the PostgreSQL DSN: from Log.PostgresDSNFile when set

@@ -16,7 +16,9 @@
 // that the epoch is still the one it took over with (tcprepl_check_epoch),
 // so a master that lost the log (its session was ended, or it was frozen
 // while another took over) cannot commit another row: the check aborts the
-// transaction and the log fails with ErrFenced.
+// transaction and the log fails with ErrFenced. The writer also holds a
+// lease that a standby can take over while the old writer's session is
+// still open (lease.go, takeover.go).
 package pglog
 
 import (
@@ -100,6 +102,11 @@ type Options struct {
 	// OnDurable, when set, receives every update once it is committed and
 	// visible; see Log.OnDurable.
 	OnDurable func(replication.Update)
+
+	// LeaseTTL and LeaseRenewInterval: see lease.go; zero means
+	// DefaultLeaseTTL and DefaultLeaseRenewInterval.
+	LeaseTTL           time.Duration
+	LeaseRenewInterval time.Duration
 }
 
 // Log is the stream log on PostgreSQL. It is safe for concurrent use.
@@ -116,6 +123,10 @@ type Log struct {
 	pool  *pgxpool.Pool
 	epoch int64
 	id    string
+	// holder names this writer incarnation: its lease and the
+	// application_name of its sessions (lease.go).
+	holder string
+	lease  leaseState
 
 	maxCommitBytes int
 	maxLineLength  int
@@ -159,9 +170,24 @@ type retainedState struct {
 }
 
 // Open connects, creates or migrates the schema, takes the log's writer
-// lock, takes the log over (a new epoch) and recovers every stream's
-// position.
+// lock and lease, takes the log over (a new epoch) and recovers every
+// stream's position. It is one attempt: a live writer makes it fail with
+// ErrLocked (a standby keeps a Candidate and polls instead).
 func Open(ctx context.Context, opts Options) (*Log, error) {
+	c, err := NewCandidate(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	l, err := c.TryTakeOver(ctx)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// newLog checks the options and builds a Log with no connection yet.
+func newLog(opts Options) (*Log, error) {
 	if len(opts.Streams) == 0 {
 		return nil, errors.New("open stream log: no streams configured; pass at least one stream name")
 	}
@@ -206,30 +232,26 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		l.streams[name] = &streamState{name: name}
 		l.order = append(l.order, name)
 	}
-	cfg, err := pgx.ParseConfig(opts.DSN)
+	return l, nil
+}
+
+// start opens the read pool and the lease session and starts the
+// committer, the trimmer and the lease renewer of a log just taken over.
+func (l *Log) start(ctx context.Context) error {
+	pcfg, err := poolConfig(l.opts.DSN, l.holder)
 	if err != nil {
-		return nil, fmt.Errorf("open stream log: parse the PostgreSQL DSN: %w", err)
-	}
-	l.write, err = pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("open stream log: connect to PostgreSQL at %s:%d: %w (check the server is up and the DSN is right)", cfg.Host, cfg.Port, err)
-	}
-	if err := l.takeOver(ctx); err != nil {
-		_ = l.write.Close(context.Background())
-		return nil, fmt.Errorf("open stream log: %w", err)
-	}
-	pcfg, err := pgxpool.ParseConfig(opts.DSN)
-	if err != nil {
-		_ = l.write.Close(context.Background())
-		return nil, fmt.Errorf("open stream log: parse the PostgreSQL DSN: %w", err)
+		return fmt.Errorf("open stream log: %w", err)
 	}
 	l.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		_ = l.write.Close(context.Background())
-		return nil, fmt.Errorf("open stream log: connection pool: %w", err)
+		return fmt.Errorf("open stream log: connection pool: %w", err)
+	}
+	if err := l.startLease(ctx); err != nil {
+		l.pool.Close()
+		return fmt.Errorf("open stream log: %w", err)
 	}
 	go l.commitLoop()
-	every := opts.TrimInterval
+	every := l.opts.TrimInterval
 	if every == 0 {
 		every = 10 * time.Second
 	}
@@ -238,22 +260,13 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	} else {
 		close(l.trimDone)
 	}
-	return l, nil
+	return nil
 }
 
-// takeOver migrates the schema, takes the writer lock, creates or checks
-// the log's identity, starts a new epoch and recovers positions.
+// takeOver, with the writer lock held (Candidate), creates or checks the
+// log's identity, starts a new epoch, takes the lease and recovers
+// positions.
 func (l *Log) takeOver(ctx context.Context) error {
-	if err := migrate(ctx, l.write); err != nil {
-		return err
-	}
-	var locked bool
-	if err := l.write.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext('tcprepl writer'), hashtext($1))`, l.opts.ServerName).Scan(&locked); err != nil {
-		return fmt.Errorf("take the writer lock: %w", err)
-	}
-	if !locked {
-		return fmt.Errorf("%w (server name %q): its session holds the writer lock; stop it, or wait until PostgreSQL ends its session", ErrLocked, l.opts.ServerName)
-	}
 	tx, err := l.write.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin takeover: %w", err)
@@ -274,6 +287,9 @@ func (l *Log) takeOver(ctx context.Context) error {
 	}
 	if server != l.opts.ServerName {
 		return fmt.Errorf("the database holds the stream log of server %q, not %q: give each server its own database", server, l.opts.ServerName)
+	}
+	if err := l.takeLease(ctx, tx); err != nil {
+		return err
 	}
 	for _, name := range l.order {
 		if err := l.recoverStream(ctx, tx, l.streams[name]); err != nil {
@@ -351,7 +367,7 @@ func (l *Log) fail(cause error) error {
 	if errors.As(cause, &pgErr) && pgErr.Code == fencedCode {
 		err = fmt.Errorf("%w: %w: %w (this master stops writing; the other one serves the log)", ErrFailed, ErrFenced, cause)
 	} else {
-		err = fmt.Errorf("%w: commit to PostgreSQL: %w (whether the last transaction committed is unknown; restart the master once the database is reachable, it re-reads what was stored)", ErrFailed, cause)
+		err = fmt.Errorf("%w: commit to PostgreSQL: %w (whether the last transaction committed is unknown: this master stops writing, and re-reads what was stored when it next takes the log over)", ErrFailed, cause)
 	}
 	if l.failed.CompareAndSwap(nil, &err) {
 		close(l.failedCh)
@@ -664,6 +680,7 @@ func (l *Log) Close() error {
 	close(l.trimStop)
 	<-l.trimDone
 	<-l.done
+	l.stopLease()
 	l.trimMu.Lock()
 	defer l.trimMu.Unlock()
 	l.pool.Close()

@@ -10,7 +10,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this version creates and reads.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrations[i] brings the schema from version i to i+1. Each runs in one
 // transaction with the version bump, so a master that dies halfway leaves
@@ -56,6 +56,42 @@ BEGIN
 	SELECT epoch INTO have FROM tcprepl_log FOR SHARE;
 	IF have IS DISTINCT FROM want THEN
 		RAISE EXCEPTION 'tcprepl writer fenced: this master took over at epoch %, the log is now at epoch %', want, have
+			USING ERRCODE = 'TR001';
+	END IF;
+END $$;
+`,
+	// 1 -> 2: the writer's lease (lease.go). The active master renews it
+	// every leaseRenewInterval; a standby takes the log over once it has
+	// expired by the database's clock, even when the old writer's session
+	// (and advisory lock) is still open, as it is for a frozen process.
+	// The fencing check now also refuses a commit whose lease has expired
+	// or moved to another epoch, so a writer that missed its renewals
+	// cannot commit even before anyone took over.
+	`
+CREATE TABLE tcprepl_lease (
+	server_name text PRIMARY KEY,
+	holder      text NOT NULL,
+	epoch       bigint NOT NULL,
+	expires_at  timestamptz NOT NULL
+);
+CREATE OR REPLACE FUNCTION tcprepl_check_epoch(want bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+	have bigint;
+	expires timestamptz;
+BEGIN
+	SELECT epoch INTO have FROM tcprepl_log FOR SHARE;
+	IF have IS DISTINCT FROM want THEN
+		RAISE EXCEPTION 'tcprepl writer fenced: this master took over at epoch %, the log is now at epoch %', want, have
+			USING ERRCODE = 'TR001';
+	END IF;
+	SELECT l.expires_at INTO expires FROM tcprepl_lease l JOIN tcprepl_log g USING (server_name) WHERE l.epoch = want;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'tcprepl writer fenced: no lease for epoch %', want
+			USING ERRCODE = 'TR001';
+	END IF;
+	IF expires < clock_timestamp() THEN
+		RAISE EXCEPTION 'tcprepl writer fenced: the lease of epoch % expired at % (database time %)', want, expires, clock_timestamp()
 			USING ERRCODE = 'TR001';
 	END IF;
 END $$;

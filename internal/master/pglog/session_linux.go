@@ -1,0 +1,24 @@
+package pglog
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// setUserTimeout sets TCP_USER_TIMEOUT: data the server does not
+// acknowledge within userTimeout fails the socket, which keepalive alone
+// does not cover (keepalive probes only an idle connection).
+func setUserTimeout(network, _ string, c syscall.RawConn) error {
+	if network != "tcp" && network != "tcp4" && network != "tcp6" {
+		return nil
+	}
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout.Milliseconds()))
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
