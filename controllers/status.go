@@ -28,6 +28,8 @@ type masterObservation struct {
 	statefulSet *appsv1.StatefulSet
 	pod         *corev1.Pod
 	tokenSecret string
+	// image is what the StatefulSet was given (image.go).
+	image operandChoice
 }
 
 // MasterStatus computes a master's status from its current status (kept for
