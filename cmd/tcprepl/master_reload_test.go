@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -216,7 +217,9 @@ func subscribeCaches(t *testing.T, p *masterProc) *stateCounter {
 	go func() { done <- c.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("replication client: %v", err)
+		}
 	})
 	waitUntil(t, "worker connected", func() bool { return w.connections() == 1 })
 	return w
