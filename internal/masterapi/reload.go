@@ -62,8 +62,9 @@ var settingClasses = map[string]Class{
 
 	// Applied by the logs' next retention pass.
 	"retention": Live,
-	// Connection settings: the ones of one connection apply to connections
-	// made after the reload; the server-wide bounds apply at once.
+	// Connection settings: the keep-alive and the server-wide bounds apply
+	// at once; a connection's queue limits and write timeout to connections
+	// made after the reload.
 	"limits.maxPendingCommands": Live,
 	"limits.pingInterval":       Live,
 	"limits.pingTimeout":        Live,

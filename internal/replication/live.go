@@ -9,14 +9,16 @@ import (
 // (a master's config reload). Zero values take the defaults, as in
 // ServerConfig; zero bounds mean unbounded.
 type LiveSettings struct {
-	// Settings of one connection, fixed when it connects: they apply to
-	// connections accepted after SetLive, while connections already up
-	// keep theirs, so that a reload drops nobody.
+	// The keep-alive applies to every connection at its next tick.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	// Settings of one connection's queue, fixed when it connects: they
+	// apply to connections accepted after SetLive, while connections
+	// already up keep theirs (lowering a limit under a queue that is
+	// already longer would drop that connection).
 	MaxPendingCommands int
 	MaxPendingBytes    int
 	WriteTimeout       time.Duration
-	PingInterval       time.Duration
-	PingTimeout        time.Duration
 	// Server-wide bounds and the access policy, which apply at once: to
 	// the next connection accepted, NAME received, command with effects
 	// and REPLICATE. Connections over a lowered MaxConnections stay.
@@ -88,6 +90,7 @@ func (s *Server) storeLive(ls LiveSettings) {
 	cc.writeTimeout = ls.WriteTimeout
 	cc.pingInterval = ls.PingInterval
 	cc.pingTimeout = ls.PingTimeout
+	cc.liveKeepAlive = s.liveKeepAlive
 	s.live.Store(&liveState{
 		connCfg:         cc,
 		maxConnections:  ls.MaxConnections,
@@ -95,4 +98,10 @@ func (s *Server) storeLive(ls LiveSettings) {
 		maxNameLength:   ls.MaxNameLength,
 		authorizer:      ls.Authorizer,
 	})
+}
+
+// liveKeepAlive is every server connection's keep-alive source.
+func (s *Server) liveKeepAlive() (interval, timeout time.Duration) {
+	cc := &s.live.Load().connCfg
+	return cc.pingInterval, cc.pingTimeout
 }

@@ -38,19 +38,20 @@ func TestSetLive(t *testing.T) {
 	second.send("NAME short")
 	waitForConn(t, srv, "the second connection named", func(c ConnectionInfo) bool { return c.Name == "short" })
 
-	// A connection made now gets the new keep-alive and queue limit; the
-	// one made before keeps its own.
+	// A connection made now gets the new queue limit; the one made before
+	// keeps its own. Both follow the new keep-alive.
 	waitFor(t, "first connection gone", func() bool { return len(srv.Connections()) == 1 })
 	fourth := dialRaw(t, addr)
 	fourth.handshake("test.server")
 	waitFor(t, "fourth connection", func() bool { return len(srv.Connections()) == 2 })
 	conns := serverConns(srv)
-	old, fresh := conns[0].c.cfg, conns[1].c.cfg
-	if old.pingInterval != time.Hour || old.limits.cmds != DefaultMaxPendingCommands {
-		t.Errorf("connection made before SetLive: ping %s, queue %d; want its own 1h and %d", old.pingInterval, old.limits.cmds, DefaultMaxPendingCommands)
+	for i, sc := range conns {
+		if iv, to := sc.c.keepAlive(); iv != 2*time.Hour || to != 3*time.Hour {
+			t.Errorf("connection %d: keep-alive %s/%s, want 2h/3h", i, iv, to)
+		}
 	}
-	if fresh.pingInterval != 2*time.Hour || fresh.pingTimeout != 3*time.Hour || fresh.limits.cmds != 50 {
-		t.Errorf("connection made after SetLive: ping %s/%s, queue %d; want 2h/3h and 50", fresh.pingInterval, fresh.pingTimeout, fresh.limits.cmds)
+	if old, fresh := conns[0].c.cfg.limits.cmds, conns[1].c.cfg.limits.cmds; old != DefaultMaxPendingCommands || fresh != 50 {
+		t.Errorf("queue limits: connection made before SetLive %d, after %d; want %d and 50", old, fresh, DefaultMaxPendingCommands)
 	}
 }
 
@@ -71,5 +72,36 @@ func TestSetLiveRefusesBadSettings(t *testing.T) {
 				t.Fatalf("MaxConnections %d after a refused SetLive, want 7 unchanged", got)
 			}
 		})
+	}
+}
+
+// TestSetLiveKeepAliveReachesConnectionsAlreadyUp: a connection made with
+// the default keep-alive (5 s / 25 s) follows a SetLive to 2 s / 10 s from
+// its next tick: it pings every 2 s and times out a peer silent for 10 s.
+func TestSetLiveKeepAliveReachesConnectionsAlreadyUp(t *testing.T) {
+	clock := NewManualClock(clockStart)
+	h := &recordingHandler{}
+	srv, addr := startServer(t, ServerConfig{Clock: clock}, NewMemorySource("caches"), h)
+	r := dialRaw(t, addr)
+	r.handshake("test.server")
+	r.send("PING 1")
+	waitFor(t, "PING received", func() bool {
+		c := srv.Connections()
+		return len(c) == 1 && c[0].CommandsIn[CmdPing] == 1
+	})
+	waitTickers(t, clock, 1)
+	if err := srv.SetLive(LiveSettings{PingInterval: 2 * time.Second, PingTimeout: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(5 * time.Second) // the old ticker's tick: the loop switches
+	r.expectPing(clock)
+	for range 2 { // 7 s, 9 s: silent for less than 10 s
+		clock.Advance(2 * time.Second)
+		r.expectPing(clock)
+	}
+	clock.Advance(2 * time.Second) // 11 s: over the new timeout, far under the old one
+	r.expectPing(clock)
+	if got := r.expectClosed(); len(got) != 1 || got[0] != "ERROR ping timeout" {
+		t.Fatalf("got %q, want ERROR ping timeout after 11 s under a 10 s timeout", got)
 	}
 }
