@@ -235,3 +235,21 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestMasterProcessSIGHUPWithoutConfigFile: SIGHUP to a master configured
+// by flags only is logged and does not stop it (SIGHUP's default action
+// would).
+func TestMasterProcessSIGHUPWithoutConfigFile(t *testing.T) {
+	bin := buildBinary(t)
+	p := startMasterProc(t, bin, "--server-name", "hs.reload", "--ephemeral")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "SIGHUP: no --config file to reload")
+	if code, body := p.publish(t, "caches", `{"rows": [["get_user_by_id", ["@a:x"], 1]]}`); code != 200 {
+		t.Fatalf("publish after SIGHUP: %d %s", code, body)
+	}
+	if err, lines := p.terminate(t); err != nil {
+		t.Fatalf("exit: %v; logs:\n%s", err, strings.Join(lines, "\n"))
+	}
+}
