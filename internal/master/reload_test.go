@@ -1,16 +1,22 @@
 package master
 
 import (
+	"context"
+	"encoding/json"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tcprepl/tcprepl/internal/master/pglog"
 	"github.com/tcprepl/tcprepl/internal/master/streamlog"
 	"github.com/tcprepl/tcprepl/internal/masterapi"
+	"github.com/tcprepl/tcprepl/internal/pgtest"
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
@@ -164,5 +170,50 @@ func TestApplyLiveRefusesRetentionALogCannotChange(t *testing.T) {
 	}
 	if got := reloads(m, ReloadInvalid); got != 1 {
 		t.Fatalf("reloads{invalid} = %v, want 1", got)
+	}
+}
+
+// TestApplyLiveRetentionOnThePostgresLog: a master on the PostgreSQL log
+// takes a retention change live; the log trims by it on its next pass.
+func TestApplyLiveRetentionOnThePostgresLog(t *testing.T) {
+	// Its own server: this package has no TestMain to stop a shared one.
+	cfg := pgConfig(t, pgtest.Start(t).NewDatabase(t))
+	cfg.RetentionInterval.Duration = time.Hour
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log, err := WaitForPostgresLog(ctx, cfg, ln, logr.Discard(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(cfg, Options{Logger: logr.Discard(), Log: log})
+	if err != nil {
+		_ = log.Close()
+		t.Fatal(err)
+	}
+	defer func() { _ = m.Shutdown(context.Background()) }()
+	for range 4 {
+		if _, err := m.Publish(ctx, "caches", []json.RawMessage{json.RawMessage(`["get_user_by_id",["@a:x"],1]`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	updated := cfg
+	updated.Retention = map[string]masterapi.Retention{"*": {}, "caches": {MaxRows: 1}}
+	if res, err := m.ApplyLive(updated); err != nil || res.Result != ReloadApplied {
+		t.Fatalf("ApplyLive = %+v, %v", res, err)
+	}
+	if err := log.(*pglog.Log).ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := log.Stats("caches")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.OldestToken != 4 || st.CurrentToken != 4 {
+		t.Fatalf("caches after retention maxRows 1: %+v, want only token 4", st)
 	}
 }
