@@ -253,3 +253,28 @@ func TestMasterProcessSIGHUPWithoutConfigFile(t *testing.T) {
 		t.Fatalf("exit: %v; logs:\n%s", err, strings.Join(lines, "\n"))
 	}
 }
+
+// TestMasterProcessConfigFileGone: a config file that cannot be read is a
+// refused reload, counted once however many checks see it; once it is back
+// the master reloads it.
+func TestMasterProcessConfigFileGone(t *testing.T) {
+	bin := buildBinary(t)
+	cfgPath := filepath.Join(t.TempDir(), "master.yaml")
+	writeConfigFile(t, cfgPath, reloadBaseConfig)
+	p := startMasterProc(t, bin, "--config", cfgPath, "--ephemeral", "--config-check-interval", "50ms")
+	if err := os.Remove(cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "config reload refused", "read config file")
+	// Several 50 ms checks see the file missing before it comes back
+	// changed (the sleep only widens the window the count must hold over).
+	time.Sleep(300 * time.Millisecond)
+	writeConfigFile(t, cfgPath, reloadBaseConfig+"limits: {maxRequestBytes: 100}\n")
+	p.waitLog(t, "live settings applied", "limits.maxRequestBytes")
+	if got := p.metric(t, `tcprepl_master_config_reloads_total{result="invalid"}`); got != "1" {
+		t.Fatalf("reloads invalid = %q, want 1: a missing file is counted once, not at every check", got)
+	}
+	if err, lines := p.terminate(t); err != nil {
+		t.Fatalf("exit: %v; logs:\n%s", err, strings.Join(lines, "\n"))
+	}
+}
