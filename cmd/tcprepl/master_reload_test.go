@@ -144,8 +144,10 @@ func TestMasterProcessReloadsLiveSettings(t *testing.T) {
 	}
 	waitUntil(t, "worker received 5 rows", func() bool { return w.rows() == 5 })
 
+	changed := time.Now()
 	writeConfigFile(t, cfgPath, strings.Replace(reloadBaseConfig, `"*": {maxRows: 100}`, `"*": {maxRows: 100}`+"\n  caches: {maxRows: 2}", 1))
 	p.waitLog(t, "live settings applied", "retention")
+	t.Logf("retention applied %s after the file changed (--config-check-interval 100ms)", time.Since(changed).Round(time.Millisecond))
 	waitUntil(t, "caches trimmed to the new retention", func() bool { return p.oldestToken(t, "caches") == 4 })
 	if got := p.metric(t, `tcprepl_master_config_reloads_total{result="applied"}`); got != "1" {
 		t.Fatalf("reloads applied = %q, want 1", got)
