@@ -98,14 +98,13 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	obs := WorkerObservation{Pods: pods, Now: r.now(), BehindSince: func(stream string, position int64) (time.Time, bool) {
 		return r.history.behindSince(masterKey, stream, position)
 	}}
+	obs.Image = image.image
 	if r.Workers != nil && len(pods) > 0 {
 		obs.Reports = r.reports.merge(req.NamespacedName, pods, r.Workers.ReadWorkers(ctx, pods), obs.Now)
 	}
 	status := WorkerStatus(&w, &m, obs, snap, haveSnap, err)
-	status.Image = image.recorded(status.Image)
 	recordWorkerMetrics(&w, status)
 	result, statusErr := r.writeStatus(ctx, &w, status, err != nil)
-	result = image.requeue(result)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -114,7 +113,8 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// within one status interval.
 		result.RequeueAfter = r.StatusInterval
 	}
-	return result, statusErr
+	// An operand waiting for its turn to change image looks again soon.
+	return image.requeue(result), statusErr
 }
 
 // reconcilePhases deletes the Deployment of an earlier operator version,
