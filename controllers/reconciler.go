@@ -45,6 +45,8 @@ type ReconcilerBase struct {
 	// Workers, when set, reads each worker pod's own report (durable
 	// positions, why it is not ready).
 	Workers WorkerReader
+	// Images chooses the operands' images (image.go); nil pins them.
+	Images *ImageGate
 
 	limiter *statusLimiter
 	// history dates the masters' tokens, to turn a worker's durable

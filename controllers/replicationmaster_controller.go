@@ -54,6 +54,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			// Owned objects are garbage collected through their owner
 			// references; only the in-memory probe is ours to end.
 			r.Probes.Stop(req.NamespacedName)
+			r.Images.Forget(operandID(masterKind, req.NamespacedName))
 			r.limiter.forget(req.NamespacedName)
 			forgetMasterMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
@@ -76,8 +77,10 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	snap, haveSnap := r.Observer.Snapshot(req.NamespacedName)
 	status := withLogIdentity(m.Status, MasterStatus(&m, obs, snap, haveSnap, err), snap, haveSnap, m.Generation)
+	status.Image = obs.image.recorded(status.Image)
 	recordMasterMetrics(&m, status)
 	result, statusErr := r.writeStatus(ctx, &m, status, err != nil)
+	result = obs.image.requeue(result)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -107,7 +110,14 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 			return obs, err
 		}
 	}
-	sts := specs.BuildMasterStatefulSet(m, r.Options, specs.ConfigHash(cm.Data[specs.MasterConfigFile], token))
+	// The StatefulSet is named after the master.
+	key := client.ObjectKeyFromObject(m)
+	if obs.image, err = r.Images.Choose(ctx, r.Client, operandID(masterKind, key), m.Spec.Image, m.Status.Image, key, r.Options.DefaultImage); err != nil {
+		return obs, err
+	}
+	opts := r.Options
+	opts.DefaultImage = obs.image.image
+	sts := specs.BuildMasterStatefulSet(m, opts, specs.ConfigHash(cm.Data[specs.MasterConfigFile], token))
 	live, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, sts, statefulSetState)
 	if err != nil {
 		return obs, err

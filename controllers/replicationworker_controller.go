@@ -51,6 +51,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	var w replv1.ReplicationWorker
 	if err := r.Get(ctx, req.NamespacedName, &w); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.Images.Forget(operandID(workerKind, req.NamespacedName))
 			r.limiter.forget(req.NamespacedName)
 			r.reports.forget(req.NamespacedName)
 			forgetWorkerMetrics(req.Namespace, req.Name)
@@ -82,7 +83,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return r.writeStatus(ctx, &w, status, true)
 	}
 
-	pods, err := r.reconcilePhases(ctx, &w, &m)
+	pods, image, err := r.reconcilePhases(ctx, &w, &m)
 	if err != nil && isTransient(err) {
 		log.V(1).Info("retrying", "reason", err.Error())
 		return ctrl.Result{RequeueAfter: transientRetry}, nil
@@ -98,6 +99,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	obs := WorkerObservation{Pods: pods, Now: r.now(), BehindSince: func(stream string, position int64) (time.Time, bool) {
 		return r.history.behindSince(masterKey, stream, position)
 	}}
+	obs.Image = image.image
 	if r.Workers != nil && len(pods) > 0 {
 		obs.Reports = r.reports.merge(req.NamespacedName, pods, r.Workers.ReadWorkers(ctx, pods), obs.Now)
 	}
@@ -113,20 +115,31 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// within one status interval.
 		result.RequeueAfter = r.StatusInterval
 	}
-	return result, statusErr
+	// An operand waiting for its turn to change image looks again soon.
+	return image.requeue(result), statusErr
 }
 
 // reconcilePhases deletes the Deployment of an earlier operator version,
-// applies the worker's StatefulSet and returns its pods.
-func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) ([]corev1.Pod, error) {
+// applies the worker's StatefulSet and returns its pods and the image it
+// was given (image.go).
+func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) ([]corev1.Pod, operandChoice, error) {
+	var image operandChoice
 	if err := r.deleteLegacyDeployment(ctx, w); err != nil {
-		return nil, err
+		return nil, image, err
 	}
-	sts := specs.BuildWorkerStatefulSet(w, m, r.Options)
+	key := types.NamespacedName{Namespace: w.Namespace, Name: specs.WorkerStatefulSetName(w)}
+	image, err := r.Images.Choose(ctx, r.Client, operandID(workerKind, client.ObjectKeyFromObject(w)), w.Spec.Image, w.Status.Image, key, r.Options.DefaultImage)
+	if err != nil {
+		return nil, image, err
+	}
+	opts := r.Options
+	opts.DefaultImage = image.image
+	sts := specs.BuildWorkerStatefulSet(w, m, opts)
 	if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, sts, statefulSetState); err != nil {
-		return nil, err
+		return nil, image, err
 	}
-	return r.listPods(ctx, w)
+	pods, err := r.listPods(ctx, w)
+	return pods, image, err
 }
 
 // listPods lists the worker's pods, whatever workload runs them: status

@@ -70,6 +70,8 @@ type OperatorOptions struct {
 	// Synapse configures the SynapseReplication controller
 	// (synapse_setup.go).
 	Synapse SynapseOptions
+	// OperandImagePolicy is "pinned" (default) or "follow" (image.go).
+	OperandImagePolicy string
 }
 
 // SetupOperator adds the probe manager and both controllers to mgr. It
@@ -78,6 +80,10 @@ func SetupOperator(mgr ctrl.Manager, o OperatorOptions) (*ProbeManager, error) {
 	if o.Build.DefaultImage == "" {
 		return nil, fmt.Errorf("no default image: set --image or TCPREPL_IMAGE to the image that runs masters and workers")
 	}
+	if err := ValidateImagePolicy(o.OperandImagePolicy); err != nil {
+		return nil, err
+	}
+	images := NewImageGate(o.OperandImagePolicy)
 	if err := RegisterMetrics(); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
@@ -107,6 +113,7 @@ func SetupOperator(mgr ctrl.Manager, o OperatorOptions) (*ProbeManager, error) {
 			Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Options: o.Build, Recorder: rec, APIReader: mgr.GetAPIReader(),
 			Observer: observer, StatusInterval: o.StatusInterval,
 			MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+			Images:                  images,
 		}
 	}
 	mr := &ReplicationMasterReconciler{ReconcilerBase: base(), Probes: probes}

@@ -28,6 +28,8 @@ type masterObservation struct {
 	statefulSet *appsv1.StatefulSet
 	pod         *corev1.Pod
 	tokenSecret string
+	// image is what the StatefulSet was given (image.go).
+	image operandChoice
 }
 
 // MasterStatus computes a master's status from its current status (kept for
@@ -181,6 +183,9 @@ type WorkerObservation struct {
 	// position; false when the position is caught up or unknown. Nil when
 	// no history is kept.
 	BehindSince func(stream string, position int64) (time.Time, bool)
+	// Image is the image the StatefulSet was given (image.go); empty when
+	// the reconcile failed before choosing one.
+	Image string
 }
 
 // maxPodEntries bounds status.pods, so the status stays far below etcd's
@@ -223,6 +228,9 @@ func WorkerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs 
 // (pods whose lag is unknown left out), for the per-pod metrics.
 func workerStatus(w *replv1.ReplicationWorker, m *replv1.ReplicationMaster, obs WorkerObservation, snap probe.Snapshot, haveSnap bool, reconcileErr error) (replv1.ReplicationWorkerStatus, []podLag) {
 	st := *w.Status.DeepCopy()
+	if obs.Image != "" {
+		st.Image = obs.Image
+	}
 	st.Selector = labels.SelectorFromSet(specs.WorkerSelectorLabels(w)).String()
 	gen := w.Generation
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {

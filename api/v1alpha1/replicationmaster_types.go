@@ -37,8 +37,11 @@ type ReplicationMasterSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="serverName is immutable: workers check it on every connection"
 	ServerName string `json:"serverName"`
 
-	// Image is the container image that runs `tcprepl master`. Empty means
-	// the operator's own image: one image serves every role.
+	// Image is the container image that runs `tcprepl master`; changing it
+	// rolls the master. Empty means the image in status.image, first the
+	// operator's own (one image serves every role): a new operator image
+	// does not restart the master unless the operator runs with
+	// --operand-image-policy=follow.
 	// +optional
 	Image string `json:"image,omitempty"`
 
@@ -307,6 +310,13 @@ type ReplicationMasterStatus struct {
 	// reconciled successfully.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Image is the image the operator last gave the master: spec.image
+	// when set, else the image recorded here, which stays when the
+	// operator's own image changes (see the operator's
+	// --operand-image-policy and docs/operations.md).
+	// +optional
+	Image string `json:"image,omitempty"`
 
 	// Endpoint is the in-cluster host:port of the replication protocol.
 	// +optional

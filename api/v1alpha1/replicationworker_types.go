@@ -38,8 +38,11 @@ type ReplicationWorkerSpec struct {
 	// +kubebuilder:validation:Maximum=1000
 	Replicas *int32 `json:"replicas,omitempty"`
 
-	// Image runs the worker. Empty means the operator's own image, which
-	// runs the reference worker (`tcprepl worker`).
+	// Image runs the worker; changing it rolls the worker. Empty means the
+	// image in status.image, first the operator's own, which runs the
+	// reference worker (`tcprepl worker`): a new operator image does not
+	// restart the worker unless the operator runs with
+	// --operand-image-policy=follow.
 	// +optional
 	Image string `json:"image,omitempty"`
 
@@ -178,6 +181,13 @@ type ReplicationWorkerStatus struct {
 	// reconciled successfully.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Image is the image the operator last gave the worker: spec.image
+	// when set, else the image recorded here, which stays when the
+	// operator's own image changes (see the operator's
+	// --operand-image-policy and docs/operations.md).
+	// +optional
+	Image string `json:"image,omitempty"`
 
 	// Replicas is the number of worker pods that exist.
 	// +optional

@@ -47,7 +47,9 @@ stored durably in the stream log, then sent to every subscribed worker over
 the replication protocol. Settings come from --config (YAML) and flags; a
 flag given on the command line wins over the file. SIGTERM or SIGINT shuts
 down gracefully: stop accepting, send "ERROR server shutting down" to every
-connection, flush the log, exit 0.
+connection, flush the log, exit 0. SIGHUP, or a change to the --config file's
+content, applies the settings that can change live without dropping a
+connection; others are logged as awaiting a restart (docs/operations.md).
 
 Both listeners default to loopback (127.0.0.1): without TLS client
 certificates the replication protocol has no authentication, and publishing
@@ -77,6 +79,7 @@ and fencing").`,
 			logger := newLogger(cmd.ErrOrStderr(), f.verbosity)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			ctx = withConfigReload(ctx, cmd, &f, logger) // master_reload.go
 			return runMaster(ctx, cfg, logger, f.shutdownTimeout)
 		},
 	}
@@ -100,6 +103,7 @@ and fencing").`,
 	fl.StringVar(&f.tls.PlaintextReplicationListen, "plaintext-replication-listen", "", "with TLS: also serve replication without TLS on this address, for Synapse 2020 peers (off by default; its clients are unauthenticated)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
+	addReloadFlags(cmd)
 	return cmd
 }
 
@@ -193,6 +197,7 @@ func runMaster(ctx context.Context, cfg masterapi.Config, logger logr.Logger, sh
 		}
 		return err
 	}
+	defer watchConfig(ctx, m)()
 	return m.Run(ctx, shutdownTimeout)
 }
 

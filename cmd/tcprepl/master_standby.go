@@ -66,6 +66,7 @@ func runPostgresMaster(ctx context.Context, cfg masterapi.Config, logger logr.Lo
 			}
 			return err
 		}
+		cfg = latestConfig(ctx, cfg)
 		m, err := master.New(cfg, master.Options{Logger: logger, Log: l})
 		if err != nil {
 			_ = l.Close()
@@ -76,7 +77,9 @@ func runPostgresMaster(ctx context.Context, cfg masterapi.Config, logger logr.Lo
 		if plain != nil {
 			ls.PlaintextReplication = plain.view()
 		}
+		stopWatching := watchConfig(ctx, m)
 		err = serveUntil(ctx, m, ls, shutdownTimeout)
+		stopWatching()
 		if ctx.Err() != nil {
 			return err
 		}

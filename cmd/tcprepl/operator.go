@@ -37,6 +37,7 @@ type operatorFlags struct {
 	probePollInterval       time.Duration
 	heartbeatInterval       time.Duration
 	concurrency             int
+	operandImagePolicy      string
 }
 
 // defaultImage is the image masters and workers run unless a resource or
@@ -82,6 +83,8 @@ else the in-cluster service account, else ~/.kube/config.`,
 	fs.DurationVar(&f.probePollInterval, "probe-poll-interval", time.Second, "how often the probes' snapshots are checked for changes")
 	fs.DurationVar(&f.heartbeatInterval, "probe-heartbeat-interval", probe.DefaultHeartbeatInterval, "how often each probe sends a heartbeat through its master and reads its connection table")
 	fs.IntVar(&f.concurrency, "max-concurrent-reconciles", 4, "reconciles run in parallel per controller")
+	fs.StringVar(&f.operandImagePolicy, "operand-image-policy", controllers.ImagePolicyPinned,
+		"pinned: a master or worker without spec.image keeps the image it was given (status.image) when --image changes; follow: they move to --image one at a time, each once the previous is ready again")
 	// --kubeconfig is controller-runtime's own flag, so its config loading
 	// (flag, $KUBECONFIG, in-cluster, home) applies unchanged.
 	if kf := flag.CommandLine.Lookup(config.KubeconfigFlagName); kf != nil {
@@ -103,6 +106,9 @@ func runOperator(f operatorFlags, zapOpts zap.Options) error {
 	}
 	if f.statusInterval < time.Second {
 		return errors.New("--status-interval must be at least 1s: shorter intervals flood the API server with status writes")
+	}
+	if err := controllers.ValidateImagePolicy(f.operandImagePolicy); err != nil {
+		return fmt.Errorf("--operand-image-policy: %w", err)
 	}
 	if f.concurrency < 1 {
 		return errors.New("--max-concurrent-reconciles must be at least 1")
@@ -151,6 +157,7 @@ func runOperator(f operatorFlags, zapOpts zap.Options) error {
 		MaxConcurrentReconciles: f.concurrency,
 		Logger:                  log,
 		Synapse:                 synapseOptions(log.WithName("synapse")),
+		OperandImagePolicy:      f.operandImagePolicy,
 	})
 	if err != nil {
 		return err

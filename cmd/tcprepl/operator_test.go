@@ -41,6 +41,7 @@ func TestOperatorCommandErrors(t *testing.T) {
 		"bad pod labels":      {[]string{"--operator-pod-labels", "a=b=c"}, "--operator-pod-labels"},
 		"status interval":     {[]string{"--status-interval", "100ms"}, "--status-interval must be at least 1s"},
 		"no concurrency":      {[]string{"--max-concurrent-reconciles", "0"}, "--max-concurrent-reconciles must be at least 1"},
+		"image policy":        {[]string{"--operand-image-policy", "always"}, "--operand-image-policy: operand image policy \"always\""},
 		"no such kubeconfig":  {[]string{"--kubeconfig", filepath.Join(t.TempDir(), "none")}, "find the cluster"},
 		"positional argument": {[]string{"extra"}, "unknown command"},
 	}

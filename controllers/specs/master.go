@@ -3,6 +3,7 @@ package specs
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 
@@ -106,10 +107,21 @@ func BuildMasterTokenSecret(m *replv1.ReplicationMaster, token string) *corev1.S
 }
 
 // ConfigHash digests everything that the running master reads only at
-// start, so that a change to any of it rolls the pod.
+// start: the restart settings of the rendered config (masterapi.ClassOf)
+// and the token. A change to any of it rolls the pod; a change to a live
+// setting (retention, keep-alive, limits) only updates the ConfigMap, which
+// the running master re-reads and applies without dropping a connection.
+// A config that does not parse is hashed whole: rolling is the safe side.
 func ConfigHash(config, token string) string {
+	digest := []byte(config)
+	var c masterapi.Config
+	if err := yaml.UnmarshalStrict([]byte(config), &c); err == nil {
+		if b, err := json.Marshal(masterapi.RestartSettings(c)); err == nil {
+			digest = b
+		}
+	}
 	h := sha256.New()
-	h.Write([]byte(config))
+	h.Write(digest)
 	h.Write([]byte{0})
 	h.Write([]byte(token))
 	return hex.EncodeToString(h.Sum(nil))[:16]

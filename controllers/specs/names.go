@@ -32,9 +32,10 @@ const (
 
 // Annotations.
 const (
-	// AnnotationConfigHash on the pod template rolls the pod when the
-	// master's configuration or publish token changes.
-	AnnotationConfigHash = "tcprepl.io/config-hash"
+	// AnnotationConfigHash on the pod template rolls the pod when a
+	// setting the master reads only at start changes (ConfigHash). Live
+	// settings are not in it: the master applies them itself.
+	AnnotationConfigHash = "tcprepl.io/restart-config-hash"
 	// AnnotationSpecHash on owned objects records the desired state last
 	// written, so an unchanged object costs no API write.
 	AnnotationSpecHash = "tcprepl.io/spec-hash"

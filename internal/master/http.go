@@ -170,11 +170,12 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 	// the rows it keeps (AppendEncoded), and nothing else holds them.
 	pb := getPublishBuf()
 	defer putPublishBuf(pb)
-	body, err := readBody(pb.body[:0], http.MaxBytesReader(w, r.Body, m.cfg.Limits.MaxRequestBytes), r.ContentLength)
+	maxBytes := m.current.Load().Limits.MaxRequestBytes
+	body, err := readBody(pb.body[:0], http.MaxBytesReader(w, r.Body, maxBytes), r.ContentLength)
 	pb.body = body
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes: split the rows into smaller batches", m.cfg.Limits.MaxRequestBytes))
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes: split the rows into smaller batches", maxBytes))
 			return
 		}
 		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
@@ -192,8 +193,9 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `invalid JSON body: `+err.Error()+`; send {"rows": [[...], ...]}`)
 		return
 	}
+	maxRows := m.MaxRows()
 	check := func(i int, row json.RawMessage, fields [][]byte) error {
-		if i >= m.maxRows {
+		if i >= maxRows {
 			return m.tooManyRows(i + 1)
 		}
 		return m.checkRow(stream, i, row, fields)

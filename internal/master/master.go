@@ -54,7 +54,10 @@ type Options struct {
 
 // Master is one running master: log, protocol server and HTTP API.
 type Master struct {
-	cfg          masterapi.Config
+	cfg masterapi.Config
+	// current is cfg with the live settings of the last reload (reload.go).
+	current      atomic.Pointer[masterapi.Config]
+	reload       *reloadState
 	logger       logr.Logger
 	now          func() time.Time
 	store        StreamLog
@@ -69,7 +72,6 @@ type Master struct {
 	certs   *certReloader
 	streams []string
 	known   map[string]bool // streams, for lookups
-	maxRows int             // rows per publish, see masterapi.MaxRowsPerPublish
 	httpSrv *http.Server
 
 	// storeMu is held shared by every append and exclusively by Close, so
@@ -114,9 +116,9 @@ func New(cfg masterapi.Config, opts Options) (*Master, error) {
 		publishToken: token,
 		streams:      cfg.Streams(),
 		known:        map[string]bool{},
-		maxRows:      rowsPerPublish(cfg.Limits),
 		validate:     opts.Validate,
 	}
+	m.current.Store(&cfg)
 	for _, s := range m.streams {
 		m.known[s] = true
 	}
@@ -153,6 +155,9 @@ func New(cfg masterapi.Config, opts Options) (*Master, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if m.reload, err = newReloadState(m.registry); err != nil {
+		return fail(err)
+	}
 	m.effects = newEffects(m)
 	newServer := opts.NewServer
 	if newServer == nil {
@@ -177,8 +182,9 @@ func New(cfg masterapi.Config, opts Options) (*Master, error) {
 	return m, nil
 }
 
-// Config returns the effective configuration (defaults applied).
-func (m *Master) Config() masterapi.Config { return m.cfg }
+// Config returns the effective configuration (defaults applied), with the
+// live settings of the last reload.
+func (m *Master) Config() masterapi.Config { return *m.current.Load() }
 
 // Registry is the Prometheus registry /metrics serves.
 func (m *Master) Registry() *prometheus.Registry { return m.registry }
@@ -373,12 +379,13 @@ func rowsPerPublish(l masterapi.Limits) int {
 }
 
 // MaxRows is the most rows one Publish may carry.
-func (m *Master) MaxRows() int { return m.maxRows }
+func (m *Master) MaxRows() int { return rowsPerPublish(m.current.Load().Limits) }
 
 // tooManyRows is the error for a publish of n rows (at least n, when
 // counting stopped at the limit).
 func (m *Master) tooManyRows(n int) error {
-	return fmt.Errorf("%w: %d rows or more, the limit is %d rows per publish, which keeps a batch well below a connection's queue limit of %d (limits.maxPendingCommands); split them over several publishes", ErrTooManyRows, n, m.maxRows, m.cfg.Limits.MaxPendingCommands)
+	limits := m.current.Load().Limits
+	return fmt.Errorf("%w: %d rows or more, the limit is %d rows per publish, which keeps a batch well below a connection's queue limit of %d (limits.maxPendingCommands); split them over several publishes", ErrTooManyRows, n, rowsPerPublish(limits), limits.MaxPendingCommands)
 }
 
 // Publish validates rows, appends them to stream as one token and returns
@@ -415,7 +422,7 @@ func (m *Master) checkBatch(stream string, rows int) error {
 		return fmt.Errorf("stream %q: %w; this master publishes %v", stream, replication.ErrUnknownStream, m.streams)
 	case rows == 0:
 		return errors.New("no rows: send at least one row")
-	case rows > m.maxRows:
+	case rows > m.MaxRows():
 		return m.tooManyRows(rows)
 	}
 	return nil

@@ -58,7 +58,7 @@ const CloseIdentifyFailed = "identify_failed"
 
 // authorizeCommand refuses a command with effects the peer may not send.
 func (sc *ServerConn) authorizeCommand(name string) error {
-	a := sc.s.cfg.Authorizer
+	a := sc.s.live.Load().authorizer
 	if a == nil || !slices.Contains(EffectCommands, name) {
 		return nil
 	}
@@ -68,7 +68,7 @@ func (sc *ServerConn) authorizeCommand(name string) error {
 // allowedStreams filters the streams of a REPLICATE: it returns those the
 // peer may read and, when some were refused, the error to send.
 func (sc *ServerConn) allowedStreams(streams []string) ([]string, error) {
-	a := sc.s.cfg.Authorizer
+	a := sc.s.live.Load().authorizer
 	if a == nil {
 		return streams, nil
 	}

@@ -83,6 +83,10 @@ type connConfig struct {
 	writeTimeout  time.Duration
 	pingInterval  time.Duration
 	pingTimeout   time.Duration
+	// liveKeepAlive, when set, gives the current interval and timeout,
+	// which a running server can change (live.go); the keep-alive loop
+	// follows it at its next tick.
+	liveKeepAlive func() (interval, timeout time.Duration)
 	clock         Clock
 	logger        logr.Logger
 	metrics       *metrics
@@ -670,8 +674,9 @@ func (e *dispatchError) Unwrap() error { return e.err }
 // PING is written falls a little after the tick, and comparing it with the
 // interval would skip every other tick (a PING every 10 s).
 func (c *conn) keepAliveLoop() {
-	t := c.cfg.clock.NewTicker(c.cfg.pingInterval)
-	defer t.Stop()
+	interval, timeout := c.keepAlive()
+	t := c.cfg.clock.NewTicker(interval)
+	defer func() { t.Stop() }()
 	queuedAtTick := c.commandsQueued()
 	for {
 		select {
@@ -679,12 +684,20 @@ func (c *conn) keepAliveLoop() {
 			return
 		case <-t.C():
 		}
+		if iv, to := c.keepAlive(); iv != interval || to != timeout {
+			timeout = to
+			if iv != interval {
+				interval = iv
+				t.Stop()
+				t = c.cfg.clock.NewTicker(interval)
+			}
+		}
 		now := c.cfg.clock.Now()
 		c.mu.Lock()
 		closing, started := c.closing, c.closeStarted
 		c.mu.Unlock()
 		if closing {
-			if now.Sub(started) > c.cfg.pingTimeout {
+			if now.Sub(started) > timeout {
 				c.cfg.logger.Info("replication connection did not close in time, aborting", "conn", c.id)
 				c.shutNet()
 				return
@@ -696,11 +709,19 @@ func (c *conn) keepAliveLoop() {
 		}
 		queuedAtTick = c.commandsQueued()
 		if c.receivedPing.Load() {
-			if silent := now.Sub(time.Unix(0, c.lastRecvNS.Load())); silent > c.cfg.pingTimeout {
+			if silent := now.Sub(time.Unix(0, c.lastRecvNS.Load())); silent > timeout {
 				c.closeWith(ClosePingTimeout, "ping timeout", false, fmt.Errorf("%w: nothing received for %s", ErrPingTimeout, silent))
 			}
 		}
 	}
+}
+
+// keepAlive returns the current ping interval and timeout.
+func (c *conn) keepAlive() (interval, timeout time.Duration) {
+	if c.cfg.liveKeepAlive != nil {
+		return c.cfg.liveKeepAlive()
+	}
+	return c.cfg.pingInterval, c.cfg.pingTimeout
 }
 
 // ErrPingTimeout is wrapped by the error of a connection closed because the

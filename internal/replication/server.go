@@ -129,8 +129,11 @@ type Server struct {
 	src     Source
 	h       Handler
 	metrics *metrics
-	connCfg connConfig
-	log     logr.Logger
+	// baseConnCfg holds the connection settings SetLive does not change;
+	// live holds the ones it does (live.go).
+	baseConnCfg connConfig
+	live        atomic.Pointer[liveState]
+	log         logr.Logger
 	// catchUp is the budget of catch-up pages held by all connections.
 	catchUp *byteBudget
 	// pageBytes is the size a catch-up page aims at.
@@ -207,7 +210,7 @@ func NewServer(cfg ServerConfig, src Source, h Handler) (*Server, error) {
 		catchUp:   newByteBudget(int64(cfg.MaxCatchUpBytes)),
 		pageBytes: max(min(DefaultCatchUpPageBytes, cfg.MaxPendingBytes/4), 1),
 	}
-	s.connCfg = connConfig{
+	s.baseConnCfg = connConfig{
 		maxLineLength: cfg.MaxLineLength,
 		limits:        queueLimits{cmds: cfg.MaxPendingCommands, bytes: cfg.MaxPendingBytes},
 		catchUp:       s.catchUp,
@@ -219,6 +222,12 @@ func NewServer(cfg ServerConfig, src Source, h Handler) (*Server, error) {
 		metrics:       m,
 		inboundOK:     SentByClient,
 	}
+	s.storeLive(LiveSettings{
+		MaxPendingCommands: cfg.MaxPendingCommands, MaxPendingBytes: cfg.MaxPendingBytes,
+		WriteTimeout: cfg.WriteTimeout, PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout,
+		MaxConnections: cfg.MaxConnections, IdentifyTimeout: cfg.IdentifyTimeout, MaxNameLength: cfg.MaxNameLength,
+		Authorizer: cfg.Authorizer,
+	})
 	empty := map[string][]*streamSlot{}
 	s.fanout.Store(&empty)
 	m.addServer(s)
@@ -272,7 +281,8 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) startConn(nc net.Conn) bool {
 	sc := &ServerConn{s: s, remote: nc.RemoteAddr(), slots: map[string]*streamSlot{}}
 	sc.ctx, sc.cancel = context.WithCancel(context.Background())
-	sc.c = newConn(s.connCfg, nc, s.nextID.Add(1), "anon")
+	live := s.live.Load()
+	sc.c = newConn(live.connCfg, nc, s.nextID.Add(1), "anon")
 	sc.c.dispatch = sc.dispatch
 	sc.c.onClosing = sc.cancel
 
@@ -282,7 +292,7 @@ func (s *Server) startConn(nc net.Conn) bool {
 		sc.cancel()
 		return false
 	}
-	if limit := s.cfg.MaxConnections; limit > 0 && len(s.conns) >= limit {
+	if limit := live.maxConnections; limit > 0 && len(s.conns) >= limit {
 		s.mu.Unlock()
 		sc.cancel()
 		s.refuseConn(nc, limit)
@@ -293,7 +303,7 @@ func (s *Server) startConn(nc net.Conn) bool {
 	s.mu.Unlock()
 	s.metrics.addConn(sc.c)
 
-	if d := s.cfg.IdentifyTimeout; d > 0 {
+	if d := live.identifyTimeout; d > 0 {
 		sc.identifyTimer = time.AfterFunc(d, sc.identifyExpired)
 	}
 	go func() {
@@ -566,7 +576,7 @@ func (sc *ServerConn) identifyExpired() {
 	if sc.identified.Load() {
 		return
 	}
-	d := sc.s.cfg.IdentifyTimeout
+	d := sc.s.live.Load().identifyTimeout
 	sc.c.closeWith(CloseIdentifyTimeout, fmt.Sprintf("no NAME or REPLICATE within %s (limits.identifyTimeout)", d), false,
 		fmt.Errorf("the client sent neither NAME nor REPLICATE within %s", d))
 }
@@ -637,7 +647,7 @@ func (sc *ServerConn) Info() ConnectionInfo {
 func (sc *ServerConn) dispatch(cmd Command) error {
 	switch cmd := cmd.(type) {
 	case NameCommand:
-		if limit := sc.s.cfg.MaxNameLength; limit > 0 && len(cmd.ClientName) > limit {
+		if limit := sc.s.live.Load().maxNameLength; limit > 0 && len(cmd.ClientName) > limit {
 			err := fmt.Errorf("NAME is %d bytes, the limit is %d (limits.maxNameLength)", len(cmd.ClientName), limit)
 			return &dispatchError{reason: CloseNameTooLong, errText: err.Error(), err: err}
 		}

@@ -130,7 +130,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 			t.Errorf("operator container has no resources")
 		}
 		args := fmt.Sprint(c["args"])
-		for _, want := range []string{"--leader-elect", "--leader-election-namespace=tcprepl-system", "--metrics-bind-address=:8080", "--operator-pod-labels=app.kubernetes.io/name=tcprepl,app.kubernetes.io/instance=tcprepl,app.kubernetes.io/component=operator"} {
+		for _, want := range []string{"--leader-elect", "--leader-election-namespace=tcprepl-system", "--metrics-bind-address=:8080", "--operand-image-policy=pinned", "--operator-pod-labels=app.kubernetes.io/name=tcprepl,app.kubernetes.io/instance=tcprepl,app.kubernetes.io/component=operator"} {
 			if !strings.Contains(args, want) {
 				t.Errorf("operator args %s lack %s", args, want)
 			}
@@ -192,6 +192,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 			{"image.digest=latest"},
 			{"metrics.prometheusRule.workerLagFor=soon"},
 			{"operator.typo=1"},
+			{"operator.operandImagePolicy=always"},
 		} {
 			args := []string{"template", "tcprepl", h.chart}
 			for _, s := range sets {
