@@ -32,6 +32,9 @@ type ReplicationMasterReconciler struct {
 	ReconcilerBase
 	// Probes starts and stops the master's probe.
 	Probes ProbeController
+
+	// active remembers each master's active pod, to see takeovers.
+	active activeMemory
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationmasters,verbs=get;list;watch;update;patch
@@ -55,6 +58,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			// references; only the in-memory probe is ours to end.
 			r.Probes.Stop(req.NamespacedName)
 			r.limiter.forget(req.NamespacedName)
+			r.active.forget(req.NamespacedName)
 			forgetMasterMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}
@@ -80,6 +84,9 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	result, statusErr := r.writeStatus(ctx, &m, status, err != nil)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if obs.postgres.reason != "" && (result.RequeueAfter == 0 || result.RequeueAfter > postgresSecretRetry) {
+		result.RequeueAfter = postgresSecretRetry
 	}
 	return result, statusErr
 }
@@ -107,7 +114,16 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 			return obs, err
 		}
 	}
-	sts := specs.BuildMasterStatefulSet(m, r.Options, specs.ConfigHash(cm.Data[specs.MasterConfigFile], token))
+	uriDigest, problem, err := r.checkPostgresSecret(ctx, m)
+	if err != nil {
+		return obs, err
+	}
+	obs.postgres = problem
+	hash := specs.ConfigHash(cm.Data[specs.MasterConfigFile], token)
+	if uriDigest != "" {
+		hash = specs.ConfigHash(hash, uriDigest)
+	}
+	sts := specs.BuildMasterStatefulSet(m, r.Options, hash)
 	live, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, sts, statefulSetState)
 	if err != nil {
 		return obs, err
@@ -120,12 +136,24 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 		return obs, err
 	}
 
-	var pod corev1.Pod
-	switch err := r.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: specs.MasterPodName(m)}, &pod); {
-	case err == nil:
-		obs.pod = &pod
-	case !apierrors.IsNotFound(err):
-		return obs, fmt.Errorf("get master pod %s/%s: %w", m.Namespace, specs.MasterPodName(m), err)
+	pods, err := r.masterPods(ctx, m)
+	if err != nil {
+		return obs, err
+	}
+	key := client.ObjectKeyFromObject(m)
+	obs.activePod, obs.readyStandbys = activeMaster(pods, m.Status.ActivePod)
+	obs.takeover = r.active.observe(key, m.Status.ActivePod, obs.activePod, r.now())
+	emitTakeover(r, m, obs.takeover)
+	// The probe follows the active pod; before there is one, the first.
+	for i := range pods {
+		if pods[i].Name == obs.activePod || (obs.activePod == "" && pods[i].Name == specs.MasterPodName(m)) {
+			obs.pod = &pods[i]
+		}
+	}
+	if specs.OnPostgres(m) {
+		if _, err := r.rollMasterPods(ctx, m, live, pods, obs.activePod); err != nil {
+			return obs, err
+		}
 	}
 
 	target := ProbeTargetFor(m, obs.pod)
