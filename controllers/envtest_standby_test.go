@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -364,4 +365,25 @@ func TestMasterTakeoverStatusAndEvent(t *testing.T) {
 		}
 		return conditionIs(st.Conditions, replv1.ConditionAvailable, "True", replv1.ReasonTakeover)
 	})
+}
+
+// TestPostgresSampleIsAccepted: config/samples/replicationmaster_postgres.yaml
+// (not in the kustomization, it needs a database) is valid, asks for a
+// standby and names a CloudNativePG cluster.
+func TestPostgresSampleIsAccepted(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	var m replv1.ReplicationMaster
+	readYAML(t, filepath.Join("..", "config", "samples", "replicationmaster_postgres.yaml"), &m)
+	m.Namespace = ns
+	if err := k8s.Create(ctx, &m); err != nil {
+		t.Fatalf("the API server refuses the sample: %v", err)
+	}
+	if specs.MasterReplicas(&m) < 2 {
+		t.Errorf("the sample runs %d master, want a standby too", specs.MasterReplicas(&m))
+	}
+	if ref, ok := specs.PostgresURIRef(&m); !ok || ref.Key != "uri" || !strings.HasSuffix(ref.Name, "-app") {
+		t.Errorf("the sample reads %+v, want a CloudNativePG <cluster>-app Secret", ref)
+	}
 }
