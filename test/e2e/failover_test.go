@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -41,7 +42,10 @@ const failoverBound = 5 * time.Second
 func TestMasterFailoverOnPostgres(t *testing.T) {
 	env, ctx := setup(t)
 	pg := pgtest.Start(t)
-	dsn := pg.NewDatabase(t)
+	dsn, err := keyValueDSN(pg.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	if err := env.InstallChart(ctx, release, operatorNS); err != nil {
 		t.Fatal(err)
@@ -527,4 +531,17 @@ func ackedRowsOnceInOrder(rows []json.RawMessage, acks []ack, used int) error {
 		}
 	}
 	return nil
+}
+
+// keyValueDSN turns pgtest's URI into the key/value form. The test kubelet
+// gives each pod its own loopback address and rewrites "127.0.0.1:PORT" and
+// URL hosts in a pod's environment to it ("localhost" is the pod itself);
+// PostgreSQL runs beside the cluster on 127.0.0.1, which "host=127.0.0.1"
+// keeps naming, as a database outside the cluster has an address of its own.
+func keyValueDSN(uri string) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "", fmt.Errorf("parse pgtest DSN: %w", err)
+	}
+	return fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable", u.Hostname(), u.Port(), u.User.Username(), strings.TrimPrefix(u.Path, "/")), nil
 }
