@@ -205,7 +205,6 @@ type PostgresStorage struct {
 	Cluster string `json:"cluster,omitempty"`
 }
 
-
 // RetentionSpec bounds each stream's log by row count and by age; whichever
 // limit is hit first removes the oldest tokens. An unset limit means no
 // limit; zero is refused rather than read as "no limit".

@@ -511,8 +511,11 @@ func ackedRowsOnceInOrder(rows []json.RawMessage, acks []ack, used int) error {
 	last := -1
 	for i, raw := range rows {
 		var r []any
-		if err := json.Unmarshal(raw, &r); err != nil || len(r) != 3 {
-			return fmt.Errorf("sink row %d %s is not a published row (%v)", i, raw, err)
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return fmt.Errorf("sink row %d %s: %w", i, raw, err)
+		}
+		if len(r) != 3 {
+			return fmt.Errorf("sink row %d is %s: not a published row", i, raw)
 		}
 		f, ok := r[1].(float64)
 		n := int(f)
