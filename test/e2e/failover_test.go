@@ -157,40 +157,60 @@ spec:
 	t.Cleanup(func() { pub.stop() })
 	pub.waitAcked(t, 20, time.Minute)
 
-	// Three kills of whichever master is active.
+	// Three kills of whichever master is active. The next master is the
+	// standby or, if the killed pod's restarted process gets the log
+	// first (the test kubelet restarts it within a second; a node that
+	// died would not), the same pod: the bound holds either way, and a
+	// takeover by another pod must show in the status.
+	takeovers := 0
 	for kill := 1; kill <= 3; kill++ {
-		victim := activeMasterPod(ctx, t, env, master)
+		victim := activeMasterPod(ctx, t, env, master, 0)
 		at := time.Now()
 		if err := syscall.Kill(victim.pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill -9 %d (pod %s): %v", victim.pid, victim.name, err)
 		}
 		took := pub.nextAckAfter(t, at, time.Minute)
-		t.Logf("kill %d: SIGKILL to %s (pid %d); next acknowledged publish after %s", kill, victim.name, victim.pid, took.Round(time.Millisecond))
+		next := activeMasterPod(ctx, t, env, master, victim.pid)
+		how := "taken over by the standby " + next.name
+		if next.name == victim.name {
+			how = "the killed pod's restarted process got the log first"
+		}
+		t.Logf("kill %d: SIGKILL to %s (pid %d); next acknowledged publish after %s; %s", kill, victim.name, victim.pid, took.Round(time.Millisecond), how)
 		if took > failoverBound {
 			t.Errorf("kill %d: %s from the kill to the next acknowledged publish, above the bound of %s", kill, took.Round(time.Millisecond), failoverBound)
 		}
-		st := waitStandby(fmt.Sprintf("kill %d: %s back as a standby", kill, victim.name))
-		if st.ActivePod == victim.name {
-			t.Errorf("kill %d: status.activePod is still %s", kill, victim.name)
+		if next.name != victim.name {
+			takeovers++
+			eventually(t, time.Minute, fmt.Sprintf("kill %d: status shows the takeover by %s", kill, next.name), func() error {
+				var st haStatus
+				if err := getStatus(ctx, env, "rmaster", master, &st); err != nil {
+					return err
+				}
+				if st.ActivePod != next.name || st.LastTakeoverTime == nil || st.LastTakeoverTime.Time.Before(at.Add(-time.Second).Truncate(time.Second)) {
+					return fmt.Errorf("active pod %q, last takeover %v", st.ActivePod, st.LastTakeoverTime)
+				}
+				return nil
+			})
 		}
-		if st.LastTakeoverTime == nil || st.LastTakeoverTime.Time.Before(at.Add(-time.Second).Truncate(time.Second)) {
-			t.Errorf("kill %d: lastTakeoverTime %v, want after the kill at %s", kill, st.LastTakeoverTime, at.Format(time.RFC3339))
-		}
+		waitStandby(fmt.Sprintf("kill %d: an active master and a ready standby again", kill))
 		pub.waitAcked(t, pub.acked()+10, time.Minute)
 	}
-	eventually(t, time.Minute, "a Takeover event", func() error {
-		out, err := env.Kubectl(ctx, "get", "events", "--namespace", ns, "--field-selector", "reason=Takeover", "-o", "name")
-		if err != nil {
-			return err
-		}
-		if strings.TrimSpace(out) == "" {
-			return fmt.Errorf("no Takeover event yet")
-		}
-		return nil
-	})
+	t.Logf("%d of 3 kills were taken over by the standby", takeovers)
+	if takeovers > 0 {
+		eventually(t, time.Minute, "a Takeover event", func() error {
+			out, err := env.Kubectl(ctx, "get", "events", "--namespace", ns, "--field-selector", "reason=Takeover", "-o", "name")
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(out) == "" {
+				return fmt.Errorf("no Takeover event yet")
+			}
+			return nil
+		})
+	}
 
 	t.Run("SIGSTOP", func(t *testing.T) {
-		victim := activeMasterPod(ctx, t, env, master)
+		victim := activeMasterPod(ctx, t, env, master, 0)
 		if !readyzHasRole(t, victim.ip, ports.HTTP) {
 			t.Skip("the master's /readyz carries no role: frozen-master fencing (a lease in PostgreSQL, issue 12) is not in this build; without it a frozen master keeps the advisory lock and nothing takes over")
 		}
@@ -281,8 +301,9 @@ type masterProcess struct {
 	pid      int
 }
 
-// activeMasterPod finds the ready (active) master pod and its process.
-func activeMasterPod(ctx context.Context, t *testing.T, env *harness.Env, master string) masterProcess {
+// activeMasterPod finds the ready (active) master pod and its process,
+// waiting for one whose process is not notPID (0: any).
+func activeMasterPod(ctx context.Context, t *testing.T, env *harness.Env, master string, notPID int) masterProcess {
 	t.Helper()
 	var found masterProcess
 	eventually(t, 2*time.Minute, "the active master's process", func() error {
@@ -300,7 +321,9 @@ func activeMasterPod(ctx context.Context, t *testing.T, env *harness.Env, master
 			if err != nil || pid <= 0 {
 				return fmt.Errorf("pod %s: container id %q is not the test kubelet's", p.Name, containerIDOf(p))
 			}
-			ready = append(ready, masterProcess{name: p.Name, ip: p.Status.PodIP, pid: pid})
+			if pid != notPID {
+				ready = append(ready, masterProcess{name: p.Name, ip: p.Status.PodIP, pid: pid})
+			}
 		}
 		if len(ready) != 1 {
 			return fmt.Errorf("ready master pods %+v, want exactly one", ready)
