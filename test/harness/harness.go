@@ -176,8 +176,8 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	// Every pod runs from the image `make image` built, as on a node: the
 	// image's binary, user and files, not bin/tcprepl.
 	e.Kubelet, err = kubelet.New(kubelet.Options{
-		RESTConfig:   e.Cluster.RESTConfig,
-		Dir:          filepath.Join(dir, "kubelet"),
+		RESTConfig:     e.Cluster.RESTConfig,
+		Dir:            filepath.Join(dir, "kubelet"),
 		ImageLayouts:   []string{opts.Tools.ImageLayout},
 		MaxProbePeriod: opts.MaxProbePeriod,
 		Logf:           func(f string, a ...any) { logf("kubelet: "+f, a...) },
