@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -240,14 +241,20 @@ func TestMasterPostgresSecretReasons(t *testing.T) {
 }
 
 // setMasterPod creates or updates a master pod's status as the kubelet
-// would: running (its master started) and ready or not.
-func setMasterPod(t *testing.T, m *replv1.ReplicationMaster, name string, running, ready bool) {
+// would: running (its master started) and ready or not. A pod it creates
+// has the StatefulSet revision rev ("" for none), as the StatefulSet
+// controller labels it.
+func setMasterPod(t *testing.T, m *replv1.ReplicationMaster, name, rev string, running, ready bool) {
 	t.Helper()
 	ctx := context.Background()
 	var pod corev1.Pod
 	if err := get(ctx, m.Namespace, name, &pod); err != nil {
+		labels := specs.MasterLabels(m)
+		if rev != "" {
+			labels[appsv1.ControllerRevisionHashLabelKey] = rev
+		}
 		pod = corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace, Labels: specs.MasterLabels(m)},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.Namespace, Labels: labels},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "master", Image: "x"}}},
 		}
 		if err := k8s.Create(ctx, &pod); err != nil {
@@ -309,8 +316,8 @@ func TestMasterTakeoverStatusAndEvent(t *testing.T) {
 			return check(live.Status)
 		})
 	}
-	setMasterPod(t, m, "ha-0", true, true)
-	setMasterPod(t, m, "ha-1", true, false)
+	setMasterPod(t, m, "ha-0", "", true, true)
+	setMasterPod(t, m, "ha-1", "", true, false)
 	status("ha-0 active, one standby", func(st replv1.ReplicationMasterStatus) error {
 		if st.ActivePod != "ha-0" || st.ReadyStandbys != 1 || st.LastTakeoverTime != nil {
 			return fmt.Errorf("active %q, standbys %d, last takeover %v", st.ActivePod, st.ReadyStandbys, st.LastTakeoverTime)
@@ -328,7 +335,7 @@ func TestMasterTakeoverStatusAndEvent(t *testing.T) {
 	}
 
 	// ha-0's process is killed: for a moment no pod is ready.
-	setMasterPod(t, m, "ha-0", false, false)
+	setMasterPod(t, m, "ha-0", "", false, false)
 	status("no active pod", func(st replv1.ReplicationMasterStatus) error {
 		if st.ActivePod != "" || st.ReadyStandbys != 1 {
 			return fmt.Errorf("active %q, standbys %d", st.ActivePod, st.ReadyStandbys)
@@ -336,7 +343,7 @@ func TestMasterTakeoverStatusAndEvent(t *testing.T) {
 		return nil
 	})
 	// ha-1 got the lock.
-	setMasterPod(t, m, "ha-1", true, true)
+	setMasterPod(t, m, "ha-1", "", true, true)
 	status("ha-1 took over", func(st replv1.ReplicationMasterStatus) error {
 		if st.ActivePod != "ha-1" || st.ReadyStandbys != 0 || st.LastTakeoverTime == nil {
 			return fmt.Errorf("active %q, standbys %d, last takeover %v", st.ActivePod, st.ReadyStandbys, st.LastTakeoverTime)
@@ -358,7 +365,7 @@ func TestMasterTakeoverStatusAndEvent(t *testing.T) {
 
 	// ha-0 restarts as a standby: the takeover reason stays while ha-1 is
 	// active.
-	setMasterPod(t, m, "ha-0", true, false)
+	setMasterPod(t, m, "ha-0", "", true, false)
 	status("ha-0 back as a standby", func(st replv1.ReplicationMasterStatus) error {
 		if st.ActivePod != "ha-1" || st.ReadyStandbys != 1 {
 			return fmt.Errorf("active %q, standbys %d", st.ActivePod, st.ReadyStandbys)
@@ -386,4 +393,73 @@ func TestPostgresSampleIsAccepted(t *testing.T) {
 	if ref, ok := specs.PostgresURIRef(&m); !ok || ref.Key != "uri" || !strings.HasSuffix(ref.Name, "-app") {
 		t.Errorf("the sample reads %+v, want a CloudNativePG <cluster>-app Secret", ref)
 	}
+}
+
+// TestMasterRolloutStandbysFirst: a master on PostgreSQL has an OnDelete
+// StatefulSet, and the operator replaces outdated pods itself: the standby
+// first, then, once the updated standby runs, the active master.
+func TestMasterRolloutStandbysFirst(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	fp := newFakeProbes()
+	startOperator(t, ns, OperatorOptions{Observer: fp, ProbeController: fp})
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "pg", Namespace: ns},
+		Data:       map[string][]byte{"uri": []byte("postgresql://app@db/app")},
+	}
+	if err := k8s.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	m := postgresMaster(ns, "roll", "pg", 2)
+	if err := k8s.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	var sts appsv1.StatefulSet
+	eventually(t, waitFor, "StatefulSet", func() error { return get(ctx, ns, m.Name, &sts) })
+	if sts.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
+		t.Fatalf("update strategy %s, want OnDelete", sts.Spec.UpdateStrategy.Type)
+	}
+	setMasterPod(t, m, "roll-0", "old", true, true)
+	setMasterPod(t, m, "roll-1", "old", true, false)
+
+	// What the StatefulSet controller reports after a template change.
+	if err := get(ctx, ns, m.Name, &sts); err != nil {
+		t.Fatal(err)
+	}
+	sts.Status.ObservedGeneration = sts.Generation
+	sts.Status.Replicas = 2
+	sts.Status.CurrentRevision, sts.Status.UpdateRevision = "old", "new"
+	if err := k8s.Status().Update(ctx, &sts); err != nil {
+		t.Fatal(err)
+	}
+	gone := func(name string) func() error {
+		return func() error {
+			var p corev1.Pod
+			if err := get(ctx, ns, name, &p); err == nil {
+				return fmt.Errorf("pod %s still exists", name)
+			} else if !apierrors.IsNotFound(err) {
+				return err
+			}
+			return nil
+		}
+	}
+	eventually(t, waitFor, "the standby roll-1 deleted", gone("roll-1"))
+	var active corev1.Pod
+	if err := get(ctx, ns, "roll-0", &active); err != nil {
+		t.Fatalf("the active master was deleted with the standby: %v", err)
+	}
+
+	// The StatefulSet controller recreates roll-1 from the new template;
+	// until its master runs, the active one stays.
+	setMasterPod(t, m, "roll-1", "new", false, false)
+	touchPods(t, ns, "roll-0")
+	if err := get(ctx, ns, "roll-0", &active); err != nil {
+		t.Fatalf("the active master was deleted before the updated standby ran: %v", err)
+	}
+	setMasterPod(t, m, "roll-1", "new", true, false)
+	eventually(t, waitFor, "the active roll-0 deleted once the updated standby runs", gone("roll-0"))
+	eventually(t, waitFor, "Rolling event", func() error {
+		return hasEvent(ctx, ns, "ReplicationMaster", m.Name, corev1.EventTypeNormal, "Rolling")
+	})
 }

@@ -191,7 +191,7 @@ func takeoverMessage(t *masterTakeover) string {
 // last, and only once an updated standby runs to take over from it, so a
 // rollout costs one takeover. It returns whether a pod was deleted.
 func (r *ReplicationMasterReconciler) rollMasterPods(ctx context.Context, m *replv1.ReplicationMaster, sts *appsv1.StatefulSet, pods []corev1.Pod, active string) (bool, error) {
-	victim := nextMasterPodToRoll(sts, pods, active)
+	victim := nextMasterPodToRoll(sts, pods, active, specs.MasterReplicas(m))
 	if victim == nil {
 		return false, nil
 	}
@@ -206,9 +206,11 @@ func (r *ReplicationMasterReconciler) rollMasterPods(ctx context.Context, m *rep
 }
 
 // nextMasterPodToRoll is the pod rollMasterPods deletes next, nil when none
-// should be deleted now. It is pure.
-func nextMasterPodToRoll(sts *appsv1.StatefulSet, pods []corev1.Pod, active string) *corev1.Pod {
-	if sts == nil || sts.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
+// should be deleted now. replicas is spec.replicas: while fewer pods exist,
+// the StatefulSet controller has yet to recreate the last one deleted, and
+// the roll waits for it. It is pure.
+func nextMasterPodToRoll(sts *appsv1.StatefulSet, pods []corev1.Pod, active string, replicas int32) *corev1.Pod {
+	if sts == nil || sts.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType || int32(len(pods)) < replicas {
 		return nil
 	}
 	rev := sts.Status.UpdateRevision
@@ -240,7 +242,7 @@ func nextMasterPodToRoll(sts *appsv1.StatefulSet, pods []corev1.Pod, active stri
 	switch {
 	case outdatedStandby != nil:
 		return outdatedStandby
-	case outdatedActive != nil && (updatedRunning || len(pods) == 1):
+	case outdatedActive != nil && (updatedRunning || replicas == 1):
 		return outdatedActive
 	}
 	return nil

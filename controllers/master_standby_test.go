@@ -116,7 +116,9 @@ func TestNextMasterPodToRoll(t *testing.T) {
 		sts    *appsv1.StatefulSet
 		pods   []corev1.Pod
 		active string
-		want   string
+		// replicas defaults to len(pods).
+		replicas int32
+		want     string
 	}{
 		"rolling update strategy is the controller's": {sts: sts(appsv1.RollingUpdateStatefulSetStrategyType), pods: []corev1.Pod{masterPod("m-0", true, true, "old")}, active: "m-0"},
 		"nothing outdated":                            {sts: onDelete, pods: []corev1.Pod{masterPod("m-0", true, true, "new"), masterPod("m-1", true, false, "new")}, active: "m-0"},
@@ -126,11 +128,16 @@ func TestNextMasterPodToRoll(t *testing.T) {
 		"one at a time":                               {sts: onDelete, pods: []corev1.Pod{masterPod("m-0", true, true, "old"), deleting(masterPod("m-1", true, false, "old")), masterPod("m-2", true, false, "old")}, active: "m-0"},
 		"single pod rolls":                            {sts: onDelete, pods: []corev1.Pod{masterPod("m-0", true, true, "old")}, active: "m-0", want: "m-0"},
 		"template not yet observed":                   {sts: stale, pods: []corev1.Pod{masterPod("m-0", true, true, "old"), masterPod("m-1", true, false, "old")}, active: "m-0"},
+		"a pod not yet recreated":                     {sts: onDelete, pods: []corev1.Pod{masterPod("m-0", true, true, "old")}, active: "m-0", replicas: 2},
 		"no active: outdated pods go":                 {sts: onDelete, pods: []corev1.Pod{masterPod("m-0", false, false, "old"), masterPod("m-1", true, false, "old")}, want: "m-0"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got := nextMasterPodToRoll(tc.sts, tc.pods, tc.active)
+			replicas := tc.replicas
+			if replicas == 0 {
+				replicas = int32(len(tc.pods))
+			}
+			got := nextMasterPodToRoll(tc.sts, tc.pods, tc.active, replicas)
 			name := ""
 			if got != nil {
 				name = got.Name
