@@ -369,7 +369,7 @@ func TestPrinterColumnsAndShortNames(t *testing.T) {
 		columns   []string
 		shortName string
 	}{
-		"master": {"replicationmasters", []string{"Name", "Ready", "Endpoint", "Streams", "Workers", "Heartbeat", "Age"}, "rmaster"},
+		"master": {"replicationmasters", []string{"Name", "Ready", "Endpoint", "Active", "Standbys", "Streams", "Workers", "Heartbeat", "Age"}, "rmaster"},
 		"worker": {"replicationworkers", []string{"Name", "Master", "Ready", "Connected", "Max Lag", "Age"}, "rworker"},
 	}
 	for name, tc := range tests {

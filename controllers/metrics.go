@@ -92,6 +92,7 @@ func RegisterMetrics() error {
 	registerOnce.Do(func() {
 		for _, c := range []prometheus.Collector{
 			masterReady, masterHeartbeatStale, masterHeartbeatSeconds, masterConnectedWorkers, masterStreamPosition,
+			masterReadyStandbys, masterDesiredReplicas,
 			workerDesiredReplicas, workerReadyReplicas, workerConnectedReplicas, workerMaxLagSeconds, workerLagging,
 			workerPodLagSeconds, workerPodLagTokens,
 		} {
@@ -132,11 +133,12 @@ func recordMasterMetrics(m *replv1.ReplicationMaster, st replv1.ReplicationMaste
 	for _, s := range st.Streams {
 		masterStreamPosition.WithLabelValues(m.Namespace, m.Name, s.Name).Set(float64(s.Token))
 	}
+	recordStandbyMetrics(m, st)
 }
 
 func forgetMasterMetrics(namespace, name string) {
 	l := prometheus.Labels{"namespace": namespace, "master": name}
-	for _, v := range []*prometheus.GaugeVec{masterReady, masterHeartbeatStale, masterHeartbeatSeconds, masterConnectedWorkers, masterStreamPosition} {
+	for _, v := range []*prometheus.GaugeVec{masterReady, masterHeartbeatStale, masterHeartbeatSeconds, masterConnectedWorkers, masterStreamPosition, masterReadyStandbys, masterDesiredReplicas} {
 		v.DeletePartialMatch(l)
 	}
 }

@@ -32,6 +32,9 @@ type ReplicationMasterReconciler struct {
 	ReconcilerBase
 	// Probes starts and stops the master's probe.
 	Probes ProbeController
+
+	// active remembers each master's active pod, to see takeovers.
+	active activeMemory
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationmasters,verbs=get;list;watch;update;patch
@@ -39,7 +42,7 @@ type ReplicationMasterReconciler struct {
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationmasters/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;patch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -56,6 +59,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			r.Probes.Stop(req.NamespacedName)
 			r.Images.Forget(operandID(masterKind, req.NamespacedName))
 			r.limiter.forget(req.NamespacedName)
+			r.active.forget(req.NamespacedName)
 			forgetMasterMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}
@@ -83,6 +87,9 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	result = obs.image.requeue(result)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if obs.postgres.reason != "" && (result.RequeueAfter == 0 || result.RequeueAfter > postgresSecretRetry) {
+		result.RequeueAfter = postgresSecretRetry
 	}
 	return result, statusErr
 }
@@ -115,9 +122,18 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	if obs.image, err = r.Images.Choose(ctx, r.Client, operandID(masterKind, key), m.Spec.Image, m.Status.Image, key, r.Options.DefaultImage); err != nil {
 		return obs, err
 	}
+	uriDigest, problem, err := r.checkPostgresSecret(ctx, m)
+	if err != nil {
+		return obs, err
+	}
+	obs.postgres = problem
+	hash := specs.ConfigHash(cm.Data[specs.MasterConfigFile], token)
+	if uriDigest != "" {
+		hash = specs.ConfigHash(hash, uriDigest)
+	}
 	opts := r.Options
 	opts.DefaultImage = obs.image.image
-	sts := specs.BuildMasterStatefulSet(m, opts, specs.ConfigHash(cm.Data[specs.MasterConfigFile], token))
+	sts := specs.BuildMasterStatefulSet(m, opts, hash)
 	live, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, m, sts, statefulSetState)
 	if err != nil {
 		return obs, err
@@ -130,12 +146,23 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 		return obs, err
 	}
 
-	var pod corev1.Pod
-	switch err := r.Get(ctx, types.NamespacedName{Namespace: m.Namespace, Name: specs.MasterPodName(m)}, &pod); {
-	case err == nil:
-		obs.pod = &pod
-	case !apierrors.IsNotFound(err):
-		return obs, fmt.Errorf("get master pod %s/%s: %w", m.Namespace, specs.MasterPodName(m), err)
+	pods, err := r.masterPods(ctx, m)
+	if err != nil {
+		return obs, err
+	}
+	obs.activePod, obs.readyStandbys = activeMaster(pods, m.Status.ActivePod)
+	obs.takeover = r.active.observe(key, m.Status.ActivePod, obs.activePod, r.now())
+	emitTakeover(r, m, obs.takeover)
+	// The probe follows the active pod; before there is one, the first.
+	for i := range pods {
+		if pods[i].Name == obs.activePod || (obs.activePod == "" && pods[i].Name == specs.MasterPodName(m)) {
+			obs.pod = &pods[i]
+		}
+	}
+	if specs.OnPostgres(m) {
+		if _, err := r.rollMasterPods(ctx, m, live, pods, obs.activePod); err != nil {
+			return obs, err
+		}
 	}
 
 	target := ProbeTargetFor(m, obs.pod)

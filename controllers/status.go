@@ -30,6 +30,12 @@ type masterObservation struct {
 	tokenSecret string
 	// image is what the StatefulSet was given (image.go).
 	image operandChoice
+	// activePod, readyStandbys and takeover: see activeMaster and
+	// activeMemory. postgres says why a master on PostgreSQL cannot start.
+	activePod     string
+	readyStandbys int32
+	takeover      *masterTakeover
+	postgres      postgresProblem
 }
 
 // MasterStatus computes a master's status from its current status (kept for
@@ -49,12 +55,15 @@ func MasterStatus(m *replv1.ReplicationMaster, obs masterObservation, snap probe
 	}
 
 	available := false
-	if sts := obs.statefulSet; sts != nil && sts.Status.ReadyReplicas > 0 {
+	// A ready active pod counts before the StatefulSet's status says so.
+	if sts := obs.statefulSet; (sts != nil && sts.Status.ReadyReplicas > 0) || obs.activePod != "" {
 		available = true
 		set(replv1.ConditionAvailable, metav1.ConditionTrue, replv1.ReasonPodReady, "the master pod is ready")
 	} else {
 		set(replv1.ConditionAvailable, metav1.ConditionFalse, replv1.ReasonPodNotReady, "the master pod is not ready yet; see the pod's events and logs")
 	}
+
+	setStandbyStatus(&st, m.Status, obs, available, set)
 
 	if rolling, msg := statefulSetRolling(obs.statefulSet); rolling {
 		set(replv1.ConditionProgressing, metav1.ConditionTrue, replv1.ReasonRollingOut, msg)
@@ -66,6 +75,8 @@ func MasterStatus(m *replv1.ReplicationMaster, obs masterObservation, snap probe
 	switch {
 	case reconcileErr != nil:
 		set(replv1.ConditionDegraded, metav1.ConditionTrue, replv1.ReasonReconcileFailed, reconcileErr.Error())
+	case obs.postgres.reason != "":
+		set(replv1.ConditionDegraded, metav1.ConditionTrue, obs.postgres.reason, obs.postgres.message)
 	case available && probeReason != "" && probeReason != replv1.ReasonProbePending:
 		set(replv1.ConditionDegraded, metav1.ConditionTrue, probeReason, probeMsg)
 	case haveSnap && snap.Reachable && snap.Heartbeat.Stale:
@@ -75,6 +86,8 @@ func MasterStatus(m *replv1.ReplicationMaster, obs masterObservation, snap probe
 	}
 
 	switch {
+	case !available && obs.postgres.reason != "":
+		set(replv1.ConditionReady, metav1.ConditionFalse, obs.postgres.reason, obs.postgres.message)
 	case !available:
 		set(replv1.ConditionReady, metav1.ConditionFalse, replv1.ReasonPodNotReady, "the master pod is not ready")
 	case haveSnap && snap.Reachable:
@@ -124,7 +137,9 @@ func statefulSetRolling(sts *appsv1.StatefulSet) (bool, string) {
 	switch {
 	case s.ObservedGeneration < sts.Generation:
 		return true, "the StatefulSet controller has not yet seen the latest template"
-	case s.UpdateRevision != "" && s.CurrentRevision != s.UpdateRevision:
+	case s.UpdateRevision != "" && s.CurrentRevision != s.UpdateRevision && sts.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType:
+		// With OnDelete (masters on PostgreSQL) the StatefulSet controller
+		// never moves currentRevision; updatedReplicas below tells.
 		return true, "rolling the master pod to a new template"
 	case s.UpdatedReplicas < s.Replicas:
 		return true, "rolling the master pod to a new template"

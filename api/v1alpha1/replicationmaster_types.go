@@ -26,6 +26,7 @@ import (
 // ReplicationMasterSpec is the desired state of a master: one pod running
 // `tcprepl master`, its storage, its Services and who may reach it.
 // +kubebuilder:validation:XValidation:rule="self.replicationPort != self.httpPort",message="replicationPort and httpPort must differ"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || has(self.storage.postgres)",message="replicas above 1 needs storage.postgres: standby masters share the log through PostgreSQL, while a Pebble log lives on one pod's volume and has exactly one writer"
 // +kubebuilder:validation:XValidation:rule="!has(self.retention.streams) || self.retention.streams.all(r, (r.name in ['events', 'backfill', 'presence', 'typing', 'receipts', 'push_rules', 'pushers', 'caches', 'public_rooms', 'device_lists', 'to_device', 'tag_account_data', 'account_data', 'groups', 'user_signature']) || (r.name == 'federation' && has(self.streams.federation) && self.streams.federation) || (has(self.streams.custom) && self.streams.custom.exists(c, c.name == r.name)))",message="retention.streams names a stream the master does not publish: use a standard stream, federation with streams.federation, or a declared custom stream"
 type ReplicationMasterSpec struct {
 	// ServerName is the name the master announces with `SERVER` and that
@@ -69,10 +70,21 @@ type ReplicationMasterSpec struct {
 	// +kubebuilder:default={}
 	Streams StreamsSpec `json:"streams,omitempty"`
 
+	// Replicas is how many master pods run, 1 to 5. Above 1 needs
+	// storage.postgres: one pod is active (it holds the log's lock in
+	// PostgreSQL and is the only ready one, so the Service routes to it) and
+	// the others are standbys that take over within seconds when it fails.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=5
+	Replicas *int32 `json:"replicas,omitempty"`
+
 	// Storage is where the master keeps its stream log. Only size may
 	// change after creation, and only grow: the operator then expands the
 	// existing claim, which needs a storage class that allows expansion.
 	// Everything else is fixed: a StatefulSet's volume claims cannot move.
+	// +kubebuilder:validation:XValidation:rule="has(self.postgres) == has(oldSelf.postgres)",message="storage.postgres cannot be added or removed: the log cannot move between a volume and PostgreSQL in place; move it with `tcprepl master migrate` into a new master"
 	// +kubebuilder:validation:XValidation:rule="self.ephemeral == oldSelf.ephemeral",message="storage.ephemeral is immutable: the log cannot move between a volume and an emptyDir; create a new master to move it"
 	// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable: a claim cannot move to another class; create a new master to move the log"
 	// +kubebuilder:validation:XValidation:rule="has(self.size) == has(oldSelf.size) && (!has(self.size) || quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0)",message="storage.size can only grow: a PersistentVolumeClaim cannot shrink; create a new master for a smaller log"
@@ -145,8 +157,10 @@ type CustomStream struct {
 	Fields *int32 `json:"fields,omitempty"`
 }
 
-// StorageSpec says where the stream log lives.
-// +kubebuilder:validation:XValidation:rule="self.ephemeral || has(self.size)",message="storage.size is required unless storage.ephemeral is true"
+// StorageSpec says where the stream log lives: a PersistentVolumeClaim
+// (Pebble, the default), an emptyDir (ephemeral), or PostgreSQL.
+// +kubebuilder:validation:XValidation:rule="has(self.postgres) || self.ephemeral || has(self.size)",message="storage.size is required unless storage.ephemeral is true or storage.postgres is set"
+// +kubebuilder:validation:XValidation:rule="!has(self.postgres) || (!self.ephemeral && !has(self.size) && !has(self.storageClassName))",message="storage.postgres keeps the log in PostgreSQL: the master has no volume, so storage.ephemeral, storage.size and storage.storageClassName must be unset"
 // +kubebuilder:validation:XValidation:rule="!self.ephemeral || !has(self.storageClassName)",message="storage.storageClassName has no effect when storage.ephemeral is true"
 // +kubebuilder:validation:XValidation:rule="!has(self.size) || quantity(string(self.size)).compareTo(quantity('64Mi')) >= 0",message="storage.size must be at least 64Mi: the log's memtables and write-ahead log alone need that much (0 and negative sizes are refused)"
 type StorageSpec struct {
@@ -166,6 +180,32 @@ type StorageSpec struct {
 	// StorageClassName of the claim; empty means the cluster default.
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// Postgres keeps the log in a PostgreSQL database instead of a volume,
+	// which lets spec.replicas run standby masters. It cannot be added or
+	// removed after creation.
+	// +optional
+	Postgres *PostgresStorage `json:"postgres,omitempty"`
+}
+
+// PostgresStorage names the PostgreSQL database of the log: a Secret key
+// holding its connection URI, or a CloudNativePG Cluster in the same
+// namespace, whose "<cluster>-app" Secret's "uri" key is used.
+// +kubebuilder:validation:XValidation:rule="has(self.uriSecretRef) != has(self.cluster)",message="storage.postgres needs exactly one of uriSecretRef (a Secret key holding the URI) and cluster (a CloudNativePG Cluster name)"
+type PostgresStorage struct {
+	// URISecretRef is the Secret key holding the connection URI
+	// ("postgresql://user:password@host:5432/db?sslmode=require").
+	// +optional
+	URISecretRef *SecretKeyRef `json:"uriSecretRef,omitempty"`
+
+	// Cluster is the name of a CloudNativePG Cluster in the master's
+	// namespace; the master connects with the URI CloudNativePG publishes
+	// in the Secret "<cluster>-app", key "uri" (the application user and
+	// database, through the read-write Service).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=249
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // RetentionSpec bounds each stream's log by row count and by age; whichever
@@ -362,6 +402,21 @@ type ReplicationMasterStatus struct {
 	// LastProbeTime is when the probe took the snapshot this status shows.
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+
+	// ActivePod is the master pod that serves: the ready one (a standby
+	// answers /readyz with 503 until it holds the log). Empty when none is.
+	// +optional
+	ActivePod string `json:"activePod,omitempty"`
+
+	// ReadyStandbys is how many master pods other than the active one are
+	// running and waiting to take over.
+	// +optional
+	ReadyStandbys int32 `json:"readyStandbys,omitempty"`
+
+	// LastTakeoverTime is when the operator last saw another pod become
+	// the active master.
+	// +optional
+	LastTakeoverTime *metav1.Time `json:"lastTakeoverTime,omitempty"`
 }
 
 // StreamStatus is one stream's position.
@@ -406,6 +461,8 @@ type HeartbeatStatus struct {
 // +kubebuilder:resource:shortName=rmaster,categories=tcprepl
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.activePod`
+// +kubebuilder:printcolumn:name="Standbys",type=integer,JSONPath=`.status.readyStandbys`
 // +kubebuilder:printcolumn:name="Streams",type=integer,JSONPath=`.status.streamCount`
 // +kubebuilder:printcolumn:name="Workers",type=integer,JSONPath=`.status.connectedWorkers`
 // +kubebuilder:printcolumn:name="Heartbeat",type=string,JSONPath=`.status.heartbeat.last`

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -43,6 +44,12 @@ func RenderMasterConfig(m *replv1.ReplicationMaster) (string, error) {
 			MaxLineLength:      int(m.Spec.Limits.MaxLineLength),
 			MaxPendingCommands: int(m.Spec.Limits.MaxPendingCommands),
 		},
+	}
+	if OnPostgres(m) {
+		// The URI comes from the Secret through the environment, never
+		// through this ConfigMap.
+		c.DataDir = ""
+		c.Log.Backend = masterapi.LogPostgres
 	}
 	if d := m.Spec.KeepAlive.PingInterval; d != nil && d.Duration > 0 {
 		c.Limits.PingInterval.Duration = d.Duration
@@ -195,7 +202,6 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 			// local processes) from colliding on the same port.
 			"--replication-listen=" + podIPListenAddress(m.Spec.ReplicationPort),
 			"--http-listen=" + podIPListenAddress(m.Spec.HTTPPort),
-			"--data-dir=" + MasterDataDir,
 		},
 		Env: []corev1.EnvVar{
 			{Name: EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}},
@@ -216,7 +222,6 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 		ReadinessProbe: httpProbe("/readyz", 5, 2),
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "config", MountPath: MasterConfigDir, ReadOnly: true},
-			{Name: "data", MountPath: MasterDataDir},
 			{Name: "tmp", MountPath: "/tmp"},
 		},
 		SecurityContext:          restrictedContainerSecurity(),
@@ -229,9 +234,23 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
 	var claims []corev1.PersistentVolumeClaim
-	if m.Spec.Storage.Ephemeral {
-		volumes = append(volumes, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	onPostgres := OnPostgres(m)
+	if onPostgres {
+		container.Env = append(container.Env, postgresEnv(m)...)
+		container.ReadinessProbe = standbyReadinessProbe()
 	} else {
+		// In the order these had before PostgreSQL storage existed: a
+		// reordered template would roll every existing master pod.
+		container.Args = append(container.Args, "--data-dir="+MasterDataDir)
+		container.VolumeMounts = slices.Insert(container.VolumeMounts, 1, corev1.VolumeMount{Name: "data", MountPath: MasterDataDir})
+	}
+	switch {
+	case onPostgres:
+		// The log is in PostgreSQL: no volume, so nothing ties a master pod
+		// to a node.
+	case m.Spec.Storage.Ephemeral:
+		volumes = append(volumes, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	default:
 		pvc := corev1.PersistentVolumeClaim{
 			ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: MasterLabels(m)},
 			Spec: corev1.PersistentVolumeClaimSpec{
@@ -257,17 +276,29 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 	}
 	applyPodOverrides(&tmpl, m.Spec.PodTemplate, MasterLabels(m), map[string]string{AnnotationConfigHash: configHash})
 
+	podManagement, update := appsv1.OrderedReadyPodManagement, appsv1.RollingUpdateStatefulSetStrategyType
+	if onPostgres {
+		// Standbys are never ready (they answer /readyz with 503 until
+		// they hold the log), and the StatefulSet controller waits for a
+		// pod to be ready before it creates the next one or updates the
+		// next one. So pods start in parallel, and the operator rolls them
+		// itself, standbys first (controllers/master_rollout.go).
+		podManagement, update = appsv1.ParallelPodManagement, appsv1.OnDeleteStatefulSetStrategyType
+	}
+
 	return &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: masterStatefulSetName(m), Namespace: m.Namespace, Labels: MasterLabels(m)},
 		Spec: appsv1.StatefulSetSpec{
-			// One master per resource: the protocol has exactly one writer.
-			Replicas:             ptr.To[int32](1),
+			// One writer per resource: a Pebble master is one pod; on
+			// PostgreSQL the log's lock leaves one pod active and the
+			// others standing by.
+			Replicas:             ptr.To(MasterReplicas(m)),
 			Selector:             &metav1.LabelSelector{MatchLabels: masterSelectorLabels(m)},
 			ServiceName:          masterHeadlessServiceName(m),
 			Template:             tmpl,
 			VolumeClaimTemplates: claims,
-			PodManagementPolicy:  appsv1.OrderedReadyPodManagement,
-			UpdateStrategy:       appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			PodManagementPolicy:  podManagement,
+			UpdateStrategy:       appsv1.StatefulSetUpdateStrategy{Type: update},
 			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
 				// The log outlives the resource: deleting a master by
 				// mistake must not delete its data.

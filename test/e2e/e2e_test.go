@@ -35,7 +35,8 @@ const (
 	stream     = "audit_log" // the sample master's custom stream
 )
 
-func setup(t *testing.T) (*harness.Env, context.Context) {
+// setup starts the cluster; tweaks adjust the harness options.
+func setup(t *testing.T, tweaks ...func(*harness.Options)) (*harness.Env, context.Context) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("skipping: end-to-end (not in -short)")
@@ -48,7 +49,11 @@ func setup(t *testing.T) (*harness.Env, context.Context) {
 	cluster.SkipOrFail(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	t.Cleanup(cancel)
-	env, err := harness.Start(ctx, harness.Options{RepoRoot: root, Tools: tools, Logf: t.Logf, KeepDir: os.Getenv("TCPREPL_KEEP_CLUSTER") != ""})
+	opts := harness.Options{RepoRoot: root, Tools: tools, Logf: t.Logf, KeepDir: os.Getenv("TCPREPL_KEEP_CLUSTER") != ""}
+	for _, tw := range tweaks {
+		tw(&opts)
+	}
+	env, err := harness.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

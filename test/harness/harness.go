@@ -117,6 +117,9 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// KeepDir keeps the cluster's and kubelet's directories.
 	KeepDir bool
+	// MaxProbePeriod caps the pods' probe periods (kubelet.Options; default
+	// 1s, far shorter than the defaults of a real kubelet).
+	MaxProbePeriod time.Duration
 }
 
 // Env is a running cluster with a kubelet.
@@ -173,10 +176,11 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	// Every pod runs from the image `make image` built, as on a node: the
 	// image's binary, user and files, not bin/tcprepl.
 	e.Kubelet, err = kubelet.New(kubelet.Options{
-		RESTConfig:   e.Cluster.RESTConfig,
-		Dir:          filepath.Join(dir, "kubelet"),
-		ImageLayouts: []string{opts.Tools.ImageLayout},
-		Logf:         func(f string, a ...any) { logf("kubelet: "+f, a...) },
+		RESTConfig:     e.Cluster.RESTConfig,
+		Dir:            filepath.Join(dir, "kubelet"),
+		ImageLayouts:   []string{opts.Tools.ImageLayout},
+		MaxProbePeriod: opts.MaxProbePeriod,
+		Logf:           func(f string, a ...any) { logf("kubelet: "+f, a...) },
 	})
 	if err != nil {
 		return nil, err
