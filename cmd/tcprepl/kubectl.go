@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -173,9 +174,10 @@ type probeTarget struct {
 }
 
 // masterProbePod is the master pod the plugin probes. With standbys only
-// the active pod serves; when ReplicationMaster gains status.activePod this
-// becomes `return cmp.Or(m.Status.ActivePod, specs.MasterPodName(m))`.
-func masterProbePod(m *replv1.ReplicationMaster) string { return specs.MasterPodName(m) }
+// the active pod serves; before the operator has seen one, the first pod.
+func masterProbePod(m *replv1.ReplicationMaster) string {
+	return cmp.Or(m.Status.ActivePod, specs.MasterPodName(m))
+}
 
 // resolveProbeTarget finds where to probe master m: --probe-address (and
 // --probe-http-url) when given, else the operator's own rule
