@@ -123,6 +123,12 @@ type ReplicationWorkerSpec struct {
 	// +optional
 	// +kubebuilder:validation:Enum=Stop;Resync
 	OnLogChange LogChangePolicy `json:"onLogChange,omitempty"`
+
+	// TLS is the worker pods' client certificate when the master has
+	// spec.tls (tls_types.go). The pods dial the master over TLS whenever
+	// the master has spec.tls, with or without this.
+	// +optional
+	TLS *WorkerTLSSpec `json:"tls,omitempty"`
 }
 
 // LogChangePolicy is what a worker does when the master's log changes.
