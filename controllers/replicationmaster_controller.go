@@ -76,10 +76,14 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	snap, haveSnap := r.Observer.Snapshot(req.NamespacedName)
 	status := withLogIdentity(m.Status, MasterStatus(&m, obs, snap, haveSnap, err), snap, haveSnap, m.Generation)
+	status = withTLSCondition(status, obs.tls, m.Generation)
 	recordMasterMetrics(&m, status)
 	result, statusErr := r.writeStatus(ctx, &m, status, err != nil)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if d := tlsRequeue(obs.tls); d > 0 && (result.RequeueAfter == 0 || d < result.RequeueAfter) {
+		result.RequeueAfter = d
 	}
 	return result, statusErr
 }
@@ -89,6 +93,11 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 // StatefulSet, the NetworkPolicy, and last the probe, which needs the pod.
 func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *replv1.ReplicationMaster) (masterObservation, error) {
 	var obs masterObservation
+	tl, err := r.reconcileTLS(ctx, m)
+	if err != nil {
+		return obs, err
+	}
+	obs.tls = tl
 	token, err := r.reconcileTokenSecret(ctx, m)
 	if err != nil {
 		return obs, err
@@ -129,6 +138,7 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	}
 
 	target := ProbeTargetFor(m, obs.pod)
+	target.TLS = obs.tls.probe
 	if err := r.Probes.Ensure(client.ObjectKeyFromObject(m), target); err != nil {
 		return obs, err
 	}

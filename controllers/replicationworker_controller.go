@@ -120,6 +120,9 @@ func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *re
 	if err := r.deleteLegacyDeployment(ctx, w); err != nil {
 		return nil, err
 	}
+	if err := r.reconcileWorkerTLS(ctx, w, m); err != nil {
+		return nil, err
+	}
 	sts := specs.BuildWorkerStatefulSet(w, m, r.Options)
 	if _, err := applyLogged(ctx, r.Client, r.APIReader, r.Scheme, r.Recorder, w, sts, statefulSetState); err != nil {
 		return nil, err

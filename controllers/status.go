@@ -28,6 +28,8 @@ type masterObservation struct {
 	statefulSet *appsv1.StatefulSet
 	pod         *corev1.Pod
 	tokenSecret string
+	// tls is what the TLS phase found (tls.go).
+	tls tlsState
 }
 
 // MasterStatus computes a master's status from its current status (kept for
