@@ -33,7 +33,7 @@ import (
 // tlsRetry is how soon a master or worker whose TLS material is not there
 // yet is looked at again: users' Secrets and cert-manager's are not
 // watched.
-const tlsRetry = 10 * time.Second
+const tlsRetry = 5 * time.Second
 
 // tlsResync is how often a master with TLS is looked at anyway, so that a
 // renewed probe certificate reaches the probe.
