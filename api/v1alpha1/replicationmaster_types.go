@@ -107,7 +107,7 @@ type ReplicationMasterSpec struct {
 	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
 
 	// TLS serves the replication and HTTP ports over TLS, with client
-	// certificates for workers and the probe (tls_types.go).
+	// certificates for workers and the probe (docs/security.md).
 	// +optional
 	TLS *MasterTLSSpec `json:"tls,omitempty"`
 }
@@ -301,7 +301,8 @@ func (n NetworkPolicySpec) IsEnabled() bool { return n.Enabled == nil || *n.Enab
 
 // ReplicationMasterStatus is what the operator observed of the master.
 type ReplicationMasterStatus struct {
-	// Conditions: Ready, Available, Progressing, Degraded.
+	// Conditions: Ready, Available, Progressing, Degraded, and TLSReady
+	// with spec.tls.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

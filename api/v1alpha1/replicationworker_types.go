@@ -125,7 +125,7 @@ type ReplicationWorkerSpec struct {
 	OnLogChange LogChangePolicy `json:"onLogChange,omitempty"`
 
 	// TLS is the worker pods' client certificate when the master has
-	// spec.tls (tls_types.go). The pods dial the master over TLS whenever
+	// spec.tls (docs/security.md). The pods dial the master over TLS whenever
 	// the master has spec.tls, with or without this.
 	// +optional
 	TLS *WorkerTLSSpec `json:"tls,omitempty"`
