@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/controllers/specs"
@@ -408,5 +410,49 @@ func TestTLSValidation(t *testing.T) {
 			}
 			expectInvalid(t, err, tc.want)
 		})
+	}
+}
+
+// TestTLSSampleAccepted: config/samples/replicationmaster_tls.yaml (not in
+// the kustomization: it needs cert-manager) is accepted by the API server,
+// and its access rules render into a config the master accepts.
+func TestTLSSampleAccepted(t *testing.T) {
+	requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	b, err := os.ReadFile(filepath.Join("..", "config", "samples", "replicationmaster_tls.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := sigsyaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatalf("parse sample: %v", err)
+		}
+		u.SetNamespace(ns)
+		if err := k8s.Create(ctx, u); err != nil {
+			t.Fatalf("the API server refuses the sample's %s: %v", u.GetKind(), err)
+		}
+		kinds = append(kinds, u.GetKind())
+	}
+	if !slices.Equal(kinds, []string{"ReplicationMaster", "ReplicationWorker"}) {
+		t.Fatalf("sample holds %v, want a master and a worker", kinds)
+	}
+	var m replv1.ReplicationMaster
+	if err := get(ctx, ns, "synapse-tls", &m); err != nil {
+		t.Fatal(err)
+	}
+	out, err := specs.RenderMasterConfig(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c masterapi.Config
+	if err := sigsyaml.UnmarshalStrict([]byte(out), &c); err != nil {
+		t.Fatal(err)
+	}
+	c.ReplicationListen, c.HTTPListen = "10.0.0.1:9092", "10.0.0.1:9093"
+	if err := c.WithDefaults().Validate(); err != nil {
+		t.Fatalf("the master refuses the sample's config: %v\n%s", err, out)
 	}
 }
