@@ -53,6 +53,14 @@ func uninstallCertManagerCRD(t *testing.T) {
 	})
 }
 
+func workerTLSCondition(ctx context.Context, key types.NamespacedName, status, reason string) error {
+	var live replv1.ReplicationWorker
+	if err := k8s.Get(ctx, key, &live); err != nil {
+		return err
+	}
+	return conditionIs(live.Status.Conditions, replv1.ConditionTLSReady, status, reason)
+}
+
 func tlsCondition(ctx context.Context, key types.NamespacedName, status, reason string) error {
 	var live replv1.ReplicationMaster
 	if err := k8s.Get(ctx, key, &live); err != nil {
@@ -182,6 +190,11 @@ func TestCertManagerTLS(t *testing.T) {
 		return nil
 	})
 
+	wkey := client.ObjectKeyFromObject(w)
+	eventually(t, waitFor, "worker TLSReady CertificatePending", func() error {
+		return workerTLSCondition(ctx, wkey, "False", replv1.ReasonCertificatePending)
+	})
+
 	// cert-manager writes the Secrets.
 	ca, err := testcerts.NewCA("test CA")
 	if err != nil {
@@ -195,13 +208,20 @@ func TestCertManagerTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []*corev1.Secret{tlsSecret(ns, "cm-master-tls", srv, ca.PEM), tlsSecret(ns, "cm-probe-tls", cli, ca.PEM)} {
+	wcli, err := ca.Client("wk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*corev1.Secret{tlsSecret(ns, "cm-master-tls", srv, ca.PEM), tlsSecret(ns, "cm-probe-tls", cli, ca.PEM), tlsSecret(ns, "wk-worker-tls", wcli, ca.PEM)} {
 		if err := k8s.Create(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
 	eventually(t, waitFor, "TLSReady CertificatesReady", func() error {
 		return tlsCondition(ctx, key, "True", replv1.ReasonCertificatesReady)
+	})
+	eventually(t, waitFor, "worker TLSReady CertificatesReady", func() error {
+		return workerTLSCondition(ctx, wkey, "True", replv1.ReasonCertificatesReady)
 	})
 	eventually(t, waitFor, "probe target with TLS", func() error {
 		tg, ok := fp.target(key)
@@ -330,6 +350,36 @@ func TestTLSSecretMissing(t *testing.T) {
 	}
 	eventually(t, waitFor, "TLSReady ClientCertificateMissing", func() error {
 		return tlsCondition(ctx, client.ObjectKeyFromObject(m2), "False", replv1.ReasonClientCertificateMissing)
+	})
+
+	// Workers of a master that requires client certificates: one without
+	// a client Secret, one whose Secret does not exist.
+	noCert := minimalWorker(ns, "nocert", "noprobe")
+	missing := minimalWorker(ns, "missing", "noprobe")
+	missing.Spec.TLS = &replv1.WorkerTLSSpec{ClientSecretName: "missing-cert"}
+	for _, w := range []*replv1.ReplicationWorker{noCert, missing} {
+		if err := k8s.Create(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, waitFor, "worker TLSReady ClientCertificateMissing", func() error {
+		return workerTLSCondition(ctx, client.ObjectKeyFromObject(noCert), "False", replv1.ReasonClientCertificateMissing)
+	})
+	eventually(t, waitFor, "worker TLSReady TLSSecretMissing", func() error {
+		return workerTLSCondition(ctx, client.ObjectKeyFromObject(missing), "False", replv1.ReasonTLSSecretMissing)
+	})
+	eventually(t, waitFor, "worker TLSSecretMissing event", func() error {
+		return hasEvent(ctx, ns, "ReplicationWorker", "missing", corev1.EventTypeWarning, replv1.ReasonTLSSecretMissing)
+	})
+	wcli, err := ca.Client("missing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, tlsSecret(ns, "missing-cert", wcli, nil)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, "worker TLSReady once its Secret exists", func() error {
+		return workerTLSCondition(ctx, client.ObjectKeyFromObject(missing), "True", replv1.ReasonCertificatesReady)
 	})
 
 	// Turning TLS off removes the condition.

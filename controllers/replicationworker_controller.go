@@ -76,12 +76,17 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		status := WorkerStatus(&w, nil, WorkerObservation{Pods: pods, Now: r.now()}, emptySnapshot, false, nil)
+		// Without its master the worker's TLS is unknown: no TLSReady.
+		status := withWorkerTLSCondition(WorkerStatus(&w, nil, WorkerObservation{Pods: pods, Now: r.now()}, emptySnapshot, false, nil), tlsState{}, w.Generation)
 		recordWorkerMetrics(&w, status)
 		return r.writeStatus(ctx, &w, status, true)
 	}
 
-	pods, err := r.reconcilePhases(ctx, &w, &m)
+	tl, err := r.reconcileWorkerTLS(ctx, &w, &m)
+	var pods []corev1.Pod
+	if err == nil {
+		pods, err = r.reconcilePhases(ctx, &w, &m)
+	}
 	if err != nil && isTransient(err) {
 		log.V(1).Info("retrying", "reason", err.Error())
 		return ctrl.Result{RequeueAfter: transientRetry}, nil
@@ -100,7 +105,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if r.Workers != nil && len(pods) > 0 {
 		obs.Reports = r.reports.merge(req.NamespacedName, pods, r.Workers.ReadWorkers(ctx, pods), obs.Now)
 	}
-	status := WorkerStatus(&w, &m, obs, snap, haveSnap, err)
+	status := withWorkerTLSCondition(WorkerStatus(&w, &m, obs, snap, haveSnap, err), tl, w.Generation)
 	recordWorkerMetrics(&w, status)
 	result, statusErr := r.writeStatus(ctx, &w, status, err != nil)
 	if err != nil {
@@ -111,6 +116,9 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// within one status interval.
 		result.RequeueAfter = r.StatusInterval
 	}
+	if tl.retry && (result.RequeueAfter == 0 || tlsRetry < result.RequeueAfter) {
+		result.RequeueAfter = tlsRetry
+	}
 	return result, statusErr
 }
 
@@ -118,9 +126,6 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 // applies the worker's StatefulSet and returns its pods.
 func (r *ReplicationWorkerReconciler) reconcilePhases(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) ([]corev1.Pod, error) {
 	if err := r.deleteLegacyDeployment(ctx, w); err != nil {
-		return nil, err
-	}
-	if err := r.reconcileWorkerTLS(ctx, w, m); err != nil {
 		return nil, err
 	}
 	sts := specs.BuildWorkerStatefulSet(w, m, r.Options)

@@ -251,18 +251,28 @@ func ensureCertificate(ctx context.Context, b *ReconcilerBase, owner client.Obje
 // withTLSCondition sets the TLSReady condition from the TLS phase, or
 // removes it from a master without spec.tls.
 func withTLSCondition(st replv1.ReplicationMasterStatus, tl tlsState, gen int64) replv1.ReplicationMasterStatus {
+	setTLSCondition(&st.Conditions, tl, gen)
+	return st
+}
+
+// withWorkerTLSCondition is withTLSCondition for a worker.
+func withWorkerTLSCondition(st replv1.ReplicationWorkerStatus, tl tlsState, gen int64) replv1.ReplicationWorkerStatus {
+	setTLSCondition(&st.Conditions, tl, gen)
+	return st
+}
+
+func setTLSCondition(conds *[]metav1.Condition, tl tlsState, gen int64) {
 	if !tl.enabled {
-		meta.RemoveStatusCondition(&st.Conditions, replv1.ConditionTLSReady)
-		return st
+		meta.RemoveStatusCondition(conds, replv1.ConditionTLSReady)
+		return
 	}
 	status := metav1.ConditionFalse
 	if tl.ready {
 		status = metav1.ConditionTrue
 	}
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+	meta.SetStatusCondition(conds, metav1.Condition{
 		Type: replv1.ConditionTLSReady, Status: status, Reason: tl.reason, Message: tl.message, ObservedGeneration: gen,
 	})
-	return st
 }
 
 // tlsRequeue is when a master's TLS wants another look.
@@ -277,33 +287,50 @@ func tlsRequeue(tl tlsState) time.Duration {
 }
 
 // reconcileWorkerTLS has the client certificate of a worker of a
-// cert-manager master issued, and warns when the client Secret the pods
-// mount is not there (the pods wait for it). Without cert-manager the
-// master's TLSReady condition says so; the worker only gets an Event.
-func (r *ReplicationWorkerReconciler) reconcileWorkerTLS(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) error {
-	if m.Spec.TLS == nil {
-		return nil
+// cert-manager master issued, and checks the client Secret its pods mount
+// (they wait for it). Like the master's, a problem is a condition and an
+// Event, not an error.
+func (r *ReplicationWorkerReconciler) reconcileWorkerTLS(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (tlsState, error) {
+	t := m.Spec.TLS
+	if t == nil {
+		return tlsState{}, nil
+	}
+	st := tlsState{enabled: true}
+	problem := func(reason, format string, args ...any) (tlsState, error) {
+		st = tlsProblem(st, reason, format, args...)
+		if c := meta.FindStatusCondition(w.Status.Conditions, replv1.ConditionTLSReady); c == nil || c.Reason != st.reason || c.Message != st.message {
+			emit(r.Recorder, w, corev1.EventTypeWarning, st.reason, "TLS", st.message)
+		}
+		return st, nil
 	}
 	if c := specs.BuildWorkerCertificate(w, m); c != nil {
 		switch err := ensureCertificate(ctx, &r.ReconcilerBase, w, c); {
 		case meta.IsNoMatchError(err):
-			emit(r.Recorder, w, corev1.EventTypeWarning, replv1.ReasonCertManagerNotInstalled, "TLS",
-				"the master asks cert-manager for certificates but the cluster has no certificates.cert-manager.io CRD")
-			return nil
+			return problem(replv1.ReasonCertManagerNotInstalled,
+				"master %s asks cert-manager for certificates but the cluster has no certificates.cert-manager.io CRD: install cert-manager, or set spec.tls.clientSecretName", m.Name)
 		case err != nil:
-			return err
+			return st, err
 		}
 	}
 	name := specs.WorkerClientSecretName(w, m)
-	if name == "" {
-		return nil
+	switch {
+	case name != "":
+		issued := t.CertManager != nil && (w.Spec.TLS == nil || w.Spec.TLS.ClientSecretName == "")
+		_, p, err := readTLSSecret(ctx, &r.ReconcilerBase, w.Namespace, name, false, issued)
+		if err != nil {
+			return st, err
+		}
+		if p != nil {
+			return problem(p.reason, "client certificate: %s", p.message)
+		}
+	case t.ClientAuthMode() == replv1.ClientAuthRequire:
+		return problem(replv1.ReasonClientCertificateMissing,
+			"master %s requires client certificates (spec.tls.clientAuth Require): set spec.tls.clientSecretName to a kubernetes.io/tls Secret signed by the master's CA", m.Name)
 	}
-	_, problem, err := readTLSSecret(ctx, &r.ReconcilerBase, w.Namespace, name, false, m.Spec.TLS.CertManager != nil && (w.Spec.TLS == nil || w.Spec.TLS.ClientSecretName == ""))
-	if err != nil {
-		return err
+	st.ready, st.reason = true, replv1.ReasonCertificatesReady
+	st.message = fmt.Sprintf("the pods dial master %s over TLS", m.Name)
+	if name != "" {
+		st.message += " with the client certificate of Secret " + name
 	}
-	if problem != nil {
-		emit(r.Recorder, w, corev1.EventTypeWarning, problem.reason, "TLS", "worker client certificate: "+problem.message)
-	}
-	return nil
+	return st, nil
 }

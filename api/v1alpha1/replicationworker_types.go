@@ -172,7 +172,8 @@ type MasterReference struct {
 
 // ReplicationWorkerStatus is what the operator observed of the workers.
 type ReplicationWorkerStatus struct {
-	// Conditions: Ready, Connected, Lagging.
+	// Conditions: Ready, Connected, Lagging, and TLSReady when the
+	// master has spec.tls.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
