@@ -90,7 +90,9 @@ func TestMasterTLSPodServicesAndPolicy(t *testing.T) {
 	}) {
 		t.Errorf("no volume of Secret my-tls: %+v", sts.Spec.Template.Spec.Volumes)
 	}
-	if !slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.Name == tlsVolume && vm.MountPath == MasterTLSDir && vm.ReadOnly }) {
+	if !slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool {
+		return vm.Name == tlsVolume && vm.MountPath == MasterTLSDir && vm.ReadOnly
+	}) {
 		t.Errorf("TLS volume not mounted read-only at %s: %+v", MasterTLSDir, c.VolumeMounts)
 	}
 	for _, p := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {

@@ -222,8 +222,8 @@ spec:
 	withForeignCert := clientTLS.Clone()
 	withForeignCert.Certificates = []tls.Certificate{strangerPair}
 	for name, cfg := range map[string]*tls.Config{
-		"TLS without a client certificate":       clientTLS,
-		"TLS with a certificate of another CA":   withForeignCert,
+		"TLS without a client certificate":      clientTLS,
+		"TLS with a certificate of another CA":  withForeignCert,
 		"plaintext on the TLS replication port": nil,
 	} {
 		line, err := firstLine(ctx, replAddr, cfg)
