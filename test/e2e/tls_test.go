@@ -118,7 +118,12 @@ spec:
     probeSecretName: tls-probe-cert
     serverName: %s
     clientAuth: Require
-`, tlsMaster, stream, tlsServerName)))
+    # Only the worker may read the stream; the operator adds the probe's
+    # rule itself.
+    accessRules:
+    - identity: %s
+      streams: [%s]
+`, tlsMaster, stream, tlsServerName, tlsWorker, stream)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,6 +212,24 @@ spec:
 	if line, err := firstLine(ctx, replAddr, withCert); err != nil || !strings.HasPrefix(line, "SERVER tls.example.org") {
 		t.Fatalf("a client with a certificate got %q, %v; want the SERVER line", line, err)
 	}
+	// A certificate of the CA for an identity no rule grants the stream:
+	// connected, but its REPLICATE is refused.
+	outsider, err := ca.Client("outsider")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outsiderPair, err := tls.X509KeyPair(outsider.Cert, outsider.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withOutsiderCert := clientTLS.Clone()
+	withOutsiderCert.Certificates = []tls.Certificate{outsiderPair}
+	if line, err := replicateReply(ctx, replAddr, withOutsiderCert, "REPLICATE "+stream+" 0"); err != nil || !strings.Contains(line, "refused") || !strings.Contains(line, "outsider") {
+		t.Fatalf("REPLICATE from an identity no rule allows got %q, %v; want an ERROR naming it", line, err)
+	} else {
+		t.Logf("outsider: %s", line)
+	}
+
 	other, err := testcerts.NewCA("another CA")
 	if err != nil {
 		t.Fatal(err)
@@ -298,4 +321,34 @@ func firstLine(ctx context.Context, addr string, cfg *tls.Config) (string, error
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(line), err
+}
+
+// replicateReply connects over TLS, sends cmd after the SERVER line, and
+// returns the first ERROR or RDATA/POSITION line the server answers with
+// within 5 seconds.
+func replicateReply(ctx context.Context, addr string, cfg *tls.Config, cmd string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := io.WriteString(c, "NAME e2e-outsider\n"+cmd+"\n"); err != nil {
+		return "", err
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return strings.TrimSpace(line), err
+		}
+		line = strings.TrimSpace(line)
+		for _, p := range []string{"ERROR", "RDATA", "POSITION"} {
+			if strings.HasPrefix(line, p) {
+				return line, nil
+			}
+		}
+	}
 }
