@@ -32,6 +32,8 @@ type ReplicationMasterReconciler struct {
 	ReconcilerBase
 	// Probes starts and stops the master's probe.
 	Probes ProbeController
+	// tlsChecks spaces out the TLS phase's reads (tls.go).
+	tlsChecks tlsChecks
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationmasters,verbs=get;list;watch;update;patch
@@ -55,6 +57,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			// references; only the in-memory probe is ours to end.
 			r.Probes.Stop(req.NamespacedName)
 			r.limiter.forget(req.NamespacedName)
+			r.tlsChecks.forget(req.NamespacedName)
 			forgetMasterMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}

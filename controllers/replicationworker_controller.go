@@ -34,6 +34,8 @@ const workerMasterIndex = "spec.masterRef.name"
 // pod's connection and lag.
 type ReplicationWorkerReconciler struct {
 	ReconcilerBase
+	// tlsChecks spaces out the TLS phase's reads (tls.go).
+	tlsChecks tlsChecks
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationworkers,verbs=get;list;watch;update;patch
@@ -53,6 +55,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		if apierrors.IsNotFound(err) {
 			r.limiter.forget(req.NamespacedName)
 			r.reports.forget(req.NamespacedName)
+			r.tlsChecks.forget(req.NamespacedName)
 			forgetWorkerMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -102,10 +104,24 @@ func tlsProblem(st tlsState, reason, format string, args ...any) tlsState {
 // reconciled (its pod waits for the Secret), and the phase runs again in
 // tlsRetry. Only API failures are errors.
 func (r *ReplicationMasterReconciler) reconcileTLS(ctx context.Context, m *replv1.ReplicationMaster) (tlsState, error) {
-	t := m.Spec.TLS
-	if t == nil {
+	if m.Spec.TLS == nil {
+		r.tlsChecks.forget(client.ObjectKeyFromObject(m))
 		return tlsState{}, nil
 	}
+	key, version, now := client.ObjectKeyFromObject(m), strconv.FormatInt(m.Generation, 10), r.now()
+	if st, ok := r.tlsChecks.recent(key, version, now); ok {
+		return st, nil
+	}
+	st, err := r.checkTLS(ctx, m)
+	if err == nil {
+		r.tlsChecks.record(key, version, now, st)
+	}
+	return st, err
+}
+
+// checkTLS is one look at a master's TLS (see reconcileTLS).
+func (r *ReplicationMasterReconciler) checkTLS(ctx context.Context, m *replv1.ReplicationMaster) (tlsState, error) {
+	t := m.Spec.TLS
 	st := tlsState{enabled: true, probe: ProbeTLS{Enabled: true, ServerName: specs.MasterTLSServerName(m)}}
 	if t.CertManager != nil {
 		for _, c := range specs.BuildMasterCertificates(m) {
@@ -291,10 +307,26 @@ func tlsRequeue(tl tlsState) time.Duration {
 // (they wait for it). Like the master's, a problem is a condition and an
 // Event, not an error.
 func (r *ReplicationWorkerReconciler) reconcileWorkerTLS(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (tlsState, error) {
-	t := m.Spec.TLS
-	if t == nil {
+	if m.Spec.TLS == nil {
+		r.tlsChecks.forget(client.ObjectKeyFromObject(w))
 		return tlsState{}, nil
 	}
+	// The worker's TLS depends on its master's spec too.
+	key, now := client.ObjectKeyFromObject(w), r.now()
+	version := fmt.Sprintf("%d/%s/%d", w.Generation, m.UID, m.Generation)
+	if st, ok := r.tlsChecks.recent(key, version, now); ok {
+		return st, nil
+	}
+	st, err := r.checkWorkerTLS(ctx, w, m)
+	if err == nil {
+		r.tlsChecks.record(key, version, now, st)
+	}
+	return st, err
+}
+
+// checkWorkerTLS is one look at a worker's TLS (see reconcileWorkerTLS).
+func (r *ReplicationWorkerReconciler) checkWorkerTLS(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (tlsState, error) {
+	t := m.Spec.TLS
 	st := tlsState{enabled: true}
 	problem := func(reason, format string, args ...any) (tlsState, error) {
 		st = tlsProblem(st, reason, format, args...)
@@ -333,4 +365,48 @@ func (r *ReplicationWorkerReconciler) reconcileWorkerTLS(ctx context.Context, w 
 		st.message += " with the client certificate of Secret " + name
 	}
 	return st, nil
+}
+
+// tlsChecks remembers each resource's last TLS check, so that the Secrets
+// and Certificates are read (past the cache) once per tlsRetry while
+// something is missing and once per tlsResync when all is in place, not on
+// every reconcile: a master reconciles at every probe change, and with
+// many masters unthrottled reads would use up the operator's API rate.
+// A new generation of the resource (or of its master) checks at once.
+type tlsChecks struct {
+	mu      sync.Mutex
+	entries map[types.NamespacedName]tlsCheck
+}
+
+type tlsCheck struct {
+	version string // generations the check was made for
+	at      time.Time
+	state   tlsState
+}
+
+// recent returns the state of a check made for version that is still
+// fresh at now.
+func (c *tlsChecks) recent(key types.NamespacedName, version string, now time.Time) (tlsState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok || e.version != version || now.Sub(e.at) >= tlsRequeue(e.state) || now.Before(e.at) {
+		return tlsState{}, false
+	}
+	return e.state, true
+}
+
+func (c *tlsChecks) record(key types.NamespacedName, version string, now time.Time, st tlsState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[types.NamespacedName]tlsCheck{}
+	}
+	c.entries[key] = tlsCheck{version: version, at: now, state: st}
+}
+
+func (c *tlsChecks) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, key)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/internal/probe"
@@ -182,6 +183,43 @@ func TestCheckTLSSecret(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A TLS check is reused until its state's requeue interval has passed or
+// the resource's generation changed; a problem is looked at again sooner
+// than a healthy state.
+func TestTLSChecksSpaceOutReads(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "m"}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	missing := tlsState{enabled: true, reason: "TLSSecretMissing", retry: true}
+	ready := tlsState{enabled: true, ready: true, reason: "CertificatesReady"}
+	cases := map[string]struct {
+		state   tlsState
+		version string
+		at      time.Duration
+		reused  bool
+	}{
+		"problem, just checked":        {state: missing, version: "1", at: time.Second, reused: true},
+		"problem, after tlsRetry":      {state: missing, version: "1", at: tlsRetry},
+		"ready, after tlsRetry":        {state: ready, version: "1", at: tlsRetry, reused: true},
+		"ready, after tlsResync":       {state: ready, version: "1", at: tlsResync},
+		"new generation":               {state: ready, version: "2", at: time.Second},
+		"clock went back (not reused)": {state: ready, version: "1", at: -time.Second},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var c tlsChecks
+			c.record(key, "1", t0, tc.state)
+			got, ok := c.recent(key, tc.version, t0.Add(tc.at))
+			if ok != tc.reused || (ok && got != tc.state) {
+				t.Fatalf("recent = %+v, %v; want reused %v", got, ok, tc.reused)
+			}
+			c.forget(key)
+			if _, ok := c.recent(key, "1", t0); ok {
+				t.Fatal("a forgotten check is still reused")
 			}
 		})
 	}
