@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/controllers/specs"
+	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/probe"
 )
 
@@ -145,9 +147,9 @@ func (r *ReplicationMasterReconciler) checkTLS(ctx context.Context, m *replv1.Re
 
 	probeSecret := specs.ProbeTLSSecretName(m)
 	if probeSecret == "" {
-		if t.ClientAuthMode() == replv1.ClientAuthRequire {
+		if clientCertNeeded(t) {
 			return r.tlsEvent(m, tlsProblem(st, replv1.ReasonClientCertificateMissing,
-				"spec.tls.clientAuth is Require but the operator's probe has no client certificate: set spec.tls.probeSecretName (a kubernetes.io/tls Secret whose certificate's CN is %q)", specs.ProbeIdentity)), nil
+				"spec.tls.clientAuth is %s but the operator's probe has no client certificate, so the master lets it do nothing but connect: set spec.tls.probeSecretName (a kubernetes.io/tls Secret whose certificate's CN is %q)", t.ClientAuthMode(), specs.ProbeIdentity)), nil
 		}
 	} else if t.ClientAuthMode() != replv1.ClientAuthNone {
 		ps, problem, err := r.readTLSSecret(ctx, m, probeSecret, false)
@@ -172,6 +174,20 @@ func (r *ReplicationMasterReconciler) tlsEvent(m *replv1.ReplicationMaster, st t
 		emit(r.Recorder, m, corev1.EventTypeWarning, st.reason, "TLS", st.message)
 	}
 	return st
+}
+
+// clientCertNeeded says whether a client without a certificate is useless
+// to the master: Require refuses it at the handshake, and VerifyIfGiven
+// lets it do nothing but connect unless a rule grants "unauthenticated"
+// something.
+func clientCertNeeded(t *replv1.MasterTLSSpec) bool {
+	switch t.ClientAuthMode() {
+	case replv1.ClientAuthRequire:
+		return true
+	case replv1.ClientAuthVerifyIfGiven:
+		return !slices.ContainsFunc(t.AccessRules, func(r replv1.TLSAccessRule) bool { return r.Identity == masterapi.IdentityUnauthenticated })
+	}
+	return false
 }
 
 type secretProblem struct{ reason, message string }
@@ -355,9 +371,9 @@ func (r *ReplicationWorkerReconciler) checkWorkerTLS(ctx context.Context, w *rep
 		if p != nil {
 			return problem(p.reason, "client certificate: %s", p.message)
 		}
-	case t.ClientAuthMode() == replv1.ClientAuthRequire:
+	case clientCertNeeded(t):
 		return problem(replv1.ReasonClientCertificateMissing,
-			"master %s requires client certificates (spec.tls.clientAuth Require): set spec.tls.clientSecretName to a kubernetes.io/tls Secret signed by the master's CA", m.Name)
+			"master %s has spec.tls.clientAuth %s and no access rule for \"unauthenticated\": without a client certificate the pods can do nothing but connect; set spec.tls.clientSecretName to a kubernetes.io/tls Secret signed by the master's CA", m.Name, t.ClientAuthMode())
 	}
 	st.ready, st.reason = true, replv1.ReasonCertificatesReady
 	st.message = fmt.Sprintf("the pods dial master %s over TLS", m.Name)

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/controllers/specs"
 	"github.com/tcprepl/tcprepl/internal/probe"
 	"github.com/tcprepl/tcprepl/internal/testenv/testcerts"
@@ -220,6 +221,27 @@ func TestTLSChecksSpaceOutReads(t *testing.T) {
 			c.forget(key)
 			if _, ok := c.recent(key, "1", t0); ok {
 				t.Fatal("a forgotten check is still reused")
+			}
+		})
+	}
+}
+
+func TestClientCertNeeded(t *testing.T) {
+	unauth := []replv1.TLSAccessRule{{Identity: "unauthenticated", Streams: []string{"events"}}}
+	cases := map[string]struct {
+		tls  replv1.MasterTLSSpec
+		want bool
+	}{
+		"Require by default":                   {tls: replv1.MasterTLSSpec{}, want: true},
+		"Require, even with an unauth rule":    {tls: replv1.MasterTLSSpec{ClientAuth: replv1.ClientAuthRequire, AccessRules: unauth}, want: true},
+		"VerifyIfGiven, no rules":              {tls: replv1.MasterTLSSpec{ClientAuth: replv1.ClientAuthVerifyIfGiven}, want: true},
+		"VerifyIfGiven, a rule for the unauth": {tls: replv1.MasterTLSSpec{ClientAuth: replv1.ClientAuthVerifyIfGiven, AccessRules: unauth}},
+		"None":                                 {tls: replv1.MasterTLSSpec{ClientAuth: replv1.ClientAuthNone}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := clientCertNeeded(&tc.tls); got != tc.want {
+				t.Errorf("clientCertNeeded = %v, want %v", got, tc.want)
 			}
 		})
 	}
