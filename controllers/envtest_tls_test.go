@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -64,10 +65,18 @@ func workerTLSCondition(ctx context.Context, key types.NamespacedName, status, r
 	return conditionIs(live.Status.Conditions, replv1.ConditionTLSReady, status, reason)
 }
 
+// tlsCondition checks the master's TLSReady condition; status "" means it
+// must be absent.
 func tlsCondition(ctx context.Context, key types.NamespacedName, status, reason string) error {
 	var live replv1.ReplicationMaster
 	if err := k8s.Get(ctx, key, &live); err != nil {
 		return err
+	}
+	if status == "" {
+		if c := meta.FindStatusCondition(live.Status.Conditions, replv1.ConditionTLSReady); c != nil {
+			return fmt.Errorf("TLSReady still set: %+v", *c)
+		}
+		return nil
 	}
 	return conditionIs(live.Status.Conditions, replv1.ConditionTLSReady, status, reason)
 }
@@ -263,6 +272,46 @@ func TestCertManagerTLS(t *testing.T) {
 	if !strings.HasPrefix(live.Status.HTTPEndpoint, "https://") {
 		t.Errorf("status.httpEndpoint %q is not https", live.Status.HTTPEndpoint)
 	}
+
+	// Certificates no longer asked for are deleted: the worker's once it
+	// names its own Secret, the master's once TLS is off.
+	certGone := func(name string) func() error {
+		return func() error {
+			_, err := getCertificate(ctx, ns, name)
+			switch {
+			case apierrors.IsNotFound(err):
+				return nil
+			case err != nil:
+				return fmt.Errorf("get Certificate %s: %w", name, err)
+			}
+			return fmt.Errorf("certificate %s still there", name)
+		}
+	}
+	var lw replv1.ReplicationWorker
+	if err := k8s.Get(ctx, wkey, &lw); err != nil {
+		t.Fatal(err)
+	}
+	lw.Spec.TLS = &replv1.WorkerTLSSpec{ClientSecretName: "wk-worker-tls"}
+	if err := k8s.Update(ctx, &lw); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, "worker Certificate deleted", certGone("wk-worker-tls"))
+	if err := get(ctx, ns, "cm-master-tls", &unstructured.Unstructured{Object: map[string]any{"apiVersion": "cert-manager.io/v1", "kind": "Certificate"}}); err != nil {
+		t.Fatalf("the master's Certificate went with the worker's: %v", err)
+	}
+	if err := k8s.Get(ctx, key, &live); err != nil {
+		t.Fatal(err)
+	}
+	live.Spec.TLS = nil
+	if err := k8s.Update(ctx, &live); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, waitFor, "master Certificates deleted", func() error {
+		return errors.Join(certGone("cm-master-tls")(), certGone("cm-probe-tls")())
+	})
+	eventually(t, waitFor, "TLSReady removed from the master", func() error {
+		return tlsCondition(ctx, key, "", "")
+	})
 }
 
 // TestTLSSecretMissing: a Secret spec.tls names that does not exist (or

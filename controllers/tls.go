@@ -32,7 +32,7 @@ import (
 // The operator reads the TLS Secrets (users' Secrets carry no label of
 // the operator, so they are read past the cache) and writes cert-manager
 // Certificates (as unstructured objects: cert-manager is optional).
-// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;create;update
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;create;update;delete
 
 // tlsRetry is how soon a master or worker whose TLS material is not there
 // yet is looked at again: users' Secrets and cert-manager's are not
@@ -108,6 +108,13 @@ func tlsProblem(st tlsState, reason, format string, args ...any) tlsState {
 func (r *ReplicationMasterReconciler) reconcileTLS(ctx context.Context, m *replv1.ReplicationMaster) (tlsState, error) {
 	if m.Spec.TLS == nil {
 		r.tlsChecks.forget(client.ObjectKeyFromObject(m))
+		// TLS was on when status was last written: its Certificates go.
+		if meta.FindStatusCondition(m.Status.Conditions, replv1.ConditionTLSReady) != nil {
+			if err := deleteCertificates(ctx, &r.ReconcilerBase, m, specs.MasterCertificateNames(m)...); err != nil {
+				// Keep TLSReady, so that the next reconcile tries again.
+				return tlsState{enabled: true, reason: replv1.ReasonReconcileFailed, message: err.Error(), retry: true}, err
+			}
+		}
 		return tlsState{}, nil
 	}
 	key, version, now := client.ObjectKeyFromObject(m), strconv.FormatInt(m.Generation, 10), r.now()
@@ -125,7 +132,12 @@ func (r *ReplicationMasterReconciler) reconcileTLS(ctx context.Context, m *replv
 func (r *ReplicationMasterReconciler) checkTLS(ctx context.Context, m *replv1.ReplicationMaster) (tlsState, error) {
 	t := m.Spec.TLS
 	st := tlsState{enabled: true, probe: ProbeTLS{Enabled: true, ServerName: specs.MasterTLSServerName(m)}}
-	if t.CertManager != nil {
+	if t.CertManager == nil {
+		// Moved from cert-manager to a Secret: the Certificates go.
+		if err := deleteCertificates(ctx, &r.ReconcilerBase, m, specs.MasterCertificateNames(m)...); err != nil {
+			return st, err
+		}
+	} else {
 		for _, c := range specs.BuildMasterCertificates(m) {
 			switch err := ensureCertificate(ctx, &r.ReconcilerBase, m, c); {
 			case meta.IsNoMatchError(err):
@@ -280,6 +292,33 @@ func ensureCertificate(ctx context.Context, b *ReconcilerBase, owner client.Obje
 	return nil
 }
 
+// deleteCertificates deletes the named cert-manager Certificates that owner
+// controls. Others of those names are left alone, and so is a cluster
+// without cert-manager (nothing to delete).
+func deleteCertificates(ctx context.Context, b *ReconcilerBase, owner client.Object, names ...string) error {
+	for _, name := range names {
+		key := types.NamespacedName{Namespace: owner.GetNamespace(), Name: name}
+		live := &unstructured.Unstructured{}
+		live.SetGroupVersionKind(specs.CertificateGVK)
+		switch err := b.reader().Get(ctx, key, live); {
+		case meta.IsNoMatchError(err):
+			return nil
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return fmt.Errorf("get cert-manager Certificate %s: %w", key, err)
+		}
+		if !metav1.IsControlledBy(live, owner) {
+			continue
+		}
+		if err := b.Delete(ctx, live); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete cert-manager Certificate %s (no longer asked for): %w", key, err)
+		}
+		emit(b.Recorder, owner, corev1.EventTypeNormal, "Deleted", "Delete", "deleted cert-manager Certificate "+name+": spec.tls no longer asks for it")
+	}
+	return nil
+}
+
 // withTLSCondition sets the TLSReady condition from the TLS phase, or
 // removes it from a master without spec.tls.
 func withTLSCondition(st replv1.ReplicationMasterStatus, tl tlsState, gen int64) replv1.ReplicationMasterStatus {
@@ -325,6 +364,11 @@ func tlsRequeue(tl tlsState) time.Duration {
 func (r *ReplicationWorkerReconciler) reconcileWorkerTLS(ctx context.Context, w *replv1.ReplicationWorker, m *replv1.ReplicationMaster) (tlsState, error) {
 	if m.Spec.TLS == nil {
 		r.tlsChecks.forget(client.ObjectKeyFromObject(w))
+		if meta.FindStatusCondition(w.Status.Conditions, replv1.ConditionTLSReady) != nil {
+			if err := deleteCertificates(ctx, &r.ReconcilerBase, w, specs.WorkerCertificateName(w)); err != nil {
+				return tlsState{enabled: true, reason: replv1.ReasonReconcileFailed, message: err.Error(), retry: true}, err
+			}
+		}
 		return tlsState{}, nil
 	}
 	// The worker's TLS depends on its master's spec too.
@@ -351,7 +395,11 @@ func (r *ReplicationWorkerReconciler) checkWorkerTLS(ctx context.Context, w *rep
 		}
 		return st, nil
 	}
-	if c := specs.BuildWorkerCertificate(w, m); c != nil {
+	if c := specs.BuildWorkerCertificate(w, m); c == nil {
+		if err := deleteCertificates(ctx, &r.ReconcilerBase, w, specs.WorkerCertificateName(w)); err != nil {
+			return st, err
+		}
+	} else {
 		switch err := ensureCertificate(ctx, &r.ReconcilerBase, w, c); {
 		case meta.IsNoMatchError(err):
 			return problem(replv1.ReasonCertManagerNotInstalled,

@@ -53,13 +53,24 @@ const ProbeIdentity = "tcprepl-probe"
 // CertificateGVK is cert-manager's Certificate.
 var CertificateGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
 
+// MasterCertificateNames are the cert-manager Certificates (and the
+// Secrets they write) of a master with spec.tls.certManager: its own and
+// its probe's.
+func MasterCertificateNames(m *replv1.ReplicationMaster) []string {
+	return []string{m.Name + "-master-tls", m.Name + "-probe-tls"}
+}
+
+// WorkerCertificateName is the cert-manager Certificate (and Secret) of a
+// worker of a cert-manager master.
+func WorkerCertificateName(w *replv1.ReplicationWorker) string { return w.Name + "-worker-tls" }
+
 // MasterTLSSecretName is the Secret holding the master's certificate:
 // spec.tls.secretName, or the one its cert-manager Certificate writes.
 func MasterTLSSecretName(m *replv1.ReplicationMaster) string {
 	if m.Spec.TLS != nil && m.Spec.TLS.SecretName != "" {
 		return m.Spec.TLS.SecretName
 	}
-	return m.Name + "-master-tls"
+	return MasterCertificateNames(m)[0]
 }
 
 // ProbeTLSSecretName is the Secret holding the operator probe's client
@@ -72,7 +83,7 @@ func ProbeTLSSecretName(m *replv1.ReplicationMaster) string {
 	case t.ProbeSecretName != "":
 		return t.ProbeSecretName
 	case t.CertManager != nil:
-		return m.Name + "-probe-tls"
+		return MasterCertificateNames(m)[1]
 	}
 	return ""
 }
@@ -86,7 +97,7 @@ func WorkerClientSecretName(w *replv1.ReplicationWorker, m *replv1.ReplicationMa
 	case w.Spec.TLS != nil && w.Spec.TLS.ClientSecretName != "":
 		return w.Spec.TLS.ClientSecretName
 	case m.Spec.TLS.CertManager != nil:
-		return w.Name + "-worker-tls"
+		return WorkerCertificateName(w)
 	}
 	return ""
 }

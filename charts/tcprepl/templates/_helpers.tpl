@@ -114,7 +114,7 @@ every generated rule and runs the operator with exactly these permissions.
 # cert-manager installed the rule grants nothing.
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]
-  verbs: ["get", "create", "update"]
+  verbs: ["get", "create", "update", "delete"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
