@@ -18,6 +18,9 @@ type ProbeTarget struct {
 	// Namespace and Name are the ReplicationMaster's: the probe's metrics
 	// are labelled by them, not by the address, which moves with the pod.
 	Namespace, Name string
+	// TLS is how the probe speaks TLS to a master with spec.tls (tls.go);
+	// zero for plaintext.
+	TLS ProbeTLS
 }
 
 // ProbeTargetFor is where the operator's probe reaches a master: the
@@ -30,7 +33,7 @@ func ProbeTargetFor(m *replv1.ReplicationMaster, pod *corev1.Pod) ProbeTarget {
 	if pod != nil && pod.Status.PodIP != "" && pod.DeletionTimestamp == nil {
 		host := pod.Status.PodIP
 		t.Address = specs.HostPort(host, m.Spec.ReplicationPort)
-		t.HTTPURL = "http://" + specs.HostPort(host, m.Spec.HTTPPort)
+		t.HTTPURL = specs.MasterHTTPScheme(m) + "://" + specs.HostPort(host, m.Spec.HTTPPort)
 	}
 	if a := m.Annotations[specs.AnnotationProbeAddress]; a != "" {
 		t.Address = a

@@ -35,6 +35,8 @@ type ReplicationMasterReconciler struct {
 
 	// active remembers each master's active pod, to see takeovers.
 	active activeMemory
+	// tlsChecks spaces out the TLS phase's reads (tls.go).
+	tlsChecks tlsChecks
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationmasters,verbs=get;list;watch;update;patch
@@ -60,6 +62,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			r.Images.Forget(operandID(masterKind, req.NamespacedName))
 			r.limiter.forget(req.NamespacedName)
 			r.active.forget(req.NamespacedName)
+			r.tlsChecks.forget(req.NamespacedName)
 			forgetMasterMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}
@@ -82,6 +85,7 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	snap, haveSnap := r.Observer.Snapshot(req.NamespacedName)
 	status := withLogIdentity(m.Status, MasterStatus(&m, obs, snap, haveSnap, err), snap, haveSnap, m.Generation)
 	status.Image = obs.image.recorded(status.Image)
+	status = withTLSCondition(status, obs.tls, m.Generation)
 	recordMasterMetrics(&m, status)
 	result, statusErr := r.writeStatus(ctx, &m, status, err != nil)
 	result = obs.image.requeue(result)
@@ -91,6 +95,9 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if obs.postgres.reason != "" && (result.RequeueAfter == 0 || result.RequeueAfter > postgresSecretRetry) {
 		result.RequeueAfter = postgresSecretRetry
 	}
+	if d := tlsRequeue(obs.tls); d > 0 && (result.RequeueAfter == 0 || d < result.RequeueAfter) {
+		result.RequeueAfter = d
+	}
 	return result, statusErr
 }
 
@@ -99,6 +106,11 @@ func (r *ReplicationMasterReconciler) Reconcile(ctx context.Context, req ctrl.Re
 // StatefulSet, the NetworkPolicy, and last the probe, which needs the pod.
 func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *replv1.ReplicationMaster) (masterObservation, error) {
 	var obs masterObservation
+	tl, err := r.reconcileTLS(ctx, m)
+	if err != nil {
+		return obs, err
+	}
+	obs.tls = tl
 	token, err := r.reconcileTokenSecret(ctx, m)
 	if err != nil {
 		return obs, err
@@ -166,6 +178,7 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	}
 
 	target := ProbeTargetFor(m, obs.pod)
+	target.TLS = obs.tls.probe
 	if err := r.Probes.Ensure(client.ObjectKeyFromObject(m), target); err != nil {
 		return obs, err
 	}

@@ -34,6 +34,8 @@ const workerMasterIndex = "spec.masterRef.name"
 // pod's connection and lag.
 type ReplicationWorkerReconciler struct {
 	ReconcilerBase
+	// tlsChecks spaces out the TLS phase's reads (tls.go).
+	tlsChecks tlsChecks
 }
 
 // +kubebuilder:rbac:groups=replication.tcprepl.io,resources=replicationworkers,verbs=get;list;watch;update;patch
@@ -54,6 +56,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			r.Images.Forget(operandID(workerKind, req.NamespacedName))
 			r.limiter.forget(req.NamespacedName)
 			r.reports.forget(req.NamespacedName)
+			r.tlsChecks.forget(req.NamespacedName)
 			forgetWorkerMetrics(req.Namespace, req.Name)
 			return ctrl.Result{}, nil
 		}
@@ -77,13 +80,19 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		status := WorkerStatus(&w, nil, WorkerObservation{Pods: pods, Now: r.now()}, emptySnapshot, false, nil)
+		// Without its master the worker's TLS is unknown: no TLSReady.
+		status := withWorkerTLSCondition(WorkerStatus(&w, nil, WorkerObservation{Pods: pods, Now: r.now()}, emptySnapshot, false, nil), tlsState{}, w.Generation)
 		recordWorkerMetrics(&w, status)
 		recordWorkerPodLags(w.Namespace, w.Name, nil)
 		return r.writeStatus(ctx, &w, status, true)
 	}
 
-	pods, image, err := r.reconcilePhases(ctx, &w, &m)
+	tl, err := r.reconcileWorkerTLS(ctx, &w, &m)
+	var pods []corev1.Pod
+	var image operandChoice
+	if err == nil {
+		pods, image, err = r.reconcilePhases(ctx, &w, &m)
+	}
 	if err != nil && isTransient(err) {
 		log.V(1).Info("retrying", "reason", err.Error())
 		return ctrl.Result{RequeueAfter: transientRetry}, nil
@@ -104,6 +113,7 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		obs.Reports = r.reports.merge(req.NamespacedName, pods, r.Workers.ReadWorkers(ctx, pods), obs.Now)
 	}
 	status, lags := workerStatus(&w, &m, obs, snap, haveSnap, err)
+	status = withWorkerTLSCondition(status, tl, w.Generation)
 	recordWorkerMetrics(&w, status)
 	recordWorkerPodLags(w.Namespace, w.Name, lags)
 	result, statusErr := r.writeStatus(ctx, &w, status, err != nil)
@@ -114,6 +124,9 @@ func (r *ReplicationWorkerReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		// A stalled worker moves nothing the operator watches: look again
 		// within one status interval.
 		result.RequeueAfter = r.StatusInterval
+	}
+	if tl.retry && (result.RequeueAfter == 0 || tlsRetry < result.RequeueAfter) {
+		result.RequeueAfter = tlsRetry
 	}
 	// An operand waiting for its turn to change image looks again soon.
 	return image.requeue(result), statusErr

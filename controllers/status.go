@@ -36,6 +36,8 @@ type masterObservation struct {
 	readyStandbys int32
 	takeover      *masterTakeover
 	postgres      postgresProblem
+	// tls is what the TLS phase found (tls.go).
+	tls tlsState
 }
 
 // MasterStatus computes a master's status from its current status (kept for

@@ -27,6 +27,7 @@ import (
 // `tcprepl master`, its storage, its Services and who may reach it.
 // +kubebuilder:validation:XValidation:rule="self.replicationPort != self.httpPort",message="replicationPort and httpPort must differ"
 // +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || has(self.storage.postgres)",message="replicas above 1 needs storage.postgres: standby masters share the log through PostgreSQL, while a Pebble log lives on one pod's volume and has exactly one writer"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.tls.plaintextReplicationPort) || (self.tls.plaintextReplicationPort != self.replicationPort && self.tls.plaintextReplicationPort != self.httpPort)",message="tls.plaintextReplicationPort must differ from replicationPort and httpPort"
 // +kubebuilder:validation:XValidation:rule="!has(self.retention.streams) || self.retention.streams.all(r, (r.name in ['events', 'backfill', 'presence', 'typing', 'receipts', 'push_rules', 'pushers', 'caches', 'public_rooms', 'device_lists', 'to_device', 'tag_account_data', 'account_data', 'groups', 'user_signature']) || (r.name == 'federation' && has(self.streams.federation) && self.streams.federation) || (has(self.streams.custom) && self.streams.custom.exists(c, c.name == r.name)))",message="retention.streams names a stream the master does not publish: use a standard stream, federation with streams.federation, or a declared custom stream"
 type ReplicationMasterSpec struct {
 	// ServerName is the name the master announces with `SERVER` and that
@@ -119,6 +120,11 @@ type ReplicationMasterSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
+	// TLS serves the replication and HTTP ports over TLS, with client
+	// certificates for workers and the probe (docs/security.md).
+	// +optional
+	TLS *MasterTLSSpec `json:"tls,omitempty"`
 }
 
 // StreamsSpec selects the streams the master publishes. The 16 standard
@@ -338,7 +344,8 @@ func (n NetworkPolicySpec) IsEnabled() bool { return n.Enabled == nil || *n.Enab
 
 // ReplicationMasterStatus is what the operator observed of the master.
 type ReplicationMasterStatus struct {
-	// Conditions: Ready, Available, Progressing, Degraded.
+	// Conditions: Ready, Available, Progressing, Degraded, and TLSReady
+	// with spec.tls.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

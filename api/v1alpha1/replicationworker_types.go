@@ -126,6 +126,12 @@ type ReplicationWorkerSpec struct {
 	// +optional
 	// +kubebuilder:validation:Enum=Stop;Resync
 	OnLogChange LogChangePolicy `json:"onLogChange,omitempty"`
+
+	// TLS is the worker pods' client certificate when the master has
+	// spec.tls (docs/security.md). The pods dial the master over TLS whenever
+	// the master has spec.tls, with or without this.
+	// +optional
+	TLS *WorkerTLSSpec `json:"tls,omitempty"`
 }
 
 // LogChangePolicy is what a worker does when the master's log changes.
@@ -169,7 +175,8 @@ type MasterReference struct {
 
 // ReplicationWorkerStatus is what the operator observed of the workers.
 type ReplicationWorkerStatus struct {
-	// Conditions: Ready, Connected, Lagging.
+	// Conditions: Ready, Connected, Lagging, and TLSReady when the
+	// master has spec.tls.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

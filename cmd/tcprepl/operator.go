@@ -141,7 +141,7 @@ func runOperator(f operatorFlags, zapOpts zap.Options) error {
 			OperatorPodLabels: podLabels,
 		},
 		NewProber: func(t controllers.ProbeTarget) (controllers.Prober, error) {
-			return probe.New(probe.Config{
+			cfg := probe.Config{
 				Address: t.Address, ServerName: t.ServerName, HTTPURL: t.HTTPURL,
 				HeartbeatInterval: heartbeat,
 				Logger:            log.WithName("probe"),
@@ -150,7 +150,12 @@ func runOperator(f operatorFlags, zapOpts zap.Options) error {
 				// /metrics while it runs.
 				Registerer:      ctrlmetrics.Registry,
 				MasterNamespace: t.Namespace, MasterName: t.Name,
-			})
+			}
+			// A master with spec.tls: the probe's certificate and CA.
+			if err := t.ConfigureTLS(&cfg); err != nil {
+				return nil, err
+			}
+			return probe.New(cfg)
 		},
 		StatusInterval:          f.statusInterval,
 		ProbePollInterval:       f.probePollInterval,

@@ -72,6 +72,7 @@ func RenderMasterConfig(m *replv1.ReplicationMaster) (string, error) {
 			c.Retention[s.Name] = sr
 		}
 	}
+	applyMasterTLSConfig(&c, m)
 	out, err := yaml.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("render master config for %s/%s: %w", m.Namespace, m.Name, err)
@@ -286,7 +287,7 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 		podManagement, update = appsv1.ParallelPodManagement, appsv1.OnDeleteStatefulSetStrategyType
 	}
 
-	return &appsv1.StatefulSet{
+	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: masterStatefulSetName(m), Namespace: m.Namespace, Labels: MasterLabels(m)},
 		Spec: appsv1.StatefulSetSpec{
 			// One writer per resource: a Pebble master is one pod; on
@@ -307,6 +308,8 @@ func BuildMasterStatefulSet(m *replv1.ReplicationMaster, o BuildOptions, configH
 			},
 		},
 	}
+	applyMasterTLSPod(sts, m)
+	return sts
 }
 
 // podIPListenAddress is a listen address on the pod's own IP, which the
@@ -335,10 +338,10 @@ func httpProbeOn(path, port string, period, failures int32) *corev1.Probe {
 }
 
 func masterServicePorts(m *replv1.ReplicationMaster) []corev1.ServicePort {
-	return []corev1.ServicePort{
+	return append([]corev1.ServicePort{
 		{Name: portNameReplication, Port: m.Spec.ReplicationPort, TargetPort: intstr.FromString(portNameReplication), Protocol: corev1.ProtocolTCP},
 		{Name: portNameHTTP, Port: m.Spec.HTTPPort, TargetPort: intstr.FromString(portNameHTTP), Protocol: corev1.ProtocolTCP},
-	}
+	}, tlsServicePorts(m)...)
 }
 
 // BuildMasterService returns the Service workers and producers use.
@@ -398,7 +401,7 @@ func BuildMasterNetworkPolicy(m *replv1.ReplicationMaster, o BuildOptions) *netw
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 			Ingress: []networkingv1.NetworkPolicyIngressRule{
 				{
-					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(m.Spec.ReplicationPort))}},
+					Ports: append([]networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(m.Spec.ReplicationPort))}}, tlsNetworkPolicyPorts(m)...),
 					From:  replFrom,
 				},
 				{

@@ -97,7 +97,7 @@ func MasterEndpoint(m *replv1.ReplicationMaster) string {
 
 // MasterHTTPEndpoint is the in-cluster base URL of a master's HTTP API.
 func MasterHTTPEndpoint(m *replv1.ReplicationMaster) string {
-	return fmt.Sprintf("http://%s.%s.svc:%d", masterServiceName(m), m.Namespace, m.Spec.HTTPPort)
+	return fmt.Sprintf("%s://%s.%s.svc:%d", MasterHTTPScheme(m), masterServiceName(m), m.Namespace, m.Spec.HTTPPort)
 }
 
 func masterSelectorLabels(m *replv1.ReplicationMaster) map[string]string {

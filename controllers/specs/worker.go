@@ -153,7 +153,7 @@ func BuildWorkerStatefulSet(w *replv1.ReplicationWorker, m *replv1.ReplicationMa
 	if w.Spec.Replicas != nil {
 		replicas = ptr.To(*w.Spec.Replicas)
 	}
-	return &appsv1.StatefulSet{
+	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: WorkerStatefulSetName(w), Namespace: w.Namespace, Labels: maps.Clone(workerLabels(w))},
 		Spec: appsv1.StatefulSetSpec{
 			Replicas:             replicas,
@@ -173,4 +173,6 @@ func BuildWorkerStatefulSet(w *replv1.ReplicationWorker, m *replv1.ReplicationMa
 			},
 		},
 	}
+	applyWorkerTLSPod(sts, w, m)
+	return sts
 }

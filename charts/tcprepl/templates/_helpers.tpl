@@ -111,6 +111,11 @@ every generated rule and runs the operator with exactly these permissions.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# cert-manager Certificates for masters with spec.tls.certManager. Without
+# cert-manager installed the rule grants nothing.
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "update", "delete"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
