@@ -86,8 +86,8 @@ type connConfig struct {
 	clock         Clock
 	logger        logr.Logger
 	metrics       *metrics
-	// catchUp is the server's budget of catch-up pages; nil on a client.
-	catchUp *byteBudget
+	// pages is the server's cache of catch-up pages; nil on a client.
+	pages *pageCache
 	// inboundOK says which commands this side may receive.
 	inboundOK func(name string) bool
 }
@@ -162,7 +162,7 @@ func newConn(cfg connConfig, nc net.Conn, id uint64, name string) *conn {
 		readerDone:     make(chan struct{}),
 		netClosed:      make(chan struct{}),
 	}
-	c.out.catchUp = cfg.catchUp
+	c.out.pages = cfg.pages
 	c.lastRecvNS.Store(now.UnixNano())
 	return c
 }
