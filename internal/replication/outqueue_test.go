@@ -114,7 +114,7 @@ func TestOutQueueDropReleasesBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		held += int64(len(p.b))
+		held += int64(cap(p.b))
 		q.push(outItem{b: p.b, n: p.lines, cmd: idRdata, paged: true})
 	}
 	q.push(item(1, 10)) // a live row holds no budget

@@ -201,7 +201,16 @@ func (pc *pageCache) read(ctx context.Context, p *catchUpPage, head int64, limit
 		pc.budget.release(grant)
 		return fmt.Errorf("source returned stream %s token %d when asked for tokens after %d", stream, last, after)
 	}
-	var buf []byte
+	// One allocation of the page's size: grown update by update, the
+	// buffer left about three times its size in garbage per page, and up
+	// to a quarter of spare capacity held by every queue.
+	need := 0
+	for _, u := range updates {
+		for _, row := range u.Rows {
+			need += maxRDATAOverhead + len(stream) + len(row) + 1
+		}
+	}
+	buf := make([]byte, 0, need)
 	var lines int32
 	rows := 0
 	for _, u := range updates {
@@ -216,9 +225,11 @@ func (pc *pageCache) read(ctx context.Context, p *catchUpPage, head int64, limit
 		pc.budget.release(grant)
 		return nil
 	}
-	pc.budget.adjust(int64(len(buf)) - grant)
+	// Charged what the page holds: its capacity (the estimate of the line
+	// prefixes is a bound, a few bytes a row over).
+	pc.budget.adjust(int64(cap(buf)) - grant)
 	pc.mu.Lock()
-	p.charged = int64(len(buf))
+	p.charged = int64(cap(buf))
 	pc.byData[&buf[0]] = p
 	pc.mu.Unlock()
 	return nil

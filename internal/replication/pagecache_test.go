@@ -88,8 +88,8 @@ func TestPageCacheSharesAPage(t *testing.T) {
 		t.Fatalf("page: %d rows, last %d, %d lines, complete %v", a.rows, a.last, a.lines, a.complete)
 	}
 	// Charged once, at its real size, whatever the number of readers.
-	if used, _ := pc.budget.inUse(); used != int64(len(a.b)) {
-		t.Fatalf("budget in use %d, want the page's %d bytes once", used, len(a.b))
+	if used, _ := pc.budget.inUse(); used != int64(cap(a.b)) {
+		t.Fatalf("budget in use %d, want the page's %d bytes once", used, cap(a.b))
 	}
 	if f, s := pageCounts(t, reg); f != 1 || s != 1 {
 		t.Fatalf("pages fetched %v, shared %v, want 1 and 1", f, s)
@@ -151,8 +151,8 @@ func TestPageCacheSingleFlight(t *testing.T) {
 	if n := src.reads.Load(); n != 1 {
 		t.Fatalf("%d concurrent readers of one range read the source %d times, want once", readers, n)
 	}
-	if used, peak := pc.budget.inUse(); used != int64(len(pages[0].b)) || peak > int64(pc.pageBytes) {
-		t.Fatalf("budget in use %d (peak %d), want one page's %d (granted at most %d)", used, peak, len(pages[0].b), pc.pageBytes)
+	if used, peak := pc.budget.inUse(); used != int64(cap(pages[0].b)) || peak > int64(pc.pageBytes) {
+		t.Fatalf("budget in use %d (peak %d), want one page's %d (granted at most %d)", used, peak, cap(pages[0].b), pc.pageBytes)
 	}
 	if f, s := pageCounts(t, reg); f != 1 || s != readers-1 {
 		t.Fatalf("pages fetched %v, shared %v", f, s)
@@ -310,7 +310,7 @@ func TestPageCacheHeadBounds(t *testing.T) {
 	if far.reached(12) || !far.reached(10) {
 		t.Fatalf("reached(12) = %v, reached(10) = %v", far.reached(12), far.reached(10))
 	}
-	if used, _ := pc.budget.inUse(); used != int64(len(far.b)+len(near.b)) {
+	if used, _ := pc.budget.inUse(); used != int64(cap(far.b)+cap(near.b)) {
 		t.Fatalf("budget in use %d, want both pages once", used)
 	}
 }
