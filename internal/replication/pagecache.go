@@ -286,8 +286,7 @@ func (pc *pageCache) uncacheLocked(p *catchUpPage) {
 	p.cached = false
 }
 
-// held returns how many pages are held and the bytes they hold, for tests
-// and the catch-up metrics.
+// held returns how many pages with bytes are held and the bytes they hold.
 func (pc *pageCache) held() (pages int, bytes int64) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
