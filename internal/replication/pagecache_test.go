@@ -456,3 +456,23 @@ func TestCatchUpSharedAcrossManyConnections(t *testing.T) {
 	fetched, shared := pageCounts(t, reg)
 	t.Logf("%d stalled connections: %v pages read from the source, %v shared; %d reads", stalled, fetched, shared, src.reads.Load())
 }
+
+// TestPageCacheReleaseUnknownBytes: bytes that no page holds (a bug, not an
+// input) are logged and change nothing; they never panic a writer.
+func TestPageCacheReleaseUnknownBytes(t *testing.T) {
+	pc, _, _ := newTestPageCache(t, 10, 1<<20)
+	p, err := pc.get(t.Context(), "caches", 0, 10, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := pc.budget.inUse()
+	pc.releaseData(append([]byte(nil), p.b...)) // the same bytes, elsewhere
+	pc.releaseData(nil)
+	if used, _ := pc.budget.inUse(); used != before || p.refs != 1 {
+		t.Fatalf("budget %d -> %d, refs %d", before, used, p.refs)
+	}
+	pc.releaseData(p.b)
+	if used, _ := pc.budget.inUse(); used != 0 {
+		t.Fatalf("budget in use %d after the page's own bytes were released", used)
+	}
+}
