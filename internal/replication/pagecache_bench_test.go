@@ -52,7 +52,7 @@ func BenchmarkCatchUpShared(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						if got, err := catchUpRaw(addr, want); err != nil || got != rows {
-							errs <- fmt.Errorf("received %d rows of %d: %v", got, rows, err)
+							errs <- fmt.Errorf("received %d rows of %d: %w", got, rows, err)
 						}
 					}()
 				}
