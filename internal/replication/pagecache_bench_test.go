@@ -51,8 +51,12 @@ func BenchmarkCatchUpShared(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						if got, err := catchUpRaw(addr, want); err != nil || got != rows {
-							errs <- fmt.Errorf("received %d rows of %d: %w", got, rows, err)
+						got, err := catchUpRaw(addr, want)
+						switch {
+						case err != nil:
+							errs <- fmt.Errorf("after %d rows of %d: %w", got, rows, err)
+						case got != rows:
+							errs <- fmt.Errorf("received %d rows, want %d", got, rows)
 						}
 					}()
 				}
