@@ -3,6 +3,13 @@
 // rows of a given size, opens the connections, keeps publishing live rows
 // while they stay open, and samples the master's resident memory from
 // /proc. Loopback only; it runs for a bounded time. See docs/benchmarks.md.
+//
+// On a fresh data directory the rows published get tokens 1 to --rows. By
+// default every connection starts from token 0, so they all read the
+// same range and the master shares their catch-up pages; --start-step N
+// starts connection i from token i*N (modulo --rows), so that no two read
+// the same pages and the catch-up budget alone bounds memory. At the end it
+// prints the master's catch-up metrics (pages read and shared).
 package main
 
 import (
@@ -11,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -28,14 +36,19 @@ func main() {
 	rowBytes := flag.Int("row-bytes", 16000, "bytes of padding per row")
 	conns := flag.Int("conns", 100, "connections that replicate from 0 and never read")
 	hold := flag.Duration("hold", 20*time.Second, "how long the connections stay open")
+	startStep := flag.Int("start-step", 0, "connection i replicates from token i*start-step (modulo --rows); 0: all from token 0")
 	flag.Parse()
-	if err := run(*httpAddr, *replAddr, *pid, *rows, *liveRows, *rowBytes, *conns, *hold); err != nil {
+	if *startStep < 0 || *rows <= 0 {
+		fmt.Fprintln(os.Stderr, "slowreaders: --start-step must be at least 0 and --rows at least 1")
+		os.Exit(2)
+	}
+	if err := run(*httpAddr, *replAddr, *pid, *rows, *liveRows, *rowBytes, *conns, *startStep, *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "slowreaders:", err)
 		os.Exit(1)
 	}
 }
 
-func run(httpAddr, replAddr string, pid, rows, liveRows, rowBytes, conns int, hold time.Duration) error {
+func run(httpAddr, replAddr string, pid, rows, liveRows, rowBytes, conns, startStep int, hold time.Duration) error {
 	if pid <= 0 {
 		return errors.New("--pid is required: the master's process id")
 	}
@@ -81,11 +94,16 @@ func run(httpAddr, replAddr string, pid, rows, liveRows, rowBytes, conns int, ho
 			return fmt.Errorf("connection %d: %w", i, err)
 		}
 		open = append(open, c)
-		if _, err := fmt.Fprintf(c, "NAME slow-%d\nREPLICATE caches 0\n", i); err != nil {
+		from := i * startStep % rows
+		if _, err := fmt.Fprintf(c, "NAME slow-%d\nREPLICATE caches %d\n", i, from); err != nil {
 			return fmt.Errorf("connection %d: %w", i, err)
 		}
 	}
-	fmt.Printf("%d connections replicate caches from 0 and read nothing\n", conns)
+	if startStep == 0 {
+		fmt.Printf("%d connections replicate caches from 0 and read nothing\n", conns)
+	} else {
+		fmt.Printf("%d connections replicate caches from 0, %d, %d, ... (modulo %d) and read nothing\n", conns, startStep%rows, 2*startStep%rows, rows)
+	}
 	done := make(chan error, 1)
 	go func() { done <- publish(liveRows) }()
 	peak := base
@@ -106,7 +124,38 @@ func run(httpAddr, replAddr string, pid, rows, liveRows, rowBytes, conns int, ho
 		return err
 	}
 	fmt.Printf("after %s: master RSS %d MiB, peak sampled %d MiB, VmHWM %d MiB (before the connections: %d MiB)\n", hold, rss>>20, peak>>20, hwm>>20, base>>20)
+	lines, err := catchUpMetrics(ctx, httpAddr)
+	if err != nil {
+		return err
+	}
+	for _, l := range lines {
+		fmt.Println("master metric:", l)
+	}
 	return nil
+}
+
+// catchUpMetrics returns the master's tcprepl_replication_catchup_* lines.
+func catchUpMetrics(ctx context.Context, httpAddr string) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("read the master's metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read the master's metrics: %w", err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "tcprepl_replication_catchup_") {
+			out = append(out, l)
+		}
+	}
+	return out, nil
 }
 
 // memory returns the process's resident memory and its high-water mark.

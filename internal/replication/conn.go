@@ -90,8 +90,8 @@ type connConfig struct {
 	clock         Clock
 	logger        logr.Logger
 	metrics       *metrics
-	// catchUp is the server's budget of catch-up pages; nil on a client.
-	catchUp *byteBudget
+	// pages is the server's cache of catch-up pages; nil on a client.
+	pages *pageCache
 	// inboundOK says which commands this side may receive.
 	inboundOK func(name string) bool
 }
@@ -166,7 +166,7 @@ func newConn(cfg connConfig, nc net.Conn, id uint64, name string) *conn {
 		readerDone:     make(chan struct{}),
 		netClosed:      make(chan struct{}),
 	}
-	c.out.catchUp = cfg.catchUp
+	c.out.pages = cfg.pages
 	c.lastRecvNS.Store(now.UnixNano())
 	return c
 }
@@ -397,11 +397,38 @@ const (
 )
 
 // scratchPool holds the writers' coalescing buffers: a writer takes one
-// only for the time of a flush, so an idle connection holds none.
+// only for the time of a flush, so an idle connection holds none. A flush
+// to a peer that reads nothing blocks until the write timeout, holding its
+// buffer: a batch with few small lines (a PING or POSITION among catch-up
+// pages, or none among 16 KB rows) takes one of smallScratchSize from
+// smallScratchPool instead, so that a hundred stalled connections do not
+// hold 256 KiB each.
 var scratchPool = sync.Pool{New: func() any {
 	b := make([]byte, 0, scratchSize)
 	return &b
 }}
+
+const smallScratchSize = 4 << 10
+
+var smallScratchPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, smallScratchSize)
+	return &b
+}}
+
+// scratchFor returns the pool whose buffers suit items: those coalesce
+// copies only items of at most coalesceItemMax bytes.
+func scratchFor(items []outItem) *sync.Pool {
+	small := 0
+	for _, it := range items {
+		if len(it.b) <= coalesceItemMax {
+			small += len(it.b)
+			if small > smallScratchSize {
+				return &scratchPool
+			}
+		}
+	}
+	return &smallScratchPool
+}
 
 // coalesce appends to bufs the bytes of items, copying runs of small items
 // into scratch (which never grows, so earlier slices of it stay valid).
@@ -477,11 +504,13 @@ func (c *conn) writeLoop() {
 		c.mu.Unlock()
 
 		var scratch *[]byte
+		var pool *sync.Pool
 		if len(batch) == 1 {
 			// Nothing to coalesce (a PING, a reply, a page).
 			bufs = append(bufs[:0], batch[0].b)
 		} else {
-			scratch = scratchPool.Get().(*[]byte)
+			pool = scratchFor(batch)
+			scratch = pool.Get().(*[]byte)
 			bufs = coalesce(bufs[:0], (*scratch)[:0], batch)
 		}
 		if c.cfg.writeTimeout > 0 {
@@ -493,7 +522,7 @@ func (c *conn) writeLoop() {
 		n, err := toWrite.WriteTo(c.nc)
 		clear(bufs) // drop references to written lines
 		if scratch != nil {
-			scratchPool.Put(scratch)
+			pool.Put(scratch)
 		}
 		c.out.release(batch)
 		clear(batch) // drop references to queued lines

@@ -26,6 +26,10 @@ const (
 	metricResourcePrefix       = "synapse_replication_tcp_resource_"
 	// metricCatchUpBytes is tcprepl's own: Synapse had no catch-up pages.
 	metricCatchUpBytes = "tcprepl_replication_catchup_bytes"
+	// metricCatchUpPages counts catch-up pages queued to connections, by
+	// whether the connection read the page from the log or shared one
+	// another connection had read.
+	metricCatchUpPages = "tcprepl_replication_catchup_pages_total"
 )
 
 // resourceCounterNames maps each client command with an effect on the master
@@ -45,6 +49,7 @@ type metrics struct {
 	closeReason   *prometheus.CounterVec
 	inboundRdata  *prometheus.CounterVec
 	streamUpdates *prometheus.CounterVec
+	catchUpPages  *prometheus.CounterVec
 	resource      map[string]prometheus.Counter // by command name
 	live          *liveCollector
 }
@@ -75,6 +80,12 @@ func metricsFor(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if m.streamUpdates, err = registerCounterVec(reg, metricStreamUpdates, "Rows published to replication connections, by stream.", "stream_name"); err != nil {
 		return nil, err
+	}
+	if m.catchUpPages, err = registerCounterVec(reg, metricCatchUpPages, "Catch-up pages queued to replication connections: source=fetched read from the log, source=shared read once by another connection reading the same range.", "source"); err != nil {
+		return nil, err
+	}
+	for _, source := range []string{pageFetched, pageShared} {
+		m.catchUpPages.WithLabelValues(source) // exported at 0 from the start
 	}
 	for cmd, suffix := range resourceCounterNames {
 		c := prometheus.NewCounter(prometheus.CounterOpts{
@@ -122,6 +133,12 @@ func (m *metrics) connClosed(reason string) {
 func (m *metrics) published(stream string, rows int) {
 	if m != nil {
 		m.streamUpdates.WithLabelValues(stream).Add(float64(rows))
+	}
+}
+
+func (m *metrics) catchUpPage(source string) {
+	if m != nil {
+		m.catchUpPages.WithLabelValues(source).Inc()
 	}
 }
 

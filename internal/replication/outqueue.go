@@ -7,14 +7,15 @@ import "time"
 // never modified.
 //
 // Items are copied in and out of the queue once per delivery, so they are
-// kept small (32 bytes): the budget a page holds is the queue's, not a
-// pointer in every item.
+// kept small (32 bytes): the page an item holds is found by its bytes, not
+// by a pointer in every item.
 type outItem struct {
 	b   []byte
 	n   int32     // commands in b
 	cmd commandID // the lines' command
-	// paged: a catch-up page, holding len(b) bytes of the queue's catch-up
-	// budget until it has been written or dropped.
+	// paged: b is a catch-up page's bytes, holding a reference to the
+	// page (found by b, see pageCache.releaseData) until it has been
+	// written or dropped.
 	paged bool
 }
 
@@ -28,9 +29,9 @@ type queueLimits struct {
 // writer and the batch it is writing (in flight). The connection's mutex
 // guards it; it has no lock of its own.
 type outQueue struct {
-	// catchUp is the budget pages hold (the server's, shared by all its
-	// connections); nil on a client, which sends no pages.
-	catchUp     *byteBudget
+	// pages holds the catch-up pages queued here (the server's, shared by
+	// all its connections); nil on a client, which sends no pages.
+	pages       *pageCache
 	items       []outItem
 	queuedCmds  int
 	queuedBytes int
@@ -106,11 +107,11 @@ func (q *outQueue) written() {
 	q.flightSince = time.Time{}
 }
 
-// release returns what written or dropped items held of the budget.
+// release gives back the pages written or dropped items held.
 func (q *outQueue) release(items []outItem) {
 	for i := range items {
 		if items[i].paged {
-			q.catchUp.release(int64(len(items[i].b)))
+			q.pages.releaseData(items[i].b)
 			items[i].paged = false
 		}
 	}

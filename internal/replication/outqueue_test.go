@@ -106,23 +106,24 @@ func TestOutQueueTakeAndWritten(t *testing.T) {
 }
 
 func TestOutQueueDropReleasesBudget(t *testing.T) {
-	b := newByteBudget(1 << 20)
-	q := outQueue{catchUp: b}
-	for range 3 {
-		it := item(1, 100)
-		if err := b.acquire(t.Context(), 100); err != nil {
+	pc, _, _ := newTestPageCache(t, 30, 1<<20)
+	q := outQueue{pages: pc}
+	var held int64
+	for i := range 3 {
+		p, err := pc.get(t.Context(), "caches", int64(i*10), 30, 10)
+		if err != nil {
 			t.Fatal(err)
 		}
-		it.paged = true
-		q.push(it)
+		held += int64(cap(p.b))
+		q.push(outItem{b: p.b, n: p.lines, cmd: idRdata, paged: true})
 	}
 	q.push(item(1, 10)) // a live row holds no budget
-	if used, _ := b.inUse(); used != 300 {
-		t.Fatalf("in use %d", used)
+	if used, _ := pc.budget.inUse(); used != held {
+		t.Fatalf("in use %d, want %d", used, held)
 	}
 	q.dropQueued()
-	if used, peak := b.inUse(); used != 0 || peak != 300 {
-		t.Fatalf("after drop: in use %d, peak %d", used, peak)
+	if used, _ := pc.budget.inUse(); used != 0 {
+		t.Fatalf("after drop: in use %d", used)
 	}
 	if cmds, bytes := q.pending(); cmds != 0 || bytes != 0 {
 		t.Fatalf("pending %d/%d", cmds, bytes)

@@ -138,6 +138,9 @@ type Server struct {
 	catchUp *byteBudget
 	// pageBytes is the size a catch-up page aims at.
 	pageBytes int
+	// pages shares catch-up pages between connections reading the same
+	// range, each charged once to catchUp.
+	pages *pageCache
 
 	nextID atomic.Uint64
 
@@ -210,10 +213,11 @@ func NewServer(cfg ServerConfig, src Source, h Handler) (*Server, error) {
 		catchUp:   newByteBudget(int64(cfg.MaxCatchUpBytes)),
 		pageBytes: max(min(DefaultCatchUpPageBytes, cfg.MaxPendingBytes/4), 1),
 	}
+	s.pages = newPageCache(src, s.catchUp, s.pageBytes, cfg.MaxLineLength, s.log, m)
 	s.baseConnCfg = connConfig{
 		maxLineLength: cfg.MaxLineLength,
 		limits:        queueLimits{cmds: cfg.MaxPendingCommands, bytes: cfg.MaxPendingBytes},
-		catchUp:       s.catchUp,
+		pages:         s.pages,
 		writeTimeout:  cfg.WriteTimeout,
 		pingInterval:  cfg.PingInterval,
 		pingTimeout:   cfg.PingTimeout,

@@ -3,7 +3,6 @@ package replication
 import (
 	"context"
 	"errors"
-	"fmt"
 )
 
 // subState is where a subscription is in docs/protocol.md's "Subscribing".
@@ -172,10 +171,12 @@ func (sc *ServerConn) subscribe(ctx context.Context, sub *subscription, from int
 }
 
 // sendPage reads one page of rows after *last up to head and queues them.
-// It first waits for room in the connection's queue and then for the
-// server's catch-up budget, so that neither one connection nor all of them
-// together hold more than their limits of pages read but not yet written.
-// It advances *last and reports whether head was reached.
+// It first waits for room in the connection's queue; the page comes from
+// the server's page cache, shared with any connection reading the same
+// range, and a page read from the Source first waits for the server's
+// catch-up budget. So neither one connection nor all of them together hold
+// more than their limits of pages read but not yet written. It advances
+// *last and reports whether head was reached.
 func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int64, head int64) (bool, error) {
 	s := sc.s
 	if err := sc.c.waitCatchUpRoom(ctx); err != nil {
@@ -185,70 +186,38 @@ func (sc *ServerConn) sendPage(ctx context.Context, sub *subscription, last *int
 		// Until rows are seen, assume the largest that fit a line.
 		sub.pageRows = clampPageRows(s.pageBytes/s.cfg.MaxLineLength, s.cfg.CatchUpPageRows)
 	}
-	limit := sub.pageRows
-	granted := int64(s.pageBytes)
-	if err := s.catchUp.acquire(ctx, granted); err != nil {
-		return false, err
-	}
-	it, rows, newLast, found, err := sc.readPage(ctx, sub, *last, head, limit)
-	if err != nil || it.n == 0 {
-		s.catchUp.release(granted)
-	} else {
-		s.catchUp.adjust(int64(len(it.b)) - granted)
-		it.paged = true
-	}
+	p, err := s.pages.get(ctx, sub.stream, *last, head, sub.pageRows)
 	if err != nil {
 		return false, err
 	}
-	if !found {
+	if !p.found {
 		// Tokens without rows up to head: nothing more to send.
+		s.pages.release(p)
 		*last = head
 		return true, nil
 	}
-	if len(it.b) > 0 {
-		sub.pageRows = clampPageRows(int(int64(rows)*int64(s.pageBytes)/int64(len(it.b))), s.cfg.CatchUpPageRows)
+	if len(p.b) > 0 {
+		sub.pageRows = clampPageRows(int(int64(p.rows)*int64(s.pageBytes)/int64(len(p.b))), s.cfg.CatchUpPageRows)
 	}
 	c := sc.c
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		if it.paged {
-			s.catchUp.release(int64(len(it.b)))
-		}
+		s.pages.release(p)
 		return false, errConnClosed
 	}
-	if it.n > 0 {
-		c.pushLocked(it)
+	queued := p.lines > 0
+	if queued {
+		// The item holds our reference until written or dropped.
+		c.pushLocked(outItem{b: p.b, n: p.lines, cmd: idRdata, paged: true})
 	}
-	sub.lastToken = newLast
+	sub.lastToken = p.last
 	c.mu.Unlock()
-	*last = newLast
-	return rows < limit || newLast >= head, nil
-}
-
-// readPage reads and encodes up to limit rows after last; found is false
-// when the stream has no more tokens up to head.
-func (sc *ServerConn) readPage(ctx context.Context, sub *subscription, last, head int64, limit int) (it outItem, rows int, newLast int64, found bool, err error) {
-	updates, err := sc.s.src.ReadAfter(ctx, sub.stream, last, head, limit)
-	if err != nil {
-		return outItem{}, 0, 0, false, fmt.Errorf("read stream %s after token %d: %w", sub.stream, last, err)
+	if !queued {
+		s.pages.release(p)
 	}
-	if len(updates) == 0 {
-		return outItem{}, 0, 0, false, nil
-	}
-	newLast = updates[len(updates)-1].Token
-	if newLast <= last {
-		return outItem{}, 0, 0, false, fmt.Errorf("source returned stream %s token %d when asked for tokens after %d", sub.stream, newLast, last)
-	}
-	var buf []byte
-	lines := 0
-	for _, u := range updates {
-		var n int
-		buf, n = appendUpdateLines(buf, u, sc.s.cfg.MaxLineLength, sc.s.log)
-		lines += n
-		rows += len(u.Rows)
-	}
-	return outItem{b: buf, n: int32(lines), cmd: idRdata}, rows, newLast, true, nil
+	*last = p.last
+	return p.reached(head), nil
 }
 
 func clampPageRows(n, maxRows int) int { return min(max(n, 1), maxRows) }
