@@ -265,12 +265,10 @@ func TestAPIServerRefusesImmutableChanges(t *testing.T) {
 	// Mutable fields still change, storage size included when it grows
 	// (written as a plain byte count, to compare quantities, not strings).
 	var live replv1.ReplicationMaster
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(m), &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.Retention.MaxRows = ptr.To[int64](100)
-	live.Spec.Storage.Size = ptr.To(resource.MustParse("2147483648"))
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, client.ObjectKeyFromObject(m), &live, func() {
+		live.Spec.Retention.MaxRows = ptr.To[int64](100)
+		live.Spec.Storage.Size = ptr.To(resource.MustParse("2147483648"))
+	}); err != nil {
 		t.Errorf("a mutable change was refused: %v", err)
 	}
 
@@ -295,11 +293,9 @@ func TestAPIServerRefusesImmutableChanges(t *testing.T) {
 		})
 	}
 	var liveWorker replv1.ReplicationWorker
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(w), &liveWorker); err != nil {
-		t.Fatal(err)
-	}
-	liveWorker.Spec.OnLogChange = replv1.LogChangeResync
-	if err := k8s.Update(ctx, &liveWorker); err != nil {
+	if err := updateRetrying(ctx, client.ObjectKeyFromObject(w), &liveWorker, func() {
+		liveWorker.Spec.OnLogChange = replv1.LogChangeResync
+	}); err != nil {
 		t.Errorf("a mutable worker change was refused: %v", err)
 	}
 }

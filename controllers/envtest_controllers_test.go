@@ -121,12 +121,10 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 
 	// A spec change rewrites the ConfigMap and rolls the pod template.
 	var live replv1.ReplicationMaster
-	if err := k8s.Get(ctx, key, &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.Streams.Custom = []replv1.CustomStream{{Name: "audit_log"}}
-	live.Spec.Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}}
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, key, &live, func() {
+		live.Spec.Streams.Custom = []replv1.CustomStream{{Name: "audit_log"}}
+		live.Spec.Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "config map updated", func() error {
@@ -187,12 +185,10 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 	clusterIP := svc.Spec.ClusterIP
 
 	// Turning the NetworkPolicy off deletes it.
-	if err := k8s.Get(ctx, key, &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.NetworkPolicy.Enabled = ptr.To(false)
-	live.Spec.HTTPPort = 9100
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, key, &live, func() {
+		live.Spec.NetworkPolicy.Enabled = ptr.To(false)
+		live.Spec.HTTPPort = 9100
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "NetworkPolicy deleted", func() error {
@@ -231,11 +227,9 @@ func TestMasterOwnedObjectsCreatedUpdatedOwned(t *testing.T) {
 		}
 		return nil
 	})
-	if err := k8s.Get(ctx, key, &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Annotations = map[string]string{specs.AnnotationProbeAddress: "127.0.0.1:1234", specs.AnnotationProbeHTTPURL: "http://127.0.0.1:1235"}
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, key, &live, func() {
+		live.Annotations = map[string]string{specs.AnnotationProbeAddress: "127.0.0.1:1234", specs.AnnotationProbeHTTPURL: "http://127.0.0.1:1235"}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "probe override", func() error {
@@ -360,12 +354,10 @@ func TestWorkerMasterNotFoundThenFound(t *testing.T) {
 
 	// A spec change reaches the StatefulSet.
 	var live replv1.ReplicationWorker
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(w), &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.Replicas = ptr.To[int32](3)
-	live.Spec.Streams = []string{"events"}
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, client.ObjectKeyFromObject(w), &live, func() {
+		live.Spec.Replicas = ptr.To[int32](3)
+		live.Spec.Streams = []string{"events"}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "StatefulSet updated", func() error {

@@ -37,11 +37,9 @@ func TestMasterStatusLogIDAndLogReset(t *testing.T) {
 		t.Helper()
 		fp.setSnapshot(key, probe.Snapshot{MeasuredAt: time.Now(), Reachable: true, LogID: logID, Warnings: warnings})
 		var live replv1.ReplicationMaster
-		if err := k8s.Get(ctx, key, &live); err != nil {
-			t.Fatal(err)
-		}
-		live.Annotations = map[string]string{"test/poke": logID + fmt.Sprint(len(warnings))}
-		if err := k8s.Update(ctx, &live); err != nil {
+		if err := updateRetrying(ctx, key, &live, func() {
+			live.Annotations = map[string]string{"test/poke": logID + fmt.Sprint(len(warnings))}
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -72,11 +72,9 @@ func TestMasterStorageGrows(t *testing.T) {
 			}
 
 			var live replv1.ReplicationMaster
-			if err := k8s.Get(ctx, client.ObjectKeyFromObject(m), &live); err != nil {
-				t.Fatal(err)
-			}
-			live.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi"))
-			if err := k8s.Update(ctx, &live); err != nil {
+			if err := updateRetrying(ctx, client.ObjectKeyFromObject(m), &live, func() {
+				live.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi"))
+			}); err != nil {
 				t.Fatal(err)
 			}
 			if tc.wantDegraded != "" {

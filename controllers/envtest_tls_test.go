@@ -288,22 +288,18 @@ func TestCertManagerTLS(t *testing.T) {
 		}
 	}
 	var lw replv1.ReplicationWorker
-	if err := k8s.Get(ctx, wkey, &lw); err != nil {
-		t.Fatal(err)
-	}
-	lw.Spec.TLS = &replv1.WorkerTLSSpec{ClientSecretName: "wk-worker-tls"}
-	if err := k8s.Update(ctx, &lw); err != nil {
+	if err := updateRetrying(ctx, wkey, &lw, func() {
+		lw.Spec.TLS = &replv1.WorkerTLSSpec{ClientSecretName: "wk-worker-tls"}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "worker Certificate deleted", certGone("wk-worker-tls"))
 	if err := get(ctx, ns, "cm-master-tls", &unstructured.Unstructured{Object: map[string]any{"apiVersion": "cert-manager.io/v1", "kind": "Certificate"}}); err != nil {
 		t.Fatalf("the master's Certificate went with the worker's: %v", err)
 	}
-	if err := k8s.Get(ctx, key, &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.TLS = nil
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, key, &live, func() {
+		live.Spec.TLS = nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "master Certificates deleted", func() error {
@@ -435,11 +431,9 @@ func TestTLSSecretMissing(t *testing.T) {
 	})
 
 	// Turning TLS off removes the condition.
-	if err := k8s.Get(ctx, key, &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.TLS = nil
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, key, &live, func() {
+		live.Spec.TLS = nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "TLSReady removed", func() error {

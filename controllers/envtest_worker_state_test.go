@@ -54,11 +54,9 @@ func TestWorkerStatefulSetWithClaimPerPod(t *testing.T) {
 
 	// spec.onLogChange overrides the default, and the pods roll out with it.
 	var live replv1.ReplicationWorker
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(w), &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.OnLogChange = replv1.LogChangeStop
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, client.ObjectKeyFromObject(w), &live, func() {
+		live.Spec.OnLogChange = replv1.LogChangeStop
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, waitFor, "--on-log-change=stop", func() error {

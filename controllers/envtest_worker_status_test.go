@@ -102,11 +102,9 @@ func TestWorkerStatusTellsTheTruth(t *testing.T) {
 		return conditionIs(st.Conditions, replv1.ConditionReady, "False", replv1.ReasonUnknownStream)
 	})
 	var live replv1.ReplicationWorker
-	if err := k8s.Get(ctx, wkey, &live); err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.Streams = []string{"events"}
-	if err := k8s.Update(ctx, &live); err != nil {
+	if err := updateRetrying(ctx, wkey, &live, func() {
+		live.Spec.Streams = []string{"events"}
+	}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,11 +1,14 @@
 package controllers
 
 import (
+	"context"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	replv1 "github.com/tcprepl/tcprepl/api/v1alpha1"
 	"github.com/tcprepl/tcprepl/controllers/specs"
@@ -57,4 +60,18 @@ func newWorker(mut ...func(*replv1.ReplicationWorker)) *replv1.ReplicationWorker
 		f(w)
 	}
 	return w
+}
+
+// updateRetrying reads the object at key into obj, applies change and
+// writes it back, again from a fresh read when the write conflicts: the
+// operator writes the same object's status meanwhile, so a plain read and
+// update fails now and then with "the object has been modified".
+func updateRetrying(ctx context.Context, key client.ObjectKey, obj client.Object, change func()) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, key, obj); err != nil {
+			return err
+		}
+		change()
+		return k8s.Update(ctx, obj)
+	})
 }
