@@ -68,6 +68,9 @@ type Latency struct {
 // Results is everything one run measured.
 type Results struct {
 	Mode Mode `json:"mode"`
+	// Log is the master's stream log (pebble or postgres); empty for an
+	// external master.
+	Log string `json:"log,omitempty"`
 	// Subscribers is the kind of every subscriber in the run.
 	Subscribers SubscriberKind `json:"subscribers"`
 	Throughput  []Throughput   `json:"throughput"`
