@@ -94,6 +94,7 @@ log, so that it is restarted and re-reads what is really on disk.`,
 	fl.StringVar(&f.tls.PlaintextReplicationListen, "plaintext-replication-listen", "", "with TLS: also serve replication without TLS on this address, for Synapse 2020 peers (off by default; its clients are unauthenticated)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
+	cmd.AddCommand(newMigrateCommand())
 	return cmd
 }
 
