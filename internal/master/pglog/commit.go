@@ -12,8 +12,8 @@ import (
 
 // Overlapping commits. One transaction at a time leaves the committer idle
 // while PostgreSQL flushes each COMMIT's WAL, so up to commitDepth rounds
-// are in flight at once, each on its own connection (the write session and
-// commitDepth-1 more, opened from the same configuration: the same
+// are in flight at once (Options.CommitConnections), each on its own
+// connection (the write session and the others, opened from the same configuration: the same
 // application_name, so whatever ends the writer's sessions ends them all).
 // Tokens are assigned in round order before a round is sent, and rounds
 // are acknowledged strictly in that order: a round becomes visible, goes to
@@ -29,20 +29,29 @@ import (
 // maxRoundAppends bounds, so the takeover looks only at that many of the
 // newest tokens.
 const (
-	commitDepth = 4
+	// DefaultCommitConnections is Options.CommitConnections' default.
+	DefaultCommitConnections = 4
+	// MaxCommitConnections bounds Options.CommitConnections: the window
+	// a takeover searches for gaps (gapWindow) is sized for it.
+	MaxCommitConnections = 8
 	// maxRoundAppends caps the appends of one round, so that the tokens in
 	// flight, and the window dropAfterGap searches, stay bounded.
 	maxRoundAppends = 4096
 	// gapWindow is how many of a stream's newest tokens can follow a gap:
-	// every token of commitDepth rounds. A later version that raises
+	// every token of MaxCommitConnections rounds. A later version that raises
 	// either must keep reading at least as many as this one could leave.
-	gapWindow = commitDepth * maxRoundAppends
+	gapWindow = MaxCommitConnections * maxRoundAppends
 )
 
 // openCommitConns opens the connections commits overlap on, besides the
 // write session.
 func (l *Log) openCommitConns(ctx context.Context, cfg *pgx.ConnConfig) error {
-	for range commitDepth - 1 {
+	n := l.opts.CommitConnections
+	if n <= 0 {
+		n = DefaultCommitConnections
+	}
+	n = min(n, MaxCommitConnections)
+	for range n - 1 {
 		c, err := pgx.ConnectConfig(ctx, cfg.Copy())
 		if err != nil {
 			l.closeCommitConns(ctx)
@@ -92,12 +101,13 @@ type commitRows struct {
 func (l *Log) commitLoop() {
 	defer close(l.done)
 	defer l.closeWrite()
-	free := make(chan *pgx.Conn, commitDepth)
+	depth := 1 + len(l.commitConns)
+	free := make(chan *pgx.Conn, depth)
 	free <- l.write
 	for _, c := range l.commitConns {
 		free <- c
 	}
-	inflight := make(chan *round, commitDepth)
+	inflight := make(chan *round, depth)
 	acked := make(chan struct{})
 	go l.ackLoop(inflight, acked)
 	for {
@@ -133,7 +143,7 @@ func (l *Log) commitLoop() {
 	}
 	close(inflight)
 	<-acked
-	for range commitDepth {
+	for range depth {
 		<-free
 	}
 }

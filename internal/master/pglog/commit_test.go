@@ -64,8 +64,8 @@ func TestCommitConnectionLostMidLoad(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	if len(l.commitConns) != commitDepth-1 {
-		t.Fatalf("%d commit connections besides the write session, want %d", len(l.commitConns), commitDepth-1)
+	if len(l.commitConns) != DefaultCommitConnections-1 {
+		t.Fatalf("%d commit connections besides the write session, want %d", len(l.commitConns), DefaultCommitConnections-1)
 	}
 	victim := l.commitConns[0].PgConn().PID()
 	acked := map[string][]int64{}

@@ -92,6 +92,10 @@ type Options struct {
 	// MaxCommitBytes caps the row bytes of one group commit; zero means
 	// 32 MiB. A single larger append still commits, on its own.
 	MaxCommitBytes int
+	// CommitConnections is how many group commits may be in flight at
+	// once, each on its own connection (commit.go); zero means
+	// DefaultCommitConnections, at most MaxCommitConnections.
+	CommitConnections int
 	// MaxLineLength, when positive, refuses rows whose RDATA line could be
 	// longer (replication.CheckRDATARow).
 	MaxLineLength int
