@@ -41,6 +41,9 @@ const (
 	// every token of MaxCommitConnections rounds. A later version that raises
 	// either must keep reading at least as many as this one could leave.
 	gapWindow = MaxCommitConnections * maxRoundAppends
+	// minOverlapBytes is the least a round holds to be sent while another
+	// commit is in flight (commitLoop).
+	minOverlapBytes = 256 << 10
 )
 
 // openCommitConns opens the connections commits overlap on, besides the
@@ -97,7 +100,10 @@ type commitRows struct {
 // commitLoop is the committer: it takes one pending append (blocking) and
 // every other one already waiting, assigns their tokens and sends them as
 // one transaction on a free connection; the acker acknowledges rounds in
-// order as they commit.
+// order as they commit. A round starts beside one in flight only once it
+// holds minOverlapBytes: under a light load commits go one at a time, as
+// large as the load makes them, and overlap only when appends arrive
+// faster than one connection commits them.
 func (l *Log) commitLoop() {
 	defer close(l.done)
 	defer l.closeWrite()
@@ -110,28 +116,52 @@ func (l *Log) commitLoop() {
 	inflight := make(chan *round, depth)
 	acked := make(chan struct{})
 	go l.ackLoop(inflight, acked)
-	for {
+	for open := true; open; {
 		req, ok := <-l.reqs
 		if !ok {
 			break
 		}
 		reqs := []*appendReq{req}
 		size := len(req.value)
+		var conn *pgx.Conn
 	gather:
-		for size < l.maxCommitBytes && len(reqs) < maxRoundAppends {
+		for {
+			// Take whatever else is waiting.
+		drain:
+			for size < l.maxCommitBytes && len(reqs) < maxRoundAppends {
+				select {
+				case req, ok := <-l.reqs:
+					if !ok {
+						open = false
+						break drain
+					}
+					reqs = append(reqs, req)
+					size += len(req.value)
+				default:
+					break drain
+				}
+			}
+			// Go at once when nothing is in flight, or when the round is
+			// worth a transaction of its own beside those in flight;
+			// otherwise keep gathering until a commit finishes: a small
+			// round costs the database about as much as a large one.
+			if !open || len(free) == depth || size >= minOverlapBytes || size >= l.maxCommitBytes || len(reqs) >= maxRoundAppends {
+				conn = <-free
+				break gather
+			}
 			select {
 			case req, ok := <-l.reqs:
 				if !ok {
-					break gather
+					open = false
+					continue
 				}
 				reqs = append(reqs, req)
 				size += len(req.value)
-			default:
+			case conn = <-free:
 				break gather
 			}
 		}
 		r := l.prepareRound(reqs)
-		conn := <-free
 		inflight <- r
 		go func() {
 			if r.err == nil {

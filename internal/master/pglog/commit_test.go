@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -72,10 +73,13 @@ func TestCommitConnectionLostMidLoad(t *testing.T) {
 	var ackMu sync.Mutex
 	var wg sync.WaitGroup
 	ackedCount := make(chan struct{}, 1<<16)
-	for i := range 16 {
+	// Appends of 32 KiB from 32 appenders: enough pending to start rounds
+	// beside those in flight (minOverlapBytes).
+	big := json.RawMessage(`["` + strings.Repeat("x", 16<<10) + `"]`)
+	for i := range 32 {
 		stream := []string{"events", "caches"}[i%2]
 		wg.Go(func() {
-			rows := []json.RawMessage{json.RawMessage(`["a"]`), json.RawMessage(`["b"]`)}
+			rows := []json.RawMessage{big, big}
 			for {
 				u, err := l.AppendEncoded(context.Background(), stream, rows)
 				if err != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this version creates and reads.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrations[i] brings the schema from version i to i+1. Each runs in one
 // transaction with the version bump, so a master that dies halfway leaves
@@ -60,6 +60,8 @@ BEGIN
 	END IF;
 END $$;
 `,
+	// 1 -> 2: token rows stored uncompressed (storage.go).
+	uncompressedRowsMigration,
 }
 
 // fencedCode is the SQLSTATE tcprepl_check_epoch raises.
