@@ -193,6 +193,9 @@ func printCPU(w io.Writer, c bench.CPU) {
 		clients = fmt.Sprintf("; benchmark clients %.2f cores", c.ClientCoresUsed)
 	}
 	fmt.Fprintf(w, "  CPU\t%.2f cores used\t%s%.2f us/row delivered (load average %s%s)\n", c.ProcessCPUUtilised, in, c.CPUMicrosPerRowOut, c.LoadAverageAtTheTime, clients)
+	if c.DatabaseCoresUsed > 0 {
+		fmt.Fprintf(w, "  PostgreSQL server CPU\t%.2f cores used\t%.2f us/row\n", c.DatabaseCoresUsed, c.DatabaseCPUMicrosPerRow)
+	}
 }
 
 // printSideBySide prints the headline numbers of several runs (one per
@@ -221,6 +224,13 @@ func printSideBySide(w io.Writer, all []*bench.Results) {
 		row("  slowest subscriber rows/s", func(r *bench.Results) string {
 			if i < len(r.Throughput) {
 				return fmt.Sprintf("%.0f", r.Throughput[i].SlowestSubscriberRowsPerSec)
+			}
+			return "-"
+		})
+		row("  CPU us/row, process + database", func(r *bench.Results) string {
+			if i < len(r.Throughput) {
+				c := r.Throughput[i].CPU
+				return fmt.Sprintf("%.2f + %.2f", c.CPUMicrosPerRowIn, c.DatabaseCPUMicrosPerRow)
 			}
 			return "-"
 		})

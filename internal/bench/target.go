@@ -20,12 +20,15 @@ import (
 
 // target is the master under test.
 type target struct {
-	cfg      Config
-	addr     string
-	httpURL  string
-	pid      int
-	m        *master.Master // InProcess only
-	shutdown func() error
+	cfg     Config
+	addr    string
+	httpURL string
+	pid     int
+	m       *master.Master // InProcess only
+	// postmaster is the PostgreSQL server's pid when the log is
+	// PostgreSQL on this machine (dbcpu.go).
+	postmaster int
+	shutdown   func() error
 }
 
 // start brings up (or locates) the master.
@@ -144,6 +147,9 @@ func start(ctx context.Context, cfg Config) (*target, error) {
 		}
 	default:
 		return nil, fmt.Errorf("unknown mode %q: use in-process, spawn or external", cfg.Mode)
+	}
+	if dsn != "" {
+		t.postmaster = postmasterOf(ctx, dsn)
 	}
 	return t, nil
 }
