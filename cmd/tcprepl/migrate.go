@@ -129,7 +129,7 @@ func (f *migrateFlags) run(ctx context.Context, cmd *cobra.Command) error {
 	if err != nil {
 		return fmt.Errorf("open the Pebble log in %s (stop the master that uses it first): %w", cfg.DataDir, err)
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	copied, err := pglog.Import(ctx, src, pglog.ImportOptions{DSN: dsn, ServerName: cfg.ServerName, Streams: cfg.Streams(), Logger: logger.WithName("migrate")})
 	if err != nil {
 		return err

@@ -26,7 +26,7 @@ func postmasterOf(ctx context.Context, dsn string) int {
 	if err != nil {
 		return 0
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	var backend int
 	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
 		return 0

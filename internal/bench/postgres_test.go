@@ -48,7 +48,7 @@ func TestRunOnPostgres(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer conn.Close(ctx)
+			defer func() { _ = conn.Close(ctx) }()
 			var left int
 			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_database WHERE datname LIKE 'tcprepl_bench_%'`).Scan(&left); err != nil || left != 0 {
 				t.Fatalf("%d scratch databases left (%v)", left, err)

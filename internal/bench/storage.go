@@ -38,7 +38,7 @@ func scratchDatabase(ctx context.Context, dsn string) (string, func(), error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("connect to PostgreSQL to create the benchmark's database: %w", err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "tcprepl_bench_" + hex.EncodeToString(b[:])
@@ -52,7 +52,7 @@ func scratchDatabase(ctx context.Context, dsn string) (string, func(), error) {
 		if err != nil {
 			return
 		}
-		defer c.Close(ctx)
+		defer func() { _ = c.Close(ctx) }()
 		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	}
 	scratch := *u

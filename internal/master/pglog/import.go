@@ -82,7 +82,7 @@ func Import(ctx context.Context, src ImportSource, opts ImportOptions) ([]Import
 	if err != nil {
 		return nil, fmt.Errorf("import stream log: connect to PostgreSQL at %s:%d: %w (check the server is up and the DSN is right)", cfg.Host, cfg.Port, err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	if err := migrate(ctx, conn); err != nil {
 		return nil, fmt.Errorf("import stream log: %w", err)
 	}
