@@ -60,8 +60,8 @@ BEGIN
 	END IF;
 END $$;
 `,
-	// 1 -> 2: token rows stored uncompressed (storage.go).
-	uncompressedRowsMigration,
+	// 1 -> 2: token rows kept inline, lz4 where available (storage.go).
+	inlineRowsMigration,
 }
 
 // fencedCode is the SQLSTATE tcprepl_check_epoch raises.

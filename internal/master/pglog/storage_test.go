@@ -3,14 +3,28 @@ package pglog
 import (
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tcprepl/tcprepl/internal/pgtest"
 )
 
-// TestRowsAreStoredUncompressed: a new database and one migrated from
-// schema version 1 both store token rows uncompressed, and a log written
-// before the migration reads the same after it.
-func TestRowsAreStoredUncompressed(t *testing.T) {
+// TestRowsAreStoredInline: a new database and one migrated from schema
+// version 1 both keep token rows inline (storage MAIN, a page-sized
+// toast_tuple_target) with lz4 compression when the server has it, and a
+// log written before the migration reads the same after it.
+func TestRowsAreStoredInline(t *testing.T) {
 	dsn := pgtest.Shared(t).NewDatabase(t)
+	// lz4 where this server has it, else the default (an empty setting).
+	wantCompression := "l"
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE lz4_probe (b bytea COMPRESSION lz4)`); err != nil {
+		wantCompression = ""
+	}
+	_ = conn.Close(ctx)
 	l := mustOpen(t, dsn)
 	if _, err := appendRow(l, "events", `["before"]`); err != nil {
 		t.Fatal(err)
@@ -20,17 +34,21 @@ func TestRowsAreStoredUncompressed(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		var storage string
+		var storage, compression string
 		var opts []string
-		query(t, dsn, `SELECT a.attstorage::text, coalesce(c.reloptions, '{}') FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-			WHERE c.relname = 'tcprepl_token' AND a.attname = 'rows'`, &storage, &opts)
-		if storage != "e" || len(opts) != 1 || opts[0] != "toast_tuple_target=8160" {
-			t.Fatalf("%s: rows storage %q, table options %v; want EXTERNAL (e) and toast_tuple_target=8160", when, storage, opts)
+		query(t, dsn, `SELECT a.attstorage::text, a.attcompression::text, coalesce(c.reloptions, '{}') FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+			WHERE c.relname = 'tcprepl_token' AND a.attname = 'rows'`, &storage, &compression, &opts)
+		if storage != "m" || len(opts) != 1 || opts[0] != "toast_tuple_target=8160" {
+			t.Fatalf("%s: rows storage %q, table options %v; want MAIN (m) and toast_tuple_target=8160", when, storage, opts)
+		}
+		if compression != wantCompression {
+			t.Fatalf("%s: rows compression %q, want %q", when, compression, wantCompression)
 		}
 	}
 	check("new database")
 	// Back to what schema version 1 created.
 	query(t, dsn, `ALTER TABLE tcprepl_token ALTER COLUMN rows SET STORAGE EXTENDED`)
+	query(t, dsn, `ALTER TABLE tcprepl_token ALTER COLUMN rows SET COMPRESSION default`)
 	query(t, dsn, `ALTER TABLE tcprepl_token RESET (toast_tuple_target)`)
 	query(t, dsn, `UPDATE tcprepl_schema_version SET version = 1`)
 	l = mustOpen(t, dsn)
