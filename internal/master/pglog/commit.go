@@ -47,8 +47,10 @@ const (
 )
 
 // openCommitConns opens the connections commits overlap on, besides the
-// write session.
-func (l *Log) openCommitConns(ctx context.Context, cfg *pgx.ConnConfig) error {
+// write session, from the write session's own configuration (a copy of
+// it: the same settings, keep-alives and application_name).
+func (l *Log) openCommitConns(ctx context.Context) error {
+	cfg := l.write.Config()
 	n := l.opts.CommitConnections
 	if n <= 0 {
 		n = DefaultCommitConnections

@@ -236,7 +236,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		_ = l.write.Close(context.Background())
 		return nil, fmt.Errorf("open stream log: connection pool: %w", err)
 	}
-	if err := l.openCommitConns(ctx, cfg); err != nil {
+	if err := l.openCommitConns(ctx); err != nil {
 		l.closeWrite()
 		l.pool.Close()
 		return nil, fmt.Errorf("open stream log: %w", err)

@@ -1,6 +1,8 @@
 package pglog
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -8,8 +10,8 @@ import (
 	"github.com/tcprepl/tcprepl/internal/pgtest"
 )
 
-// TestRowsAreStoredInline: a new database and one migrated from schema
-// version 1 both keep token rows inline (storage MAIN, a page-sized
+// TestRowsAreStoredInline: a new database and one migrated from the
+// schema version before inlineRowsMigration both keep token rows inline (storage MAIN, a page-sized
 // toast_tuple_target) with lz4 compression when the server has it, and a
 // log written before the migration reads the same after it.
 func TestRowsAreStoredInline(t *testing.T) {
@@ -46,13 +48,18 @@ func TestRowsAreStoredInline(t *testing.T) {
 		}
 	}
 	check("new database")
-	// Back to what schema version 1 created.
+	// Back to what the versions before it created.
 	query(t, dsn, `ALTER TABLE tcprepl_token ALTER COLUMN rows SET STORAGE EXTENDED`)
 	query(t, dsn, `ALTER TABLE tcprepl_token ALTER COLUMN rows SET COMPRESSION default`)
 	query(t, dsn, `ALTER TABLE tcprepl_token RESET (toast_tuple_target)`)
-	query(t, dsn, `UPDATE tcprepl_schema_version SET version = 1`)
+	// The version this migration starts from: its place in the chain.
+	from := slices.Index(migrations, inlineRowsMigration)
+	if from < 0 {
+		t.Fatal("inlineRowsMigration is not in the migrations")
+	}
+	query(t, dsn, fmt.Sprintf(`UPDATE tcprepl_schema_version SET version = %d`, from))
 	l = mustOpen(t, dsn)
-	check("migrated from version 1")
+	check("migrated")
 	var version int
 	query(t, dsn, `SELECT version FROM tcprepl_schema_version`, &version)
 	if version != SchemaVersion {
