@@ -290,3 +290,29 @@ func (l *Log) dropAfterGap(ctx context.Context, tx pgx.Tx, stream string) error 
 		"stream", stream, "after", gap, "dropped", tag.RowsAffected())
 	return nil
 }
+
+// insertTokensSQL inserts one round. The rows of all its tokens travel as
+// one bytea, cut apart by offset and length in the database: pgx encodes
+// a bytea[] parameter into a buffer it grows from a few hundred bytes for
+// every query, which cost the master more CPU than the rest of the commit.
+const insertTokensSQL = `INSERT INTO tcprepl_token (stream, token, published_ns, n_rows, cum, bytes_before, rows)
+	SELECT s, t, p, n, c, b, substring($7::bytea FROM o FOR l)
+	FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::bigint[], $6::bigint[], $8::int[], $9::int[]) AS u(s, t, p, n, c, b, o, l)`
+
+// concatValues joins a round's stored values into one buffer and says
+// where each starts (1-based, as substring counts) and how long it is.
+func concatValues(values [][]byte) (all []byte, offsets, lengths []int32) {
+	n := 0
+	for _, v := range values {
+		n += len(v)
+	}
+	all = make([]byte, 0, n)
+	offsets = make([]int32, len(values))
+	lengths = make([]int32, len(values))
+	for i, v := range values {
+		offsets[i] = int32(len(all)) + 1
+		lengths[i] = int32(len(v))
+		all = append(all, v...)
+	}
+	return all, offsets, lengths
+}

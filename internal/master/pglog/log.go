@@ -519,9 +519,8 @@ func (l *Log) commit(conn *pgx.Conn, streams []string, tokens, published []int64
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	b.Queue(`SELECT tcprepl_check_epoch($1)`, l.epoch)
-	b.Queue(`INSERT INTO tcprepl_token (stream, token, published_ns, n_rows, cum, bytes_before, rows)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::bigint[], $6::bigint[], $7::bytea[])`,
-		streams, tokens, published, nRows, cums, before, values)
+	all, offsets, lengths := concatValues(values)
+	b.Queue(insertTokensSQL, streams, tokens, published, nRows, cums, before, all, offsets, lengths)
 	b.Queue(`COMMIT`)
 	res := conn.SendBatch(ctx, b)
 	var errs []error
