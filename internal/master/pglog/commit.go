@@ -29,8 +29,15 @@ import (
 // maxRoundAppends bounds, so the takeover looks only at that many of the
 // newest tokens.
 const (
-	// DefaultCommitConnections is Options.CommitConnections' default.
-	DefaultCommitConnections = 4
+	// DefaultCommitConnections is Options.CommitConnections' default:
+	// one commit at a time. With the database on the same machine (2
+	// cores, loopback) one connection stored 1.02M rows/s where four
+	// stored 0.81-0.85M, the database spending half the CPU per row
+	// (docs/benchmarks.md): a single committer gathers everything that
+	// arrives during a commit into the next, larger round. Overlapping is
+	// for a database across a network, where one connection waits out a
+	// round trip per commit; that was not measured.
+	DefaultCommitConnections = 1
 	// MaxCommitConnections bounds Options.CommitConnections: the window
 	// a takeover searches for gaps (gapWindow) is sized for it.
 	MaxCommitConnections = 8

@@ -59,14 +59,15 @@ func TestCommitConnectionLostMidLoad(t *testing.T) {
 	var mu sync.Mutex
 	durable := map[string][]int64{}
 	l := mustOpen(t, dsn, func(o *Options) {
+		o.CommitConnections = 4
 		o.OnDurable = func(u replication.Update) {
 			mu.Lock()
 			durable[u.Stream] = append(durable[u.Stream], u.Token)
 			mu.Unlock()
 		}
 	})
-	if len(l.commitConns) != DefaultCommitConnections-1 {
-		t.Fatalf("%d commit connections besides the write session, want %d", len(l.commitConns), DefaultCommitConnections-1)
+	if len(l.commitConns) != 3 {
+		t.Fatalf("%d commit connections besides the write session, want 3", len(l.commitConns))
 	}
 	victim := l.commitConns[0].PgConn().PID()
 	acked := map[string][]int64{}

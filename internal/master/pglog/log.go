@@ -6,8 +6,9 @@
 // Appends are group-committed: one committer goroutine gathers whatever
 // appends are pending, assigns their tokens and writes them in one
 // transaction, pipelined in one round trip (BEGIN, the fencing check, one
-// INSERT of every token, COMMIT); up to four such transactions overlap on
-// separate connections, acknowledged in token order (commit.go). Only once COMMIT
+// INSERT of every token, COMMIT). Options.CommitConnections lets
+// several such transactions overlap on separate connections, acknowledged
+// in token order (commit.go); by default one is in flight at a time. Only once COMMIT
 // succeeded do the tokens become visible (CurrentToken, ReadAfter), go to
 // OnDurable in token order and are their appends acknowledged.
 //
