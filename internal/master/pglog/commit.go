@@ -10,11 +10,12 @@ import (
 	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
-// Overlapping commits. One transaction at a time leaves the committer idle
-// while PostgreSQL flushes each COMMIT's WAL, so up to commitDepth rounds
-// are in flight at once (Options.CommitConnections), each on its own
-// connection (the write session and the others, opened from the same configuration: the same
-// application_name, so whatever ends the writer's sessions ends them all).
+// Commits in flight. One committer gathers what is pending into a round and
+// sends it as one transaction; with Options.CommitConnections above one, up
+// to that many rounds are in flight at once, each on its own connection
+// (the write session and others opened from its configuration: the same
+// application_name, so whatever ends the writer's sessions ends them all),
+// so that the committer need not sit idle while a commit crosses a network.
 // Tokens are assigned in round order before a round is sent, and rounds
 // are acknowledged strictly in that order: a round becomes visible, goes to
 // OnDurable and is acknowledged only after it and every earlier round
@@ -25,7 +26,7 @@ import (
 // tokens are missing) while round k+1 committed. Those rows were never
 // acknowledged, and the tokens must stay gap-free, so the next takeover
 // deletes every row after a stream's first gap (Log.dropAfterGap). A gap can
-// only lie among the tokens of the last commitDepth rounds, which
+// only lie among the tokens of the last MaxCommitConnections rounds, which
 // maxRoundAppends bounds, so the takeover looks only at that many of the
 // newest tokens.
 const (
@@ -150,11 +151,12 @@ func (l *Log) commitLoop() {
 					break drain
 				}
 			}
-			// Go at once when nothing is in flight, or when the round is
-			// worth a transaction of its own beside those in flight;
-			// otherwise keep gathering until a commit finishes: a small
-			// round costs the database about as much as a large one.
-			if !open || len(free) == depth || size >= minOverlapBytes || size >= l.maxCommitBytes || len(reqs) >= maxRoundAppends {
+			// Go at once when nothing is in flight, or (with several
+			// connections) when the round is worth a transaction of its
+			// own beside those in flight; otherwise keep gathering until
+			// a commit finishes: a small round costs the database about
+			// as much as a large one.
+			if !open || len(free) == depth || (depth > 1 && size >= minOverlapBytes) || size >= l.maxCommitBytes || len(reqs) >= maxRoundAppends {
 				conn = <-free
 				break gather
 			}
