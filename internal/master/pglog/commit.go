@@ -117,6 +117,18 @@ type commitRows struct {
 func (l *Log) commitLoop() {
 	defer close(l.done)
 	defer l.closeWrite()
+	// The further connections are the committer's own: opened here, closed
+	// on the way out. Failing to open them only loses the overlap.
+	octx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	if err := l.openCommitConns(octx); err != nil {
+		l.log.Error(err, "committing on the write session alone")
+	}
+	cancel()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		l.closeCommitConns(ctx)
+	}()
 	depth := 1 + len(l.commitConns)
 	free := make(chan *pgx.Conn, depth)
 	free <- l.write

@@ -66,11 +66,16 @@ func TestCommitConnectionLostMidLoad(t *testing.T) {
 			mu.Unlock()
 		}
 	})
+	// The committer opens its connections before it takes the first
+	// append: once one is acknowledged they are there.
+	if _, err := appendRow(l, "events", `["first"]`); err != nil {
+		t.Fatal(err)
+	}
 	if len(l.commitConns) != 3 {
 		t.Fatalf("%d commit connections besides the write session, want 3", len(l.commitConns))
 	}
 	victim := l.commitConns[0].PgConn().PID()
-	acked := map[string][]int64{}
+	acked := map[string][]int64{"events": {1}}
 	var ackMu sync.Mutex
 	var wg sync.WaitGroup
 	ackedCount := make(chan struct{}, 1<<16)
@@ -123,5 +128,30 @@ func TestCommitConnectionLostMidLoad(t *testing.T) {
 		if n != cur || (n > 0 && (lo != 1 || hi != cur)) {
 			t.Fatalf("%s after reopening: %d rows, tokens %d-%d, current %d: not gap-free", s, n, lo, hi, cur)
 		}
+	}
+}
+
+// TestCommitConnectionsRefusedCommitsAlone: when the database refuses the
+// further commit connections (here a role's connection limit), the log
+// commits on the write session alone: appends and reads still work.
+func TestCommitConnectionsRefusedCommitsAlone(t *testing.T) {
+	srv := pgtest.Shared(t)
+	dsn := srv.NewDatabase(t)
+	name := dsn[strings.LastIndex(dsn, "/")+1 : strings.Index(dsn, "?")]
+	srv.Exec(t, `DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tcprepl_limited') THEN CREATE ROLE tcprepl_limited LOGIN CONNECTION LIMIT 3; END IF; END $$`)
+	query(t, dsn, `GRANT CREATE, USAGE ON SCHEMA public TO tcprepl_limited`)
+	l := mustOpen(t, srv.DSNAs("tcprepl_limited", name), func(o *Options) { o.CommitConnections = MaxCommitConnections })
+	for i := range 3 {
+		u, err := appendRow(l, "events", fmt.Sprintf(`[%d]`, i))
+		if err != nil || u.Token != int64(i+1) {
+			t.Fatalf("append %d: token %d, %v", i, u.Token, err)
+		}
+	}
+	if n := len(l.commitConns); n != 0 {
+		t.Fatalf("%d further commit connections kept after some were refused, want none", n)
+	}
+	got, err := l.read(t.Context(), "events", 0, 3, 10, false)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("read from the database: %d updates, %v", len(got), err)
 	}
 }

@@ -237,11 +237,6 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		_ = l.write.Close(context.Background())
 		return nil, fmt.Errorf("open stream log: connection pool: %w", err)
 	}
-	if err := l.openCommitConns(ctx); err != nil {
-		l.closeWrite()
-		l.pool.Close()
-		return nil, fmt.Errorf("open stream log: %w", err)
-	}
 	go l.commitLoop()
 	every := opts.TrimInterval
 	if every == 0 {
@@ -504,7 +499,6 @@ func (l *Log) closeWrite() {
 		}
 	}
 	_ = l.write.Close(ctx)
-	l.closeCommitConns(ctx)
 }
 
 // commitTimeout bounds one group commit: a database that stops answering
