@@ -23,6 +23,7 @@ func newBenchCommand() *cobra.Command {
 		output     string
 		cpuProfile string
 		phases     []string
+		logs       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -38,7 +39,14 @@ Phases: idle connections (memory each), catch-up of --catchup-rows rows to 1
 and to 10 subscribers, publishing as fast as --publishers can (in-process
 when the master is, and over HTTP) with --subscribers live subscribers, and
 publish-to-deliver latency at --latency-rate rows/s. Rows go to the caches
-stream.`,
+stream.
+
+--log pebble,postgres runs the same phases once per stream log, one after
+the other in this one command, and prints them side by side. The PostgreSQL
+log runs on a scratch database the benchmark creates on the server of
+--postgres-dsn (its role needs CREATEDB) and drops at the end.
+--tail-cache-bytes -1 turns the master's tail cache off, so that catch-up
+reads the log itself (Pebble or PostgreSQL) rather than memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -74,16 +82,47 @@ stream.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			res, err := bench.Run(ctx, cfg)
-			if res != nil {
+			var all []*bench.Results
+			var err error
+			for _, l := range logs {
+				c := cfg
+				c.Log = l
+				if len(logs) > 1 {
+					logf := cfg.Logf
+					c.Logf = func(format string, args ...any) { logf("["+l+"] "+format, args...) }
+				}
+				var res *bench.Results
+				res, err = bench.Run(ctx, c)
+				if res != nil {
+					all = append(all, res)
+				}
+				if err != nil {
+					err = fmt.Errorf("%s log: %w", l, err)
+					break
+				}
+			}
+			if len(all) > 0 {
 				if output == "json" {
 					enc := json.NewEncoder(cmd.OutOrStdout())
 					enc.SetIndent("", "  ")
-					if eerr := enc.Encode(res); eerr != nil && err == nil {
+					var v any = all
+					if len(logs) == 1 {
+						v = all[0]
+					}
+					if eerr := enc.Encode(v); eerr != nil && err == nil {
 						err = eerr
 					}
 				} else {
-					printBench(cmd.OutOrStdout(), cfg, res)
+					for i, res := range all {
+						if i > 0 {
+							fmt.Fprintln(cmd.OutOrStdout())
+						}
+						printBench(cmd.OutOrStdout(), cfg, res)
+					}
+					if len(all) > 1 {
+						fmt.Fprintln(cmd.OutOrStdout())
+						printSideBySide(cmd.OutOrStdout(), all)
+					}
 				}
 			}
 			return err
@@ -108,13 +147,20 @@ stream.`,
 	fl.IntVar(&cfg.IdleConns, "idle-conns", 0, "connections opened to measure memory per idle connection (default 1000)")
 	fl.StringVarP(&output, "output", "o", "text", "text or json")
 	fl.StringSliceVar(&phases, "phases", nil, "phases to run, comma-separated: idle, catchup, publish-inprocess, publish-http, latency (default all)")
+	fl.StringSliceVar(&logs, "log", []string{bench.LogPebble}, "stream log(s) of the master the benchmark starts, comma-separated, measured one after the other: pebble, postgres")
+	fl.StringVar(&cfg.PostgresDSN, "postgres-dsn", "", "postgres:// URI of a PostgreSQL server for --log postgres; the benchmark creates (and drops) a scratch database there")
+	fl.Int64Var(&cfg.TailCacheBytes, "tail-cache-bytes", 0, "the master's tail cache (default: the master's, 64 MiB); -1 turns it off so catch-up reads the log itself")
 	fl.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this process (the master too when in-process) to this file, for go tool pprof")
 	return cmd
 }
 
 func printBench(w io.Writer, cfg bench.Config, r *bench.Results) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "master\t%s\tsubscribers: %s\n", r.Mode, r.Subscribers)
+	log := ""
+	if r.Log != "" {
+		log = ", log " + r.Log
+	}
+	fmt.Fprintf(tw, "master\t%s%s\tsubscribers: %s\n", r.Mode, log, r.Subscribers)
 	for _, t := range r.Throughput {
 		fmt.Fprintf(tw, "publish (%s, %d publishers, batch %d)\t%.0f rows/s durable\t%d rows in %.1fs\n", t.Publisher, cfg.Publishers, cfg.BatchRows, t.PublishRowsPerSec, t.Rows, t.Seconds)
 		fmt.Fprintf(tw, "  delivered to %d subscribers\t%.0f rows/s in all\tslowest %.0f rows/s, drained %.2fs after the last publish\n", t.Subscribers, t.DeliveredRowsPerSec, t.SlowestSubscriberRowsPerSec, t.DrainSeconds)
@@ -147,4 +193,63 @@ func printCPU(w io.Writer, c bench.CPU) {
 		clients = fmt.Sprintf("; benchmark clients %.2f cores", c.ClientCoresUsed)
 	}
 	fmt.Fprintf(w, "  CPU\t%.2f cores used\t%s%.2f us/row delivered (load average %s%s)\n", c.ProcessCPUUtilised, in, c.CPUMicrosPerRowOut, c.LoadAverageAtTheTime, clients)
+	if c.DatabaseCoresUsed > 0 {
+		fmt.Fprintf(w, "  PostgreSQL server CPU\t%.2f cores used\t%.2f us/row\n", c.DatabaseCoresUsed, c.DatabaseCPUMicrosPerRow)
+	}
+}
+
+// printSideBySide prints the headline numbers of several runs (one per
+// stream log) in columns.
+func printSideBySide(w io.Writer, all []*bench.Results) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "\t")
+	for _, r := range all {
+		fmt.Fprintf(tw, "%s\t", r.Log)
+	}
+	fmt.Fprintln(tw)
+	row := func(name string, v func(*bench.Results) string) {
+		fmt.Fprintf(tw, "%s\t", name)
+		for _, r := range all {
+			fmt.Fprintf(tw, "%s\t", v(r))
+		}
+		fmt.Fprintln(tw)
+	}
+	for i, t := range all[0].Throughput {
+		row("publish "+t.Publisher+" rows/s", func(r *bench.Results) string {
+			if i < len(r.Throughput) {
+				return fmt.Sprintf("%.0f", r.Throughput[i].PublishRowsPerSec)
+			}
+			return "-"
+		})
+		row("  slowest subscriber rows/s", func(r *bench.Results) string {
+			if i < len(r.Throughput) {
+				return fmt.Sprintf("%.0f", r.Throughput[i].SlowestSubscriberRowsPerSec)
+			}
+			return "-"
+		})
+		row("  CPU us/row, process + database", func(r *bench.Results) string {
+			if i < len(r.Throughput) {
+				c := r.Throughput[i].CPU
+				return fmt.Sprintf("%.2f + %.2f", c.CPUMicrosPerRowIn, c.DatabaseCPUMicrosPerRow)
+			}
+			return "-"
+		})
+	}
+	for i, c := range all[0].CatchUp {
+		row(fmt.Sprintf("catch-up to %d rows/s", c.Subscribers), func(r *bench.Results) string {
+			if i < len(r.CatchUp) {
+				return fmt.Sprintf("%.0f", r.CatchUp[i].RowsPerSec)
+			}
+			return "-"
+		})
+	}
+	if all[0].Latency != nil {
+		row(fmt.Sprintf("p99 at %d rows/s", all[0].Latency.RateRowsPerSec), func(r *bench.Results) string {
+			if r.Latency != nil {
+				return r.Latency.P99.String()
+			}
+			return "-"
+		})
+	}
+	_ = tw.Flush()
 }

@@ -104,6 +104,7 @@ and fencing").`,
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fl.IntVarP(&f.verbosity, "verbosity", "v", 0, "log verbosity (0: info; higher: more detail)")
 	addReloadFlags(cmd)
+	cmd.AddCommand(newMigrateCommand())
 	return cmd
 }
 

@@ -74,7 +74,7 @@ func (t *target) catchUp(ctx context.Context, n int) (CatchUp, error) {
 	runtime.GC()
 	subs := make([]*subscriber, n)
 	start := time.Now()
-	cpu0, self0 := t.cpuTime(), t.selfCPU()
+	mark := t.cpuMark()
 	for i := range subs {
 		if subs[i], err = t.subscribe(ctx, fmt.Sprintf("bench-catchup-%d", i), from, false); err != nil {
 			return CatchUp{}, err
@@ -94,5 +94,5 @@ func (t *target) catchUp(ctx context.Context, n int) (CatchUp, error) {
 		rows += s.rows.Load()
 	}
 	return CatchUp{Subscribers: n, RowsEach: rows / int64(n), Seconds: secs, RowsPerSec: float64(rows) / secs,
-		CPU: t.cpuSince(cpu0, self0, start, 0, rows)}, nil
+		CPU: t.cpuSince(mark, start, 0, rows)}, nil
 }

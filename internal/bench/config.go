@@ -41,6 +41,15 @@ type Config struct {
 	// DataDir is the log directory of an InProcess or Spawn master; empty
 	// means a fresh temporary directory (a durable, fsynced log).
 	DataDir string
+	// Log is the stream log of an InProcess or Spawn master: LogPebble
+	// (the default) or LogPostgres, on a scratch database the run creates
+	// on the server of PostgresDSN and drops at the end.
+	Log         string
+	PostgresDSN string
+	// TailCacheBytes is the master's tail cache (storage.tailCacheBytes):
+	// zero is its default, -1 disables it so that catch-up reads the log
+	// itself.
+	TailCacheBytes int64
 	// Binary is the tcprepl binary for Spawn (default: this executable).
 	Binary string
 
@@ -88,6 +97,14 @@ func (c *Config) validate() error {
 			return fmt.Errorf("unknown phase %q: use any of %v", p, AllPhases)
 		}
 	}
+	switch {
+	case c.Log != LogPebble && c.Log != LogPostgres:
+		return fmt.Errorf("unknown log %q: use %s or %s", c.Log, LogPebble, LogPostgres)
+	case c.Log == LogPostgres && c.Mode != External && c.PostgresDSN == "":
+		return fmt.Errorf("the %s log needs --postgres-dsn: a postgres:// URI of a server where the benchmark may create a scratch database", LogPostgres)
+	case c.Mode == External && c.Log == LogPostgres:
+		return fmt.Errorf("--log %s is for a master the benchmark starts; an external master already has its log", LogPostgres)
+	}
 	if c.SubscriberKind != WireSubscribers && c.SubscriberKind != ClientSubscribers {
 		return fmt.Errorf("unknown subscriber kind %q: use %s or %s", c.SubscriberKind, WireSubscribers, ClientSubscribers)
 	}
@@ -99,6 +116,9 @@ func (c *Config) validate() error {
 func (c *Config) Defaults() {
 	if c.Mode == "" {
 		c.Mode = InProcess
+	}
+	if c.Log == "" {
+		c.Log = LogPebble
 	}
 	if c.ServerName == "" {
 		c.ServerName = "bench.tcprepl"

@@ -18,6 +18,10 @@ func TestConfigValidate(t *testing.T) {
 		"unknown phase among known": {cfg: Config{Phases: []Phase{PhaseCatchUp, "warp"}}, want: `unknown phase "warp": use any of [idle catchup publish-inprocess publish-http latency]`},
 		"phase in another case":     {cfg: Config{Phases: []Phase{"Idle"}}, want: `unknown phase "Idle"`},
 		"unknown subscriber kind":   {cfg: Config{SubscriberKind: "telepathic"}, want: `unknown subscriber kind "telepathic": use wire or client`},
+		"postgres log":              {cfg: Config{Log: LogPostgres, PostgresDSN: "postgres://db/x"}},
+		"unknown log":               {cfg: Config{Log: "sqlite"}, want: `unknown log "sqlite": use pebble or postgres`},
+		"postgres log without DSN":  {cfg: Config{Log: LogPostgres}, want: "needs --postgres-dsn"},
+		"postgres log, external":    {cfg: Config{Mode: External, Log: LogPostgres, PostgresDSN: "postgres://db/x"}, want: "an external master already has its log"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := tc.cfg

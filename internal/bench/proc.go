@@ -83,13 +83,22 @@ func loadAverageOf(loadavg string) string {
 	return strings.Join(f[:3], " ")
 }
 
-// cpuSince fills a CPU figure for a phase that began at cpu0/self0/wall0.
-func (t *target) cpuSince(cpu0, self0 time.Duration, wall0 time.Time, rowsIn, rowsOut int64) CPU {
-	used := (t.cpuTime() - cpu0).Seconds()
+// cpuSince fills a CPU figure for a phase that began at m and wall0.
+func (t *target) cpuSince(m cpuMark, wall0 time.Time, rowsIn, rowsOut int64) CPU {
+	used := (t.cpuTime() - m.proc).Seconds()
 	wall := time.Since(wall0).Seconds()
 	c := CPU{CPUSeconds: used, ProcessCPUUtilised: used / wall, LoadAverageAtTheTime: loadAverage()}
 	if t.m == nil {
-		c.ClientCoresUsed = (t.selfCPU() - self0).Seconds() / wall
+		c.ClientCoresUsed = (t.selfCPU() - m.self).Seconds() / wall
+	}
+	if t.postmaster != 0 {
+		db := (serverCPU(t.postmaster) - m.db).Seconds()
+		c.DatabaseCoresUsed = db / wall
+		if rows := max(rowsIn, 0); rows > 0 {
+			c.DatabaseCPUMicrosPerRow = db * 1e6 / float64(rows)
+		} else if rowsOut > 0 {
+			c.DatabaseCPUMicrosPerRow = db * 1e6 / float64(rowsOut)
+		}
 	}
 	if rowsIn > 0 {
 		c.CPUMicrosPerRowIn = used * 1e6 / float64(rowsIn)

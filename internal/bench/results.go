@@ -37,6 +37,12 @@ type CPU struct {
 	// subscribers) when the master runs elsewhere; it competes for the
 	// same cores.
 	ClientCoresUsed float64 `json:"clientCoresUsed,omitempty"`
+	// DatabaseCoresUsed and DatabaseCPUMicrosPerRow are the PostgreSQL
+	// server's CPU (all its processes) when the log is PostgreSQL on this
+	// machine: the log's cost is the master's CPU plus this. Per row
+	// published in a publish phase, per row delivered in catch-up.
+	DatabaseCoresUsed       float64 `json:"databaseCoresUsed,omitempty"`
+	DatabaseCPUMicrosPerRow float64 `json:"databaseCpuMicrosPerRow,omitempty"`
 }
 
 // CatchUp is one catch-up phase.
@@ -68,6 +74,9 @@ type Latency struct {
 // Results is everything one run measured.
 type Results struct {
 	Mode Mode `json:"mode"`
+	// Log is the master's stream log (pebble or postgres); empty for an
+	// external master.
+	Log string `json:"log,omitempty"`
 	// Subscribers is the kind of every subscriber in the run.
 	Subscribers SubscriberKind `json:"subscribers"`
 	Throughput  []Throughput   `json:"throughput"`

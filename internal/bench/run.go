@@ -16,6 +16,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 	res := &Results{Mode: cfg.Mode, Subscribers: cfg.SubscriberKind}
+	if cfg.Mode != External {
+		res.Log = cfg.Log
+	}
 	runErr := t.run(ctx, res)
 	stopErr := t.shutdown()
 	if runErr != nil {

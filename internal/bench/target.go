@@ -10,10 +10,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/go-logr/logr"
 
 	"github.com/tcprepl/tcprepl/internal/master"
 	"github.com/tcprepl/tcprepl/internal/masterapi"
@@ -21,12 +20,15 @@ import (
 
 // target is the master under test.
 type target struct {
-	cfg      Config
-	addr     string
-	httpURL  string
-	pid      int
-	m        *master.Master // InProcess only
-	shutdown func() error
+	cfg     Config
+	addr    string
+	httpURL string
+	pid     int
+	m       *master.Master // InProcess only
+	// postmaster is the PostgreSQL server's pid when the log is
+	// PostgreSQL on this machine (dbcpu.go).
+	postmaster int
+	shutdown   func() error
 }
 
 // start brings up (or locates) the master.
@@ -34,13 +36,29 @@ func start(ctx context.Context, cfg Config) (*target, error) {
 	t := &target{cfg: cfg, shutdown: func() error { return nil }}
 	dataDir := cfg.DataDir
 	cleanup := func() {}
-	if cfg.Mode != External && dataDir == "" {
+	var scratchDir, dsn string
+	if cfg.Mode != External {
 		d, err := os.MkdirTemp("", "tcprepl-bench")
 		if err != nil {
 			return nil, err
 		}
-		dataDir = d
-		cleanup = func() { _ = os.RemoveAll(d) }
+		scratchDir, cleanup = d, func() { _ = os.RemoveAll(d) }
+		if dataDir == "" {
+			dataDir = filepath.Join(d, "log")
+		}
+		if cfg.Log == LogPostgres {
+			var drop func()
+			if dsn, drop, err = scratchDatabase(ctx, cfg.PostgresDSN); err != nil {
+				cleanup()
+				return nil, err
+			}
+			cleanup = func() { drop(); _ = os.RemoveAll(d) }
+		}
+	}
+	mc, err := cfg.masterConfig(dataDir, dsn, scratchDir)
+	if err != nil {
+		cleanup()
+		return nil, err
 	}
 	switch cfg.Mode {
 	case External:
@@ -49,8 +67,7 @@ func start(ctx context.Context, cfg Config) (*target, error) {
 		}
 		t.addr, t.httpURL, t.pid = cfg.MasterAddr, strings.TrimRight(cfg.HTTPURL, "/"), cfg.MasterPID
 	case InProcess:
-		m, err := master.New(masterapi.Config{ServerName: cfg.ServerName, DataDir: dataDir,
-			Limits: masterapi.Limits{MaxRequestBytes: 64 << 20}}, master.Options{Logger: logr.Discard()})
+		m, err := newInProcessMaster(ctx, mc)
 		if err != nil {
 			cleanup()
 			return nil, err
@@ -84,8 +101,12 @@ func start(ctx context.Context, cfg Config) (*target, error) {
 				return nil, err
 			}
 		}
-		cmd := exec.CommandContext(ctx, bin, "master", "--server-name", cfg.ServerName, "--data-dir", dataDir,
-			"--replication-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
+		args, err := spawnArgs(mc, scratchDir)
+		if err != nil {
+			cleanup()
+			return nil, err
+		}
+		cmd := exec.CommandContext(ctx, bin, args...)
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
 			cleanup()
@@ -126,6 +147,9 @@ func start(ctx context.Context, cfg Config) (*target, error) {
 		}
 	default:
 		return nil, fmt.Errorf("unknown mode %q: use in-process, spawn or external", cfg.Mode)
+	}
+	if dsn != "" {
+		t.postmaster = postmasterOf(ctx, dsn)
 	}
 	return t, nil
 }

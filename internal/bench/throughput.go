@@ -72,7 +72,7 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 		return m
 	}
 	start := time.Now()
-	cpu0, self0 := t.cpuTime(), t.selfCPU()
+	mark := t.cpuMark()
 	stopAt := start.Add(t.cfg.Duration)
 	for range t.cfg.Publishers {
 		wg.Go(func() {
@@ -134,6 +134,6 @@ func (t *target) throughput(ctx context.Context, kind string) (Throughput, error
 		DeliveredRowsPerSec:         float64(published*int64(len(subs))) / deliverSecs,
 		SlowestSubscriberRowsPerSec: slowest,
 		DrainSeconds:                max(0, deliverSecs-pubSecs),
-		CPU:                         t.cpuSince(cpu0, self0, start, published, published*int64(len(subs))),
+		CPU:                         t.cpuSince(mark, start, published, published*int64(len(subs))),
 	}, nil
 }

@@ -3,10 +3,12 @@
 // replicated and backed up on its own, so that the log outlives the master's
 // node.
 //
-// Appends are group-committed: one committer goroutine owns the write
-// connection, gathers whatever appends are pending, assigns their tokens
-// and writes them in one transaction, pipelined in one round trip (BEGIN,
-// the fencing check, one INSERT of every token, COMMIT). Only once COMMIT
+// Appends are group-committed: one committer goroutine gathers whatever
+// appends are pending, assigns their tokens and writes them in one
+// transaction, pipelined in one round trip (BEGIN, the fencing check, one
+// INSERT of every token, COMMIT). Options.CommitConnections lets
+// several such transactions overlap on separate connections, acknowledged
+// in token order (commit.go); by default one is in flight at a time. Only once COMMIT
 // succeeded do the tokens become visible (CurrentToken, ReadAfter), go to
 // OnDurable in token order and are their appends acknowledged.
 //
@@ -93,6 +95,10 @@ type Options struct {
 	// MaxCommitBytes caps the row bytes of one group commit; zero means
 	// 32 MiB. A single larger append still commits, on its own.
 	MaxCommitBytes int
+	// CommitConnections is how many group commits may be in flight at
+	// once, each on its own connection (commit.go); zero means
+	// DefaultCommitConnections, at most MaxCommitConnections.
+	CommitConnections int
 	// MaxLineLength, when positive, refuses rows whose RDATA line could be
 	// longer (replication.CheckRDATARow).
 	MaxLineLength int
@@ -119,6 +125,9 @@ type Log struct {
 
 	// write is the committer's connection, holding the advisory lock.
 	write *pgx.Conn
+	// commitConns are the further connections commits overlap on
+	// (commit.go).
+	commitConns []*pgx.Conn
 	// pool serves reads and trims.
 	pool  *pgxpool.Pool
 	epoch int64
@@ -307,6 +316,9 @@ func (l *Log) recoverStream(ctx context.Context, tx pgx.Tx, st *streamState) err
 	if _, err := tx.Exec(ctx, `INSERT INTO tcprepl_stream (stream) VALUES ($1) ON CONFLICT DO NOTHING`, st.name); err != nil {
 		return schemaError("record stream", err)
 	}
+	if err := l.dropAfterGap(ctx, tx, st.name); err != nil {
+		return err
+	}
 	var r retainedState
 	if err := tx.QueryRow(ctx, `SELECT oldest, trimmed_cum, trimmed_time, trimmed_bytes FROM tcprepl_stream WHERE stream = $1`, st.name).Scan(&r.oldest, &r.trimmedCum, &r.trimmedTime, &r.trimmedBytes); err != nil {
 		return fmt.Errorf("read retention state: %w", err)
@@ -490,37 +502,6 @@ func (l *Log) appendWire(ctx context.Context, st *streamState, rows []json.RawMe
 	return replication.Update{Stream: st.name, Token: req.token, Rows: rows, Time: req.time}, nil
 }
 
-// commitLoop is the committer: it owns the write connection, takes one
-// pending append (blocking) and every other one already waiting, and
-// commits them as one transaction.
-func (l *Log) commitLoop() {
-	defer close(l.done)
-	defer l.closeWrite()
-	var round []*appendReq
-	for {
-		req, ok := <-l.reqs
-		if !ok {
-			return
-		}
-		round = append(round[:0], req)
-		size := len(req.value)
-	gather:
-		for size < l.maxCommitBytes {
-			select {
-			case req, ok := <-l.reqs:
-				if !ok {
-					break gather
-				}
-				round = append(round, req)
-				size += len(req.value)
-			default:
-				break gather
-			}
-		}
-		l.commitRound(round)
-	}
-}
-
 // closeWrite releases the writer lock and closes the write session. The
 // unlock is explicit: the server ends a closed session's backend (and its
 // locks) a moment after the connection closes, and a master started right
@@ -536,75 +517,6 @@ func (l *Log) closeWrite() {
 	_ = l.write.Close(ctx)
 }
 
-// commitRound assigns tokens to a round, commits it and, once committed,
-// makes it visible, hands it to OnDurable and acknowledges it. A failed
-// round fails the log: whether PostgreSQL committed it is unknown (the
-// COMMIT may have been applied and its answer lost), so neither its tokens
-// nor any later ones may be assigned again until a restart re-reads them.
-func (l *Log) commitRound(round []*appendReq) {
-	err := l.Err()
-	now := l.now()
-	type mark struct {
-		st              *streamState
-		token, cum, pub int64
-	}
-	var marks []mark
-	if err == nil {
-		n := len(round)
-		streams := make([]string, n)
-		tokens := make([]int64, n)
-		published := make([]int64, n)
-		nRows := make([]int32, n)
-		cums := make([]int64, n)
-		before := make([]int64, n)
-		values := make([][]byte, n)
-		seen := map[*streamState]int{}
-		for i, req := range round {
-			st := req.st
-			t := max(now.UnixNano(), st.pendingT)
-			st.pendingT = t
-			st.assigned++
-			st.pendingCum += int64(len(req.rows))
-			req.token, req.time = st.assigned, time.Unix(0, t)
-			before[i] = st.pendingBytes
-			st.pendingBytes += int64(len(req.value))
-			streams[i], tokens[i], published[i], nRows[i], cums[i], values[i] = st.name, req.token, t, int32(len(req.rows)), st.pendingCum, req.value
-			m := mark{st: st, token: st.assigned, cum: st.pendingCum, pub: t}
-			if j, ok := seen[st]; ok {
-				marks[j] = m
-			} else {
-				seen[st] = len(marks)
-				marks = append(marks, m)
-			}
-		}
-		if cerr := l.commit(streams, tokens, published, nRows, cums, before, values); cerr != nil {
-			err = l.fail(cerr)
-		}
-	}
-	if err == nil {
-		for _, req := range round {
-			l.cache(req.st, replication.Update{Stream: req.st.name, Token: req.token, Rows: req.rows, Time: req.time})
-		}
-		for _, m := range marks {
-			m.st.cum.Store(m.cum)
-			m.st.lastTime.Store(m.pub)
-			m.st.current.Store(m.token)
-		}
-		if h := l.onDurable.Load(); h != nil {
-			for _, req := range round {
-				(*h)(replication.Update{Stream: req.st.name, Token: req.token, Rows: req.rows, Time: req.time})
-			}
-		}
-		for _, req := range round {
-			req.st.rate.Add(now, len(req.rows))
-		}
-	}
-	for _, req := range round {
-		req.err = err
-		close(req.done)
-	}
-}
-
 // commitTimeout bounds one group commit: a database that stops answering
 // fails the log rather than holding every publisher forever.
 const commitTimeout = 30 * time.Second
@@ -612,17 +524,16 @@ const commitTimeout = 30 * time.Second
 // commit writes one round in one pipelined transaction. COMMIT of a
 // transaction that failed (the fencing check, a duplicate token) answers
 // ROLLBACK, which is checked too.
-func (l *Log) commit(streams []string, tokens, published []int64, nRows []int32, cums, before []int64, values [][]byte) error {
+func (l *Log) commit(conn *pgx.Conn, streams []string, tokens, published []int64, nRows []int32, cums, before []int64, values [][]byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	b.Queue(`SELECT tcprepl_check_epoch($1)`, l.epoch)
-	b.Queue(`INSERT INTO tcprepl_token (stream, token, published_ns, n_rows, cum, bytes_before, rows)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::bigint[], $6::bigint[], $7::bytea[])`,
-		streams, tokens, published, nRows, cums, before, values)
+	all, offsets, lengths := concatValues(values)
+	b.Queue(insertTokensSQL, streams, tokens, published, nRows, cums, before, all, offsets, lengths)
 	b.Queue(`COMMIT`)
-	res := l.write.SendBatch(ctx, b)
+	res := conn.SendBatch(ctx, b)
 	var errs []error
 	for range 3 {
 		if _, err := res.Exec(); err != nil {
@@ -636,8 +547,8 @@ func (l *Log) commit(streams []string, tokens, published []int64, nRows []int32,
 	if len(errs) > 0 {
 		// The first error is the cause; the later ones say the
 		// transaction was aborted.
-		if !l.write.IsClosed() && l.write.PgConn().TxStatus() != 'I' {
-			_, _ = l.write.Exec(ctx, "ROLLBACK")
+		if !conn.IsClosed() && conn.PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(ctx, "ROLLBACK")
 		}
 		return errs[0]
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this version creates and reads.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migrations[i] brings the schema from version i to i+1. Each runs in one
 // transaction with the version bump, so a master that dies halfway leaves
@@ -96,6 +96,8 @@ BEGIN
 	END IF;
 END $$;
 `,
+	// 2 -> 3: token rows kept inline, lz4 where available (storage.go).
+	inlineRowsMigration,
 }
 
 // fencedCode is the SQLSTATE tcprepl_check_epoch raises.
