@@ -30,7 +30,7 @@ func TestReferenceCoversTheAPI(t *testing.T) {
 	for _, want := range []string{
 		"## ReplicationMaster\n", "## ReplicationWorker\n", "## ReplicationMasterStatus\n", "## WorkerStreamStatus\n",
 		"Short name: `rmaster`", "Short name: `rworker`",
-		"columns: Ready, Endpoint, Streams, Workers, Heartbeat, Age.",
+		"columns: Ready, Endpoint, Active, Standbys, Streams, Workers, Heartbeat, Age.",
 		"columns: Master, Ready, Connected, Max Lag, Age.",
 		"| `maxLagSeconds` | `int32` |", "Default: `30`",
 		"a custom stream must not reuse the name of a standard stream",
