@@ -208,5 +208,6 @@ func pgOptions(cfg masterapi.Config, dsn string, logger logr.Logger, now func() 
 		Logger:             logger.WithName("pglog"),
 		LeaseTTL:           ttl,
 		LeaseRenewInterval: renew,
+		CommitConnections:  cfg.Log.CommitConnectionsOrDefault(),
 	}
 }

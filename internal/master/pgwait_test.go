@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tcprepl/tcprepl/internal/master/pglog"
 	"github.com/tcprepl/tcprepl/internal/masterapi"
 	"github.com/tcprepl/tcprepl/internal/pgtest"
 )
@@ -163,5 +164,27 @@ func TestPostgresWithoutDSNFailsAtOnce(t *testing.T) {
 	}
 	if _, err := New(cfg, Options{Logger: logr.Discard()}); err == nil || !strings.Contains(err.Error(), "WaitForPostgresLog") {
 		t.Fatalf("New opening the PostgreSQL log itself: %v", err)
+	}
+}
+
+// TestPgOptionsCommitConnections: log.commitConnections reaches the
+// PostgreSQL log, and the config's bound is the log's own.
+func TestPgOptionsCommitConnections(t *testing.T) {
+	if masterapi.MaxCommitConnections != pglog.MaxCommitConnections {
+		t.Fatalf("masterapi.MaxCommitConnections = %d, pglog.MaxCommitConnections = %d: the config would allow what the log's takeover cannot search", masterapi.MaxCommitConnections, pglog.MaxCommitConnections)
+	}
+	for name, tc := range map[string]struct {
+		set  int
+		want int
+	}{
+		"unset": {0, 1},
+		"four":  {4, 4},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := masterapi.Config{ServerName: "hs.example", Log: masterapi.LogConfig{Backend: masterapi.LogPostgres, CommitConnections: tc.set}}.WithDefaults()
+			if got := pgOptions(cfg, "postgres://x", logr.Discard(), time.Now).CommitConnections; got != tc.want {
+				t.Fatalf("CommitConnections = %d, want %d", got, tc.want)
+			}
+		})
 	}
 }

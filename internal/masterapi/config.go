@@ -213,6 +213,10 @@ type LogConfig struct {
 	LeaseTTL            Duration `json:"leaseTTL,omitzero"`
 	LeaseRenewInterval  Duration `json:"leaseRenewInterval,omitzero"`
 	StandbyPollInterval Duration `json:"standbyPollInterval,omitzero"`
+	// CommitConnections is how many group commits may be in flight at
+	// once on PostgreSQL, each on its own connection (1 to
+	// MaxCommitConnections; unset means 1). See commitconns.go.
+	CommitConnections int `json:"commitConnections,omitzero"`
 }
 
 // Config is everything the master process is configured with. It is read
@@ -445,6 +449,7 @@ func (c Config) validateLog(bad func(string, ...any)) {
 		bad("log.backend %q is unknown: use %q (default) or %q", c.Log.Backend, LogPebble, LogPostgres)
 	}
 	c.validateLease(bad)
+	c.validateCommitConnections(bad)
 }
 
 // PostgresDSN reads the PostgreSQL DSN: from Log.PostgresDSNFile when set
