@@ -17,6 +17,7 @@ import (
 	"github.com/tcprepl/tcprepl/internal/backoff"
 	"github.com/tcprepl/tcprepl/internal/master/pglog"
 	"github.com/tcprepl/tcprepl/internal/masterapi"
+	"github.com/tcprepl/tcprepl/internal/replication"
 )
 
 // pgOpenTimeout bounds one attempt to connect, migrate and take the log
@@ -55,7 +56,7 @@ type StandbyOptions struct {
 
 // standbyReplicationError is what a standby answers a replication
 // connection with.
-const standbyReplicationError = "ERROR this master is a standby; reconnect to the active master\n"
+const standbyReplicationError = "ERROR " + replication.StandbyMessage + "\n"
 
 // WaitAsStandby is WaitForPostgresLog for a master that may run beside an
 // active one: it keeps one session to PostgreSQL and polls every

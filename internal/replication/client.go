@@ -66,6 +66,12 @@ type RemoteError struct {
 
 func (e *RemoteError) Error() string { return "server sent ERROR " + e.Message }
 
+// StandbyMessage is the ERROR a standby master (PostgreSQL log, another
+// master active) answers a replication connection with. It is not a
+// refusal of what the client asked: the client reconnects, through the
+// Service, to the active master.
+const StandbyMessage = "this master is a standby; reconnect to the active master"
+
 // StreamRequest is one stream the client replicates: from Token (rows after
 // it), or from now on with Now. Stream may be "ALL" with Now.
 type StreamRequest struct {

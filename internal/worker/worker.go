@@ -664,7 +664,10 @@ func classify(cfg Config, err error) error {
 		return fmt.Errorf("%w: %s is not the master called %q: %w; check --server-name", ErrWrongServerName, cfg.Address, cfg.ServerName, err)
 	case errors.Is(err, ErrSinkUnavailable), errors.Is(err, ErrSinkRejected), errors.Is(err, ErrSinkFile), errors.Is(err, ErrStateCorrupt), errors.Is(err, ErrLogChanged):
 		return err // our own side failed; Status has it as SinkError/StateError
-	case errors.As(err, &remote) && strings.Contains(remote.Message, "shutting down"):
+	case errors.As(err, &remote) && (strings.Contains(remote.Message, "shutting down") || remote.Message == replication.StandbyMessage):
+		// A master stopping, or a standby reached during a takeover (before
+		// the Service follows the active master): not a refusal, the next
+		// attempt reaches a master that serves.
 		return fmt.Errorf("%w: %s: %w", ErrMasterUnreachable, cfg.Address, err)
 	case errors.As(err, &remote):
 		return fmt.Errorf("%w: %s: %w", ErrMasterRefused, cfg.Address, err)
