@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/tcprepl/tcprepl/internal/jsonscan"
 	"github.com/tcprepl/tcprepl/internal/masterapi"
 )
 
@@ -94,7 +96,9 @@ func fetchConnectionsPage(ctx context.Context, client *http.Client, baseURL stri
 // decodeConnections accepts the table as tcprepl's master sends it
 // (masterapi.ConnectionsResponse), or as a bare JSON array of entries.
 func decodeConnections(body []byte) (conns []Connection, total int, err error) {
-	trimmed := bytes.TrimSpace(body)
+	// JSON's own whitespace only: bytes.TrimSpace would also strip \v, \f
+	// and Unicode spaces, making a body encoding/json refuses look valid.
+	trimmed := bytes.TrimLeftFunc(body, func(r rune) bool { return r < utf8.RuneSelf && jsonscan.IsSpace(byte(r)) })
 	if len(trimmed) > 0 && trimmed[0] == '[' {
 		var entries []masterapi.Connection
 		if err := json.Unmarshal(trimmed, &entries); err != nil {
