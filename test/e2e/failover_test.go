@@ -463,10 +463,11 @@ type retryingPublisher struct {
 	done     chan struct{}
 	once     sync.Once
 
-	mu     sync.Mutex
-	next   int
-	acks   []ack
-	failed int
+	mu      sync.Mutex
+	next    int
+	acks    []ack
+	failed  int
+	lastErr error // the newest failure, for a timeout's message
 }
 
 func startRetryingPublisher(ctx context.Context, baseURL, token string) *retryingPublisher {
@@ -492,6 +493,7 @@ func startRetryingPublisher(ctx context.Context, baseURL, token string) *retryin
 				p.acks = append(p.acks, ack{row: n, token: tok, started: started, ackedAt: time.Now()})
 			} else {
 				p.failed++
+				p.lastErr = err
 			}
 			p.mu.Unlock()
 			if err != nil {
@@ -517,8 +519,10 @@ func (p *retryingPublisher) failures() int {
 func (p *retryingPublisher) waitAcked(t *testing.T, n int, timeout time.Duration) {
 	t.Helper()
 	eventually(t, timeout, fmt.Sprintf("%d rows acknowledged", n), func() error {
-		if got := p.acked(); got < n {
-			return fmt.Errorf("%d acknowledged, %d publishes failed", got, p.failures())
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if got := len(p.acks); got < n {
+			return fmt.Errorf("%d acknowledged, %d publishes failed, the last with: %v", got, p.failed, p.lastErr)
 		}
 		return nil
 	})
