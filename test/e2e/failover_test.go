@@ -518,6 +518,14 @@ func (p *retryingPublisher) failures() int {
 
 func (p *retryingPublisher) waitAcked(t *testing.T, n int, timeout time.Duration) {
 	t.Helper()
+	failedBefore := p.failures()
+	defer func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.failed > failedBefore {
+			t.Logf("%d publishes failed while waiting, the last with: %v", p.failed-failedBefore, p.lastErr)
+		}
+	}()
 	eventually(t, timeout, fmt.Sprintf("%d rows acknowledged", n), func() error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
