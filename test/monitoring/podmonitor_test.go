@@ -228,6 +228,7 @@ func TestChartMonitoringValuesValidated(t *testing.T) {
 		"metrics.podMonitor.masters.interval=soon",
 		"metrics.podMonitor.workers.scrapeTimeout=10",
 		"metrics.podMonitor.workers.enable=true",
+		"metrics.podMonitor.masters.scheme=ftp",
 		"metrics.grafanaDashboard.label=",
 	} {
 		t.Run(set, func(t *testing.T) {
@@ -235,6 +236,42 @@ func TestChartMonitoringValuesValidated(t *testing.T) {
 				t.Errorf("helm template accepted %s", set)
 			}
 		})
+	}
+}
+
+// TestChartPodMonitorTLS: masters with spec.tls serve /metrics over HTTPS;
+// the masters' PodMonitor takes a scheme and a tlsConfig for them, and
+// renders neither when they are not set.
+func TestChartPodMonitorTLS(t *testing.T) {
+	c := newChart(t)
+	endpoint := func(objs []object) map[string]any {
+		t.Helper()
+		for _, pm := range ofKind(objs, "PodMonitor") {
+			if strings.HasSuffix(str(get(pm, "metadata", "name")), "-masters") {
+				return mapOf(slice(get(pm, "spec", "podMetricsEndpoints"))[0])
+			}
+		}
+		t.Fatal("no masters PodMonitor")
+		return nil
+	}
+	plain := endpoint(c.render(t, "metrics.podMonitor.masters.enabled=true"))
+	if _, ok := plain["scheme"]; ok {
+		t.Errorf("scheme %v rendered without metrics.podMonitor.masters.scheme", plain["scheme"])
+	}
+	if _, ok := plain["tlsConfig"]; ok {
+		t.Errorf("tlsConfig %v rendered without metrics.podMonitor.masters.tlsConfig", plain["tlsConfig"])
+	}
+	tls := endpoint(c.render(t, "metrics.podMonitor.masters.enabled=true", "metrics.podMonitor.masters.scheme=https",
+		"metrics.podMonitor.masters.tlsConfig.serverName=synapse.matrix.svc",
+		"metrics.podMonitor.masters.tlsConfig.ca.secret.name=synapse-tls", "metrics.podMonitor.masters.tlsConfig.ca.secret.key=ca.crt"))
+	if tls["scheme"] != "https" {
+		t.Errorf("scheme = %v, want https", tls["scheme"])
+	}
+	if got := str(get(tls, "tlsConfig", "serverName")); got != "synapse.matrix.svc" {
+		t.Errorf("tlsConfig.serverName = %q, want the value set", got)
+	}
+	if got := str(get(tls, "tlsConfig", "ca", "secret", "name")); got != "synapse-tls" {
+		t.Errorf("tlsConfig.ca.secret.name = %q, want the value set", got)
 	}
 }
 
