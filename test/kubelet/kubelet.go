@@ -13,8 +13,10 @@
 //     configMapKeyRef, secretKeyRef and envFrom, $(VAR) expansion;
 //   - volumes as directories under a per-pod dir: ConfigMap, Secret,
 //     downwardAPI and projected (with ServiceAccount tokens from the
-//     TokenRequest API) as files, emptyDir per pod, PersistentVolumeClaims
-//     per namespace/claim, kept across pod restarts and re-creations;
+//     TokenRequest API) as files, kept up to date while the pod runs and
+//     swapped atomically as the kubelet does (volume_refresh.go), emptyDir
+//     per pod, PersistentVolumeClaims per namespace/claim, kept across pod
+//     restarts and re-creations;
 //   - its own loopback address 127.S.x.y as pod IP, with listen addresses
 //     rewritten to it (see rewrite.go for the exact rules);
 //   - Services by name: ClusterIP Services are proxied on a loopback address
@@ -117,6 +119,11 @@ type Options struct {
 	UnresolvedGrace time.Duration
 	// MaxGracePeriod caps terminationGracePeriodSeconds; default 10s.
 	MaxGracePeriod time.Duration
+	// VolumeResync is how often a running pod's ConfigMap, Secret,
+	// downward-API and projected volume files are brought up to date with
+	// their sources (see volume_refresh.go); default 1s (a real kubelet
+	// takes up to a minute or so).
+	VolumeResync time.Duration
 	// Logf receives the kubelet's own log lines; default log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -172,6 +179,9 @@ func New(opts Options) (*Kubelet, error) {
 	}
 	if opts.MaxGracePeriod <= 0 {
 		opts.MaxGracePeriod = 10 * time.Second
+	}
+	if opts.VolumeResync <= 0 {
+		opts.VolumeResync = time.Second
 	}
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
