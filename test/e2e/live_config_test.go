@@ -20,7 +20,7 @@ import (
 // masterPodState is what tells a restarted master pod from the same one.
 type masterPodState struct {
 	uid, containerID, hash string
-	restarts                 int
+	restarts               int
 }
 
 func getMasterPod(ctx context.Context, env *harness.Env, master string) (masterPodState, error) {
