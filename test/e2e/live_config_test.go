@@ -227,6 +227,7 @@ spec:
 		t.Errorf("tcprepl_master_config_restart_pending = %v after a live change, want 0", v)
 	}
 	// Retention runs every retentionInterval (10s by default).
+	var trimmed masterapi.StreamStatus
 	eventually(t, time.Minute, "the new retention trims the stream", func() error {
 		st, err := streamStatus(base, stream)
 		if err != nil {
@@ -236,8 +237,10 @@ spec:
 			return fmt.Errorf("%s holds %d rows from token %d (before: %d from %d), want at most %d and a later oldest token",
 				stream, st.Rows, st.OldestToken, before.Rows, before.OldestToken, maxRows)
 		}
+		trimmed = st
 		return nil
 	})
+	t.Logf("%s: %d rows from token %d before, %d rows from token %d after maxRows=%d", stream, before.Rows, before.OldestToken, trimmed.Rows, trimmed.OldestToken, maxRows)
 
 	// Same pod, same process, same worker connection.
 	pod1, err := getMasterPod(ctx, env, master)
