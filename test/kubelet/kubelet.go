@@ -40,10 +40,11 @@
 // user with the host's file system); a process that ignores the rewritten
 // addresses and binds a wildcard address can collide with another pod;
 // names are only resolved where they appear in the pod spec or its
-// ConfigMap/Secret files, at container start (a container whose
-// cluster-DNS names do not resolve yet waits with reason
-// ServiceNotResolvable, up to Options.UnresolvedGrace, then starts with the
-// names left as written); connections through a Service proxy come from
+// ConfigMap/Secret files, at container start and when those files are
+// refreshed (a container whose cluster-DNS names do not resolve yet waits
+// with reason ServiceNotResolvable, up to Options.UnresolvedGrace, then
+// starts with the names left as written; a refresh waits for them with no
+// limit); connections through a Service proxy come from
 // 127.0.0.1, not from the client pod's address; no resource
 // limits, no image pulls, no hostPath/CSI volumes, no Service environment
 // variables, UDP Services are not proxied; HOSTNAME is the pod name but the
