@@ -77,8 +77,9 @@ import (
 // Options configure a Kubelet.
 type Options struct {
 	// RESTConfig is how the kubelet reaches the API server. It needs to
-	// bind pods, write pod and node status, read ConfigMaps, Secrets and
-	// Services, and create ServiceAccount tokens (an admin config is fine).
+	// bind pods, write pod and node status, read (get, list and watch)
+	// ConfigMaps, Secrets and Services, and create ServiceAccount tokens
+	// (an admin config is fine).
 	RESTConfig *rest.Config
 	// NodeName is the Node to register; default "testkubelet".
 	NodeName string
@@ -131,13 +132,16 @@ type Options struct {
 
 // Kubelet runs pods as local processes. Create it with New, then Run it.
 type Kubelet struct {
-	factory     informers.SharedInformerFactory
-	opts        Options
-	client      kubernetes.Interface
-	hostIP      string
-	ips         *ipAllocator
-	proxy       *serviceProxy
-	pods        corelisters.PodLister
+	factory informers.SharedInformerFactory
+	opts    Options
+	client  kubernetes.Interface
+	hostIP  string
+	ips     *ipAllocator
+	proxy   *serviceProxy
+	pods    corelisters.PodLister
+	// configMaps and secrets feed the volume refresh (volume_refresh.go).
+	configMaps  corelisters.ConfigMapLister
+	secrets     corelisters.SecretLister
 	probeClient *http.Client
 	removeDir   bool
 	logf        func(string, ...any)
@@ -243,13 +247,15 @@ func New(opts Options) (*Kubelet, error) {
 	pods := factory.Core().V1().Pods().Lister()
 	logf := opts.Logf
 	return &Kubelet{
-		factory: factory,
-		pods:    pods,
-		proxy:   newServiceProxy(ips, factory.Core().V1().Services().Lister(), pods, logf),
-		opts:    opts,
-		client:  client,
-		hostIP:  "127.0.0.1",
-		ips:     ips,
+		factory:    factory,
+		pods:       pods,
+		configMaps: factory.Core().V1().ConfigMaps().Lister(),
+		secrets:    factory.Core().V1().Secrets().Lister(),
+		proxy:      newServiceProxy(ips, factory.Core().V1().Services().Lister(), pods, logf),
+		opts:       opts,
+		client:     client,
+		hostIP:     "127.0.0.1",
+		ips:        ips,
 		probeClient: &http.Client{
 			Transport: &http.Transport{TLSClientConfig: insecureProbeTLS, DisableKeepAlives: true},
 			// Redirects are followed like the kubelet does, within limits.

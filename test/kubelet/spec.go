@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 )
 
 // errConfig marks a container that cannot be started because of its spec or
@@ -39,6 +40,12 @@ type specBuilder struct {
 	// volumes are at their mountPaths (no path rewriting) and get a
 	// kubelet's ownership and modes.
 	imageMode bool
+	// configMaps and secrets, when set, are read from the kubelet's
+	// informer caches instead of the API: the periodic volume refresh
+	// uses them so that it adds no requests (a container start reads
+	// the API, so it never starts with an object older than the cache).
+	configMaps corelisters.ConfigMapLister
+	secrets    corelisters.SecretLister
 }
 
 // volumeDirs materialises every volume of the pod and returns volume name ->
@@ -209,7 +216,13 @@ func selectItems(data map[string][]byte, items []corev1.KeyToPath, what string, 
 }
 
 func (b *specBuilder) configMapData(ctx context.Context, name string) (map[string][]byte, error) {
-	cm, err := b.client.CoreV1().ConfigMaps(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	var cm *corev1.ConfigMap
+	var err error
+	if b.configMaps != nil {
+		cm, err = b.configMaps.ConfigMaps(b.pod.Namespace).Get(name)
+	} else {
+		cm, err = b.client.CoreV1().ConfigMaps(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: ConfigMap %s/%s not found", errConfig, b.pod.Namespace, name)
@@ -227,7 +240,13 @@ func (b *specBuilder) configMapData(ctx context.Context, name string) (map[strin
 }
 
 func (b *specBuilder) secretData(ctx context.Context, name string) (map[string][]byte, error) {
-	s, err := b.client.CoreV1().Secrets(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	var s *corev1.Secret
+	var err error
+	if b.secrets != nil {
+		s, err = b.secrets.Secrets(b.pod.Namespace).Get(name)
+	} else {
+		s, err = b.client.CoreV1().Secrets(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: Secret %s/%s not found", errConfig, b.pod.Namespace, name)

@@ -7,7 +7,8 @@ import (
 
 // A running pod's ConfigMap, Secret, downward-API and projected volumes
 // follow their sources, as with a real kubelet: every Options.VolumeResync
-// the pod worker reads them again and publishes a new version of the files
+// the pod worker reads them again, from the kubelet's watch caches (so it
+// costs the API server nothing), and publishes a new version of the files
 // that changed (atomically, see atomic_writer.go). Like the kubelet's, the
 // update is eventually consistent, is not applied to subPath mounts in
 // image mode (a bind mount of one file keeps the version it was made
@@ -55,6 +56,7 @@ func (w *podWorker) refreshOnce(ctx context.Context) error {
 	pod := w.pod.DeepCopy()
 	w.mu.Unlock()
 	b := w.k.builder(pod, w.ip, w.dir)
+	b.configMaps, b.secrets = w.k.configMaps, w.k.secrets
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	w.volMu.Lock()
