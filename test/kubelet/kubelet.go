@@ -132,15 +132,14 @@ type Options struct {
 
 // Kubelet runs pods as local processes. Create it with New, then Run it.
 type Kubelet struct {
-	factory informers.SharedInformerFactory
-	opts    Options
-	client  kubernetes.Interface
-	hostIP  string
-	ips     *ipAllocator
-	proxy   *serviceProxy
-	pods    corelisters.PodLister
-	// configMaps and secrets feed the volume refresh (volume_refresh.go).
-	configMaps  corelisters.ConfigMapLister
+	factory     informers.SharedInformerFactory
+	opts        Options
+	client      kubernetes.Interface
+	hostIP      string
+	ips         *ipAllocator
+	proxy       *serviceProxy
+	pods        corelisters.PodLister
+	cms         corelisters.ConfigMapLister // cms and secrets feed the volume refresh
 	secrets     corelisters.SecretLister
 	probeClient *http.Client
 	removeDir   bool
@@ -247,15 +246,15 @@ func New(opts Options) (*Kubelet, error) {
 	pods := factory.Core().V1().Pods().Lister()
 	logf := opts.Logf
 	return &Kubelet{
-		factory:    factory,
-		pods:       pods,
-		configMaps: factory.Core().V1().ConfigMaps().Lister(),
-		secrets:    factory.Core().V1().Secrets().Lister(),
-		proxy:      newServiceProxy(ips, factory.Core().V1().Services().Lister(), pods, logf),
-		opts:       opts,
-		client:     client,
-		hostIP:     "127.0.0.1",
-		ips:        ips,
+		factory: factory,
+		pods:    pods,
+		cms:     factory.Core().V1().ConfigMaps().Lister(),
+		secrets: factory.Core().V1().Secrets().Lister(),
+		proxy:   newServiceProxy(ips, factory.Core().V1().Services().Lister(), pods, logf),
+		opts:    opts,
+		client:  client,
+		hostIP:  "127.0.0.1",
+		ips:     ips,
 		probeClient: &http.Client{
 			Transport: &http.Transport{TLSClientConfig: insecureProbeTLS, DisableKeepAlives: true},
 			// Redirects are followed like the kubelet does, within limits.

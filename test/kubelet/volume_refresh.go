@@ -56,7 +56,7 @@ func (w *podWorker) refreshOnce(ctx context.Context) error {
 	pod := w.pod.DeepCopy()
 	w.mu.Unlock()
 	b := w.k.builder(pod, w.ip, w.dir)
-	b.configMaps, b.secrets = w.k.configMaps, w.k.secrets
+	b.configMaps, b.secrets = w.k.cms, w.k.secrets
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	w.volMu.Lock()
