@@ -13,8 +13,10 @@
 //     configMapKeyRef, secretKeyRef and envFrom, $(VAR) expansion;
 //   - volumes as directories under a per-pod dir: ConfigMap, Secret,
 //     downwardAPI and projected (with ServiceAccount tokens from the
-//     TokenRequest API) as files, emptyDir per pod, PersistentVolumeClaims
-//     per namespace/claim, kept across pod restarts and re-creations;
+//     TokenRequest API) as files, kept up to date while the pod runs and
+//     swapped atomically as the kubelet does (volume_refresh.go), emptyDir
+//     per pod, PersistentVolumeClaims per namespace/claim, kept across pod
+//     restarts and re-creations;
 //   - its own loopback address 127.S.x.y as pod IP, with listen addresses
 //     rewritten to it (see rewrite.go for the exact rules);
 //   - Services by name: ClusterIP Services are proxied on a loopback address
@@ -38,10 +40,11 @@
 // user with the host's file system); a process that ignores the rewritten
 // addresses and binds a wildcard address can collide with another pod;
 // names are only resolved where they appear in the pod spec or its
-// ConfigMap/Secret files, at container start (a container whose
-// cluster-DNS names do not resolve yet waits with reason
-// ServiceNotResolvable, up to Options.UnresolvedGrace, then starts with the
-// names left as written); connections through a Service proxy come from
+// ConfigMap/Secret files, at container start and when those files are
+// refreshed (a container whose cluster-DNS names do not resolve yet waits
+// with reason ServiceNotResolvable, up to Options.UnresolvedGrace, then
+// starts with the names left as written; a refresh waits for them with no
+// limit); connections through a Service proxy come from
 // 127.0.0.1, not from the client pod's address; no resource
 // limits, no image pulls, no hostPath/CSI volumes, no Service environment
 // variables, UDP Services are not proxied; HOSTNAME is the pod name but the
@@ -74,8 +77,9 @@ import (
 // Options configure a Kubelet.
 type Options struct {
 	// RESTConfig is how the kubelet reaches the API server. It needs to
-	// bind pods, write pod and node status, read ConfigMaps, Secrets and
-	// Services, and create ServiceAccount tokens (an admin config is fine).
+	// bind pods, write pod and node status, read (get, list and watch)
+	// ConfigMaps, Secrets and Services, and create ServiceAccount tokens
+	// (an admin config is fine).
 	RESTConfig *rest.Config
 	// NodeName is the Node to register; default "testkubelet".
 	NodeName string
@@ -117,6 +121,11 @@ type Options struct {
 	UnresolvedGrace time.Duration
 	// MaxGracePeriod caps terminationGracePeriodSeconds; default 10s.
 	MaxGracePeriod time.Duration
+	// VolumeResync is how often a running pod's ConfigMap, Secret,
+	// downward-API and projected volume files are brought up to date with
+	// their sources (see volume_refresh.go); default 1s (a real kubelet
+	// takes up to a minute or so).
+	VolumeResync time.Duration
 	// Logf receives the kubelet's own log lines; default log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -130,6 +139,8 @@ type Kubelet struct {
 	ips         *ipAllocator
 	proxy       *serviceProxy
 	pods        corelisters.PodLister
+	cms         corelisters.ConfigMapLister // cms and secrets feed the volume refresh
+	secrets     corelisters.SecretLister
 	probeClient *http.Client
 	removeDir   bool
 	logf        func(string, ...any)
@@ -172,6 +183,9 @@ func New(opts Options) (*Kubelet, error) {
 	}
 	if opts.MaxGracePeriod <= 0 {
 		opts.MaxGracePeriod = 10 * time.Second
+	}
+	if opts.VolumeResync <= 0 {
+		opts.VolumeResync = time.Second
 	}
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
@@ -234,6 +248,8 @@ func New(opts Options) (*Kubelet, error) {
 	return &Kubelet{
 		factory: factory,
 		pods:    pods,
+		cms:     factory.Core().V1().ConfigMaps().Lister(),
+		secrets: factory.Core().V1().Secrets().Lister(),
 		proxy:   newServiceProxy(ips, factory.Core().V1().Services().Lister(), pods, logf),
 		opts:    opts,
 		client:  client,

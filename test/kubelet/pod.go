@@ -55,6 +55,9 @@ type podWorker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	dirty  chan struct{}
+	// volMu serialises writes to the pod's volume dirs (container starts,
+	// exec probes and the refresh loop).
+	volMu sync.Mutex
 
 	mu          sync.Mutex
 	pod         *corev1.Pod
@@ -127,6 +130,17 @@ func (w *podWorker) run() {
 		return
 	}
 	w.markDirty()
+	refreshCtx, stopRefresh := context.WithCancel(w.ctx)
+	refreshDone := make(chan struct{})
+	go func() {
+		defer close(refreshDone)
+		w.refreshVolumes(refreshCtx)
+	}()
+	// The pod dir is removed once run returns: no refresh may write after.
+	defer func() {
+		stopRefresh()
+		<-refreshDone
+	}()
 	for _, c := range w.initCs {
 		if !w.runInit(c) {
 			return
@@ -333,7 +347,7 @@ func (w *podWorker) startProcess(c *container, lenient bool) (*proc.Process, err
 	b := w.k.builder(pod, w.ip, w.dir)
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
-	dirs, err := b.volumeDirs(ctx)
+	dirs, err := w.volumeDirs(ctx, b)
 	if err != nil {
 		return nil, err
 	}
@@ -631,7 +645,7 @@ func (w *podWorker) execProbe(ctx context.Context, c *container, command []strin
 	pod := w.pod.DeepCopy()
 	w.mu.Unlock()
 	b := w.k.builder(pod, w.ip, w.dir)
-	dirs, err := b.volumeDirs(ctx)
+	dirs, err := w.volumeDirs(ctx, b)
 	if err != nil {
 		return false
 	}

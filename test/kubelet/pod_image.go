@@ -62,7 +62,7 @@ func (w *podWorker) startFromImage(c *container, lenient bool) (*proc.Process, e
 	b := w.k.builder(pod, w.ip, w.dir)
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
-	dirs, err := b.volumeDirs(ctx)
+	dirs, err := w.volumeDirs(ctx, b)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 )
 
 // errConfig marks a container that cannot be started because of its spec or
@@ -39,12 +40,46 @@ type specBuilder struct {
 	// volumes are at their mountPaths (no path rewriting) and get a
 	// kubelet's ownership and modes.
 	imageMode bool
+	// configMaps and secrets, when set, are read from the kubelet's
+	// informer caches instead of the API: the periodic volume refresh
+	// uses them so that it adds no requests (a container start reads
+	// the API, so it never starts with an object older than the cache).
+	configMaps corelisters.ConfigMapLister
+	secrets    corelisters.SecretLister
 }
 
 // volumeDirs materialises every volume of the pod and returns volume name ->
 // host directory. ConfigMap, Secret, projected and downward-API volumes are
-// rewritten on every call, so a container restart sees current contents.
+// written again on every call (see atomic_writer.go), so a container
+// restart sees current contents.
 func (b *specBuilder) volumeDirs(ctx context.Context) (map[string]string, error) {
+	dirs, _, err := b.writeVolumes(ctx, false)
+	return dirs, err
+}
+
+// refreshable says whether a running pod's volume follows its source, as
+// the kubelet's periodic sync does: ConfigMap, Secret and downward-API
+// volumes, and projected volumes without a ServiceAccount token (the test
+// kubelet requests tokens only at container start).
+func refreshable(v corev1.Volume) bool {
+	switch {
+	case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil:
+		return true
+	case v.Projected != nil:
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// writeVolumes materialises the pod's volumes; with refresh, only the
+// refreshable ones that a container start already wrote, and it returns the
+// names of those whose files changed.
+func (b *specBuilder) writeVolumes(ctx context.Context, refresh bool) (map[string]string, []string, error) {
 	dirs := map[string]string{}
 	for _, v := range b.pod.Spec.Volumes {
 		dirs[v.Name] = filepath.Join(b.podDir, "volumes", v.Name)
@@ -60,15 +95,24 @@ func (b *specBuilder) volumeDirs(ctx context.Context) (map[string]string, error)
 	for _, c := range append(append([]corev1.Container(nil), b.pod.Spec.InitContainers...), b.pod.Spec.Containers...) {
 		ms, err := containerMounts(&c, dirs)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !b.imageMode {
 			mounts = append(mounts, ms...)
 		}
 	}
 	rw := newRewriter(b.podIP, b.pod.Namespace, mounts, b.resolve)
+	var changed []string
 	for _, v := range b.pod.Spec.Volumes {
 		dir := dirs[v.Name]
+		if refresh {
+			if !refreshable(v) {
+				continue
+			}
+			if _, err := os.Lstat(filepath.Join(dir, dataLink)); err != nil {
+				continue // no container has started with it yet
+			}
+		}
 		var files map[string][]byte
 		var err error
 		switch {
@@ -82,49 +126,43 @@ func (b *specBuilder) volumeDirs(ctx context.Context) (map[string]string, error)
 		case v.Projected != nil:
 			files, err = b.projectedFiles(ctx, v.Projected.Sources)
 		default:
-			return nil, fmt.Errorf("%w: volume %q has a type the test kubelet does not support (supported: emptyDir, ephemeral, persistentVolumeClaim, configMap, secret, downwardAPI, projected)", errConfig, v.Name)
+			return nil, nil, fmt.Errorf("%w: volume %q has a type the test kubelet does not support (supported: emptyDir, ephemeral, persistentVolumeClaim, configMap, secret, downwardAPI, projected)", errConfig, v.Name)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create volume dir %s: %w", dir, err)
+			return nil, nil, fmt.Errorf("create volume dir %s: %w", dir, err)
 		}
+		updated := false
 		if files != nil {
-			// Files are replaced as a set: keys removed from the ConfigMap
-			// disappear, as with the kubelet's atomic writer.
-			if err := os.RemoveAll(dir); err != nil {
-				return nil, fmt.Errorf("clear volume dir %s: %w", dir, err)
-			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, fmt.Errorf("create volume dir %s: %w", dir, err)
-			}
-			for name, data := range files {
-				if v.ConfigMap != nil || v.Secret != nil || v.Projected != nil {
-					// Addresses in configuration files follow the same rules
-					// as in args, so a config file's ":9092" binds the pod IP.
+			if v.ConfigMap != nil || v.Secret != nil || v.Projected != nil {
+				// Addresses in configuration files follow the same rules
+				// as in args, so a config file's ":9092" binds the pod IP.
+				for name, data := range files {
 					s, err := rw.rewrite(string(data))
 					if err != nil {
-						return nil, fmt.Errorf("volume %q file %q: %w", v.Name, name, err)
+						return nil, nil, fmt.Errorf("volume %q file %q: %w", v.Name, name, err)
 					}
-					data = []byte(s)
-				}
-				p := filepath.Join(dir, filepath.FromSlash(path.Clean("/"+name)))
-				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-					return nil, fmt.Errorf("create dir for %s: %w", p, err)
-				}
-				if err := os.WriteFile(p, data, 0o644); err != nil {
-					return nil, fmt.Errorf("write %s: %w", p, err)
+					files[name] = []byte(s)
 				}
 			}
+			// Files are replaced as a set: keys removed from the ConfigMap
+			// disappear, as with the kubelet's atomic writer.
+			if updated, err = writeAtomic(dir, files); err != nil {
+				return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+			if updated {
+				changed = append(changed, v.Name)
+			}
 		}
-		if b.imageMode {
+		if b.imageMode && (!refresh || updated) {
 			if err := b.ownVolume(v, dir, files != nil); err != nil {
-				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+				return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
 			}
 		}
 	}
-	return dirs, nil
+	return dirs, changed, nil
 }
 
 // ownVolume sets a volume's ownership as a kubelet does: an emptyDir is
@@ -178,7 +216,13 @@ func selectItems(data map[string][]byte, items []corev1.KeyToPath, what string, 
 }
 
 func (b *specBuilder) configMapData(ctx context.Context, name string) (map[string][]byte, error) {
-	cm, err := b.client.CoreV1().ConfigMaps(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	var cm *corev1.ConfigMap
+	var err error
+	if b.configMaps != nil {
+		cm, err = b.configMaps.ConfigMaps(b.pod.Namespace).Get(name)
+	} else {
+		cm, err = b.client.CoreV1().ConfigMaps(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: ConfigMap %s/%s not found", errConfig, b.pod.Namespace, name)
@@ -196,7 +240,13 @@ func (b *specBuilder) configMapData(ctx context.Context, name string) (map[strin
 }
 
 func (b *specBuilder) secretData(ctx context.Context, name string) (map[string][]byte, error) {
-	s, err := b.client.CoreV1().Secrets(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	var s *corev1.Secret
+	var err error
+	if b.secrets != nil {
+		s, err = b.secrets.Secrets(b.pod.Namespace).Get(name)
+	} else {
+		s, err = b.client.CoreV1().Secrets(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: Secret %s/%s not found", errConfig, b.pod.Namespace, name)
