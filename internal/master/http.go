@@ -223,6 +223,7 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, replication.ErrRowTooLong):
 			writeError(w, http.StatusBadRequest, "invalid row, nothing stored: "+err.Error())
 		case errors.Is(err, ErrShuttingDown):
+			closeAfterReply(w)
 			writeError(w, http.StatusServiceUnavailable, "master is shutting down; nothing stored, retry against the restarted master")
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			writeError(w, http.StatusServiceUnavailable, "publish did not complete: "+err.Error())
@@ -230,6 +231,7 @@ func (m *Master) handlePublish(w http.ResponseWriter, r *http.Request) {
 			// PostgreSQL is unreachable or this master was fenced: it
 			// becomes a standby, and the publish may be retried against
 			// whichever master is active.
+			closeAfterReply(w)
 			writeError(w, http.StatusServiceUnavailable, "stream log unavailable, nothing acknowledged: "+err.Error())
 		default:
 			m.logger.Error(err, "publish failed", "stream", stream, "rows", len(rows))
@@ -561,3 +563,11 @@ func (m *Master) handleUserIPs(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, UserIPsResponse{UserIPs: ips})
 }
+
+// closeAfterReply ends the client's keep-alive connection after this reply.
+// A master that will not serve again (shutting down, fenced, a standby)
+// must not keep a client that reached it through a Service: the proxy
+// picked this pod when the connection was made and sticks to it, so the
+// client's retries would all land here. A new connection goes where the
+// Service routes now, to the active master.
+func closeAfterReply(w http.ResponseWriter) { w.Header().Set("Connection", "close") }

@@ -146,6 +146,7 @@ func WaitAsStandby(ctx context.Context, cfg masterapi.Config, so StandbyOptions)
 // listeners and waits for the servers to stop.
 func serveStandby(so StandbyOptions, reason func() string) (stop func()) {
 	standby := func(w http.ResponseWriter, code int, msg string) {
+		closeAfterReply(w)
 		writeJSON(w, code, map[string]string{"error": msg, "role": RoleStandby})
 	}
 	mux := http.NewServeMux()

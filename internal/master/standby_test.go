@@ -53,11 +53,15 @@ func TestStandbyServesRoleAndRefusesWork(t *testing.T) {
 		method, path string
 		code         int
 		want         string
+		// closes: the reply ends the keep-alive connection, so a client
+		// that reached the standby through a Service reconnects to
+		// wherever the Service routes now instead of sticking here.
+		closes bool
 	}{
-		"readyz":  {"GET", "/readyz", 503, `"role":"standby"`},
-		"healthz": {"GET", "/healthz", 200, `"role":"standby"`},
-		"publish": {"POST", "/v1/streams/caches/rows", 503, "this master is a standby, nothing stored"},
-		"metrics": {"GET", "/metrics", 200, "\ntcprepl_master_active 0\n"},
+		"readyz":  {"GET", "/readyz", 503, `"role":"standby"`, true},
+		"healthz": {"GET", "/healthz", 200, `"role":"standby"`, false},
+		"publish": {"POST", "/v1/streams/caches/rows", 503, "this master is a standby, nothing stored", true},
+		"metrics": {"GET", "/metrics", 200, "\ntcprepl_master_active 0\n", false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, base+tc.path, strings.NewReader(`{"rows": [["f", ["k"], 1]]}`))
@@ -69,6 +73,9 @@ func TestStandbyServesRoleAndRefusesWork(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.want) {
 				t.Fatalf("%s %s = %d %s, want %d with %q", tc.method, tc.path, resp.StatusCode, b, tc.code, tc.want)
+			}
+			if resp.Close != tc.closes {
+				t.Errorf("%s %s: the reply closes the connection: %v, want %v", tc.method, tc.path, resp.Close, tc.closes)
 			}
 		})
 	}
