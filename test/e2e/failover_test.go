@@ -467,7 +467,7 @@ type retryingPublisher struct {
 	next    int
 	acks    []ack
 	failed  int
-	lastErr error // the newest failure, for a timeout's message
+	lastErr string // the newest failure, for the wait's messages
 }
 
 func startRetryingPublisher(ctx context.Context, baseURL, token string) *retryingPublisher {
@@ -493,7 +493,7 @@ func startRetryingPublisher(ctx context.Context, baseURL, token string) *retryin
 				p.acks = append(p.acks, ack{row: n, token: tok, started: started, ackedAt: time.Now()})
 			} else {
 				p.failed++
-				p.lastErr = err
+				p.lastErr = err.Error()
 			}
 			p.mu.Unlock()
 			if err != nil {
@@ -523,14 +523,14 @@ func (p *retryingPublisher) waitAcked(t *testing.T, n int, timeout time.Duration
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.failed > failedBefore {
-			t.Logf("%d publishes failed while waiting, the last with: %v", p.failed-failedBefore, p.lastErr)
+			t.Logf("%d publishes failed while waiting, the last with: %s", p.failed-failedBefore, p.lastErr)
 		}
 	}()
 	eventually(t, timeout, fmt.Sprintf("%d rows acknowledged", n), func() error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if got := len(p.acks); got < n {
-			return fmt.Errorf("%d acknowledged, %d publishes failed, the last with: %v", got, p.failed, p.lastErr)
+			return fmt.Errorf("%d acknowledged, %d publishes failed, the last with: %s", got, p.failed, p.lastErr)
 		}
 		return nil
 	})
