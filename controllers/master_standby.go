@@ -33,11 +33,11 @@ type postgresProblem struct {
 
 // checkPostgresSecret reads the Secret key holding the master's PostgreSQL
 // URI, past the cache (the Secret is not labelled as the operator's). It
-// returns a digest of the URI for the pod's config hash, so that a new URI
-// (a rotated password) restarts the masters, which read it only at start.
+// returns the URI for the pod's config hash, so that a new URI (a rotated
+// password) restarts the masters, which read it only at start.
 // A missing Secret or key is a problem to report, not an error: the pods
 // start by themselves once it exists.
-func (r *ReplicationMasterReconciler) checkPostgresSecret(ctx context.Context, m *replv1.ReplicationMaster) (digest string, problem postgresProblem, err error) {
+func (r *ReplicationMasterReconciler) checkPostgresSecret(ctx context.Context, m *replv1.ReplicationMaster) (uri string, problem postgresProblem, err error) {
 	ref, ok := specs.PostgresURIRef(m)
 	if !ok {
 		return "", problem, nil
@@ -54,11 +54,11 @@ func (r *ReplicationMasterReconciler) checkPostgresSecret(ctx context.Context, m
 	case err != nil:
 		return "", problem, fmt.Errorf("get Secret %s holding the PostgreSQL URI: %w", key, err)
 	}
-	uri := strings.TrimSpace(string(s.Data[ref.Key]))
+	uri = strings.TrimSpace(string(s.Data[ref.Key]))
 	if uri == "" {
 		return "", postgresProblem{replv1.ReasonPostgresSecretKeyMissing, postgresSecretHelp(m, fmt.Sprintf("the Secret %s has no key %q (or it is empty)", key, ref.Key))}, nil
 	}
-	return specs.ConfigHash(uri, ""), problem, nil
+	return uri, problem, nil
 }
 
 func postgresSecretHelp(m *replv1.ReplicationMaster, what string) string {

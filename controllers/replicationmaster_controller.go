@@ -134,15 +134,16 @@ func (r *ReplicationMasterReconciler) reconcilePhases(ctx context.Context, m *re
 	if obs.image, err = r.Images.Choose(ctx, r.Client, operandID(masterKind, key), m.Spec.Image, m.Status.Image, key, r.Options.DefaultImage); err != nil {
 		return obs, err
 	}
-	uriDigest, problem, err := r.checkPostgresSecret(ctx, m)
+	uri, problem, err := r.checkPostgresSecret(ctx, m)
 	if err != nil {
 		return obs, err
 	}
 	obs.postgres = problem
-	hash := specs.ConfigHash(cm.Data[specs.MasterConfigFile], token)
-	if uriDigest != "" {
-		hash = specs.ConfigHash(hash, uriDigest)
+	var startOnly []string
+	if uri != "" {
+		startOnly = append(startOnly, uri)
 	}
+	hash := specs.ConfigHash(cm.Data[specs.MasterConfigFile], token, startOnly...)
 	opts := r.Options
 	opts.DefaultImage = obs.image.image
 	sts := specs.BuildMasterStatefulSet(m, opts, hash)

@@ -304,13 +304,21 @@ func TestBuildMasterStatefulSet(t *testing.T) {
 func TestConfigHashChangesWithConfigAndToken(t *testing.T) {
 	t.Parallel()
 	base := ConfigHash("a", "t")
-	for name, h := range map[string]string{"config": ConfigHash("b", "t"), "token": ConfigHash("a", "u"), "boundary": ConfigHash("at", "")} {
+	for name, h := range map[string]string{
+		"config": ConfigHash("b", "t"), "token": ConfigHash("a", "u"), "boundary": ConfigHash("at", ""),
+		"start-only value":          ConfigHash("a", "t", "postgres://u:p@db/app"),
+		"start-only value boundary": ConfigHash("a", "", "t"),
+	} {
 		if h == base {
 			t.Errorf("%s change kept hash %s", name, h)
 		}
 	}
 	if ConfigHash("a", "t") != base {
 		t.Error("hash is not deterministic")
+	}
+	// A rotated PostgreSQL password rolls the masters.
+	if ConfigHash("a", "t", "postgres://u:p1@db/app") == ConfigHash("a", "t", "postgres://u:p2@db/app") {
+		t.Error("a changed start-only value kept the hash")
 	}
 }
 

@@ -120,7 +120,9 @@ func BuildMasterTokenSecret(m *replv1.ReplicationMaster, token string) *corev1.S
 // setting (retention, keep-alive, limits) only updates the ConfigMap, which
 // the running master re-reads and applies without dropping a connection.
 // A config that does not parse is hashed whole: rolling is the safe side.
-func ConfigHash(config, token string) string {
+// startOnly are further values the master reads only at start (the
+// PostgreSQL URI from its Secret), each hashed after the token.
+func ConfigHash(config, token string, startOnly ...string) string {
 	digest := []byte(config)
 	var c masterapi.Config
 	if err := yaml.UnmarshalStrict([]byte(config), &c); err == nil {
@@ -132,6 +134,10 @@ func ConfigHash(config, token string) string {
 	h.Write(digest)
 	h.Write([]byte{0})
 	h.Write([]byte(token))
+	for _, v := range startOnly {
+		h.Write([]byte{0})
+		h.Write([]byte(v))
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
